@@ -1,0 +1,54 @@
+# clnode — see README.md. `make test` is what CI runs (after `make deps`).
+SHELL := /usr/bin/env bash
+CARGO ?= cargo
+# Integration tests start several geth/EthereumJS processes; two at a time
+# keeps a 2-core machine responsive.
+TEST_THREADS ?= 2
+
+.PHONY: all build deps test unit-test lint fmt static run run-leader run-member clean
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+## Installs Redis, PostgreSQL, geth v1.16.8 and the EthereumJS client if missing.
+deps:
+	scripts/deps.sh
+
+## Unit and integration tests on real Redis, PostgreSQL, geth and EthereumJS.
+test: deps
+	$(CARGO) test --all-targets -- --test-threads=$(TEST_THREADS)
+
+unit-test:
+	$(CARGO) test --lib
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## A statically linked binary in target/static/clnode.
+static:
+	scripts/build-static.sh
+
+## A local cluster (Redis, PostgreSQL, geth, two leaders); Ctrl-C stops it.
+run: deps
+	scripts/devnet.sh
+
+## One leader with the seed's defaults, against services you already run.
+run-leader:
+	$(CARGO) run --release -- --instance-id $${INSTANCE_ID:-leader-1} --mode leader \
+		--jwt-secret-file $${JWT_SECRET_FILE:-.devnet/jwt.hex}
+
+## One member with the seed's defaults, against services you already run.
+run-member:
+	$(CARGO) run --release -- --instance-id $${INSTANCE_ID:-member-1} --mode member \
+		--jwt-secret-file $${JWT_SECRET_FILE:-.devnet/member-jwt.hex} \
+		--eth-client-url $${ETH_CLIENT_URL:-http://localhost:8552} --health-addr $${HEALTH_ADDR:-:8081}
+
+clean:
+	rm -rf .devnet
+	$(CARGO) clean

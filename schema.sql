@@ -1,0 +1,83 @@
+-- clnode schema. Every node applies it at start; every statement is idempotent.
+-- The leader-mode nodes share one database; every member has its own.
+
+-- One row per committed block. Append-only: a committed height is never
+-- updated, overwritten or deleted (enforced by the triggers below).
+CREATE TABLE IF NOT EXISTS payloads (
+    block_number  BIGINT PRIMARY KEY CHECK (block_number >= 1),
+    block_hash    TEXT NOT NULL UNIQUE,          -- lowercase 0x hex
+    parent_hash   TEXT NOT NULL,
+    payload_data  TEXT NOT NULL,                 -- the Engine API execution payload, JSON, as the client built it
+    requests_data TEXT NOT NULL DEFAULT '[]',    -- JSON list of EIP-7685 request strings
+    timestamp     BIGINT NOT NULL,
+    created_at    TIMESTAMPTZ DEFAULT NOW(),
+    -- What an exact replay needs besides the payload (all feed the block hash):
+    parent_beacon_block_root TEXT NOT NULL,
+    blob_versioned_hashes    TEXT NOT NULL DEFAULT '[]',  -- JSON list
+    payload_version          SMALLINT NOT NULL,           -- engine_getPayloadV4 or V5
+    term                     BIGINT NOT NULL              -- fencing term of the leader that committed it
+);
+
+-- The chain this database belongs to: set once, by the first node to start.
+CREATE TABLE IF NOT EXISTS chain_meta (
+    id           SMALLINT PRIMARY KEY CHECK (id = 1),
+    genesis_hash TEXT NOT NULL,
+    chain_id     BIGINT NOT NULL
+);
+
+-- The fence: the term of the only leader allowed to commit. Raised by a new
+-- leader before it builds; checked by every commit under the same row lock.
+CREATE TABLE IF NOT EXISTS fence (
+    id         SMALLINT PRIMARY KEY CHECK (id = 1),
+    term       BIGINT NOT NULL,
+    holder     TEXT NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
+);
+INSERT INTO fence (id, term, holder) VALUES (1, 0, '') ON CONFLICT (id) DO NOTHING;
+
+CREATE OR REPLACE FUNCTION clnode_refuse_rewrite() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'clnode: payloads is append-only (% refused)', TG_OP;
+END $$;
+
+CREATE OR REPLACE TRIGGER payloads_append_only
+    BEFORE UPDATE OR DELETE ON payloads
+    FOR EACH ROW EXECUTE FUNCTION clnode_refuse_rewrite();
+CREATE OR REPLACE TRIGGER payloads_no_truncate
+    BEFORE TRUNCATE ON payloads
+    FOR EACH STATEMENT EXECUTE FUNCTION clnode_refuse_rewrite();
+
+-- The fenced commit, in one statement so that no client (paused, killed or
+-- slow) ever holds the fence lock between round trips. Returns
+--   'committed'                      the block is now the committed head;
+--   'fenced:<term>'                  the fence holds another term: step down;
+--   'not_head:<number>:<hash>'       the parent is not the committed head.
+CREATE OR REPLACE FUNCTION clnode_commit_block(
+    p_term BIGINT, p_number BIGINT, p_hash TEXT, p_parent TEXT, p_payload TEXT,
+    p_requests TEXT, p_timestamp BIGINT, p_beacon_root TEXT, p_versioned_hashes TEXT,
+    p_payload_version SMALLINT
+) RETURNS TEXT LANGUAGE plpgsql AS $$
+DECLARE
+    fence_term  BIGINT;
+    head_number BIGINT;
+    head_hash   TEXT;
+BEGIN
+    SELECT term INTO fence_term FROM fence WHERE id = 1 FOR UPDATE;
+    IF fence_term IS DISTINCT FROM p_term THEN
+        RETURN 'fenced:' || COALESCE(fence_term, -1);
+    END IF;
+    SELECT block_number, block_hash INTO head_number, head_hash
+        FROM payloads ORDER BY block_number DESC LIMIT 1;
+    IF head_number IS NULL THEN
+        SELECT 0, genesis_hash INTO head_number, head_hash FROM chain_meta WHERE id = 1;
+    END IF;
+    IF head_number IS NULL OR p_number <> head_number + 1 OR p_parent <> head_hash THEN
+        RETURN 'not_head:' || COALESCE(head_number, -1) || ':' || COALESCE(head_hash, '');
+    END IF;
+    INSERT INTO payloads (block_number, block_hash, parent_hash, payload_data, requests_data, timestamp,
+                          parent_beacon_block_root, blob_versioned_hashes, payload_version, term)
+        VALUES (p_number, p_hash, p_parent, p_payload, p_requests, p_timestamp,
+                p_beacon_root, p_versioned_hashes, p_payload_version, p_term);
+    PERFORM pg_notify('clnode_blocks', p_number::TEXT);
+    RETURN 'committed';
+END $$;

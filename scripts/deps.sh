@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# deps.sh [redis] [postgres] [geth] [ejs] — install what the tests and the devnet need and is
+# missing (no arguments: everything). Idempotent; quick when all is present.
+#   redis     redis-server            Debian package (bookworm: 7.0.x)
+#   postgres  postgresql-15           Debian package (server, psql, the "postgres" OS user)
+#   geth      geth v1.16.8            go install into <repo>/.tools/bin (needs Go >= 1.24; when
+#                                     absent, Go 1.24.13 is fetched from the Go module proxy
+#                                     into <repo>/.tools/go, sha256-checked; linux/amd64 only)
+#   ejs       scripts/node modules    npm ci from the committed package-lock.json
+#                                     (@ethereumjs/client 0.10.5, tx/util/common 10.0.0)
+# Needs root, or sudo, only when a Debian package must be installed.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+
+GETH_VERSION=1.16.8
+GO_MIN_MINOR=24 # geth v1.16.8's go.mod says go 1.24.0
+GO_FALLBACK=go1.24.13
+GO_FALLBACK_SHA256_linux_amd64=d2b048367a3d1a748b87f756fa06df12ce3b419e1d5f2a3612acb8950d615f9f
+NODE_DIR=$KIT_DIR/node
+
+all_parts=(redis postgres geth ejs)
+parts=()
+for a in "$@"; do
+  case $a in
+    redis | postgres | geth | ejs) parts+=("$a") ;;
+    *) usage_error "[redis] [postgres] [geth] [ejs]   (no arguments: all)" ;;
+  esac
+done
+((${#parts[@]})) || parts=("${all_parts[@]}")
+want() {
+  local p
+  for p in "${parts[@]}"; do [[ $p == "$1" ]] && return 0; done
+  return 1
+}
+
+# --- apt (at most one `apt-get update` per run) -----------------------------------------
+apt_updated=0
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    die "need root (or sudo) to run: $*"
+  fi
+}
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install $* by hand"
+  if ((!apt_updated)); then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    apt_updated=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+ensure_cmds() { # ensure_cmds PACKAGE:COMMAND ... — apt-install the packages whose command is missing
+  local spec pkgs=()
+  for spec in "$@"; do
+    command -v "${spec#*:}" >/dev/null 2>&1 || pkgs+=("${spec%%:*}")
+  done
+  ((${#pkgs[@]} == 0)) || apt_install "${pkgs[@]}"
+}
+
+# --- redis ------------------------------------------------------------------------------
+redis_version() { redis-server --version 2>/dev/null | sed -n 's/.* v=\([0-9.]*\).*/\1/p'; }
+if want redis; then
+  if command -v redis-server >/dev/null 2>&1; then
+    echo "redis: present $(redis_version)"
+  else
+    echo "redis: installing redis-server (apt) ..."
+    apt_install redis-server
+    command -v redis-server >/dev/null 2>&1 || die "redis-server still missing after apt-get install"
+    echo "redis: installed $(redis_version)"
+  fi
+fi
+
+# --- postgres ---------------------------------------------------------------------------
+pg_version() { "$1/postgres" --version | awk '{print $3}'; }
+if want postgres; then
+  if bindir=$(pg_bindir) && id -u postgres >/dev/null 2>&1; then
+    echo "postgres: present $(pg_version "$bindir") ($bindir)"
+  else
+    echo "postgres: installing postgresql-15 (apt) ..."
+    apt_install postgresql-15
+    bindir=$(pg_bindir) || die "PostgreSQL binaries still missing after apt-get install"
+    echo "postgres: installed $(pg_version "$bindir") ($bindir)"
+  fi
+fi
+
+# --- geth -------------------------------------------------------------------------------
+geth_bin=$TOOLS_BIN/geth
+geth_ok() {
+  local out
+  [[ -x $geth_bin ]] && out=$("$geth_bin" version 2>/dev/null) && [[ $out == *"Version: $GETH_VERSION-"* ]]
+}
+
+# go_ok GO: GO runs and is at least 1.$GO_MIN_MINOR.
+go_ok() {
+  local v
+  v=$("$1" env GOVERSION 2>/dev/null) || return 1
+  [[ $v =~ ^go1\.([0-9]+) ]] && ((BASH_REMATCH[1] >= GO_MIN_MINOR))
+}
+
+# find_go: print a usable go binary, fetching $GO_FALLBACK into .tools/go if there is none.
+find_go() {
+  local g
+  for g in "$(command -v go || true)" /usr/local/go/bin/go "$REPO_ROOT/.tools/go/bin/go"; do
+    if [[ -n $g && -x $g ]] && go_ok "$g"; then
+      echo "$g"
+      return 0
+    fi
+  done
+  local arch
+  arch=$(uname -m)
+  [[ $arch == x86_64 ]] || die "need Go >= 1.$GO_MIN_MINOR to build geth (automatic download only for linux/amd64)"
+  echo "geth: no Go >= 1.$GO_MIN_MINOR found, fetching $GO_FALLBACK from the Go module proxy ..." >&2
+  ensure_cmds curl:curl unzip:unzip
+  [[ -f /etc/ssl/certs/ca-certificates.crt ]] || apt_install ca-certificates
+  local proxy=${GOPROXY:-https://proxy.golang.org}
+  proxy=${proxy%%[,|]*}
+  [[ $proxy == http* ]] || proxy=https://proxy.golang.org
+  local mod=golang.org/toolchain@v0.0.1-$GO_FALLBACK.linux-amd64
+  local tmp
+  tmp=$(mktemp -d)
+  curl -fsSL --retry 3 --max-time 600 -o "$tmp/go.zip" \
+    "$proxy/golang.org/toolchain/@v/v0.0.1-$GO_FALLBACK.linux-amd64.zip" ||
+    die "download of $mod failed"
+  echo "$GO_FALLBACK_SHA256_linux_amd64  $tmp/go.zip" | sha256sum -c --quiet - >&2 ||
+    die "checksum mismatch for $mod"
+  unzip -q "$tmp/go.zip" -d "$tmp/x"
+  rm -rf "$REPO_ROOT/.tools/go"
+  mkdir -p "$REPO_ROOT/.tools"
+  mv "$tmp/x/$mod" "$REPO_ROOT/.tools/go"
+  rm -rf "$tmp"
+  # Module zips carry no file modes.
+  chmod +x "$REPO_ROOT/.tools/go/bin/"* "$REPO_ROOT/.tools/go/pkg/tool/"*/*
+  go_ok "$REPO_ROOT/.tools/go/bin/go" || die "fetched Go toolchain does not run"
+  echo "$REPO_ROOT/.tools/go/bin/go"
+}
+
+if want geth; then
+  if geth_ok; then
+    echo "geth: present v$GETH_VERSION"
+  else
+    go_bin=$(find_go)
+    echo "geth: building v$GETH_VERSION into ${TOOLS_BIN#"$REPO_ROOT"/} with $("$go_bin" env GOVERSION) (takes minutes) ..."
+    mkdir -p "$TOOLS_BIN"
+    GOBIN=$TOOLS_BIN GOTOOLCHAIN=local "$go_bin" install \
+      "github.com/ethereum/go-ethereum/cmd/geth@v$GETH_VERSION" >&2
+    geth_ok || die "built geth does not report version $GETH_VERSION"
+    echo "geth: built v$GETH_VERSION"
+  fi
+fi
+
+# --- EthereumJS + signer modules (scripts/node) ------------------------------------------
+# node_modules is current when npm's hidden lockfile lists exactly the packages, versions
+# and integrities of package-lock.json.
+ejs_current() {
+  [[ -f $NODE_DIR/node_modules/.package-lock.json && -f $NODE_DIR/node_modules/@ethereumjs/client/dist/esm/bin/cli.js ]] || return 1
+  node --input-type=module - "$NODE_DIR" <<'EOF'
+import { readFileSync } from 'node:fs'
+const dir = process.argv[2]
+const read = (f) => JSON.parse(readFileSync(`${dir}/${f}`, 'utf8')).packages ?? {}
+const want = read('package-lock.json'), have = read('node_modules/.package-lock.json')
+const keys = (o) => Object.keys(o).filter((k) => k !== '').sort()
+const same = JSON.stringify(keys(want)) === JSON.stringify(keys(have)) &&
+  keys(want).every((k) => want[k].version === have[k].version && want[k].integrity === have[k].integrity)
+process.exit(same ? 0 : 1)
+EOF
+}
+ejs_version() { node -p "require('$NODE_DIR/node_modules/@ethereumjs/client/package.json').version"; }
+if want ejs; then
+  [[ -f $NODE_DIR/package-lock.json ]] || die "missing $NODE_DIR/package-lock.json"
+  ensure_cmds nodejs:node npm:npm
+  node_major=$(node -p 'process.versions.node.split(".")[0]')
+  ((node_major >= 18)) || die "Node.js >= 18 needed, found $(node --version)"
+  if ejs_current; then
+    echo "ejs: present @ethereumjs/client $(ejs_version)"
+  else
+    echo "ejs: installing scripts/node modules (npm ci) ..."
+    (cd "$NODE_DIR" && npm ci --no-audit --no-fund >&2)
+    ejs_current || die "node_modules does not match package-lock.json after npm ci"
+    echo "ejs: installed @ethereumjs/client $(ejs_version)"
+  fi
+fi

@@ -1,0 +1,213 @@
+//! The block sync API: read-only views of the committed chain, served from
+//! PostgreSQL by every leader-mode node (and by members with --api-addr).
+//!
+//! Routes (GET): `/blocks/latest`, `/blocks/{number}`, `/blocks/{hash}`,
+//! `/blocks?after=N&limit=M&wait_ms=W`. Errors are `{"error": "..."}` with
+//! 400 (bad input), 404 (no such block or route), 405 (method), 503 (the
+//! database is unreachable). This module never writes.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::block::StoredBlock;
+use crate::codec::Hash32;
+use crate::http::{parse_decimal, parse_query, serve, Incoming, Reply};
+use crate::log;
+use crate::metrics::Metrics;
+use crate::notify::HeadWatch;
+use crate::shutdown::Shutdown;
+use crate::store::{Store, StoreError, MAX_BLOCKS_PER_QUERY};
+
+/// Requests served at once; long polls hold a worker while they wait.
+pub const API_WORKERS: usize = 16;
+/// At most this many workers may sit in a long poll; the rest answer at once.
+pub const MAX_CONCURRENT_LONG_POLLS: usize = API_WORKERS - 4;
+/// The longest `wait_ms` accepted.
+pub const MAX_WAIT_MS: u64 = 30_000;
+/// The seed's default page size.
+pub const DEFAULT_LIMIT: u64 = 100;
+
+pub struct ApiContext {
+    pub postgres_url: String,
+    pub watch: Arc<HeadWatch>,
+    pub metrics: Arc<Metrics>,
+    pub instance_id: String,
+}
+
+pub fn start(addr: SocketAddr, ctx: ApiContext, shutdown: &Shutdown) -> Result<Vec<JoinHandle<()>>, String> {
+    let ctx = Arc::new(ctx);
+    let long_polls = Arc::new(AtomicUsize::new(0));
+    serve("api", addr, API_WORKERS, shutdown, || {
+        let mut handler = ApiHandler { ctx: Arc::clone(&ctx), store: None, long_polls: Arc::clone(&long_polls) };
+        move |request: &Incoming<'_>| handler.handle(request)
+    })
+}
+
+struct ApiHandler {
+    ctx: Arc<ApiContext>,
+    store: Option<Store>,
+    long_polls: Arc<AtomicUsize>,
+}
+
+enum Lookup {
+    Latest,
+    Number(u64),
+    Hash(String),
+}
+
+impl ApiHandler {
+    fn handle(&mut self, request: &Incoming<'_>) -> Reply {
+        self.ctx.metrics.api_requests.inc();
+        let path = request.path;
+        if path == "/blocks" || path == "/blocks/" {
+            return self.list(request.query);
+        }
+        let Some(key) = path.strip_prefix("/blocks/") else {
+            return Reply::error(404, format!("no route {path}; see /blocks/latest, /blocks/{{number}}, /blocks/{{hash}}, /blocks?after=N&limit=M"));
+        };
+        if !request.query.is_empty() {
+            return Reply::error(400, "this endpoint takes no query parameters");
+        }
+        let lookup = match parse_block_key(key) {
+            Ok(lookup) => lookup,
+            Err(message) => return Reply::error(400, message),
+        };
+        let result = self.with_store(|store| match &lookup {
+            Lookup::Latest => store.latest_block(),
+            Lookup::Number(n) => store.block_by_number(*n),
+            Lookup::Hash(h) => store.block_by_hash(h),
+        });
+        match result {
+            Ok(Some(block)) => Reply::json(200, &block.to_wire_json()),
+            Ok(None) => Reply::error(
+                404,
+                match lookup {
+                    Lookup::Latest => "no block committed yet".to_owned(),
+                    Lookup::Number(n) => format!("block {n} not found"),
+                    Lookup::Hash(h) => format!("block {h} not found"),
+                },
+            ),
+            Err(reply) => reply,
+        }
+    }
+
+    fn list(&mut self, query: &str) -> Reply {
+        let pairs = match parse_query(query, &["after", "limit", "wait_ms"]) {
+            Ok(pairs) => pairs,
+            Err(message) => return Reply::error(400, message),
+        };
+        let mut after = 0;
+        let mut limit = DEFAULT_LIMIT;
+        let mut wait_ms = 0;
+        for (name, value) in pairs {
+            let parsed = match name {
+                "after" => parse_decimal("after", value, i64::MAX as u64).map(|v| after = v),
+                // The seed caps the limit rather than refusing a large one.
+                "limit" => parse_decimal("limit", value, u64::MAX).and_then(|v| {
+                    if v == 0 {
+                        Err("limit must be at least 1".to_owned())
+                    } else {
+                        limit = v.min(u64::from(MAX_BLOCKS_PER_QUERY));
+                        Ok(())
+                    }
+                }),
+                _ => parse_decimal("wait_ms", value, MAX_WAIT_MS).map(|v| wait_ms = v),
+            };
+            if let Err(message) = parsed {
+                return Reply::error(400, message);
+            }
+        }
+        if wait_ms > 0 && self.ctx.watch.get() <= after {
+            self.long_poll(after, Duration::from_millis(wait_ms));
+        }
+        let limit = u32::try_from(limit).unwrap_or(MAX_BLOCKS_PER_QUERY);
+        match self.with_store(|store| store.blocks_after(after, limit)) {
+            Ok(blocks) => {
+                let head = blocks.last().map(|b| b.number).unwrap_or(0).max(self.ctx.watch.get());
+                let items: Vec<Value> = blocks.iter().map(StoredBlock::to_wire_json).collect();
+                Reply::json(200, &json!({ "blocks": items, "head": head }))
+            }
+            Err(reply) => reply,
+        }
+    }
+
+    fn long_poll(&self, after: u64, wait: Duration) {
+        let in_flight = self.long_polls.fetch_add(1, Ordering::SeqCst);
+        if in_flight < MAX_CONCURRENT_LONG_POLLS {
+            self.ctx.watch.wait_beyond(after, wait);
+        }
+        self.long_polls.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Runs `query` on this worker's connection, connecting (once) if needed.
+    /// Any failure becomes a 503; the next request reconnects.
+    fn with_store<T>(&mut self, query: impl Fn(&mut Store) -> Result<T, StoreError>) -> Result<T, Reply> {
+        for attempt in 0..2 {
+            if self.store.is_none() {
+                match Store::connect(&self.ctx.postgres_url, &format!("clnode-api-{}", self.ctx.instance_id)) {
+                    Ok(store) => self.store = Some(store),
+                    Err(error) => {
+                        self.ctx.metrics.count_error("database");
+                        log::warn(&format!("api: {error}"));
+                        return Err(Reply::error(503, "database unavailable"));
+                    }
+                }
+            }
+            let Some(store) = self.store.as_mut() else {
+                continue;
+            };
+            match query(store) {
+                Ok(value) => return Ok(value),
+                Err(error) => {
+                    self.ctx.metrics.count_error("database");
+                    self.store = None;
+                    // A dropped idle connection is retried once on a fresh one.
+                    if !(error.connection_lost && attempt == 0) {
+                        log::warn(&format!("api: {error}"));
+                        return Err(Reply::error(503, "database unavailable"));
+                    }
+                }
+            }
+        }
+        Err(Reply::error(503, "database unavailable"))
+    }
+}
+
+fn parse_block_key(key: &str) -> Result<Lookup, String> {
+    if key == "latest" {
+        return Ok(Lookup::Latest);
+    }
+    if key.starts_with("0x") || key.starts_with("0X") {
+        let normalised = format!("0x{}", &key[2..]);
+        return Hash32::parse(&normalised)
+            .map(|hash| Lookup::Hash(hash.to_hex()))
+            .map_err(|e| format!("block hash {key:?}: {e}"));
+    }
+    parse_decimal("block number", key, i64::MAX as u64)
+        .map(Lookup::Number)
+        .map_err(|_| format!("expected a block number, a 0x block hash or \"latest\", got {key:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_keys_parse_strictly() {
+        assert!(matches!(parse_block_key("latest"), Ok(Lookup::Latest)));
+        assert!(matches!(parse_block_key("42"), Ok(Lookup::Number(42))));
+        let upper = format!("0X{}", "AB".repeat(32));
+        match parse_block_key(&upper) {
+            Ok(Lookup::Hash(h)) => assert_eq!(h, format!("0x{}", "ab".repeat(32))),
+            _ => panic!("hash lookup is case-insensitive"),
+        }
+        for bad in ["-1", "0x12", "abc", "", "1.5", "99999999999999999999"] {
+            assert!(parse_block_key(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! The committed block record: what PostgreSQL stores, what the sync API
+//! serves, and what a replay needs to rebuild the exact same block.
+//!
+//! [`StoredBlock`] is the row as text (the API serves it without parsing the
+//! payload). [`BlockRecord`] is a verified record: its number, hash, parent
+//! hash and timestamp agree with the payload it carries. Nothing executes a
+//! block that did not become a `BlockRecord`.
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use crate::codec::Hash32;
+use crate::engine::types::{execution_requests_of, BuiltPayload};
+use crate::engine::ExecutionPayload;
+
+/// A row of `payloads`, as text. Hashes are lowercase `0x` hex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBlock {
+    pub number: u64,
+    pub hash: String,
+    pub parent_hash: String,
+    /// The execution payload JSON, as the client built it.
+    pub payload_json: String,
+    /// JSON list of request strings.
+    pub requests_json: String,
+    pub timestamp: u64,
+    pub parent_beacon_block_root: String,
+    /// JSON list of versioned hashes.
+    pub blob_versioned_hashes_json: String,
+    pub payload_version: u8,
+    pub term: u64,
+}
+
+/// A block record that passed every check; safe to execute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockRecord {
+    pub payload: ExecutionPayload,
+    pub execution_requests: Vec<String>,
+    pub parent_beacon_block_root: Hash32,
+    pub blob_versioned_hashes: Vec<Hash32>,
+    pub payload_version: u8,
+    pub term: u64,
+}
+
+/// Why a record was refused. Carries the block number when it was readable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordError {
+    pub block_number: Option<u64>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for RecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.block_number {
+            Some(n) => write!(f, "block {n}: {}", self.reason),
+            None => write!(f, "block record: {}", self.reason),
+        }
+    }
+}
+
+impl std::error::Error for RecordError {}
+
+impl BlockRecord {
+    pub fn number(&self) -> u64 {
+        self.payload.number()
+    }
+    pub fn hash(&self) -> Hash32 {
+        self.payload.hash()
+    }
+    pub fn parent_hash(&self) -> Hash32 {
+        self.payload.parent_hash()
+    }
+
+    pub fn from_built(built: BuiltPayload, parent_beacon_block_root: Hash32, term: u64) -> BlockRecord {
+        BlockRecord {
+            payload: built.payload,
+            execution_requests: built.execution_requests,
+            parent_beacon_block_root,
+            blob_versioned_hashes: built.blob_versioned_hashes,
+            payload_version: built.get_payload_version,
+            term,
+        }
+    }
+
+    pub fn to_stored(&self) -> StoredBlock {
+        StoredBlock {
+            number: self.number(),
+            hash: self.hash().to_hex(),
+            parent_hash: self.parent_hash().to_hex(),
+            payload_json: self.payload.json().to_string(),
+            requests_json: json!(self.execution_requests).to_string(),
+            timestamp: self.payload.timestamp(),
+            parent_beacon_block_root: self.parent_beacon_block_root.to_hex(),
+            blob_versioned_hashes_json: json!(self
+                .blob_versioned_hashes
+                .iter()
+                .map(Hash32::to_hex)
+                .collect::<Vec<_>>())
+            .to_string(),
+            payload_version: self.payload_version,
+            term: self.term,
+        }
+    }
+
+    /// Parses and cross-checks a stored row.
+    pub fn from_stored(stored: &StoredBlock) -> Result<BlockRecord, RecordError> {
+        let fail = |reason: String| RecordError { block_number: Some(stored.number), reason };
+        let payload_json: Value =
+            serde_json::from_str(&stored.payload_json).map_err(|e| fail(format!("payload is not JSON: {e}")))?;
+        let requests_json: Value =
+            serde_json::from_str(&stored.requests_json).map_err(|e| fail(format!("requests are not JSON: {e}")))?;
+        let hashes_json: Value = serde_json::from_str(&stored.blob_versioned_hashes_json)
+            .map_err(|e| fail(format!("versioned hashes are not JSON: {e}")))?;
+        BlockRecord::from_parts(
+            stored.number,
+            &stored.hash,
+            &stored.parent_hash,
+            stored.timestamp,
+            payload_json,
+            &requests_json,
+            &stored.parent_beacon_block_root,
+            &hashes_json,
+            stored.payload_version,
+            stored.term,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)] // one argument per record field, all checked here
+    fn from_parts(
+        number: u64,
+        hash: &str,
+        parent_hash: &str,
+        timestamp: u64,
+        payload_json: Value,
+        requests_json: &Value,
+        beacon_root: &str,
+        hashes_json: &Value,
+        payload_version: u8,
+        term: u64,
+    ) -> Result<BlockRecord, RecordError> {
+        let fail = |reason: String| RecordError { block_number: Some(number), reason };
+        let payload = ExecutionPayload::from_json(payload_json).map_err(|e| fail(format!("payload: {e}")))?;
+        if payload.number() != number {
+            return Err(fail(format!("record number {number} but payload number {}", payload.number())));
+        }
+        let hash = Hash32::parse(hash).map_err(|e| fail(format!("block_hash: {e}")))?;
+        if payload.hash() != hash {
+            return Err(fail(format!("record hash {hash} but payload hash {}", payload.hash())));
+        }
+        let parent_hash = Hash32::parse(parent_hash).map_err(|e| fail(format!("parent_hash: {e}")))?;
+        if payload.parent_hash() != parent_hash {
+            return Err(fail(format!("record parent {parent_hash} but payload parent {}", payload.parent_hash())));
+        }
+        if payload.timestamp() != timestamp {
+            return Err(fail(format!("record timestamp {timestamp} but payload timestamp {}", payload.timestamp())));
+        }
+        let execution_requests =
+            execution_requests_of(Some(requests_json)).map_err(|e| fail(format!("requests: {e}")))?;
+        let parent_beacon_block_root =
+            Hash32::parse(beacon_root).map_err(|e| fail(format!("parent_beacon_block_root: {e}")))?;
+        let blob_versioned_hashes = hashes_json
+            .as_array()
+            .ok_or_else(|| fail("blob_versioned_hashes is not a list".into()))?
+            .iter()
+            .map(|h| {
+                h.as_str()
+                    .ok_or_else(|| fail("versioned hash is not a string".into()))
+                    .and_then(|t| Hash32::parse(t).map_err(|e| fail(format!("versioned hash: {e}"))))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if !(4..=5).contains(&payload_version) {
+            return Err(fail(format!("payload_version {payload_version} is not 4 or 5")));
+        }
+        Ok(BlockRecord {
+            payload,
+            execution_requests,
+            parent_beacon_block_root,
+            blob_versioned_hashes,
+            payload_version,
+            term,
+        })
+    }
+
+    /// Decodes one record of the sync API (see [`StoredBlock::to_wire_json`]).
+    pub fn from_wire_json(value: &Value) -> Result<BlockRecord, RecordError> {
+        let number = value.get("block_number").and_then(Value::as_u64);
+        let fail = |reason: String| RecordError { block_number: number, reason };
+        let number = number.ok_or_else(|| fail("block_number is missing or not a number".into()))?;
+        let text = |name: &str| -> Result<&str, RecordError> {
+            value.get(name).and_then(Value::as_str).ok_or_else(|| fail(format!("{name} is missing or not a string")))
+        };
+        let uint = |name: &str| -> Result<u64, RecordError> {
+            value.get(name).and_then(Value::as_u64).ok_or_else(|| fail(format!("{name} is missing or not a number")))
+        };
+        let decode_base64_json = |name: &str| -> Result<Value, RecordError> {
+            let bytes = BASE64.decode(text(name)?).map_err(|e| fail(format!("{name} is not base64: {e}")))?;
+            serde_json::from_slice(&bytes).map_err(|e| fail(format!("{name} is not base64 of JSON: {e}")))
+        };
+        let payload_json = decode_base64_json("payload_data")?;
+        let requests_json = decode_base64_json("requests_data")?;
+        let hashes_json =
+            value.get("blob_versioned_hashes").ok_or_else(|| fail("blob_versioned_hashes is missing".into()))?;
+        let payload_version =
+            u8::try_from(uint("payload_version")?).map_err(|_| fail("payload_version out of range".into()))?;
+        BlockRecord::from_parts(
+            number,
+            text("block_hash")?,
+            text("parent_hash")?,
+            uint("timestamp")?,
+            payload_json,
+            &requests_json,
+            text("parent_beacon_block_root")?,
+            hashes_json,
+            payload_version,
+            uint("term")?,
+        )
+    }
+}
+
+impl StoredBlock {
+    /// The sync API's JSON for one block: the seed's fields (`payload_data`
+    /// and `requests_data` are base64 of the JSON the leader stored) plus the
+    /// fields an exact replay needs.
+    pub fn to_wire_json(&self) -> Value {
+        let versioned_hashes: Value =
+            serde_json::from_str(&self.blob_versioned_hashes_json).unwrap_or_else(|_| Value::Array(Vec::new()));
+        json!({
+            "block_number": self.number,
+            "block_hash": self.hash,
+            "parent_hash": self.parent_hash,
+            "payload_data": BASE64.encode(self.payload_json.as_bytes()),
+            "requests_data": BASE64.encode(self.requests_json.as_bytes()),
+            "timestamp": self.timestamp,
+            "parent_beacon_block_root": self.parent_beacon_block_root,
+            "blob_versioned_hashes": versioned_hashes,
+            "payload_version": self.payload_version,
+            "term": self.term,
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn sample_record(number: u64, parent: Hash32) -> BlockRecord {
+        let mut hash = [0u8; 32];
+        hash[..8].copy_from_slice(&number.to_be_bytes());
+        hash[31] = 0xee;
+        let payload = ExecutionPayload::from_json(json!({
+            "blockNumber": format!("0x{number:x}"),
+            "blockHash": Hash32(hash).to_hex(),
+            "parentHash": parent.to_hex(),
+            "timestamp": format!("0x{:x}", 1000 + number),
+            "transactions": ["0x02ab"],
+            "requestsHash": "0x01",
+        }))
+        .unwrap();
+        BlockRecord {
+            payload,
+            execution_requests: vec!["0x01ab".into()],
+            parent_beacon_block_root: parent,
+            blob_versioned_hashes: vec![Hash32([1; 32])],
+            payload_version: 4,
+            term: 3,
+        }
+    }
+
+    #[test]
+    fn record_round_trips_through_storage_and_wire() {
+        let record = sample_record(7, Hash32([9; 32]));
+        let stored = record.to_stored();
+        assert_eq!(BlockRecord::from_stored(&stored).unwrap(), record);
+        let wire = stored.to_wire_json();
+        assert_eq!(BlockRecord::from_wire_json(&wire).unwrap(), record);
+        assert_eq!(wire["block_number"], 7);
+        assert_eq!(wire["term"], 3);
+    }
+
+    #[test]
+    fn wire_record_that_disagrees_with_its_payload_is_refused() {
+        let wire = sample_record(7, Hash32([9; 32])).to_stored().to_wire_json();
+        let mutations: [(&str, Value, &str); 6] = [
+            ("block_number", json!(8), "payload number"),
+            ("block_hash", json!(Hash32([5; 32]).to_hex()), "payload hash"),
+            ("parent_hash", json!(Hash32([5; 32]).to_hex()), "payload parent"),
+            ("timestamp", json!(1), "payload timestamp"),
+            ("payload_data", json!("!!!"), "base64"),
+            ("payload_version", json!(9), "payload_version"),
+        ];
+        for (field, value, expected) in mutations {
+            let mut bad = wire.clone();
+            bad[field] = value;
+            let error = BlockRecord::from_wire_json(&bad).unwrap_err();
+            assert!(error.to_string().contains(expected), "{field}: {error}");
+        }
+        let mut missing = wire.clone();
+        missing.as_object_mut().unwrap().remove("parent_beacon_block_root");
+        assert!(BlockRecord::from_wire_json(&missing).is_err());
+    }
+}

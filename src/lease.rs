@@ -1,0 +1,428 @@
+//! The leader lease in Redis, with a strictly increasing fencing term.
+//!
+//! The lease decides who *tries* to lead; it is not what keeps the chain
+//! safe (the PostgreSQL fence is). It still matters for liveness and for
+//! "no commit without a valid lease": the producer treats the lease as held
+//! only until `last successful renew was sent + TTL - safety margin`, on the
+//! monotonic clock, which is earlier than Redis can expire it.
+//!
+//! The term counter survives a Redis that lost its data: every acquisition
+//! passes the highest fence term this node has seen in PostgreSQL as a
+//! floor, so a new term is always above every term that ever committed.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use redis::{IntoConnectionInfo, Script};
+
+use crate::config::LeaderConfig;
+use crate::log;
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+
+pub const LEASE_KEY: &str = "consensus:leader";
+pub const TERM_KEY: &str = "consensus:leader:term";
+/// A released lease pushes here so that a waiting standby wakes at once.
+pub const HANDOFF_KEY: &str = "consensus:leader:handoff";
+/// Redis commands answer in microseconds; a second means Redis is gone.
+pub const REDIS_IO_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// SET NX PX and INCR in one step. Returns the new term, or 0 if held.
+const ACQUIRE_LUA: &str = r"
+local current = tonumber(redis.call('GET', KEYS[2]) or '0')
+local floor = tonumber(ARGV[3])
+if floor > current then current = floor end
+local term = current + 1
+local value = ARGV[1] .. '/' .. term
+if not redis.call('SET', KEYS[1], value, 'NX', 'PX', ARGV[2]) then return 0 end
+redis.call('SET', KEYS[2], term)
+return term
+";
+
+/// Extends the lease only if this holder (node and term) still has it.
+const RENEW_LUA: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// Deletes the lease only if this holder still has it, and wakes a standby.
+const RELEASE_LUA: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('LPUSH', KEYS[2], ARGV[1])
+  redis.call('LTRIM', KEYS[2], 0, 0)
+  return 1
+end
+return 0
+";
+
+#[derive(Debug, Clone)]
+pub struct RedisError {
+    pub addr: String,
+    pub what: &'static str,
+    pub reason: String,
+}
+
+impl std::fmt::Display for RedisError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Redis {} ({}): {}", self.what, self.addr, self.reason)
+    }
+}
+
+impl std::error::Error for RedisError {}
+
+/// Opens a connection with connect, read and write timeouts.
+pub fn connect_redis(
+    addr: &str,
+    password: Option<&str>,
+    read_timeout: Duration,
+) -> Result<redis::Connection, RedisError> {
+    let fail =
+        |what: &'static str, e: redis::RedisError| RedisError { addr: addr.to_owned(), what, reason: e.to_string() };
+    let mut info = format!("redis://{addr}/").into_connection_info().map_err(|e| fail("address", e))?;
+    if let Some(password) = password {
+        let settings = info.redis_settings().clone().set_password(password);
+        info = info.set_redis_settings(settings);
+    }
+    let client = redis::Client::open(info).map_err(|e| fail("address", e))?;
+    let connection = client.get_connection_with_timeout(REDIS_IO_TIMEOUT).map_err(|e| fail("connect", e))?;
+    connection.set_read_timeout(Some(read_timeout)).map_err(|e| fail("connect", e))?;
+    connection.set_write_timeout(Some(REDIS_IO_TIMEOUT)).map_err(|e| fail("connect", e))?;
+    Ok(connection)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HeldLease {
+    term: u64,
+    valid_until: Instant,
+}
+
+/// What the lease thread and the producer share.
+pub struct LeaseHandle {
+    held: Mutex<Option<HeldLease>>,
+    changed: Condvar,
+    /// Set by the producer: its execution client is at the committed head
+    /// and it can reach PostgreSQL. A node that is not ready never acquires.
+    ready_to_lead: AtomicBool,
+    /// Highest fence term seen in PostgreSQL; the floor for new terms.
+    fence_term_seen: AtomicU64,
+    /// Set by the producer when it must stop leading (commit refused, its
+    /// execution client broken): the lease thread releases the lease.
+    step_down_requested: AtomicBool,
+    /// Redis is reachable (for /health).
+    redis_ok: AtomicBool,
+}
+
+impl Default for LeaseHandle {
+    fn default() -> Self {
+        LeaseHandle {
+            held: Mutex::new(None),
+            changed: Condvar::new(),
+            ready_to_lead: AtomicBool::new(false),
+            fence_term_seen: AtomicU64::new(0),
+            step_down_requested: AtomicBool::new(false),
+            redis_ok: AtomicBool::new(false),
+        }
+    }
+}
+
+impl LeaseHandle {
+    fn lock(&self) -> MutexGuard<'_, Option<HeldLease>> {
+        // A poisoned lock only means another thread panicked mid-update of a
+        // Copy value; the value itself is still whole.
+        self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The term, if the lease is held and valid right now.
+    pub fn held_term(&self) -> Option<u64> {
+        self.lock().filter(|lease| Instant::now() < lease.valid_until).map(|lease| lease.term)
+    }
+
+    /// How long the lease stays valid for `term` (zero if not held).
+    pub fn remaining(&self, term: u64) -> Duration {
+        self.lock()
+            .filter(|lease| lease.term == term)
+            .map(|lease| lease.valid_until.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::ZERO)
+    }
+
+    /// Waits up to `timeout` for the lease to be acquired or lost.
+    pub fn wait_for_change(&self, timeout: Duration) {
+        let guard = self.lock();
+        let _unused = self.changed.wait_timeout(guard, timeout);
+    }
+
+    pub fn set_ready_to_lead(&self, ready: bool) {
+        self.ready_to_lead.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn observe_fence_term(&self, term: u64) {
+        self.fence_term_seen.fetch_max(term, Ordering::Relaxed);
+    }
+
+    pub fn request_step_down(&self) {
+        self.step_down_requested.store(true, Ordering::Relaxed);
+        self.changed.notify_all();
+    }
+
+    pub fn redis_ok(&self) -> bool {
+        self.redis_ok.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, lease: Option<HeldLease>) {
+        *self.lock() = lease;
+        self.changed.notify_all();
+    }
+}
+
+/// The lease thread's body: acquire when ready, renew while held, release
+/// on step-down or shutdown.
+pub struct LeaseLoop {
+    config: LeaderConfig,
+    instance_id: String,
+    handle: Arc<LeaseHandle>,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+    connection: Option<redis::Connection>,
+    last_term: u64,
+    /// After a voluntary step-down, give the others one TTL to take over.
+    cooldown_until: Option<Instant>,
+}
+
+impl LeaseLoop {
+    pub fn new(
+        config: LeaderConfig,
+        instance_id: String,
+        handle: Arc<LeaseHandle>,
+        metrics: Arc<Metrics>,
+        shutdown: Shutdown,
+    ) -> LeaseLoop {
+        LeaseLoop {
+            config,
+            instance_id,
+            handle,
+            metrics,
+            shutdown,
+            connection: None,
+            last_term: 0,
+            cooldown_until: None,
+        }
+    }
+
+    fn holder_value(&self, term: u64) -> String {
+        format!("{}/{term}", self.instance_id)
+    }
+
+    fn connection(&mut self) -> Result<&mut redis::Connection, RedisError> {
+        if self.connection.is_none() {
+            // Reads may block for one standby wait (BLPOP) plus slack.
+            let read_timeout = self.config.lease_renew_interval + REDIS_IO_TIMEOUT;
+            let connection =
+                connect_redis(&self.config.redis_addr, self.config.redis_password.as_deref(), read_timeout)?;
+            self.connection = Some(connection);
+        }
+        self.connection.as_mut().ok_or_else(|| RedisError {
+            addr: String::new(),
+            what: "connect",
+            reason: "no connection".into(),
+        })
+    }
+
+    fn redis_failed(&mut self, error: &RedisError) {
+        if self.handle.redis_ok.swap(false, Ordering::Relaxed) {
+            log::warn(&format!("lease: {error}"));
+        }
+        self.metrics.count_error("redis");
+        self.connection = None;
+    }
+
+    fn run_script(
+        &mut self,
+        script: &Script,
+        keys: [&str; 2],
+        args: &[String],
+        what: &'static str,
+    ) -> Result<u64, RedisError> {
+        let addr = self.config.redis_addr.clone();
+        let connection = self.connection()?;
+        let mut invocation = script.prepare_invoke();
+        invocation.key(keys[0]).key(keys[1]);
+        for arg in args {
+            invocation.arg(arg);
+        }
+        let result: Result<u64, _> = invocation.invoke(connection);
+        result.map_err(|e| RedisError { addr, what, reason: e.to_string() })
+    }
+
+    pub fn run(mut self) {
+        let acquire = Script::new(ACQUIRE_LUA);
+        let renew = Script::new(RENEW_LUA);
+        let release = Script::new(RELEASE_LUA);
+        let ttl_ms = self.config.lease_ttl.as_millis().to_string();
+        let usable = self.config.lease_ttl - self.config.lease_safety_margin;
+        let mut held: Option<u64> = None;
+        while !self.shutdown.is_requested() {
+            match held {
+                Some(term) => {
+                    if self.handle.step_down_requested.swap(false, Ordering::Relaxed) {
+                        log::info(&format!("lease: stepping down from term {term}"));
+                        self.release(&release, term);
+                        held = None;
+                        self.cooldown_until = Some(Instant::now() + self.config.lease_ttl);
+                        continue;
+                    }
+                    let sent = Instant::now();
+                    match self.run_script(
+                        &renew,
+                        [LEASE_KEY, TERM_KEY],
+                        &[self.holder_value(term), ttl_ms.clone()],
+                        "renew",
+                    ) {
+                        Ok(1) => {
+                            self.handle.redis_ok.store(true, Ordering::Relaxed);
+                            self.handle.set(Some(HeldLease { term, valid_until: sent + usable }));
+                        }
+                        Ok(_) => {
+                            log::warn(&format!("lease: lost term {term} (another holder or expired)"));
+                            self.lose(term);
+                            held = None;
+                        }
+                        Err(error) => {
+                            // The lease lapses by itself at valid_until; the
+                            // producer stops committing then.
+                            self.redis_failed(&error);
+                            if self.handle.held_term().is_none() {
+                                log::warn(&format!("lease: term {term} lapsed while Redis was unreachable"));
+                                self.lose(term);
+                                held = None;
+                            }
+                        }
+                    }
+                    self.sleep_or_step_down(self.config.lease_renew_interval);
+                }
+                None => {
+                    held = self.try_acquire(&acquire, &ttl_ms, usable);
+                    if held.is_none() {
+                        self.wait_as_standby();
+                    }
+                }
+            }
+        }
+        if let Some(term) = held {
+            self.release(&release, term);
+        }
+    }
+
+    fn try_acquire(&mut self, acquire: &Script, ttl_ms: &str, usable: Duration) -> Option<u64> {
+        if !self.handle.ready_to_lead.load(Ordering::Relaxed) {
+            return None;
+        }
+        if self.in_cooldown() {
+            return None;
+        }
+        let floor = self.handle.fence_term_seen.load(Ordering::Relaxed).max(self.last_term);
+        let sent = Instant::now();
+        let args = [self.instance_id.clone(), ttl_ms.to_owned(), floor.to_string()];
+        match self.run_script(acquire, [LEASE_KEY, TERM_KEY], &args, "acquire") {
+            Ok(0) => {
+                self.handle.redis_ok.store(true, Ordering::Relaxed);
+                None
+            }
+            Ok(term) => {
+                self.handle.redis_ok.store(true, Ordering::Relaxed);
+                // Fencing terms only ever grow; anything else is a bug.
+                assert!(term > self.last_term, "lease term went from {} to {term}", self.last_term);
+                self.last_term = term;
+                self.handle.step_down_requested.store(false, Ordering::Relaxed);
+                self.handle.set(Some(HeldLease { term, valid_until: sent + usable }));
+                self.metrics.lease_acquisitions.inc();
+                self.metrics.term.set_u64(term);
+                log::info(&format!("lease: acquired term {term}"));
+                Some(term)
+            }
+            Err(error) => {
+                self.redis_failed(&error);
+                None
+            }
+        }
+    }
+
+    /// Blocks until a released lease is announced or one renew interval
+    /// passes, so a graceful hand-over does not wait for the next tick.
+    fn wait_as_standby(&mut self) {
+        let wait = self.config.lease_renew_interval;
+        if self.shutdown.is_requested() {
+            return;
+        }
+        let ready = self.handle.ready_to_lead.load(Ordering::Relaxed) && !self.in_cooldown();
+        if !ready {
+            self.shutdown.sleep(wait);
+            return;
+        }
+        let seconds = format!("{:.3}", wait.as_secs_f64());
+        let outcome = self.connection().and_then(|connection| {
+            redis::cmd("BLPOP")
+                .arg(HANDOFF_KEY)
+                .arg(&seconds)
+                .query::<Option<(String, String)>>(connection)
+                .map_err(|e| RedisError { addr: String::new(), what: "wait", reason: e.to_string() })
+        });
+        if let Err(error) = outcome {
+            self.redis_failed(&error);
+            self.shutdown.sleep(wait);
+        }
+    }
+
+    fn in_cooldown(&self) -> bool {
+        self.cooldown_until.is_some_and(|until| Instant::now() < until)
+    }
+
+    fn sleep_or_step_down(&self, duration: Duration) {
+        let deadline = Instant::now() + duration;
+        while !self.shutdown.is_requested() && !self.handle.step_down_requested.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            self.handle.wait_for_change((deadline - now).min(Duration::from_millis(50)));
+        }
+    }
+
+    fn lose(&mut self, term: u64) {
+        self.handle.set(None);
+        self.metrics.lease_losses.inc();
+        self.metrics.is_leader.set(0);
+        log::info(&format!("lease: no longer leader (term {term})"));
+    }
+
+    fn release(&mut self, release: &Script, term: u64) {
+        // Clear locally first: the producer must stop before anyone else can
+        // acquire, and the fence covers a commit already in flight.
+        self.lose(term);
+        match self.run_script(release, [LEASE_KEY, HANDOFF_KEY], &[self.holder_value(term)], "release") {
+            Ok(_) => log::info(&format!("lease: released term {term}")),
+            Err(error) => self.redis_failed(&error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_term_expires_on_the_monotonic_clock() {
+        let handle = LeaseHandle::default();
+        assert_eq!(handle.held_term(), None);
+        handle.set(Some(HeldLease { term: 4, valid_until: Instant::now() + Duration::from_secs(5) }));
+        assert_eq!(handle.held_term(), Some(4));
+        assert!(handle.remaining(4) > Duration::from_secs(4));
+        assert_eq!(handle.remaining(3), Duration::ZERO);
+        handle.set(Some(HeldLease { term: 4, valid_until: Instant::now() }));
+        assert_eq!(handle.held_term(), None, "a lease at its deadline is not held");
+    }
+}

@@ -1,0 +1,24 @@
+//! clnode: a consensus-layer node for Ethereum execution clients.
+//!
+//! See ARCHITECTURE.md for the codemap; data flows one way:
+//! engine → producer → store → api → syncer → engine.
+
+pub mod api;
+pub mod block;
+pub mod codec;
+pub mod config;
+pub mod engine;
+pub mod health;
+pub mod http;
+pub mod lease;
+pub mod log;
+pub mod metrics;
+pub mod node;
+pub mod notify;
+pub mod producer;
+pub mod publish;
+pub mod replay;
+pub mod shutdown;
+pub mod status;
+pub mod store;
+pub mod syncer;

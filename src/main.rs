@@ -1,0 +1,48 @@
+//! The `clnode` binary: parse, validate, run, exit with one line on error.
+
+use std::process::ExitCode;
+
+use clnode::config::{self, Command, USAGE};
+use clnode::shutdown::{install_signal_handlers, Shutdown};
+use clnode::{log, node};
+
+fn main() -> ExitCode {
+    let command = config::parse(std::env::args_os().skip(1), &|name| std::env::var(name).ok());
+    let config = match command {
+        Ok(Command::Run(config)) => config,
+        Ok(Command::Help) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("clnode {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            eprintln!("clnode: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    log::set_instance(&config.instance_id);
+    install_signal_handlers();
+    let shutdown = Shutdown::new();
+    log::info(&format!(
+        "starting in {} mode: engine {}, health {}, api {}",
+        if config.mode == config::Mode::Leader { "leader" } else { "member" },
+        config.eth_client_url,
+        config.health_addr,
+        config.api_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into())
+    ));
+    match node::start(*config, shutdown.clone()) {
+        Ok(running) => {
+            running.join();
+            log::info("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            shutdown.request();
+            eprintln!("clnode: {error}");
+            ExitCode::from(1)
+        }
+    }
+}

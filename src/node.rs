@@ -1,0 +1,175 @@
+//! Wires one node together: which threads run in which mode, and the order
+//! they start and stop in. No role logic lives here.
+//!
+//! Leader mode: health server, sync API, notifier (LISTEN), lease thread,
+//! stream publisher, producer. Member mode: health server, optional sync
+//! API, notifier, syncer.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::config::{Config, Mode};
+use crate::engine::EngineClient;
+use crate::lease::{LeaseHandle, LeaseLoop};
+use crate::log;
+use crate::metrics::Metrics;
+use crate::notify::{run_notifier, HeadWatch};
+use crate::producer::{Producer, ProducerContext};
+use crate::publish::Publisher;
+use crate::shutdown::Shutdown;
+use crate::status::{Component, NodeStatus};
+use crate::store::Store;
+use crate::syncer::{Syncer, SyncerContext};
+use crate::{api, health};
+
+/// How long startup waits between attempts to reach a service.
+const STARTUP_RETRY: Duration = Duration::from_millis(500);
+
+/// A running node: its shared state, for tests and the binary.
+pub struct RunningNode {
+    pub status: Arc<NodeStatus>,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: Shutdown,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// Asks every thread to stop and waits for them.
+    pub fn stop(self) {
+        self.shutdown.request();
+        self.join();
+    }
+
+    pub fn join(self) {
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, String> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(body)
+        .map_err(|e| format!("cannot start {name} thread: {e}"))
+}
+
+/// Starts every thread of the node; returns once they run. Errors are the
+/// ones that retrying cannot fix (a port taken, a different chain).
+pub fn start(config: Config, shutdown: Shutdown) -> Result<RunningNode, String> {
+    let metrics = Arc::new(Metrics::default());
+    let status = Arc::new(NodeStatus::new(config.mode, &config.instance_id));
+    let watch = Arc::new(HeadWatch::default());
+    let engine = Arc::new(
+        EngineClient::new(&config.eth_client_url, config.jwt_secret.clone()).with_metrics(Arc::clone(&metrics)),
+    );
+    let mut threads = health::start(config.health_addr, Arc::clone(&status), Arc::clone(&metrics), &shutdown)?;
+    if let Some(addr) = config.api_addr {
+        let ctx = api::ApiContext {
+            postgres_url: config.postgres_url.clone(),
+            watch: Arc::clone(&watch),
+            metrics: Arc::clone(&metrics),
+            instance_id: config.instance_id.clone(),
+        };
+        threads.extend(api::start(addr, ctx, &shutdown)?);
+    }
+    check_chain(&config, &engine, &status, &shutdown)?;
+    {
+        let (url, watch, metrics, shutdown) =
+            (config.postgres_url.clone(), Arc::clone(&watch), Arc::clone(&metrics), shutdown.clone());
+        threads.push(spawn("notifier", move || run_notifier(url, watch, metrics, shutdown))?);
+    }
+    match config.mode {
+        Mode::Leader => {
+            let lease = Arc::new(LeaseHandle::default());
+            let (publisher, publish_thread) = Publisher::start(&config.leader, Arc::clone(&metrics), shutdown.clone());
+            threads.push(publish_thread);
+            let lease_loop = LeaseLoop::new(
+                config.leader.clone(),
+                config.instance_id.clone(),
+                Arc::clone(&lease),
+                Arc::clone(&metrics),
+                shutdown.clone(),
+            );
+            threads.push(spawn("lease", move || lease_loop.run())?);
+            let producer = Producer::new(ProducerContext {
+                instance_id: config.instance_id.clone(),
+                config: config.leader.clone(),
+                postgres_url: config.postgres_url.clone(),
+                engine,
+                lease,
+                status: Arc::clone(&status),
+                metrics: Arc::clone(&metrics),
+                watch,
+                publisher,
+                shutdown: shutdown.clone(),
+            });
+            threads.push(spawn("producer", move || producer.run())?);
+        }
+        Mode::Member => {
+            let syncer = Syncer::new(SyncerContext {
+                instance_id: config.instance_id.clone(),
+                config: config.member.clone(),
+                postgres_url: config.postgres_url.clone(),
+                engine,
+                status: Arc::clone(&status),
+                metrics: Arc::clone(&metrics),
+                watch,
+                shutdown: shutdown.clone(),
+            });
+            threads.push(spawn("syncer", move || syncer.run())?);
+        }
+    }
+    Ok(RunningNode { status, metrics, shutdown, threads })
+}
+
+/// Waits until the execution client and the database answer, then checks
+/// they hold the same chain (genesis hash and chain id). Both may come up
+/// after clnode; /health says what is missing meanwhile.
+fn check_chain(config: &Config, engine: &EngineClient, status: &NodeStatus, shutdown: &Shutdown) -> Result<(), String> {
+    let mut announced = false;
+    while !shutdown.is_requested() {
+        let genesis = engine.chain_id().and_then(|chain_id| {
+            engine.block_by_number(crate::engine::BlockTag::Number(0)).map(|block| (chain_id, block.map(|b| b.hash)))
+        });
+        let (chain_id, genesis_hash) = match genesis {
+            Ok((chain_id, Some(hash))) => (chain_id, hash),
+            Ok((_, None)) => return Err(format!("execution client {} has no genesis block", engine.url())),
+            Err(error) => {
+                if error.kind_label() == "auth" {
+                    return Err(format!("{error} (is the JWT secret the execution client's?)"));
+                }
+                status.set_problem(Component::ExecutionClient, error.to_string());
+                if !announced {
+                    log::warn(&format!("startup: waiting for the execution client: {error}"));
+                    announced = true;
+                }
+                shutdown.sleep(STARTUP_RETRY);
+                continue;
+            }
+        };
+        status.clear_problem(Component::ExecutionClient);
+        let checked = Store::connect(&config.postgres_url, "clnode-startup").and_then(|mut store| {
+            store.apply_schema()?;
+            store.ensure_chain(genesis_hash, chain_id)
+        });
+        match checked {
+            Ok(()) => {
+                status.clear_problem(Component::Database);
+                log::info(&format!("startup: chain {chain_id}, genesis {genesis_hash}"));
+                return Ok(());
+            }
+            Err(error) if !error.connection_lost && error.what == "chain check" => return Err(error.to_string()),
+            Err(error) => {
+                status.set_problem(Component::Database, error.to_string());
+                if !announced {
+                    log::warn(&format!("startup: waiting for the database: {error}"));
+                    announced = true;
+                }
+                shutdown.sleep(STARTUP_RETRY);
+            }
+        }
+    }
+    Err("stopped before startup finished".into())
+}

@@ -1,0 +1,579 @@
+//! The block-production thread of a leader-mode node.
+//!
+//! While this node holds the lease it builds blocks on the committed head
+//! and commits them through the fence; while it does not, it follows the
+//! committed chain in PostgreSQL onto its own execution client so that it is
+//! at the head when it wins. It is the only thread that drives this node's
+//! execution client.
+//!
+//! The order of one block is fixed (ARCHITECTURE.md, "The commit protocol"):
+//! build → newPayload (VALID) → fenced commit → forkchoiceUpdated → publish.
+//! Nothing becomes canonical on the execution client before it is committed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use crate::block::BlockRecord;
+use crate::codec::Hash32;
+use crate::config::LeaderConfig;
+use crate::engine::{BlockTag, EngineClient, EngineError, ForkchoiceState, PayloadAttributes};
+use crate::lease::LeaseHandle;
+use crate::log;
+use crate::metrics::Metrics;
+use crate::notify::HeadWatch;
+use crate::publish::Publisher;
+use crate::replay::{self, ReplayError};
+use crate::shutdown::Shutdown;
+use crate::status::{Component, NodeStatus, Role};
+use crate::store::{ChainHead, CommitOutcome, FenceOutcome, Store, StoreError};
+
+/// Blocks replayed per forkchoiceUpdated while catching up.
+pub const REPLAY_BATCH_LEN: u32 = 64;
+/// How long a standby waits for news before looking at the lease again.
+const STANDBY_WAIT: Duration = Duration::from_millis(20);
+/// A standby re-reads the committed head at least this often.
+const STANDBY_RECHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Consecutive execution-client failures after which the leader steps down.
+const MAX_CONSECUTIVE_ENGINE_FAILURES: u32 = 5;
+/// Back-off after a failure: doubles from the first to the last value.
+const FAILURE_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const FAILURE_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+#[derive(Debug)]
+pub enum ProduceError {
+    Engine {
+        block_number: u64,
+        source: EngineError,
+    },
+    /// The client answered, but not what building requires (e.g. no payload id).
+    EngineRefused {
+        block_number: u64,
+        reason: String,
+    },
+    Replay(ReplayError),
+    Store(StoreError),
+    /// The execution client's chain disagrees with the committed chain.
+    Diverged(String),
+}
+
+impl std::fmt::Display for ProduceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProduceError::Engine { block_number, source } => write!(f, "building block {block_number}: {source}"),
+            ProduceError::EngineRefused { block_number, reason } => {
+                write!(f, "building block {block_number}: {reason}")
+            }
+            ProduceError::Replay(e) => write!(f, "replaying {e}"),
+            ProduceError::Store(e) => write!(f, "{e}"),
+            ProduceError::Diverged(reason) => write!(f, "{reason}"),
+        }
+    }
+}
+
+impl From<StoreError> for ProduceError {
+    fn from(e: StoreError) -> Self {
+        ProduceError::Store(e)
+    }
+}
+
+impl From<ReplayError> for ProduceError {
+    fn from(e: ReplayError) -> Self {
+        ProduceError::Replay(e)
+    }
+}
+
+impl ProduceError {
+    fn component(&self) -> Component {
+        match self {
+            ProduceError::Store(_) => Component::Database,
+            ProduceError::Diverged(_) => Component::Chain,
+            _ => Component::ExecutionClient,
+        }
+    }
+}
+
+/// The parent a new block is built on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Parent {
+    number: u64,
+    hash: Hash32,
+    timestamp: u64,
+}
+
+enum Step {
+    Committed,
+    NothingToDo,
+    /// The fence or the parent check refused the commit: stop leading.
+    Refused,
+}
+
+/// Everything the producer thread needs, passed in explicitly.
+pub struct ProducerContext {
+    pub instance_id: String,
+    pub config: LeaderConfig,
+    pub postgres_url: String,
+    pub engine: Arc<EngineClient>,
+    pub lease: Arc<LeaseHandle>,
+    pub status: Arc<NodeStatus>,
+    pub metrics: Arc<Metrics>,
+    pub watch: Arc<HeadWatch>,
+    pub publisher: Publisher,
+    pub shutdown: Shutdown,
+}
+
+pub struct Producer {
+    ctx: ProducerContext,
+    store: Option<Store>,
+    /// The execution client's canonical head as this thread last set or
+    /// read it; `None` forces a fresh read (after any engine error).
+    el_head: Option<ChainHead>,
+    /// The committed head as last read, and when.
+    known_committed: Option<(ChainHead, Instant)>,
+    last_commit_at: Instant,
+    build_attempt: u64,
+    consecutive_failures: u32,
+}
+
+impl Producer {
+    pub fn new(ctx: ProducerContext) -> Producer {
+        Producer {
+            ctx,
+            store: None,
+            el_head: None,
+            known_committed: None,
+            last_commit_at: Instant::now(),
+            build_attempt: 0,
+            consecutive_failures: 0,
+        }
+    }
+
+    /// Runs until shutdown.
+    pub fn run(mut self) {
+        while !self.ctx.shutdown.is_requested() {
+            match self.ctx.lease.held_term() {
+                Some(term) => self.lead(term),
+                None => self.follow_once(),
+            }
+        }
+        self.ctx.status.update(|s| s.role = Role::Stopping);
+        self.ctx.metrics.is_leader.set(0);
+    }
+
+    fn store(&mut self) -> Result<&mut Store, StoreError> {
+        if self.store.is_none() {
+            let store = Store::connect(&self.ctx.postgres_url, &format!("clnode-producer-{}", self.ctx.instance_id))?;
+            self.store = Some(store);
+        }
+        // Just set above when it was empty.
+        self.store.as_mut().ok_or_else(unreachable_store)
+    }
+
+    fn committed_head(&mut self) -> Result<ChainHead, StoreError> {
+        let store = self.store()?;
+        let head = store.committed_head()?;
+        let fence = store.fence_term()?;
+        self.ctx.lease.observe_fence_term(fence);
+        self.known_committed = Some((head, Instant::now()));
+        self.ctx.watch.advance_to(head.number);
+        self.ctx.metrics.committed_head.set_u64(head.number);
+        self.ctx.status.update(|s| s.committed_head = Some((head.number, head.hash)));
+        self.ctx.status.clear_problem(Component::Database);
+        Ok(head)
+    }
+
+    /// One round as a standby: catch up if the committed head moved, then
+    /// wait briefly for news.
+    fn follow_once(&mut self) {
+        let stale = match self.known_committed {
+            None => true,
+            Some((head, read_at)) => {
+                self.ctx.watch.get() > head.number
+                    || read_at.elapsed() >= STANDBY_RECHECK_INTERVAL
+                    || self.el_head != Some(head)
+            }
+        };
+        if stale {
+            let result = self.committed_head().map_err(ProduceError::from).and_then(|head| self.sync_el_to(head));
+            match result {
+                Ok(()) => {
+                    self.consecutive_failures = 0;
+                    self.ctx.lease.set_ready_to_lead(true);
+                    self.ctx.status.update(|s| {
+                        if s.role != Role::Leader {
+                            s.role = Role::Standby;
+                        }
+                    });
+                    self.ctx.status.clear_problem(Component::ExecutionClient);
+                    self.ctx.status.clear_problem(Component::Commit);
+                }
+                Err(error) => {
+                    self.ctx.lease.set_ready_to_lead(false);
+                    self.record_failure("standby", &error);
+                    self.ctx.shutdown.sleep(self.backoff());
+                    return;
+                }
+            }
+        }
+        let known = self.known_committed.map(|(head, _)| head.number).unwrap_or(0);
+        self.ctx.watch.wait_beyond(known, STANDBY_WAIT);
+    }
+
+    fn record_failure(&mut self, role: &str, error: &ProduceError) {
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        if self.consecutive_failures == 1 {
+            log::warn(&format!("{role}: {error}"));
+        }
+        self.ctx.status.set_problem(error.component(), error.to_string());
+        match error {
+            ProduceError::Store(e) => {
+                self.ctx.metrics.count_error("database");
+                if e.connection_lost {
+                    self.store = None;
+                }
+            }
+            ProduceError::Diverged(_) => self.ctx.metrics.count_error("internal"),
+            _ => self.el_head = None,
+        }
+    }
+
+    fn backoff(&self) -> Duration {
+        let exponent = self.consecutive_failures.saturating_sub(1).min(16);
+        FAILURE_BACKOFF_MIN.saturating_mul(1u32 << exponent).min(FAILURE_BACKOFF_MAX)
+    }
+
+    fn read_el_head(&mut self) -> Result<ChainHead, ProduceError> {
+        if let Some(head) = self.el_head {
+            return Ok(head);
+        }
+        let header =
+            self.ctx.engine.latest_header().map_err(|source| ProduceError::Engine { block_number: 0, source })?;
+        let head = ChainHead { number: header.number, hash: header.hash };
+        self.set_el_head(head);
+        Ok(head)
+    }
+
+    fn set_el_head(&mut self, head: ChainHead) {
+        self.el_head = Some(head);
+        self.ctx.metrics.el_head.set_u64(head.number);
+        self.ctx.status.update(|s| s.el_head = Some((head.number, head.hash)));
+    }
+
+    /// Makes the execution client's canonical head equal to `target`,
+    /// replaying committed blocks it lacks, in order.
+    fn sync_el_to(&mut self, target: ChainHead) -> Result<(), ProduceError> {
+        let el = self.read_el_head()?;
+        if el == target {
+            return Ok(());
+        }
+        if el.number > target.number {
+            return Err(ProduceError::Diverged(format!(
+                "execution client head {} ({}) is above the committed head {} ({}); \
+                 it was fed blocks that were never committed, refusing to lead",
+                el.number, el.hash, target.number, target.hash
+            )));
+        }
+        // The client's head must itself be a committed block.
+        let committed_hash_at_el = if el.number == 0 {
+            let genesis = self
+                .ctx
+                .engine
+                .block_by_number(BlockTag::Number(0))
+                .map_err(|source| ProduceError::Engine { block_number: 0, source })?;
+            genesis.map(|g| g.hash)
+        } else {
+            let store = self.store()?;
+            store.block_by_number(el.number)?.and_then(|b| Hash32::parse(&b.hash).ok())
+        };
+        if el.number > 0 && committed_hash_at_el != Some(el.hash) {
+            return Err(ProduceError::Diverged(format!(
+                "execution client head {} ({}) is not the committed block at that height ({}); refusing to guess",
+                el.number,
+                el.hash,
+                committed_hash_at_el.map(|h| h.to_hex()).unwrap_or_else(|| "none".into())
+            )));
+        }
+        let mut parent = el;
+        while parent.number < target.number {
+            if self.ctx.shutdown.is_requested() {
+                return Ok(());
+            }
+            let wanted = u32::try_from(target.number - parent.number).unwrap_or(u32::MAX).min(REPLAY_BATCH_LEN);
+            let stored = self.store()?.blocks_after(parent.number, wanted)?;
+            if stored.is_empty() {
+                return Err(ProduceError::Diverged(format!(
+                    "committed head is {} but no block after {} is stored",
+                    target.number, parent.number
+                )));
+            }
+            for block in &stored {
+                let record = BlockRecord::from_stored(block)
+                    .map_err(|e| ProduceError::Diverged(format!("stored record is unreadable: {e}")))?;
+                // Heights strictly consecutive and linked: the database
+                // promises it; a replay that found otherwise must stop.
+                if record.number() != parent.number + 1 || record.parent_hash() != parent.hash {
+                    return Err(ProduceError::Diverged(format!(
+                        "stored block {} ({}) does not extend {} ({})",
+                        record.number(),
+                        record.hash(),
+                        parent.number,
+                        parent.hash
+                    )));
+                }
+                replay::execute(&self.ctx.engine, &record)?;
+                parent = ChainHead { number: record.number(), hash: record.hash() };
+            }
+            replay::make_canonical(&self.ctx.engine, parent.number, parent.hash)?;
+            self.ctx.metrics.blocks_replayed.add(stored.len() as u64);
+            self.set_el_head(parent);
+        }
+        Ok(())
+    }
+
+    /// Leads for as long as the lease holds `term` and nothing fails.
+    fn lead(&mut self, term: u64) {
+        let acquired_at = Instant::now();
+        let parent = match self.prepare_to_lead(term) {
+            Ok(Some(parent)) => parent,
+            Ok(None) => return,
+            Err(error) => {
+                self.record_failure("leader", &error);
+                self.ctx.shutdown.sleep(self.backoff());
+                return;
+            }
+        };
+        let takeover_ms = u64::try_from(acquired_at.elapsed().as_millis()).unwrap_or(u64::MAX);
+        log::info(&format!(
+            "leader: term {term}, building on block {} ({}), ready {takeover_ms} ms after acquiring",
+            parent.number, parent.hash
+        ));
+        self.ctx.metrics.is_leader.set(1);
+        self.ctx.metrics.term.set_u64(term);
+        self.ctx.status.update(|s| {
+            s.role = Role::Leader;
+            s.term = term;
+            s.last_failover_ms = Some(takeover_ms);
+            s.last_failover_at_unix_s = Some(unix_now_s());
+        });
+        self.ctx.status.clear_problem(Component::Commit);
+        let mut parent = parent;
+        self.consecutive_failures = 0;
+        while !self.ctx.shutdown.is_requested() && self.ctx.lease.held_term() == Some(term) {
+            let lease_remaining = self.ctx.lease.remaining(term);
+            self.ctx.status.update(|s| s.lease_remaining_ms = u64::try_from(lease_remaining.as_millis()).unwrap_or(0));
+            match self.produce_one(term, &mut parent) {
+                Ok(Step::Committed | Step::NothingToDo) => {
+                    if self.consecutive_failures > 0 {
+                        log::info("leader: recovered");
+                        self.ctx.status.clear_problem(Component::ExecutionClient);
+                        self.ctx.status.clear_problem(Component::Database);
+                    }
+                    self.consecutive_failures = 0;
+                }
+                Ok(Step::Refused) => break,
+                Err(error) => {
+                    self.record_failure("leader", &error);
+                    let engine_broken = !matches!(error, ProduceError::Store(_));
+                    if engine_broken && self.consecutive_failures >= MAX_CONSECUTIVE_ENGINE_FAILURES {
+                        log::warn(&format!(
+                            "leader: execution client failed {} times in a row; stepping down",
+                            self.consecutive_failures
+                        ));
+                        self.ctx.lease.set_ready_to_lead(false);
+                        self.ctx.lease.request_step_down();
+                        break;
+                    }
+                    self.ctx.shutdown.sleep(self.backoff());
+                    if matches!(error, ProduceError::Store(_)) {
+                        // The commit may or may not have happened: start over
+                        // from what the database says.
+                        break;
+                    }
+                    match self.refresh_parent() {
+                        Ok(fresh) => parent = fresh,
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+        self.ctx.metrics.is_leader.set(0);
+        self.ctx.status.update(|s| {
+            if s.role == Role::Leader {
+                s.role = Role::Standby;
+            }
+            s.lease_remaining_ms = 0;
+        });
+    }
+
+    /// Raises the fence, catches the execution client up and reads the
+    /// parent. `None`: this term is already stale.
+    fn prepare_to_lead(&mut self, term: u64) -> Result<Option<Parent>, ProduceError> {
+        let instance_id = self.ctx.instance_id.clone();
+        match self.store()?.raise_fence(term, &instance_id)? {
+            FenceOutcome::Raised => {}
+            FenceOutcome::AlreadyAt { fence_term } if fence_term == term => {}
+            FenceOutcome::AlreadyAt { fence_term } => {
+                log::warn(&format!("leader: term {term} is below the fence ({fence_term}); stepping down"));
+                self.ctx.lease.observe_fence_term(fence_term);
+                self.ctx.lease.request_step_down();
+                self.ctx.shutdown.sleep(Duration::from_millis(50));
+                return Ok(None);
+            }
+        }
+        self.ctx.lease.observe_fence_term(term);
+        self.refresh_parent().map(Some)
+    }
+
+    fn refresh_parent(&mut self) -> Result<Parent, ProduceError> {
+        let head = self.committed_head()?;
+        self.sync_el_to(head)?;
+        let header = self
+            .ctx
+            .engine
+            .block_by_hash(&head.hash)
+            .map_err(|source| ProduceError::Engine { block_number: head.number, source })?
+            .ok_or_else(|| ProduceError::Diverged(format!("execution client lacks committed block {}", head.number)))?;
+        Ok(Parent { number: head.number, hash: head.hash, timestamp: header.timestamp })
+    }
+
+    fn produce_one(&mut self, term: u64, parent: &mut Parent) -> Result<Step, ProduceError> {
+        let config = &self.ctx.config;
+        let since_last = self.last_commit_at.elapsed();
+        if since_last < config.min_block_interval {
+            self.ctx.shutdown.sleep(config.min_block_interval - since_last);
+            return Ok(Step::NothingToDo);
+        }
+        let now_s = unix_now_s();
+        let timestamp = (parent.timestamp + 1).max(now_s);
+        if timestamp > now_s + config.max_timestamp_lead.as_secs() {
+            // Block time may not run further ahead of the clock: wait.
+            self.ctx.shutdown.sleep(Duration::from_millis(50));
+            return Ok(Step::NothingToDo);
+        }
+        let number = parent.number + 1;
+        self.build_attempt += 1;
+        let attributes = PayloadAttributes {
+            timestamp,
+            prev_randao: prev_randao(parent.hash, timestamp, term, self.build_attempt),
+            suggested_fee_recipient: config.fee_recipient,
+            // No beacon chain: the parent's execution hash stands in, so the
+            // EIP-4788 contract still holds a verifiable history.
+            parent_beacon_block_root: parent.hash,
+        };
+        let build_started = Instant::now();
+        let engine = Arc::clone(&self.ctx.engine);
+        let engine_error = |source| ProduceError::Engine { block_number: number, source };
+        let updated = engine
+            .forkchoice_updated(&ForkchoiceState::all_at(parent.hash), Some(&attributes))
+            .map_err(engine_error)?;
+        let payload_id = match (&updated.payload_status, updated.payload_id) {
+            (status, Some(id)) if status.is_valid() => id,
+            (status, _) => {
+                return Err(ProduceError::EngineRefused {
+                    block_number: number,
+                    reason: format!("forkchoiceUpdated with attributes answered {status} without a payload id"),
+                })
+            }
+        };
+        if !self.ctx.shutdown.sleep(config.build_delay) {
+            return Ok(Step::NothingToDo);
+        }
+        let built = engine.get_payload(&payload_id, timestamp).map_err(engine_error)?;
+        let heartbeat_due =
+            !config.empty_block_interval.is_zero() && self.last_commit_at.elapsed() >= config.empty_block_interval;
+        if built.payload.transaction_count() == 0 && !heartbeat_due {
+            self.ctx.metrics.empty_builds_discarded.inc();
+            self.ctx.shutdown.sleep(config.idle_poll_interval);
+            return Ok(Step::NothingToDo);
+        }
+        if built.payload.number() != number || built.payload.parent_hash() != parent.hash {
+            return Err(ProduceError::EngineRefused {
+                block_number: number,
+                reason: format!(
+                    "client built block {} on {} instead of {number} on {}",
+                    built.payload.number(),
+                    built.payload.parent_hash(),
+                    parent.hash
+                ),
+            });
+        }
+        let record = BlockRecord::from_built(built, parent.hash, term);
+        replay::execute(&engine, &record)?;
+        if self.ctx.lease.remaining(term).is_zero() {
+            // The lease lapsed while building: never commit without it.
+            log::warn(&format!("leader: lease for term {term} lapsed before committing block {number}"));
+            return Ok(Step::NothingToDo);
+        }
+        let stored = record.to_stored();
+        match self.store()?.commit_block(term, &stored)? {
+            CommitOutcome::Committed => {}
+            refused => {
+                let reason = match refused {
+                    CommitOutcome::Fenced { fence_term } => {
+                        format!("the fence holds term {fence_term}")
+                    }
+                    CommitOutcome::NotHead { head_number, head_hash } => {
+                        format!("the committed head is {head_number} ({head_hash})")
+                    }
+                    CommitOutcome::Committed => String::new(),
+                };
+                log::warn(&format!(
+                    "leader: commit of block {number} ({}) with term {term} refused: {reason}; stepping down",
+                    record.hash()
+                ));
+                self.ctx.metrics.commit_refusals.inc();
+                self.ctx.status.set_problem(Component::Commit, format!("block {number} refused: {reason}"));
+                self.ctx.lease.request_step_down();
+                self.known_committed = None;
+                return Ok(Step::Refused);
+            }
+        }
+        // Committed: from here on the block exists whatever happens next.
+        assert_eq!(record.number(), parent.number + 1, "committed a block that does not extend its parent");
+        *parent = Parent { number, hash: record.hash(), timestamp };
+        self.last_commit_at = Instant::now();
+        self.known_committed = Some((ChainHead { number, hash: record.hash() }, Instant::now()));
+        self.ctx.watch.advance_to(number);
+        self.ctx.metrics.blocks_produced.inc();
+        self.ctx.metrics.committed_head.set_u64(number);
+        self.ctx.metrics.transactions_committed.add(record.payload.transaction_count() as u64);
+        self.ctx.metrics.block_production_seconds.observe(build_started.elapsed());
+        self.ctx.status.update(|s| s.committed_head = Some((number, record.hash())));
+        self.ctx.publisher.publish(stored);
+        replay::make_canonical(&engine, number, record.hash())?;
+        self.set_el_head(ChainHead { number, hash: record.hash() });
+        Ok(Step::Committed)
+    }
+}
+
+/// A fresh, deterministic prevRandao per build attempt. Varying it makes
+/// clients that cache one build per attribute set (EthereumJS) build anew.
+fn prev_randao(parent: Hash32, timestamp: u64, term: u64, attempt: u64) -> Hash32 {
+    let mut hasher = Sha256::new();
+    hasher.update(parent.0);
+    hasher.update(timestamp.to_be_bytes());
+    hasher.update(term.to_be_bytes());
+    hasher.update(attempt.to_be_bytes());
+    Hash32(hasher.finalize().into())
+}
+
+fn unix_now_s() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn unreachable_store() -> StoreError {
+    StoreError { url: String::new(), what: "connect", reason: "no connection".into(), connection_lost: true }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prev_randao_differs_per_attempt() {
+        let a = prev_randao(Hash32([1; 32]), 10, 1, 1);
+        assert_ne!(a, prev_randao(Hash32([1; 32]), 10, 1, 2));
+        assert_eq!(a, prev_randao(Hash32([1; 32]), 10, 1, 1));
+    }
+}

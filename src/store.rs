@@ -1,0 +1,466 @@
+//! PostgreSQL: the committed chain, the fence, and the fenced commit.
+//!
+//! The database is the authority on what is committed. This module owns every
+//! SQL statement; callers see typed outcomes, never rows. Each thread that
+//! needs the database owns its own [`Store`] (one connection), so no lock is
+//! shared between roles.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use postgres::{Client, NoTls, Row, Statement};
+
+use crate::block::StoredBlock;
+use crate::codec::Hash32;
+
+pub const SCHEMA_SQL: &str = include_str!("../schema.sql");
+
+/// A connect that takes longer than this finds no database.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Server-side cap on any one statement.
+pub const STATEMENT_TIMEOUT_MS: u64 = 5_000;
+/// Unacknowledged data older than this breaks the connection (Linux).
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The sync API's upper bound on blocks per request.
+pub const MAX_BLOCKS_PER_QUERY: u32 = 1000;
+
+/// The committed head: the newest committed block, or genesis when none is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainHead {
+    pub number: u64,
+    pub hash: Hash32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    Committed,
+    /// The fence holds another term: this producer is no longer the leader.
+    Fenced {
+        fence_term: u64,
+    },
+    /// The block's parent is not the committed head (someone else committed).
+    NotHead {
+        head_number: i64,
+        head_hash: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FenceOutcome {
+    Raised,
+    /// The fence already holds this term or a higher one.
+    AlreadyAt {
+        fence_term: u64,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreError {
+    /// The database URL with its password removed.
+    pub url: String,
+    pub what: &'static str,
+    pub reason: String,
+    /// True when the connection itself failed: reconnect before retrying.
+    pub connection_lost: bool,
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PostgreSQL {} ({}): {}", self.what, self.url, self.reason)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+pub struct Store {
+    client: Client,
+    url: String,
+    statements: Statements,
+}
+
+struct Statements {
+    block_by_number: Statement,
+    block_by_hash: Statement,
+    blocks_after: Statement,
+    latest_block: Statement,
+    head: Statement,
+    commit: Statement,
+    fence_term: Statement,
+    insert_replica: Statement,
+}
+
+const BLOCK_COLUMNS: &str = "block_number, block_hash, parent_hash, payload_data, requests_data, timestamp, \
+                             parent_beacon_block_root, blob_versioned_hashes, payload_version, term";
+
+/// Removes the password from a `postgres://user:password@host/db` URL.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((credentials, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match credentials.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+impl Store {
+    pub fn connect(url: &str, application: &str) -> Result<Store, StoreError> {
+        let redacted = redact_url(url);
+        let fail = |what: &'static str, reason: String| StoreError {
+            url: redacted.clone(),
+            what,
+            reason,
+            connection_lost: true,
+        };
+        let mut config = postgres::Config::from_str(url).map_err(|e| fail("URL", e.to_string()))?;
+        config
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_user_timeout(TCP_USER_TIMEOUT)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(5))
+            .application_name(application)
+            .options(&format!(
+                "-c statement_timeout={STATEMENT_TIMEOUT_MS} -c idle_in_transaction_session_timeout=10000"
+            ));
+        let mut client = config.connect(NoTls).map_err(|e| fail("connect", error_text(&e)))?;
+        let statements = Statements::prepare(&mut client).map_err(|e| {
+            // The schema may not exist yet; apply it and prepare again.
+            fail("prepare", error_text(&e))
+        });
+        let statements = match statements {
+            Ok(s) => s,
+            Err(_) => {
+                client.batch_execute(SCHEMA_SQL).map_err(|e| fail("apply schema", error_text(&e)))?;
+                Statements::prepare(&mut client).map_err(|e| fail("prepare", error_text(&e)))?
+            }
+        };
+        Ok(Store { client, url: redacted, statements })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn fail(&self, what: &'static str, error: &postgres::Error) -> StoreError {
+        StoreError {
+            url: self.url.clone(),
+            what,
+            reason: error_text(error),
+            connection_lost: self.client.is_closed() || error.is_closed() || error.as_db_error().is_none(),
+        }
+    }
+
+    /// Applies schema.sql (idempotent).
+    pub fn apply_schema(&mut self) -> Result<(), StoreError> {
+        self.client.batch_execute(SCHEMA_SQL).map_err(|e| self.fail("apply schema", &e))
+    }
+
+    /// Records which chain this database holds, or checks it is the same one.
+    pub fn ensure_chain(&mut self, genesis_hash: Hash32, chain_id: u64) -> Result<(), StoreError> {
+        let chain_id_i64 = i64::try_from(chain_id).map_err(|_| StoreError {
+            url: self.url.clone(),
+            what: "chain check",
+            reason: format!("chain id {chain_id} does not fit BIGINT"),
+            connection_lost: false,
+        })?;
+        self.client
+            .execute(
+                "INSERT INTO chain_meta (id, genesis_hash, chain_id) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING",
+                &[&genesis_hash.to_hex(), &chain_id_i64],
+            )
+            .map_err(|e| self.fail("chain check", &e))?;
+        let row = self
+            .client
+            .query_one("SELECT genesis_hash, chain_id FROM chain_meta WHERE id = 1", &[])
+            .map_err(|e| self.fail("chain check", &e))?;
+        let stored_genesis: String = row.get(0);
+        let stored_chain_id: i64 = row.get(1);
+        if stored_genesis != genesis_hash.to_hex() || stored_chain_id != chain_id_i64 {
+            return Err(StoreError {
+                url: self.url.clone(),
+                what: "chain check",
+                reason: format!(
+                    "database holds chain {stored_chain_id} with genesis {stored_genesis}, \
+                     but the execution client has chain {chain_id} with genesis {genesis_hash}"
+                ),
+                connection_lost: false,
+            });
+        }
+        Ok(())
+    }
+
+    /// The committed head; genesis (from `chain_meta`) when nothing is committed.
+    pub fn committed_head(&mut self) -> Result<ChainHead, StoreError> {
+        let rows = self.client.query(&self.statements.head, &[]).map_err(|e| self.fail("read head", &e))?;
+        let row = rows.first().ok_or_else(|| StoreError {
+            url: self.url.clone(),
+            what: "read head",
+            reason: "no chain recorded yet (chain_meta is empty)".into(),
+            connection_lost: false,
+        })?;
+        let number: i64 = row.get(0);
+        let hash: String = row.get(1);
+        Ok(ChainHead {
+            number: u64::try_from(number).unwrap_or(0),
+            hash: Hash32::parse(&hash).map_err(|e| self.corrupt("read head", format!("stored hash {hash:?}: {e}")))?,
+        })
+    }
+
+    fn corrupt(&self, what: &'static str, reason: String) -> StoreError {
+        StoreError { url: self.url.clone(), what, reason, connection_lost: false }
+    }
+
+    pub fn fence_term(&mut self) -> Result<u64, StoreError> {
+        let row = self.client.query_one(&self.statements.fence_term, &[]).map_err(|e| self.fail("read fence", &e))?;
+        let term: i64 = row.get(0);
+        Ok(u64::try_from(term).unwrap_or(0))
+    }
+
+    /// Raises the fence to `term`. After this returns `Raised`, no commit with
+    /// a lower term can succeed (commits re-read the fence under its lock).
+    pub fn raise_fence(&mut self, term: u64, holder: &str) -> Result<FenceOutcome, StoreError> {
+        let term_i64 =
+            i64::try_from(term).map_err(|_| self.corrupt("raise fence", format!("term {term} too large")))?;
+        let rows = self
+            .client
+            .query(
+                "UPDATE fence SET term = $1, holder = $2, updated_at = NOW() WHERE id = 1 AND term < $1 RETURNING term",
+                &[&term_i64, &holder],
+            )
+            .map_err(|e| self.fail("raise fence", &e))?;
+        if rows.is_empty() {
+            return Ok(FenceOutcome::AlreadyAt { fence_term: self.fence_term()? });
+        }
+        Ok(FenceOutcome::Raised)
+    }
+
+    /// The fenced commit (schema.sql `clnode_commit_block`), one round trip.
+    pub fn commit_block(&mut self, term: u64, block: &StoredBlock) -> Result<CommitOutcome, StoreError> {
+        let term_i64 = i64::try_from(term).map_err(|_| self.corrupt("commit", format!("term {term} too large")))?;
+        let number =
+            i64::try_from(block.number).map_err(|_| self.corrupt("commit", "block number too large".into()))?;
+        let timestamp =
+            i64::try_from(block.timestamp).map_err(|_| self.corrupt("commit", "timestamp too large".into()))?;
+        let version = i16::from(block.payload_version);
+        let row = self
+            .client
+            .query_one(
+                &self.statements.commit,
+                &[
+                    &term_i64,
+                    &number,
+                    &block.hash,
+                    &block.parent_hash,
+                    &block.payload_json,
+                    &block.requests_json,
+                    &timestamp,
+                    &block.parent_beacon_block_root,
+                    &block.blob_versioned_hashes_json,
+                    &version,
+                ],
+            )
+            .map_err(|e| self.fail("commit", &e))?;
+        let outcome: String = row.get(0);
+        parse_commit_outcome(&outcome).ok_or_else(|| self.corrupt("commit", format!("unexpected outcome {outcome:?}")))
+    }
+
+    pub fn block_by_number(&mut self, number: u64) -> Result<Option<StoredBlock>, StoreError> {
+        let Ok(number) = i64::try_from(number) else {
+            return Ok(None);
+        };
+        let rows =
+            self.client.query(&self.statements.block_by_number, &[&number]).map_err(|e| self.fail("read block", &e))?;
+        rows.first().map(|row| self.stored_block(row)).transpose()
+    }
+
+    /// `hash` must be lowercase `0x` hex (the API normalises it).
+    pub fn block_by_hash(&mut self, hash: &str) -> Result<Option<StoredBlock>, StoreError> {
+        let rows =
+            self.client.query(&self.statements.block_by_hash, &[&hash]).map_err(|e| self.fail("read block", &e))?;
+        rows.first().map(|row| self.stored_block(row)).transpose()
+    }
+
+    pub fn latest_block(&mut self) -> Result<Option<StoredBlock>, StoreError> {
+        let rows = self.client.query(&self.statements.latest_block, &[]).map_err(|e| self.fail("read block", &e))?;
+        rows.first().map(|row| self.stored_block(row)).transpose()
+    }
+
+    /// Up to `limit` (capped at [`MAX_BLOCKS_PER_QUERY`]) blocks after `after`, in order.
+    pub fn blocks_after(&mut self, after: u64, limit: u32) -> Result<Vec<StoredBlock>, StoreError> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::from(limit.clamp(1, MAX_BLOCKS_PER_QUERY));
+        let rows = self
+            .client
+            .query(&self.statements.blocks_after, &[&after, &limit])
+            .map_err(|e| self.fail("read blocks", &e))?;
+        rows.iter().map(|row| self.stored_block(row)).collect()
+    }
+
+    /// Member: appends verified, executed blocks in one transaction; the first
+    /// must link to the stored head. Returns the new head number.
+    pub fn append_replica_batch(&mut self, blocks: &[StoredBlock]) -> Result<u64, StoreError> {
+        let head = self.committed_head()?;
+        let mut expected_number = head.number + 1;
+        let mut expected_parent = head.hash.to_hex();
+        for block in blocks {
+            if block.number != expected_number || block.parent_hash != expected_parent {
+                return Err(self.corrupt(
+                    "append",
+                    format!(
+                        "block {} ({}) does not extend stored head {} ({expected_parent})",
+                        block.number,
+                        block.hash,
+                        expected_number - 1
+                    ),
+                ));
+            }
+            expected_number += 1;
+            expected_parent.clone_from(&block.hash);
+        }
+        let insert = self.statements.insert_replica.clone();
+        let url = self.url.clone();
+        let lost = |e: &postgres::Error| StoreError {
+            url: url.clone(),
+            what: "append",
+            reason: error_text(e),
+            connection_lost: e.as_db_error().is_none(),
+        };
+        let mut transaction = self.client.transaction().map_err(|e| lost(&e))?;
+        for block in blocks {
+            let result = transaction.execute(
+                &insert,
+                &[
+                    &i64::try_from(block.number).unwrap_or(i64::MAX),
+                    &block.hash,
+                    &block.parent_hash,
+                    &block.payload_json,
+                    &block.requests_json,
+                    &i64::try_from(block.timestamp).unwrap_or(i64::MAX),
+                    &block.parent_beacon_block_root,
+                    &block.blob_versioned_hashes_json,
+                    &i16::from(block.payload_version),
+                    &i64::try_from(block.term).unwrap_or(i64::MAX),
+                ],
+            );
+            result.map_err(|e| lost(&e))?;
+        }
+        transaction.commit().map_err(|e| lost(&e))?;
+        Ok(expected_number - 1)
+    }
+
+    fn stored_block(&self, row: &Row) -> Result<StoredBlock, StoreError> {
+        let number: i64 = row.get(0);
+        let timestamp: i64 = row.get(5);
+        let version: i16 = row.get(8);
+        let term: i64 = row.get(9);
+        let non_negative = |value: i64, name: &str| {
+            u64::try_from(value).map_err(|_| self.corrupt("read block", format!("negative {name} {value}")))
+        };
+        Ok(StoredBlock {
+            number: non_negative(number, "block_number")?,
+            hash: row.get(1),
+            parent_hash: row.get(2),
+            payload_json: row.get(3),
+            requests_json: row.get(4),
+            timestamp: non_negative(timestamp, "timestamp")?,
+            parent_beacon_block_root: row.get(6),
+            blob_versioned_hashes_json: row.get(7),
+            payload_version: u8::try_from(version)
+                .map_err(|_| self.corrupt("read block", format!("payload_version {version}")))?,
+            term: non_negative(term, "term")?,
+        })
+    }
+
+    /// Direct access for the notifier (LISTEN) and tests.
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+impl Statements {
+    fn prepare(client: &mut Client) -> Result<Statements, postgres::Error> {
+        Ok(Statements {
+            block_by_number: client
+                .prepare(&format!("SELECT {BLOCK_COLUMNS} FROM payloads WHERE block_number = $1"))?,
+            block_by_hash: client.prepare(&format!("SELECT {BLOCK_COLUMNS} FROM payloads WHERE block_hash = $1"))?,
+            blocks_after: client.prepare(&format!(
+                "SELECT {BLOCK_COLUMNS} FROM payloads WHERE block_number > $1 ORDER BY block_number LIMIT $2"
+            ))?,
+            latest_block: client
+                .prepare(&format!("SELECT {BLOCK_COLUMNS} FROM payloads ORDER BY block_number DESC LIMIT 1"))?,
+            // The newest block, or genesis (number 0) when none is committed.
+            head: client.prepare(
+                "(SELECT block_number, block_hash FROM payloads ORDER BY block_number DESC LIMIT 1) \
+                 UNION ALL (SELECT 0::BIGINT, genesis_hash FROM chain_meta WHERE id = 1) \
+                 ORDER BY 1 DESC LIMIT 1",
+            )?,
+            commit: client.prepare(
+                "SELECT clnode_commit_block($1::BIGINT, $2::BIGINT, $3::TEXT, $4::TEXT, $5::TEXT, $6::TEXT, \
+                 $7::BIGINT, $8::TEXT, $9::TEXT, $10::SMALLINT)",
+            )?,
+            fence_term: client.prepare("SELECT term FROM fence WHERE id = 1")?,
+            insert_replica: client.prepare(&format!(
+                "INSERT INTO payloads ({BLOCK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            ))?,
+        })
+    }
+}
+
+fn parse_commit_outcome(text: &str) -> Option<CommitOutcome> {
+    if text == "committed" {
+        return Some(CommitOutcome::Committed);
+    }
+    if let Some(term) = text.strip_prefix("fenced:") {
+        let term: i64 = term.parse().ok()?;
+        return Some(CommitOutcome::Fenced { fence_term: u64::try_from(term).unwrap_or(0) });
+    }
+    let rest = text.strip_prefix("not_head:")?;
+    let (number, hash) = rest.split_once(':')?;
+    Some(CommitOutcome::NotHead { head_number: number.parse().ok()?, head_hash: hash.to_owned() })
+}
+
+/// The server's message when there is one (the Display of postgres::Error
+/// says only "db error").
+fn error_text(error: &postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => {
+            let mut text = error.to_string();
+            let mut source = std::error::Error::source(error);
+            while let Some(inner) = source {
+                text.push_str(": ");
+                text.push_str(&inner.to_string());
+                source = inner.source();
+            }
+            text
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_password() {
+        assert_eq!(
+            redact_url("postgres://postgres:hunter2@localhost:5432/consensus?sslmode=disable"),
+            "postgres://postgres:***@localhost:5432/consensus?sslmode=disable"
+        );
+        assert_eq!(redact_url("postgres://postgres@h/db"), "postgres://postgres@h/db");
+    }
+
+    #[test]
+    fn commit_outcomes_parse() {
+        assert_eq!(parse_commit_outcome("committed"), Some(CommitOutcome::Committed));
+        assert_eq!(parse_commit_outcome("fenced:7"), Some(CommitOutcome::Fenced { fence_term: 7 }));
+        assert_eq!(
+            parse_commit_outcome("not_head:5:0xab"),
+            Some(CommitOutcome::NotHead { head_number: 5, head_hash: "0xab".into() })
+        );
+        assert_eq!(parse_commit_outcome("maybe"), None);
+    }
+}

@@ -1,0 +1,473 @@
+//! Test harness: real Redis, PostgreSQL, geth, EthereumJS and clnode
+//! processes on loopback, each in its own temporary directory.
+//!
+//! Every process is started through the project's own launchers in
+//! scripts/ (the same ones the devnet uses) and is SIGKILLed when its handle
+//! drops, so a failing test leaves nothing running. A failing test keeps its
+//! directory (logs included) and prints where it is.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+pub fn script(name: &str) -> PathBuf {
+    Path::new(REPO).join("scripts").join(name)
+}
+
+pub fn genesis(name: &str) -> PathBuf {
+    Path::new(REPO).join("scripts/genesis").join(format!("{name}.json"))
+}
+
+/// A scratch directory, removed when the test passes.
+pub struct TestDir {
+    pub path: PathBuf,
+}
+
+impl TestDir {
+    pub fn new(name: &str) -> TestDir {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("clnode-test-{name}-{}-{unique}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap();
+        TestDir { path }
+    }
+
+    pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() || std::env::var_os("CLNODE_KEEP_TEST_DIRS").is_some() {
+            eprintln!("test files kept in {}", self.path.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process whose output goes to a log file; SIGKILLed on drop.
+pub struct Proc {
+    pub name: String,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+    command: Vec<String>,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, log: PathBuf, program: &Path, args: &[String]) -> Proc {
+        let mut command = vec![program.display().to_string()];
+        command.extend(args.iter().cloned());
+        let mut proc = Proc { name: name.to_owned(), child: None, log, command };
+        proc.start();
+        proc
+    }
+
+    /// (Re)starts the same command, appending to the same log.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} is already running", self.name);
+        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(&self.command[0])
+            .args(&self.command[1..])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.name));
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or_else(|| panic!("{} is not running", self.name))
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status().unwrap();
+        assert!(status.success(), "kill -{signal} {} failed", self.name);
+    }
+
+    /// SIGKILL and reap (so a restarted server finds its lock files free).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait up to `timeout` for a clean exit; returns the code.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{} did not exit within {timeout:?} of SIGTERM", self.name);
+    }
+
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it returns Some, or panics after `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub struct Redis {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl Redis {
+    pub fn start(dir: &TestDir) -> Redis {
+        let port = free_port();
+        let data = dir.join("redis");
+        let proc = Proc::spawn(
+            "redis",
+            dir.join("redis.log"),
+            &script("redis.sh"),
+            &[data.display().to_string(), port.to_string()],
+        );
+        let redis = Redis { proc, port };
+        redis.wait_ready();
+        redis
+    }
+
+    pub fn wait_ready(&self) {
+        wait_for(Duration::from_secs(20), "redis", || std::net::TcpStream::connect(("127.0.0.1", self.port)).ok());
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn restart(&mut self) {
+        self.proc.kill();
+        self.proc.start();
+        self.wait_ready();
+    }
+}
+
+pub struct Postgres {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl Postgres {
+    pub fn start(dir: &TestDir, name: &str) -> Postgres {
+        let port = free_port();
+        let data = dir.join(name);
+        let proc = Proc::spawn(
+            name,
+            dir.join(format!("{name}.log")),
+            &script("postgres.sh"),
+            &[data.display().to_string(), port.to_string()],
+        );
+        let postgres = Postgres { proc, port };
+        postgres.wait_ready();
+        postgres
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn wait_ready(&self) {
+        let url = self.url();
+        wait_for(Duration::from_secs(60), "postgres", || postgres::Client::connect(&url, postgres::NoTls).ok());
+    }
+
+    pub fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url(), postgres::NoTls).unwrap()
+    }
+
+    pub fn restart(&mut self) {
+        self.proc.kill();
+        self.proc.start();
+        self.wait_ready();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElKind {
+    Geth,
+    EthereumJs,
+}
+
+/// An execution client with its Engine API and plain JSON-RPC ports.
+pub struct El {
+    pub kind: ElKind,
+    pub proc: Proc,
+    pub auth_port: u16,
+    pub http_port: u16,
+    pub jwt: PathBuf,
+}
+
+impl El {
+    pub fn start(dir: &TestDir, name: &str, kind: ElKind, genesis_name: &str) -> El {
+        let jwt = dir.join(format!("{name}-jwt.hex"));
+        let status = Command::new(script("jwt.sh")).arg(&jwt).status().unwrap();
+        assert!(status.success(), "jwt.sh failed");
+        let (auth_port, http_port) = (free_port(), free_port());
+        let launcher = match kind {
+            ElKind::Geth => "geth.sh",
+            ElKind::EthereumJs => "ethereumjs.sh",
+        };
+        let args = [
+            dir.join(name).display().to_string(),
+            genesis(genesis_name).display().to_string(),
+            jwt.display().to_string(),
+            auth_port.to_string(),
+            http_port.to_string(),
+        ];
+        let proc = Proc::spawn(name, dir.join(format!("{name}.log")), &script(launcher), &args);
+        let el = El { kind, proc, auth_port, http_port, jwt };
+        el.wait_ready();
+        el
+    }
+
+    pub fn wait_ready(&self) {
+        let url = self.rpc_url();
+        wait_for(Duration::from_secs(60), &format!("{} RPC", self.proc.name), || {
+            rpc(&url, "eth_chainId", json!([])).ok()
+        });
+    }
+
+    pub fn restart(&mut self) {
+        self.proc.kill();
+        self.proc.start();
+        self.wait_ready();
+    }
+
+    pub fn engine_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.auth_port)
+    }
+
+    pub fn rpc_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn engine(&self) -> clnode::engine::EngineClient {
+        let secret = clnode::engine::JwtSecret::from_file(&self.jwt).unwrap();
+        clnode::engine::EngineClient::new(&self.engine_url(), secret)
+    }
+
+    pub fn head(&self) -> (u64, String) {
+        let block = rpc(&self.rpc_url(), "eth_getBlockByNumber", json!(["latest", false])).unwrap();
+        (quantity(&block["number"]), block["hash"].as_str().unwrap().to_owned())
+    }
+
+    pub fn block_hash(&self, number: u64) -> Option<String> {
+        let block = rpc(&self.rpc_url(), "eth_getBlockByNumber", json!([format!("0x{number:x}"), false])).ok()?;
+        block["hash"].as_str().map(str::to_owned)
+    }
+
+    pub fn balance(&self, address: &str) -> String {
+        rpc(&self.rpc_url(), "eth_getBalance", json!([address, "latest"])).unwrap().as_str().unwrap().to_owned()
+    }
+
+    /// The block number a transaction was included in, if it was.
+    pub fn receipt_block(&self, tx_hash: &str) -> Option<u64> {
+        let receipt = rpc(&self.rpc_url(), "eth_getTransactionReceipt", json!([tx_hash])).ok()?;
+        receipt.get("blockNumber").filter(|n| !n.is_null()).map(quantity)
+    }
+}
+
+pub fn quantity(value: &Value) -> u64 {
+    let text = value.as_str().unwrap_or_else(|| panic!("not a quantity: {value}"));
+    u64::from_str_radix(text.trim_start_matches("0x"), 16).unwrap()
+}
+
+/// Plain JSON-RPC (no JWT) to an execution client's HTTP port.
+pub fn rpc(url: &str, method: &str, params: Value) -> Result<Value, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+    let mut response =
+        agent.post(url).header("Content-Type", "application/json").send(body.as_bytes()).map_err(|e| e.to_string())?;
+    let text = response.body_mut().read_to_string().map_err(|e| e.to_string())?;
+    let value: Value = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
+    if let Some(error) = value.get("error") {
+        return Err(error.to_string());
+    }
+    Ok(value["result"].clone())
+}
+
+/// HTTP GET; returns (status, body).
+pub fn http_get(url: &str) -> Result<(u16, String), String> {
+    http_request("GET", url)
+}
+
+pub fn http_request(method: &str, url: &str) -> Result<(u16, String), String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(40)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let request = ureq::http::Request::builder().method(method).uri(url).body(()).map_err(|e| e.to_string())?;
+    let mut response = agent.run(request).map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = response.body_mut().read_to_string().unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Signs and sends `count` value transfers with the project's tx tool;
+/// returns their hashes. `key_index` picks one of the funded dev accounts so
+/// concurrent senders do not share nonces.
+pub fn send_transactions(rpc_url: &str, count: usize, key_index: usize) -> Vec<String> {
+    const KEYS: [&str; 5] = [
+        "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+        "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+        "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
+        "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
+        "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a",
+    ];
+    let output = Command::new("node")
+        .arg(script("node/sendtx.mjs"))
+        .args(["--rpc", rpc_url, "--count", &count.to_string(), "--key", KEYS[key_index % KEYS.len()]])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "sendtx failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap()["hash"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A clnode process.
+pub struct Node {
+    pub proc: Proc,
+    pub health_port: u16,
+    pub api_port: Option<u16>,
+    pub id: String,
+}
+
+pub fn clnode_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_clnode"))
+}
+
+impl Node {
+    /// A leader-mode node with fast test settings; `extra` flags override.
+    pub fn leader(dir: &TestDir, id: &str, el: &El, postgres: &Postgres, redis: &Redis, extra: &[&str]) -> Node {
+        let (health_port, api_port) = (free_port(), free_port());
+        let mut args: Vec<String> = [
+            "--instance-id",
+            id,
+            "--mode",
+            "leader",
+            "--eth-client-url",
+            &el.engine_url(),
+            "--jwt-secret-file",
+            &el.jwt.display().to_string(),
+            "--postgres-url",
+            &postgres.url(),
+            "--redis-addr",
+            &redis.addr(),
+            "--health-addr",
+            &format!("127.0.0.1:{health_port}"),
+            "--api-addr",
+            &format!("127.0.0.1:{api_port}"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let proc = Proc::spawn(id, dir.join(format!("{id}.log")), &clnode_binary(), &args);
+        Node { proc, health_port, api_port: Some(api_port), id: id.to_owned() }
+    }
+
+    pub fn health(&self) -> Option<(u16, String)> {
+        http_get(&format!("http://127.0.0.1:{}/health", self.health_port)).ok()
+    }
+
+    pub fn health_json(&self) -> Option<Value> {
+        let (_, body) = http_get(&format!("http://127.0.0.1:{}/health?format=json", self.health_port)).ok()?;
+        serde_json::from_str(&body).ok()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.health_json().is_some_and(|h| h["role"] == "leader")
+    }
+
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let (_, body) = http_get(&format!("http://127.0.0.1:{}/metrics", self.health_port)).ok()?;
+        body.lines().find_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            (key == name).then(|| value.parse().ok()).flatten()
+        })
+    }
+
+    pub fn api(&self, path: &str) -> (u16, Value) {
+        let port = self.api_port.expect("node has no API");
+        let (status, body) = http_get(&format!("http://127.0.0.1:{port}{path}")).unwrap();
+        let value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"));
+        (status, value)
+    }
+}
+
+/// The committed chain in a PostgreSQL database: (number, hash, parent) in order.
+pub fn stored_chain(postgres: &Postgres) -> Vec<(u64, String, String)> {
+    let mut client = postgres.client();
+    client
+        .query("SELECT block_number, block_hash, parent_hash FROM payloads ORDER BY block_number", &[])
+        .unwrap()
+        .iter()
+        .map(|row| (u64::try_from(row.get::<_, i64>(0)).unwrap(), row.get(1), row.get(2)))
+        .collect()
+}
+
+/// Asserts heights 1..=n with no gap, each linked to its parent.
+pub fn assert_continuous(chain: &[(u64, String, String)]) {
+    for (index, (number, _, parent)) in chain.iter().enumerate() {
+        assert_eq!(*number, index as u64 + 1, "gap in the committed chain at {number}");
+        if index > 0 {
+            assert_eq!(parent, &chain[index - 1].1, "block {number} does not link to its parent");
+        }
+    }
+}
