@@ -76,9 +76,14 @@ pub fn start(config: Config, shutdown: Shutdown) -> Result<RunningNode, String> 
     }
     check_chain(&config, &engine, &status, &shutdown)?;
     {
-        let (url, watch, metrics, shutdown) =
-            (config.postgres_url.clone(), Arc::clone(&watch), Arc::clone(&metrics), shutdown.clone());
-        threads.push(spawn("notifier", move || run_notifier(url, watch, metrics, shutdown))?);
+        let (url, watch, status, metrics, shutdown) = (
+            config.postgres_url.clone(),
+            Arc::clone(&watch),
+            Arc::clone(&status),
+            Arc::clone(&metrics),
+            shutdown.clone(),
+        );
+        threads.push(spawn("notifier", move || run_notifier(url, watch, status, metrics, shutdown))?);
     }
     match config.mode {
         Mode::Leader => {

@@ -13,6 +13,7 @@ use postgres::fallible_iterator::FallibleIterator as _;
 use crate::log;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
+use crate::status::{Component, NodeStatus};
 use crate::store::Store;
 
 /// The channel `clnode_commit_block` and the member's append notify on.
@@ -64,7 +65,14 @@ impl HeadWatch {
 }
 
 /// The notifier thread: LISTEN on [`CHANNEL`], poll the head as a fallback.
-pub fn run_notifier(postgres_url: String, watch: Arc<HeadWatch>, metrics: Arc<Metrics>, shutdown: Shutdown) {
+/// Its connection doubles as the node's database liveness check.
+pub fn run_notifier(
+    postgres_url: String,
+    watch: Arc<HeadWatch>,
+    status: Arc<NodeStatus>,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+) {
     let mut reported_down = false;
     while !shutdown.is_requested() {
         let mut store = match Store::connect(&postgres_url, "clnode-notifier") {
@@ -74,18 +82,26 @@ pub fn run_notifier(postgres_url: String, watch: Arc<HeadWatch>, metrics: Arc<Me
                     log::warn(&format!("notifier: {error}"));
                     reported_down = true;
                 }
+                status.set_problem(Component::Database, error.to_string());
                 metrics.count_error("database");
                 shutdown.sleep(RECONNECT_DELAY);
                 continue;
             }
         };
+        if reported_down {
+            log::info("notifier: database reachable again");
+        }
         reported_down = false;
+        status.clear_problem(Component::Database);
         if let Err(error) = store.client().batch_execute(&format!("LISTEN {CHANNEL}")) {
             log::warn(&format!("notifier: LISTEN failed: {error}"));
             shutdown.sleep(RECONNECT_DELAY);
             continue;
         }
         listen(&mut store, &watch, &shutdown);
+        if !shutdown.is_requested() {
+            status.set_problem(Component::Database, format!("connection to {} lost", store.url()));
+        }
     }
 }
 

@@ -18,19 +18,17 @@ use sha2::{Digest, Sha256};
 use crate::block::BlockRecord;
 use crate::codec::Hash32;
 use crate::config::LeaderConfig;
-use crate::engine::{BlockTag, EngineClient, EngineError, ForkchoiceState, PayloadAttributes};
+use crate::engine::{EngineClient, EngineError, ForkchoiceState, PayloadAttributes};
 use crate::lease::LeaseHandle;
 use crate::log;
 use crate::metrics::Metrics;
 use crate::notify::HeadWatch;
 use crate::publish::Publisher;
-use crate::replay::{self, ReplayError};
+use crate::replay::{self, CatchUpError, ReplayError};
 use crate::shutdown::Shutdown;
 use crate::status::{Component, NodeStatus, Role};
 use crate::store::{ChainHead, CommitOutcome, FenceOutcome, Store, StoreError};
 
-/// Blocks replayed per forkchoiceUpdated while catching up.
-pub const REPLAY_BATCH_LEN: u32 = 64;
 /// How long a standby waits for news before looking at the lease again.
 const STANDBY_WAIT: Duration = Duration::from_millis(20);
 /// A standby re-reads the committed head at least this often.
@@ -267,68 +265,23 @@ impl Producer {
         if el == target {
             return Ok(());
         }
-        if el.number > target.number {
-            return Err(ProduceError::Diverged(format!(
-                "execution client head {} ({}) is above the committed head {} ({}); \
-                 it was fed blocks that were never committed, refusing to lead",
-                el.number, el.hash, target.number, target.hash
-            )));
+        let engine = Arc::clone(&self.ctx.engine);
+        let shutdown = self.ctx.shutdown.clone();
+        let metrics = Arc::clone(&self.ctx.metrics);
+        let store = self.store()?;
+        let mut reached = el;
+        let result = replay::catch_up_from_store(&engine, store, el, target, &shutdown, |head, count| {
+            metrics.blocks_replayed.add(count as u64);
+            reached = head;
+        });
+        if reached != el {
+            self.set_el_head(reached);
         }
-        // The client's head must itself be a committed block.
-        let committed_hash_at_el = if el.number == 0 {
-            let genesis = self
-                .ctx
-                .engine
-                .block_by_number(BlockTag::Number(0))
-                .map_err(|source| ProduceError::Engine { block_number: 0, source })?;
-            genesis.map(|g| g.hash)
-        } else {
-            let store = self.store()?;
-            store.block_by_number(el.number)?.and_then(|b| Hash32::parse(&b.hash).ok())
-        };
-        if el.number > 0 && committed_hash_at_el != Some(el.hash) {
-            return Err(ProduceError::Diverged(format!(
-                "execution client head {} ({}) is not the committed block at that height ({}); refusing to guess",
-                el.number,
-                el.hash,
-                committed_hash_at_el.map(|h| h.to_hex()).unwrap_or_else(|| "none".into())
-            )));
-        }
-        let mut parent = el;
-        while parent.number < target.number {
-            if self.ctx.shutdown.is_requested() {
-                return Ok(());
-            }
-            let wanted = u32::try_from(target.number - parent.number).unwrap_or(u32::MAX).min(REPLAY_BATCH_LEN);
-            let stored = self.store()?.blocks_after(parent.number, wanted)?;
-            if stored.is_empty() {
-                return Err(ProduceError::Diverged(format!(
-                    "committed head is {} but no block after {} is stored",
-                    target.number, parent.number
-                )));
-            }
-            for block in &stored {
-                let record = BlockRecord::from_stored(block)
-                    .map_err(|e| ProduceError::Diverged(format!("stored record is unreadable: {e}")))?;
-                // Heights strictly consecutive and linked: the database
-                // promises it; a replay that found otherwise must stop.
-                if record.number() != parent.number + 1 || record.parent_hash() != parent.hash {
-                    return Err(ProduceError::Diverged(format!(
-                        "stored block {} ({}) does not extend {} ({})",
-                        record.number(),
-                        record.hash(),
-                        parent.number,
-                        parent.hash
-                    )));
-                }
-                replay::execute(&self.ctx.engine, &record)?;
-                parent = ChainHead { number: record.number(), hash: record.hash() };
-            }
-            replay::make_canonical(&self.ctx.engine, parent.number, parent.hash)?;
-            self.ctx.metrics.blocks_replayed.add(stored.len() as u64);
-            self.set_el_head(parent);
-        }
-        Ok(())
+        result.map(|_| ()).map_err(|error| match error {
+            CatchUpError::Replay(e) => ProduceError::Replay(e),
+            CatchUpError::Store(e) => ProduceError::Store(e),
+            CatchUpError::Diverged(reason) => ProduceError::Diverged(reason),
+        })
     }
 
     /// Leads for as long as the lease holds `term` and nothing fails.

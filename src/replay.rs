@@ -9,7 +9,12 @@ use std::time::{Duration, Instant};
 
 use crate::block::BlockRecord;
 use crate::codec::Hash32;
-use crate::engine::{EngineClient, EngineError, ForkchoiceState, PayloadStatus};
+use crate::engine::{BlockTag, EngineClient, EngineError, ForkchoiceState, PayloadStatus};
+use crate::shutdown::Shutdown;
+use crate::store::{ChainHead, Store, StoreError};
+
+/// Blocks replayed per forkchoiceUpdated while catching up from a store.
+pub const REPLAY_BATCH_LEN: u32 = 64;
 
 #[derive(Debug, Clone)]
 pub enum ReplayError {
@@ -78,4 +83,110 @@ pub fn make_canonical(engine: &EngineClient, block_number: u64, head: Hash32) ->
         return Err(ReplayError::NotValid { block_number, block_hash: head, status: updated.payload_status });
     }
     Ok(())
+}
+
+/// Why catching up from a store stopped.
+#[derive(Debug)]
+pub enum CatchUpError {
+    Replay(ReplayError),
+    Store(StoreError),
+    /// The execution client's chain and the stored chain disagree.
+    Diverged(String),
+}
+
+impl std::fmt::Display for CatchUpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CatchUpError::Replay(e) => write!(f, "replaying {e}"),
+            CatchUpError::Store(e) => write!(f, "{e}"),
+            CatchUpError::Diverged(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl From<StoreError> for CatchUpError {
+    fn from(e: StoreError) -> Self {
+        CatchUpError::Store(e)
+    }
+}
+
+impl From<ReplayError> for CatchUpError {
+    fn from(e: ReplayError) -> Self {
+        CatchUpError::Replay(e)
+    }
+}
+
+/// The hash the store holds at `number` (genesis from the client for 0).
+fn stored_hash_at(engine: &EngineClient, store: &mut Store, number: u64) -> Result<Option<Hash32>, CatchUpError> {
+    if number == 0 {
+        let genesis = engine
+            .block_by_number(BlockTag::Number(0))
+            .map_err(|source| CatchUpError::Replay(ReplayError::Engine { block_number: 0, source }))?;
+        return Ok(genesis.map(|g| g.hash));
+    }
+    Ok(store.block_by_number(number)?.and_then(|b| Hash32::parse(&b.hash).ok()))
+}
+
+/// Replays the stored blocks after `el_head` (the client's canonical head)
+/// up to `target` onto the client, in order, verifying that the client's
+/// head is itself a stored block and that every block links to the one
+/// before. Calls `progress` after each forkchoiceUpdated.
+pub fn catch_up_from_store(
+    engine: &EngineClient,
+    store: &mut Store,
+    el_head: ChainHead,
+    target: ChainHead,
+    shutdown: &Shutdown,
+    mut progress: impl FnMut(ChainHead, usize),
+) -> Result<ChainHead, CatchUpError> {
+    if el_head == target {
+        return Ok(el_head);
+    }
+    if el_head.number > target.number {
+        return Err(CatchUpError::Diverged(format!(
+            "execution client head {} ({}) is above the stored head {} ({}): \
+             it holds blocks that were never committed here; refusing to guess",
+            el_head.number, el_head.hash, target.number, target.hash
+        )));
+    }
+    let stored = stored_hash_at(engine, store, el_head.number)?;
+    if stored != Some(el_head.hash) {
+        return Err(CatchUpError::Diverged(format!(
+            "execution client head {} ({}) is not the stored block at that height ({}); refusing to guess",
+            el_head.number,
+            el_head.hash,
+            stored.map(|h| h.to_hex()).unwrap_or_else(|| "none".into())
+        )));
+    }
+    let mut parent = el_head;
+    while parent.number < target.number && !shutdown.is_requested() {
+        let wanted = u32::try_from(target.number - parent.number).unwrap_or(u32::MAX).min(REPLAY_BATCH_LEN);
+        let blocks = store.blocks_after(parent.number, wanted)?;
+        if blocks.is_empty() {
+            return Err(CatchUpError::Diverged(format!(
+                "stored head is {} but no block after {} is stored",
+                target.number, parent.number
+            )));
+        }
+        for block in &blocks {
+            let record = BlockRecord::from_stored(block)
+                .map_err(|e| CatchUpError::Diverged(format!("stored record is unreadable: {e}")))?;
+            // Heights strictly consecutive and linked: the store promises it;
+            // a replay that finds otherwise must stop, not execute.
+            if record.number() != parent.number + 1 || record.parent_hash() != parent.hash {
+                return Err(CatchUpError::Diverged(format!(
+                    "stored block {} ({}) does not extend {} ({})",
+                    record.number(),
+                    record.hash(),
+                    parent.number,
+                    parent.hash
+                )));
+            }
+            execute(engine, &record)?;
+            parent = ChainHead { number: record.number(), hash: record.hash() };
+        }
+        make_canonical(engine, parent.number, parent.hash)?;
+        progress(parent, blocks.len());
+    }
+    Ok(parent)
 }

@@ -347,8 +347,11 @@ impl Store {
             );
             result.map_err(|e| lost(&e))?;
         }
+        let new_head = expected_number - 1;
+        // Wake this node's own API long polls (members serving members).
+        transaction.execute("SELECT pg_notify('clnode_blocks', $1)", &[&new_head.to_string()]).map_err(|e| lost(&e))?;
         transaction.commit().map_err(|e| lost(&e))?;
-        Ok(expected_number - 1)
+        Ok(new_head)
     }
 
     fn stored_block(&self, row: &Row) -> Result<StoredBlock, StoreError> {

@@ -1,15 +1,48 @@
-//! Member mode: follows a sync API, verifies and executes each block on the
-//! member's own execution client, then stores it in the member's database.
-//! (Filled in by the member issue.)
+//! Member mode: follow a sync API, verify each block, execute it on the
+//! member's own execution client, then store it in the member's own
+//! PostgreSQL. The member ends with exactly the leader's chain, block for
+//! block, or stops and says why; it never skips a height.
+//!
+//! Two threads: a fetcher long-polls `GET /blocks?after=N&limit=M&wait_ms=W`
+//! one batch ahead (a bounded pipeline of [`PIPELINE_DEPTH`] batches), and
+//! the syncer thread verifies, executes and stores. Refusing a batch resets
+//! the fetcher to the last stored block (a generation counter discards the
+//! batches already in flight).
 
-use std::sync::Arc;
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use serde_json::Value;
+
+use crate::block::BlockRecord;
+use crate::codec::Hash32;
 use crate::config::MemberConfig;
-use crate::engine::EngineClient;
+use crate::engine::{BlockTag, EngineClient};
+use crate::log;
 use crate::metrics::Metrics;
 use crate::notify::HeadWatch;
+use crate::replay::{self, CatchUpError, ReplayError};
 use crate::shutdown::Shutdown;
-use crate::status::NodeStatus;
+use crate::status::{Component, NodeStatus, Role};
+use crate::store::{ChainHead, Store, StoreError};
+
+/// Batches fetched ahead of execution.
+pub const PIPELINE_DEPTH: usize = 2;
+/// Back-off after a failed fetch or a refused record: 200 ms doubling to 30 s, with jitter.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(200);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// After this long on a fallback URL, the first URL is tried again.
+pub const PRIMARY_RETRY_INTERVAL: Duration = Duration::from_secs(30);
+/// A sync API answer larger than this is refused (1000 full blocks fit).
+pub const MAX_SYNC_RESPONSE_BYTES: u64 = 512 * 1024 * 1024;
+/// Beyond the long-poll wait, how long a fetch may take.
+pub const FETCH_TIMEOUT_SLACK: Duration = Duration::from_secs(10);
+/// Behind and without progress for this long counts as stalled on /health.
+pub const STALL_AFTER: Duration = Duration::from_secs(30);
+/// Attempts to execute one batch when the client answers "not executed".
+const EXECUTE_ATTEMPTS: u32 = 3;
 
 pub struct SyncerContext {
     pub instance_id: String,
@@ -22,16 +55,677 @@ pub struct SyncerContext {
     pub shutdown: Shutdown,
 }
 
+/// One fetched page of the sync API.
+struct Batch {
+    generation: u64,
+    url: String,
+    /// The source's committed head when it answered.
+    source_head: u64,
+    records: Vec<Value>,
+}
+
+/// Where the fetcher should continue; the syncer moves it back on refusal.
+#[derive(Default)]
+struct Cursor {
+    state: Mutex<CursorState>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct CursorState {
+    generation: u64,
+    /// Fetch the blocks after this one.
+    after: u64,
+    /// Set with a reset after a refused batch: try another sync URL.
+    move_on: bool,
+}
+
+impl Cursor {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CursorState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self) -> (u64, u64) {
+        let state = self.lock();
+        (state.generation, state.after)
+    }
+
+    /// Starts a new generation fetching after `after`.
+    fn reset(&self, after: u64, move_on: bool) -> u64 {
+        let mut state = self.lock();
+        state.generation += 1;
+        state.after = after;
+        state.move_on = move_on;
+        state.generation
+    }
+
+    /// Advances within `generation` (ignored if a reset happened meanwhile).
+    fn advance(&self, generation: u64, after: u64) {
+        let mut state = self.lock();
+        if state.generation == generation {
+            state.after = after;
+        }
+    }
+
+    /// Whether the last reset asked for another URL; clears the request.
+    fn take_move_on(&self) -> bool {
+        std::mem::take(&mut self.lock().move_on)
+    }
+}
+
+/// Why a sync step failed; decides back-off, health and whether to stop.
+#[derive(Debug)]
+enum SyncError {
+    /// A record failed verification: nothing executed, nothing stored.
+    Refused(String),
+    /// No sync URL answered.
+    Fetch(String),
+    Replay(ReplayError),
+    Store(StoreError),
+    /// The chains disagree in a way clnode will not guess about: stop.
+    Diverged(String),
+}
+
+impl std::fmt::Display for SyncError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SyncError::Refused(reason) => write!(f, "refused: {reason}"),
+            SyncError::Fetch(reason) => write!(f, "fetching: {reason}"),
+            SyncError::Replay(e) => write!(f, "executing {e}"),
+            SyncError::Store(e) => write!(f, "{e}"),
+            SyncError::Diverged(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl From<CatchUpError> for SyncError {
+    fn from(error: CatchUpError) -> Self {
+        match error {
+            CatchUpError::Replay(e) => SyncError::Replay(e),
+            CatchUpError::Store(e) => SyncError::Store(e),
+            CatchUpError::Diverged(reason) => SyncError::Diverged(reason),
+        }
+    }
+}
+
+impl From<StoreError> for SyncError {
+    fn from(error: StoreError) -> Self {
+        SyncError::Store(error)
+    }
+}
+
 pub struct Syncer {
     ctx: SyncerContext,
+    store: Option<Store>,
+    /// The last block executed and stored (genesis at first).
+    head: Option<ChainHead>,
+    cursor: Arc<Cursor>,
+    consecutive_failures: u32,
+    total_synced: u64,
+    behind_since: Option<Instant>,
+    last_progress: Instant,
+    jitter: Jitter,
 }
 
 impl Syncer {
     pub fn new(ctx: SyncerContext) -> Syncer {
-        Syncer { ctx }
+        let jitter = Jitter::seeded(&ctx.instance_id);
+        Syncer {
+            ctx,
+            store: None,
+            head: None,
+            cursor: Arc::new(Cursor::default()),
+            consecutive_failures: 0,
+            total_synced: 0,
+            behind_since: None,
+            last_progress: Instant::now(),
+            jitter,
+        }
     }
 
-    pub fn run(self) {
-        while self.ctx.shutdown.sleep(std::time::Duration::from_secs(1)) {}
+    pub fn run(mut self) {
+        self.ctx.status.update(|s| s.role = Role::Starting);
+        let head = loop {
+            if self.ctx.shutdown.is_requested() {
+                return;
+            }
+            match self.reconcile() {
+                Ok(head) => break head,
+                Err(SyncError::Diverged(reason)) => return self.halt(&reason),
+                Err(error) => self.failed("resume", &error),
+            }
+        };
+        self.set_head(head, 0);
+        self.ctx.status.update(|s| s.role = Role::Member);
+        let (sender, receiver) = sync_channel(PIPELINE_DEPTH);
+        let fetcher = self.start_fetcher(sender, head.number);
+        self.sync_loop(&receiver);
+        drop(receiver);
+        let _ = fetcher.join();
+    }
+
+    /// Keeps serving /health with the reason, but executes nothing more.
+    fn halt(&self, reason: &str) {
+        log::error(&format!("member: stopped syncing: {reason}"));
+        self.ctx.status.set_problem(Component::Chain, format!("stopped syncing: {reason}"));
+        while self.ctx.shutdown.sleep(Duration::from_secs(1)) {}
+    }
+
+    fn failed(&mut self, what: &str, error: &SyncError) {
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        if self.consecutive_failures == 1 {
+            log::warn(&format!("member: {what}: {error}"));
+        }
+        let component = match error {
+            SyncError::Refused(_) => Component::SyncRecord,
+            SyncError::Fetch(_) => Component::SyncSource,
+            SyncError::Store(_) => Component::Database,
+            SyncError::Replay(_) => Component::ExecutionClient,
+            SyncError::Diverged(_) => Component::Chain,
+        };
+        self.ctx.status.set_problem(component, error.to_string());
+        match error {
+            SyncError::Store(e) => {
+                self.ctx.metrics.count_error("database");
+                if e.connection_lost {
+                    self.store = None;
+                }
+            }
+            SyncError::Refused(_) => {
+                self.ctx.metrics.sync_refusals.inc();
+                self.ctx.metrics.count_error("sync_refused");
+            }
+            SyncError::Fetch(_) => self.ctx.metrics.count_error("sync_fetch"),
+            SyncError::Replay(_) | SyncError::Diverged(_) => {}
+        }
+        let pause = self.jitter.backoff(self.consecutive_failures);
+        self.ctx.shutdown.sleep(pause);
+    }
+
+    fn store(&mut self) -> Result<&mut Store, StoreError> {
+        if self.store.is_none() {
+            self.store =
+                Some(Store::connect(&self.ctx.postgres_url, &format!("clnode-syncer-{}", self.ctx.instance_id))?);
+        }
+        self.store.as_mut().ok_or_else(|| StoreError {
+            url: String::new(),
+            what: "connect",
+            reason: "no connection".into(),
+            connection_lost: true,
+        })
+    }
+
+    fn el_head(&self) -> Result<ChainHead, SyncError> {
+        let header = self
+            .ctx
+            .engine
+            .latest_header()
+            .map_err(|source| SyncError::Replay(ReplayError::Engine { block_number: 0, source }))?;
+        Ok(ChainHead { number: header.number, hash: header.hash })
+    }
+
+    /// Exact resume: make the execution client and the database agree, then
+    /// return the head both hold (ARCHITECTURE.md, "Member resume rules").
+    fn reconcile(&mut self) -> Result<ChainHead, SyncError> {
+        let el = self.el_head()?;
+        let stored = self.store()?.committed_head()?;
+        if el.number <= stored.number {
+            // The database is ahead (or equal): replay locally.
+            let engine = Arc::clone(&self.ctx.engine);
+            let shutdown = self.ctx.shutdown.clone();
+            let metrics = Arc::clone(&self.ctx.metrics);
+            let store = self.store()?;
+            let head = replay::catch_up_from_store(&engine, store, el, stored, &shutdown, |_, count| {
+                metrics.blocks_replayed.add(count as u64);
+            })?;
+            if head != el {
+                log::info(&format!(
+                    "member: replayed blocks {}..={} from the local database",
+                    el.number + 1,
+                    head.number
+                ));
+            }
+            return Ok(head);
+        }
+        // The execution client is ahead: it executed blocks the database
+        // never stored (a crash between the two). Store them, after checking
+        // each against the client.
+        self.store_blocks_the_client_has(stored, el)
+    }
+
+    fn store_blocks_the_client_has(&mut self, stored: ChainHead, el: ChainHead) -> Result<ChainHead, SyncError> {
+        let mut head = stored;
+        while head.number < el.number && !self.ctx.shutdown.is_requested() {
+            let wanted = u32::try_from(el.number - head.number).unwrap_or(u32::MAX).min(self.ctx.config.batch_limit);
+            let (_, records) = fetch_from_any(&self.ctx.config.leader_urls, head.number, wanted)?;
+            let records = verify_batch(head, &records).map_err(SyncError::Refused)?;
+            if records.is_empty() {
+                return Err(SyncError::Refused(format!("the sync API has no block after {}", head.number)));
+            }
+            let mut batch = Vec::new();
+            for record in records.into_iter().take_while(|r| r.number() <= el.number) {
+                let at_el = self.ctx.engine.block_by_number(BlockTag::Number(record.number())).map_err(|source| {
+                    SyncError::Replay(ReplayError::Engine { block_number: record.number(), source })
+                })?;
+                if at_el.map(|b| b.hash) != Some(record.hash()) {
+                    return Err(SyncError::Diverged(format!(
+                        "block {}: the execution client holds {} but the sync API serves {}",
+                        record.number(),
+                        at_el.map(|b| b.hash.to_hex()).unwrap_or_else(|| "nothing".into()),
+                        record.hash()
+                    )));
+                }
+                batch.push(record.to_stored());
+            }
+            let last =
+                batch.last().map(|b| ChainHead { number: b.number, hash: Hash32::parse(&b.hash).unwrap_or_default() });
+            self.store()?.append_replica_batch(&batch)?;
+            if let Some(last) = last {
+                log::info(&format!(
+                    "member: stored blocks {}..={} the execution client already had",
+                    head.number + 1,
+                    last.number
+                ));
+                head = last;
+            }
+        }
+        Ok(head)
+    }
+
+    fn set_head(&mut self, head: ChainHead, synced: u64) {
+        self.head = Some(head);
+        self.total_synced += synced;
+        self.ctx.watch.advance_to(head.number);
+        self.ctx.metrics.synced_height.set_u64(head.number);
+        self.ctx.metrics.el_head.set_u64(head.number);
+        self.ctx.metrics.committed_head.set_u64(head.number);
+        let total = self.total_synced;
+        self.ctx.status.update(|s| {
+            s.last_synced = head.number;
+            s.total_synced = total;
+            s.el_head = Some((head.number, head.hash));
+            s.committed_head = Some((head.number, head.hash));
+        });
+    }
+
+    fn start_fetcher(&self, sender: SyncSender<Batch>, after: u64) -> JoinHandle<()> {
+        self.cursor.reset(after, false);
+        let fetcher = Fetcher {
+            config: self.ctx.config.clone(),
+            cursor: Arc::clone(&self.cursor),
+            status: Arc::clone(&self.ctx.status),
+            metrics: Arc::clone(&self.ctx.metrics),
+            shutdown: self.ctx.shutdown.clone(),
+            jitter: Jitter::seeded(&format!("{}-fetch", self.ctx.instance_id)),
+            url_index: 0,
+            on_fallback_since: None,
+        };
+        std::thread::Builder::new()
+            .name("fetch".into())
+            .spawn(move || fetcher.run(&sender))
+            .unwrap_or_else(|e| panic!("cannot spawn the fetch thread: {e}"))
+    }
+
+    fn sync_loop(&mut self, receiver: &Receiver<Batch>) {
+        while !self.ctx.shutdown.is_requested() {
+            let batch = match receiver.recv_timeout(Duration::from_millis(100)) {
+                Ok(batch) => batch,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.update_lag(None);
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let (generation, _) = self.cursor.get();
+            if batch.generation != generation {
+                continue; // fetched before a reset: stale
+            }
+            self.ctx.status.update(|s| s.sync_url = Some(batch.url.clone()));
+            self.update_lag(Some(batch.source_head));
+            if batch.records.is_empty() {
+                continue;
+            }
+            match self.apply(&batch) {
+                Ok(()) => {
+                    if self.consecutive_failures > 0 {
+                        log::info("member: syncing again");
+                    }
+                    self.consecutive_failures = 0;
+                    for component in [Component::SyncRecord, Component::ExecutionClient, Component::Database] {
+                        self.ctx.status.clear_problem(component);
+                    }
+                    self.update_lag(Some(batch.source_head));
+                }
+                Err(SyncError::Diverged(reason)) => return self.halt(&reason),
+                Err(error) => {
+                    let head = self.head.map(|h| h.number).unwrap_or(0);
+                    self.failed(&format!("batch after block {head} from {}", batch.url), &error);
+                    // Whatever was in flight is now suspect: start over from
+                    // what is stored (reconciling the client if it moved).
+                    match self.reconcile() {
+                        Ok(head) => self.set_head(head, 0),
+                        Err(SyncError::Diverged(reason)) => return self.halt(&reason),
+                        Err(_) => {}
+                    }
+                    let after = self.head.map(|h| h.number).unwrap_or(0);
+                    self.cursor.reset(after, matches!(error, SyncError::Refused(_)));
+                }
+            }
+        }
+    }
+
+    /// Verify every record of the batch, execute them, make the last one
+    /// canonical, then store them all in one transaction.
+    fn apply(&mut self, batch: &Batch) -> Result<(), SyncError> {
+        let head = self.head.ok_or_else(|| SyncError::Diverged("no head before syncing".into()))?;
+        let records = verify_batch(head, &batch.records).map_err(SyncError::Refused)?;
+        let started = Instant::now();
+        for record in &records {
+            self.execute_with_retry(record)?;
+        }
+        let Some(last) = records.last() else { return Ok(()) };
+        replay::make_canonical(&self.ctx.engine, last.number(), last.hash()).map_err(SyncError::Replay)?;
+        let stored: Vec<_> = records.iter().map(BlockRecord::to_stored).collect();
+        self.store()?.append_replica_batch(&stored)?;
+        let count = records.len() as u64;
+        self.ctx.metrics.blocks_synced.add(count);
+        self.ctx.metrics.sync_batch_size.observe_value(count);
+        if let Some(per_block) = started.elapsed().checked_div(u32::try_from(count).unwrap_or(1)) {
+            self.ctx.metrics.block_execution_seconds.observe(per_block);
+        }
+        self.set_head(ChainHead { number: last.number(), hash: last.hash() }, count);
+        self.last_progress = Instant::now();
+        Ok(())
+    }
+
+    /// newPayload; when the client answers SYNCING/ACCEPTED (not executed),
+    /// try forkchoiceUpdated to the block (EthereumJS executes large blocks
+    /// there), then supply missing ancestors from the local database.
+    fn execute_with_retry(&mut self, record: &BlockRecord) -> Result<(), SyncError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match replay::execute(&self.ctx.engine, record) {
+                Ok(_) => return Ok(()),
+                Err(error) if error.is_not_executed() && attempt < EXECUTE_ATTEMPTS => {
+                    if replay::make_canonical(&self.ctx.engine, record.number(), record.hash()).is_ok() {
+                        return Ok(());
+                    }
+                    // The client lost blocks we stored: replay them, then retry.
+                    let reached = self.reconcile()?;
+                    if reached.number + 1 != record.number() {
+                        return Err(SyncError::Replay(error));
+                    }
+                }
+                Err(error) => return Err(SyncError::Replay(error)),
+            }
+        }
+    }
+
+    fn update_lag(&mut self, source_head: Option<u64>) {
+        let local = self.head.map(|h| h.number).unwrap_or(0);
+        let source = source_head.unwrap_or_else(|| self.ctx.status.snapshot().source_head.unwrap_or(local));
+        let lag_blocks = source.saturating_sub(local);
+        if lag_blocks == 0 {
+            self.behind_since = None;
+        } else if self.behind_since.is_none() {
+            self.behind_since = Some(Instant::now());
+        }
+        let lag_ms = self.behind_since.map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)).unwrap_or(0);
+        self.ctx.metrics.sync_lag_blocks.set_u64(lag_blocks);
+        self.ctx.metrics.sync_lag_ms.set_u64(lag_ms);
+        let stalled = lag_blocks > 0 && self.last_progress.elapsed() > STALL_AFTER;
+        self.ctx.status.update(|s| {
+            s.source_head = Some(source);
+            s.lag_blocks = lag_blocks;
+            s.lag_ms = lag_ms;
+            if stalled {
+                s.problems.entry(Component::SyncSource).or_insert_with(|| {
+                    format!("stalled: {lag_blocks} blocks behind with no progress for {} s", STALL_AFTER.as_secs())
+                });
+            }
+        });
+    }
+}
+
+/// Checks a page of records: each decodes completely and agrees with its
+/// payload, heights follow the head one by one, parents link.
+fn verify_batch(head: ChainHead, records: &[Value]) -> Result<Vec<BlockRecord>, String> {
+    let mut parent = head;
+    let mut verified = Vec::with_capacity(records.len());
+    for value in records {
+        let record = BlockRecord::from_wire_json(value).map_err(|e| e.to_string())?;
+        if record.number() != parent.number + 1 {
+            return Err(format!(
+                "block {} does not follow block {} (a gap or a repeat)",
+                record.number(),
+                parent.number
+            ));
+        }
+        if record.parent_hash() != parent.hash {
+            return Err(format!(
+                "block {} has parent {} but block {} is {}",
+                record.number(),
+                record.parent_hash(),
+                parent.number,
+                parent.hash
+            ));
+        }
+        parent = ChainHead { number: record.number(), hash: record.hash() };
+        verified.push(record);
+    }
+    Ok(verified)
+}
+
+/// One page from the first sync URL that answers (no long poll).
+fn fetch_from_any(urls: &[String], after: u64, limit: u32) -> Result<(u64, Vec<Value>), SyncError> {
+    let mut reasons = Vec::new();
+    for url in urls {
+        match fetch_page(url, after, limit, Duration::ZERO) {
+            Ok(page) => return Ok(page),
+            Err(reason) => reasons.push(reason),
+        }
+    }
+    Err(SyncError::Fetch(reasons.join("; ")))
+}
+
+/// GET one page; returns (source head, records).
+fn fetch_page(url: &str, after: u64, limit: u32, wait: Duration) -> Result<(u64, Vec<Value>), String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(2)))
+        .timeout_global(Some(wait + FETCH_TIMEOUT_SLACK))
+        .build()
+        .into();
+    let target = format!("{url}/blocks?after={after}&limit={limit}&wait_ms={}", wait.as_millis());
+    let mut response = agent.get(&target).call().map_err(|e| format!("GET {target}: {e}"))?;
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(MAX_SYNC_RESPONSE_BYTES)
+        .read_to_string()
+        .map_err(|e| format!("GET {target}: {e}"))?;
+    if status != 200 {
+        let excerpt: String = body.chars().take(200).collect();
+        return Err(format!("GET {target}: HTTP {status}: {excerpt}"));
+    }
+    let mut value: Value = serde_json::from_str(&body).map_err(|e| format!("GET {target}: not JSON: {e}"))?;
+    let records = match value.get_mut("blocks").map(Value::take) {
+        Some(Value::Array(records)) => records,
+        _ => return Err(format!("GET {target}: no blocks list")),
+    };
+    let head = value.get("head").and_then(Value::as_u64).unwrap_or(0);
+    let last = records.last().and_then(|r| r.get("block_number")).and_then(Value::as_u64).unwrap_or(after);
+    Ok((head.max(last), records))
+}
+
+/// The fetch thread: long polls the sync URLs in order, moving to the next
+/// one on failure and back to the first after a while.
+struct Fetcher {
+    config: MemberConfig,
+    cursor: Arc<Cursor>,
+    status: Arc<NodeStatus>,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+    jitter: Jitter,
+    url_index: usize,
+    on_fallback_since: Option<Instant>,
+}
+
+impl Fetcher {
+    fn run(mut self, sender: &SyncSender<Batch>) {
+        let mut failures_in_a_row: u32 = 0;
+        while !self.shutdown.is_requested() {
+            if self.on_fallback_since.is_some_and(|since| since.elapsed() >= PRIMARY_RETRY_INTERVAL) {
+                self.switch_to(0, "retrying the first sync URL");
+            }
+            if self.cursor.take_move_on() && self.config.leader_urls.len() > 1 {
+                let next = (self.url_index + 1) % self.config.leader_urls.len();
+                self.switch_to(next, "its last batch was refused");
+            }
+            let (generation, after) = self.cursor.get();
+            let url = self.config.leader_urls[self.url_index].clone();
+            match fetch_page(&url, after, self.config.batch_limit, self.config.long_poll_wait) {
+                Ok((source_head, records)) => {
+                    failures_in_a_row = 0;
+                    self.status.clear_problem(Component::SyncSource);
+                    let last = records.last().and_then(|r| r.get("block_number")).and_then(Value::as_u64);
+                    if let Some(last) = last {
+                        self.cursor.advance(generation, last);
+                    }
+                    let batch = Batch { generation, url, source_head, records };
+                    if !self.send(sender, batch) {
+                        return;
+                    }
+                }
+                Err(reason) => {
+                    failures_in_a_row = failures_in_a_row.saturating_add(1);
+                    self.metrics.count_error("sync_fetch");
+                    if failures_in_a_row == 1 || failures_in_a_row % 10 == 0 {
+                        log::warn(&format!("member: fetch failed: {reason}"));
+                    }
+                    let urls = self.config.leader_urls.len();
+                    if failures_in_a_row as usize >= urls {
+                        self.status.set_problem(Component::SyncSource, format!("no sync URL answers: {reason}"));
+                    }
+                    if urls > 1 {
+                        self.switch_to((self.url_index + 1) % urls, &reason);
+                    }
+                    // Back off only once every URL has failed in this round.
+                    let rounds = failures_in_a_row.div_ceil(u32::try_from(urls).unwrap_or(1));
+                    if failures_in_a_row as usize % urls == 0 || urls == 1 {
+                        self.shutdown.sleep(self.jitter.backoff(rounds));
+                    }
+                }
+            }
+        }
+    }
+
+    fn switch_to(&mut self, index: usize, reason: &str) {
+        if index == self.url_index {
+            self.on_fallback_since = None;
+            return;
+        }
+        log::info(&format!(
+            "member: sync URL {} -> {} ({reason})",
+            self.config.leader_urls[self.url_index], self.config.leader_urls[index]
+        ));
+        self.url_index = index;
+        self.on_fallback_since = (index != 0).then(Instant::now);
+        self.metrics.sync_url_switches.inc();
+    }
+
+    /// Hands a batch to the syncer, waiting while the pipeline is full.
+    fn send(&self, sender: &SyncSender<Batch>, batch: Batch) -> bool {
+        let mut pending = batch;
+        loop {
+            match sender.try_send(pending) {
+                Ok(()) => return true,
+                Err(std::sync::mpsc::TrySendError::Full(batch)) => {
+                    if self.shutdown.is_requested() {
+                        return false;
+                    }
+                    pending = batch;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return false,
+            }
+        }
+    }
+}
+
+/// Back-off with jitter, without a random-number crate: xorshift seeded
+/// from the clock and the node's name (spreads members that failed together).
+struct Jitter(u64);
+
+impl Jitter {
+    fn seeded(name: &str) -> Jitter {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(1);
+        let mut seed = u64::from(nanos) | 1;
+        for byte in name.bytes() {
+            seed = seed.rotate_left(5) ^ u64::from(byte);
+        }
+        Jitter(seed | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// 200 ms doubling per failure up to 30 s, then scaled by 50-100 %.
+    fn backoff(&mut self, failures: u32) -> Duration {
+        let exponent = failures.saturating_sub(1).min(16);
+        let base = BACKOFF_MIN.saturating_mul(1u32 << exponent).min(BACKOFF_MAX);
+        let percent = 50 + self.next() % 51;
+        base.mul_f64(percent as f64 / 100.0).max(Duration::from_millis(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::tests::sample_record;
+
+    #[test]
+    fn backoff_grows_from_200ms_to_30s_with_jitter() {
+        let mut jitter = Jitter::seeded("test");
+        for _ in 0..100 {
+            let first = jitter.backoff(1);
+            assert!(first >= Duration::from_millis(100) && first <= BACKOFF_MIN, "{first:?}");
+            let late = jitter.backoff(40);
+            assert!(late >= Duration::from_secs(15) && late <= BACKOFF_MAX, "{late:?}");
+        }
+    }
+
+    #[test]
+    fn batches_must_follow_the_head_and_link() {
+        let genesis = ChainHead { number: 0, hash: Hash32([9; 32]) };
+        let one = sample_record(1, genesis.hash);
+        let two = sample_record(2, one.hash());
+        let wire = |r: &BlockRecord| r.to_stored().to_wire_json();
+        assert_eq!(verify_batch(genesis, &[wire(&one), wire(&two)]).unwrap().len(), 2);
+        let gap = verify_batch(genesis, &[wire(&two)]).unwrap_err();
+        assert!(gap.contains("does not follow"), "{gap}");
+        let unlinked = sample_record(2, Hash32([3; 32]));
+        let error = verify_batch(genesis, &[wire(&one), wire(&unlinked)]).unwrap_err();
+        assert!(error.contains("has parent"), "{error}");
+        let wrong_genesis = ChainHead { number: 0, hash: Hash32([1; 32]) };
+        assert!(verify_batch(wrong_genesis, &[wire(&one)]).is_err());
+    }
+
+    #[test]
+    fn cursor_reset_discards_advances_of_the_old_generation() {
+        let cursor = Cursor::default();
+        let first = cursor.reset(10, false);
+        cursor.advance(first, 20);
+        assert_eq!(cursor.get(), (first, 20));
+        let second = cursor.reset(15, true);
+        cursor.advance(first, 30);
+        assert_eq!(cursor.get(), (second, 15));
+        assert!(cursor.take_move_on());
+        assert!(!cursor.take_move_on());
     }
 }

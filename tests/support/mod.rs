@@ -471,3 +471,80 @@ pub fn assert_continuous(chain: &[(u64, String, String)]) {
         }
     }
 }
+
+impl Node {
+    /// A member with its own execution client and database.
+    pub fn member(
+        dir: &TestDir,
+        id: &str,
+        el: &El,
+        postgres: &Postgres,
+        leader_urls: &[String],
+        extra: &[&str],
+    ) -> Node {
+        let (health_port, api_port) = (free_port(), free_port());
+        let mut args: Vec<String> = [
+            "--instance-id",
+            id,
+            "--mode",
+            "member",
+            "--leader-url",
+            &leader_urls.join(","),
+            "--eth-client-url",
+            &el.engine_url(),
+            "--jwt-secret-file",
+            &el.jwt.display().to_string(),
+            "--postgres-url",
+            &postgres.url(),
+            "--health-addr",
+            &format!("127.0.0.1:{health_port}"),
+            "--api-addr",
+            &format!("127.0.0.1:{api_port}"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let proc = Proc::spawn(id, dir.join(format!("{id}.log")), &clnode_binary(), &args);
+        Node { proc, health_port, api_port: Some(api_port), id: id.to_owned() }
+    }
+
+    pub fn api_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port.expect("node has no API"))
+    }
+
+    pub fn synced_height(&self) -> Option<u64> {
+        self.health_json().and_then(|h| h["last_synced"].as_u64())
+    }
+}
+
+/// Test-speed leader flags: block time may run far ahead of the clock so
+/// hundreds of blocks take seconds, not minutes.
+pub const FAST_LEADER: [&str; 2] = ["--max-timestamp-lead", "60m"];
+
+/// Sends `count` transactions at `rate` per second in the background.
+pub fn send_transactions_at(
+    rpc_url: &str,
+    count: usize,
+    rate: u32,
+    key_index: usize,
+) -> std::thread::JoinHandle<Vec<String>> {
+    let rpc_url = rpc_url.to_owned();
+    std::thread::spawn(move || {
+        const KEYS: [&str; 2] = [
+            "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba",
+            "0x92db14e403b83dfe3df233f83dfa3a0d7096f21ca9b0d6d6b8d88b2b4ec1564e",
+        ];
+        let output = Command::new("node")
+            .arg(script("node/sendtx.mjs"))
+            .args(["--rpc", &rpc_url, "--count", &count.to_string(), "--rate", &rate.to_string()])
+            .args(["--key", KEYS[key_index % KEYS.len()]])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "sendtx failed: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap()["hash"].as_str().unwrap().to_owned())
+            .collect()
+    })
+}

@@ -1,0 +1,680 @@
+#!/usr/bin/env bash
+# devnet.sh [run|stop|clean] — a local clnode cluster in the foreground (what `make run` runs).
+#
+#   run (default)  build clnode (cargo build --release), start Redis, the leaders' PostgreSQL,
+#                  one geth per node on genesis/osaka.json, clnode leader-1 and leader-2
+#                  (and member-1 with its own geth and PostgreSQL), two transaction load
+#                  generators, then show a live status table until Ctrl-C / SIGTERM /
+#                  DEVNET_DURATION_S, and stop everything it started.
+#   stop           stop a devnet of this DEVNET_DIR that is still running (e.g. after the
+#                  script itself was SIGKILLed and left its servers behind).
+#   clean          remove DEVNET_DIR (refused while a devnet from it runs).
+#
+# All state lives in DEVNET_DIR (default <repo>/.devnet): data dirs, logs/*.log, jwt/*.hex,
+# pids/<name> (one PID per file, e.g. `kill -9 $(cat .devnet/pids/leader-1)`). A second run
+# on the same directory resumes the same chain.
+#
+# Environment (defaults in brackets; every port binds to 127.0.0.1):
+#   DEVNET_DIR              state directory [<repo>/.devnet]
+#   DEVNET_DURATION_S       stop after this many seconds once ready; 0 = run until signalled [0]
+#   DEVNET_MEMBER           1 = also start member-1 with its own geth and PostgreSQL [1]
+#   DEVNET_TX_RATE          transactions per second of each load generator [5]
+#   DEVNET_BUILD            0 = skip `cargo build --release` [1]
+#   CLNODE_BIN              clnode binary [<repo>/target/release/clnode]
+#   DEVNET_CLNODE_FLAGS     extra flags for every clnode, split on spaces (e.g. "--lease-ttl 3s")
+#   DEVNET_READY_TIMEOUT_S  seconds each readiness wait may take [60]
+#   DEVNET_STATUS           tty | plain | off: live table, a line every few seconds, or none
+#                           [tty when stdout is a terminal, else plain]
+#   DEVNET_STATUS_EVERY_S   seconds between plain status lines [5]
+#   Ports:
+#   DEVNET_REDIS_PORT [6379]     DEVNET_PG_PORT [5432]        DEVNET_M1_PG_PORT [5433]
+#   DEVNET_L1_ENGINE [8551]      DEVNET_L1_RPC [8545]         (geth of leader-1)
+#   DEVNET_L2_ENGINE [8561]      DEVNET_L2_RPC [8555]         (geth of leader-2)
+#   DEVNET_M1_ENGINE [8552]      DEVNET_M1_RPC [8546]         (geth of member-1)
+#   DEVNET_L1_HEALTH [8080]      DEVNET_L1_API [8090]         (clnode leader-1)
+#   DEVNET_L2_HEALTH [8082]      DEVNET_L2_API [8092]         (clnode leader-2)
+#   DEVNET_M1_HEALTH [8081]      DEVNET_M1_API [8091]         (clnode member-1)
+#
+# Exit status: 0 after DEVNET_DURATION_S or a clean `stop`/`clean`; 130/143 after
+# SIGINT/SIGTERM (everything stopped); 1 when something could not start (nothing left running).
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+SELF=$KIT_DIR/devnet.sh
+
+# --- configuration -----------------------------------------------------------------------
+DIR=$(abspath "${DEVNET_DIR:-$REPO_ROOT/.devnet}")
+DIR=${DIR%/}
+DURATION_S=${DEVNET_DURATION_S:-0}
+MEMBER=${DEVNET_MEMBER:-1}
+TX_RATE=${DEVNET_TX_RATE:-5}
+BUILD=${DEVNET_BUILD:-1}
+CLNODE=${CLNODE_BIN:-$REPO_ROOT/target/release/clnode}
+READY_TIMEOUT_S=${DEVNET_READY_TIMEOUT_S:-60}
+STATUS_EVERY_S=${DEVNET_STATUS_EVERY_S:-5}
+GENESIS=$KIT_DIR/genesis/osaka.json
+
+# Port variables, in the order they are checked. Each line: ENV_VAR DEFAULT.
+PORT_VARS=(
+  DEVNET_REDIS_PORT:6379 DEVNET_PG_PORT:5432
+  DEVNET_L1_ENGINE:8551 DEVNET_L1_RPC:8545 DEVNET_L2_ENGINE:8561 DEVNET_L2_RPC:8555
+  DEVNET_L1_HEALTH:8080 DEVNET_L1_API:8090 DEVNET_L2_HEALTH:8082 DEVNET_L2_API:8092
+)
+MEMBER_PORT_VARS=(
+  DEVNET_M1_PG_PORT:5433 DEVNET_M1_ENGINE:8552 DEVNET_M1_RPC:8546
+  DEVNET_M1_HEALTH:8081 DEVNET_M1_API:8091
+)
+
+# Dev keys from the `test test … junk` mnemonic (prefunded in the genesis alloc). Each geth
+# gets its own sender so the two load generators never compete for nonces.
+KEY_L1=0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80 # 0xf39F…2266
+KEY_L2=0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a # 0x3C44…93BC
+
+# Stop order: what uses a service stops before the service. Each entry: SIGNAL:NAMES.
+# PostgreSQL gets SIGINT (fast shutdown: no waiting for clients); the rest SIGTERM.
+STOP_STAGES=(
+  "TERM:status"
+  "TERM:member-1 leader-1 leader-2"
+  "TERM:loadgen-1 loadgen-2"
+  "TERM:geth-l1 geth-l2 geth-m1"
+  "INT:pg-leader pg-member"
+  "TERM:redis"
+)
+STOP_TIMEOUT_S=30 # per stage, then SIGKILL to the process group
+
+say() { printf 'devnet: %s\n' "$*"; }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+elapsed_s() { awk -v ms=$(($(now_ms) - $1)) 'BEGIN { printf "%.1f", ms / 1000 }'; }
+
+# port_of ENV_VAR: the configured port (validated once in load_ports).
+port_of() { printf '%s\n' "${!1}"; }
+
+load_ports() {
+  local spec var
+  for spec in "${PORT_VARS[@]}" "${MEMBER_PORT_VARS[@]}"; do
+    var=${spec%%:*}
+    printf -v "$var" '%s' "${!var:-${spec#*:}}"
+    require_port "$var" "${!var}"
+  done
+}
+
+# --- processes and pid files ---------------------------------------------------------------
+
+# The program a pid file's process must be running (guards against a reused PID).
+expected_program() {
+  case $1 in
+    devnet | loadgen-*) echo devnet.sh ;;
+    status) echo python3 ;;
+    redis) echo redis-server ;;
+    pg-*) echo postgres ;;
+    geth-*) echo geth ;;
+    *) echo clnode ;;
+  esac
+}
+
+# alive PID: the process exists and is not a zombie.
+alive() {
+  local state
+  [[ -r /proc/$1/stat ]] || return 1
+  state=$(sed 's/^.*) \(.\).*/\1/' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n $state && $state != Z ]]
+}
+
+# live_pid NAME: print the PID in pids/NAME if that process is alive and is what we started.
+live_pid() {
+  local file=$DIR/pids/$1 pid
+  [[ -f $file ]] || return 1
+  pid=$(<"$file")
+  [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$(expected_program "$1")" || return 1
+  echo "$pid"
+}
+
+# running_list: "name(pid) ..." for every live process recorded in pids/.
+running_list() {
+  local file name pid out=()
+  for file in "$DIR"/pids/*; do
+    [[ -f $file ]] || continue
+    name=${file##*/}
+    if pid=$(live_pid "$name"); then out+=("$name($pid)"); fi
+  done
+  echo "${out[*]}"
+}
+
+# start NAME COMMAND...: run COMMAND in its own session (so a Ctrl-C in the terminal reaches
+# only this script, which then stops everything in order), logging to logs/NAME.log.
+# setsid does not fork here (a background job is not a group leader) and the launchers exec
+# their server, so $! is the server's PID and also its process group id.
+declare -A PID=()
+start() {
+  local name=$1
+  shift
+  echo "=== $(date -u +%FT%TZ) devnet.sh starts $name: $*" >>"$DIR/logs/$name.log"
+  setsid "$@" >>"$DIR/logs/$name.log" 2>&1 </dev/null &
+  PID[$name]=$!
+  echo "$!" >"$DIR/pids/$name"
+  # Stay quiet when a process is killed on purpose ("line N: PID Killed ..."); bash still
+  # reaps it, and stopping goes by PID, not by job.
+  disown "$!"
+}
+
+# stop_stage SIGNAL NAME...: signal every live one, wait up to STOP_TIMEOUT_S, then SIGKILL
+# the process group of whatever is left. Works for our children and for orphans alike.
+stop_stage() {
+  local sig=$1 name pid deadline
+  shift
+  local pids=() names=()
+  for name in "$@"; do
+    pid=$(live_pid "$name") || { rm -f "$DIR/pids/$name"; continue; }
+    pids+=("$pid") names+=("$name")
+    # Load generators are a bash loop plus node: signal the whole group.
+    if [[ $name == loadgen-* ]]; then kill -"$sig" -- "-$pid" 2>/dev/null || true; else kill -"$sig" "$pid" 2>/dev/null || true; fi
+  done
+  ((${#pids[@]})) || return 0
+  deadline=$(($(now_ms) + STOP_TIMEOUT_S * 1000))
+  local i left
+  while :; do
+    left=()
+    for i in "${!pids[@]}"; do alive "${pids[$i]}" && left+=("${names[$i]}(${pids[$i]})"); done
+    ((${#left[@]})) || break
+    if (($(now_ms) >= deadline)); then
+      echo "devnet: ${left[*]} did not stop within ${STOP_TIMEOUT_S}s after SIG$sig; sending SIGKILL" >&2
+      for i in "${!pids[@]}"; do kill -KILL -- "-${pids[$i]}" 2>/dev/null || kill -KILL "${pids[$i]}" 2>/dev/null || true; done
+      sleep 0.2
+      break
+    fi
+    sleep 0.1
+  done
+  for name in "${names[@]}"; do rm -f "$DIR/pids/$name"; done
+  say "stopped ${names[*]}"
+}
+
+stop_everything() {
+  local stage
+  for stage in "${STOP_STAGES[@]}"; do
+    # shellcheck disable=SC2086  # the names are a space-separated list on purpose
+    stop_stage "${stage%%:*}" ${stage#*:}
+  done
+}
+
+# --- checks before starting anything ------------------------------------------------------
+
+refuse_if_running() {
+  local running
+  running=$(running_list)
+  [[ -z $running ]] && return 0
+  local rel=${DIR#"$PWD"/}
+  die "a devnet from $rel is still running: $running. Stop it first (Ctrl-C in its terminal, or scripts/devnet.sh stop)."
+}
+
+# check_ports: every configured port must be distinct and free on 127.0.0.1, else one line
+# naming the port and its variable, exit 1. Binding (with SO_REUSEADDR, as the servers do) is
+# what the servers will do, so it catches listeners on 0.0.0.0 and [::] too.
+check_ports() {
+  local specs=() spec var seen=" "
+  for spec in "${PORT_VARS[@]}"; do specs+=("${spec%%:*}"); done
+  if ((MEMBER)); then for spec in "${MEMBER_PORT_VARS[@]}"; do specs+=("${spec%%:*}"); done; fi
+  local args=()
+  for var in "${specs[@]}"; do
+    [[ $seen != *" ${!var} "* ]] || die "port ${!var} ($var) is configured twice; give each DEVNET_* port its own value"
+    seen+="${!var} "
+    args+=("$var=${!var}")
+  done
+  local taken
+  taken=$(python3 - "${args[@]}" <<'PY'
+import socket, sys
+for arg in sys.argv[1:]:
+    var, port = arg.split("=")
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("127.0.0.1", int(port)))
+    except OSError:
+        print(f"{port} ({var})")
+    finally:
+        s.close()
+PY
+  )
+  [[ -z $taken ]] || die "already in use: $(echo "$taken" | paste -sd, - | sed 's/,/, /g'). Nothing was started; free the port or set that variable to another port."
+}
+
+# --- readiness ------------------------------------------------------------------------------
+
+# health_json PORT: /health?format=json of a clnode, or nothing.
+health_json() { curl -s --max-time 1 "http://127.0.0.1:$1/health?format=json" 2>/dev/null || true; }
+
+# json_get FIELD: read JSON on stdin, print FIELD (dotted path) or nothing.
+json_get() {
+  python3 -c '
+import json, sys
+try:
+    v = json.load(sys.stdin)
+    for k in sys.argv[1].split("."):
+        v = v[k]
+    print("" if v is None else v)
+except Exception:
+    pass' "$1"
+}
+
+# wait_until TIMEOUT_S WHAT COMMAND...: retry COMMAND every 0.2 s; fail naming WHAT.
+wait_until() {
+  local timeout_s=$1 what=$2
+  shift 2
+  local deadline=$(($(now_ms) + timeout_s * 1000))
+  until "$@"; do
+    (($(now_ms) < deadline)) || die "timed out after ${timeout_s}s waiting for $what (see $DIR/logs/)"
+    sleep 0.2
+  done
+}
+
+require_alive() { alive "${PID[$1]}" || die "$1 exited during startup; last lines of $DIR/logs/$1.log:$(printf '\n  %s' "$(tail -n 5 "$DIR/logs/$1.log")")"; }
+
+wait_port() { # wait_port NAME PORT
+  require_alive "$1"
+  "$KIT_DIR/wait-port.sh" 127.0.0.1 "$2" "$READY_TIMEOUT_S" || die "$1 did not open port $2 (see $DIR/logs/$1.log)"
+}
+
+pg_ready() { require_alive "$1" && "$PG_BINDIR_/pg_isready" -q -h 127.0.0.1 -p "$2" -U postgres -d postgres -t 1; }
+
+has_role() { # has_role NAME PORT ROLE_REGEX
+  require_alive "$1"
+  local role
+  role=$(health_json "$2" | json_get role)
+  [[ $role =~ ^($3)$ ]]
+}
+
+any_leader() {
+  local p
+  for p in "$DEVNET_L1_HEALTH" "$DEVNET_L2_HEALTH"; do
+    [[ $(health_json "$p" | json_get role) == leader ]] && return 0
+  done
+  return 1
+}
+
+first_block() { curl -sf --max-time 1 "http://127.0.0.1:$DEVNET_L1_API/blocks/latest" >/dev/null 2>&1; }
+
+# --- the load generator supervisor (runs as `devnet.sh __loadgen NAME RPC KEY RATE`) ------
+# sendtx.mjs exits when its geth is unreachable at start (or after 24 h); a devnet where
+# nodes get killed on purpose must not lose its load, so restart it after a short pause.
+loadgen_main() {
+  local name=$1 rpc=$2 key=$3 rate=$4 rc
+  while :; do
+    rc=0
+    node "$KIT_DIR/node/sendtx.mjs" --rpc "$rpc" --key "$key" --duration-s 86400 --rate "$rate" || rc=$?
+    echo "$(date -u +%FT%TZ) $name: sendtx.mjs exited with status $rc; restarting in 2 s"
+    sleep 2
+  done
+}
+
+# --- the status monitor ---------------------------------------------------------------------
+# One row per clnode from /health?format=json and /metrics. tx/s is the increase of
+# clnode_transactions_committed_total (counted by the node that committed the block, i.e. the
+# leader) over the last 5 s; the total row sums the nodes. LAG for leader-mode nodes is the
+# highest committed head any node reports minus this node's EL head; for members it is their
+# own lag_blocks (lag_seconds).
+start_status() { # start_status MODE NODE_SPEC... -- HINT_LINE...
+  local mode=$1
+  shift
+  [[ $mode != off ]] || return 0
+  python3 - "$DIR" "$mode" "$STATUS_EVERY_S" "$DURATION_S" "$(date +%s)" "$@" >&1 2>>"$DIR/logs/status.log" <<'PY' &
+import collections, concurrent.futures, os, shutil, signal, sys, time, urllib.error, urllib.request, json
+
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+state_dir, mode, every_s, duration_s, started = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+rest = sys.argv[6:]
+split = rest.index("--")
+nodes = [dict(zip(("name", "kind", "health"), spec.split(":"))) for spec in rest[:split]]
+hints = rest[split + 1:]
+WINDOW_S = 5.0
+history = {n["name"]: collections.deque() for n in nodes}
+pool = concurrent.futures.ThreadPoolExecutor(max_workers=2 * len(nodes))
+
+
+def get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=0.8) as r:
+            return r.read()
+    except urllib.error.HTTPError as e:  # /health answers 503 with its JSON when unhealthy
+        return e.read()
+    except Exception:
+        return None
+
+
+def alive(name):
+    try:
+        pid = open(f"{state_dir}/pids/{name}").read().strip()
+        stat = open(f"/proc/{pid}/stat").read()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except Exception:
+        return False
+
+
+def sample(node):
+    base = f"http://127.0.0.1:{node['health']}"
+    h, m = pool.submit(get, base + "/health?format=json"), pool.submit(get, base + "/metrics")
+    try:
+        health = json.loads(h.result())
+    except Exception:
+        health = None
+    txs = None
+    for line in (m.result() or b"").decode(errors="replace").splitlines():
+        if line.startswith("clnode_transactions_committed_total "):
+            txs = float(line.split()[1])
+    return health, txs
+
+
+def tx_rate(name, now, txs):
+    q = history[name]
+    if txs is None or (q and txs < q[-1][1]):  # down, or restarted (counter reset)
+        q.clear()
+    if txs is None:
+        return None
+    q.append((now, txs))
+    while len(q) > 2 and now - q[1][0] >= WINDOW_S:
+        q.popleft()
+    if len(q) < 2 or q[-1][0] - q[0][0] < 0.5:
+        return 0.0
+    return (q[-1][1] - q[0][1]) / (q[-1][0] - q[0][0])
+
+
+def num(head):
+    return head["number"] if isinstance(head, dict) else None
+
+
+def dash(v):
+    return "-" if v is None else str(v)
+
+
+def duration(s):
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def collect():
+    now = time.monotonic()
+    results = list(zip(nodes, pool.map(sample, nodes)))
+    chain = max((num(h.get("committed_head")) or 0 for _, (h, _) in results if h), default=None)
+    rows, total = [], 0.0
+    for node, (h, txs) in results:
+        rate = tx_rate(node["name"], now, txs)
+        total += rate or 0.0
+        if h is None:
+            rows.append(dict(name=node["name"], role="down" if not alive(node["name"]) else "no answer"))
+            continue
+        committed, el = num(h.get("committed_head")), num(h.get("el_head"))
+        if h.get("mode") == "member":
+            lag = f"{h.get('lag_blocks') or 0} ({h.get('lag_seconds') or 0:.1f}s)"
+            committed = h.get("last_synced", committed)
+        else:
+            lag = dash(None if el is None or chain is None else chain - el)
+        failover = "-"
+        if h.get("last_failover_ms") is not None:
+            ago = h.get("now_unix_s", time.time()) - (h.get("last_failover_at_unix_s") or 0)
+            failover = f"took {h['last_failover_ms'] / 1000:.2f}s, {duration(max(ago, 0))} ago"
+        problems = "; ".join(f"{k}: {v}" for k, v in (h.get("problems") or {}).items())
+        health = "ok" if h.get("healthy") else ("UNHEALTHY " + problems if problems else "UNHEALTHY")
+        rows.append(dict(name=node["name"], role=h.get("role", "?"), term=h.get("term"), committed=committed,
+                         el=el, lag=lag, tps=rate, failover=failover, health=health))
+    watch_leader(rows, chain)
+    return rows, chain, total
+
+
+# Leader changes as seen from here, 1 s resolution: clnode's last_failover_ms counts from
+# acquiring the lease to being ready to build, not the outage, so the stall is measured too:
+# from the last head increase under the old leader to the first one under the new leader.
+seen = dict(leader=None, head=None, advanced_at=None, change=None, stall=None)
+
+
+def watch_leader(rows, chain):
+    leaders = [r["name"] for r in rows if r.get("role") == "leader"]
+    now = time.time()
+    if len(leaders) == 1 and seen["leader"] not in (None, leaders[0]):
+        seen["change"] = (seen["leader"], leaders[0], now, seen["advanced_at"])
+        seen["stall"] = None
+    if len(leaders) == 1:
+        seen["leader"] = leaders[0]
+    if chain is not None and (seen["head"] is None or chain > seen["head"]):
+        if seen["change"] and seen["stall"] is None and seen["head"] is not None and seen["change"][3]:
+            seen["stall"] = now - seen["change"][3]
+        seen["head"], seen["advanced_at"] = chain, now
+
+
+def change_line():
+    if not seen["change"]:
+        return None
+    old, new, at, _ = seen["change"]
+    stall = "waiting for its first block" if seen["stall"] is None else f"no new block for ~{seen['stall']:.0f}s"
+    return f"leader change seen: {old} -> {new} at {time.strftime('%H:%M:%S', time.localtime(at))}, {stall}"
+
+
+COLS = [("NODE", "name", 9), ("ROLE", "role", 9), ("TERM", "term", 5), ("COMMITTED", "committed", 10),
+        ("EL HEAD", "el", 8), ("LAG", "lag", 10), ("TX/S", "tps", 6), ("LAST FAILOVER", "failover", 25),
+        ("HEALTH", "health", 0)]
+
+
+def cell(row, key):
+    v = row.get(key)
+    if key == "tps":
+        return "-" if v is None else f"{v:.1f}"
+    return dash(v) if key in row else ""
+
+
+def table(rows):
+    fmt = lambda cells: " ".join(c.ljust(w) if w else c for c, (_, _, w) in zip(cells, COLS)).rstrip()
+    return [fmt([title for title, _, _ in COLS])] + [fmt([cell(r, k) for _, k, _ in COLS]) for r in rows]
+
+
+def header(chain, total):
+    up = time.time() - started
+    left = f", stops in {duration(max(duration_s - up, 0))}" if duration_s else ""
+    return (f"clnode devnet  {state_dir}  up {duration(up)}{left}  |  chain head {dash(chain)}"
+            f"  |  {total:.1f} tx/s committed  |  {time.strftime('%H:%M:%S')}")
+
+
+first, last_plain = True, 0.0
+while True:
+    tick = time.monotonic()
+    rows, chain, total = collect()
+    if mode == "tty":
+        width = shutil.get_terminal_size((120, 40)).columns
+        lines = [header(chain, total), ""] + table(rows) + [change_line() or "", ""] + hints
+        out = ("\x1b[H\x1b[2J" if first else "\x1b[H") + "".join(l[:width] + "\x1b[K\n" for l in lines) + "\x1b[J"
+        sys.stdout.write(out)
+        sys.stdout.flush()
+        first = False
+    elif tick - last_plain >= every_s - 0.05:
+        last_plain = tick
+        parts = [f"{r['name']} {r['role']}" + ("" if "term" not in r else
+                 f" term={dash(r['term'])} head={dash(r['committed'])} el={dash(r['el'])} lag={r['lag']}"
+                 f" tx/s={cell(r, 'tps')} {r['health']}" + ("" if r["failover"] == "-" else f" failover {r['failover']}"))
+                 for r in rows]
+        if change_line() and change_line() != seen.get("printed"):
+            seen["printed"] = change_line()
+            parts.append(change_line())
+        print(f"{time.strftime('%H:%M:%S')} chain head {dash(chain)}, {total:.1f} tx/s | " + " | ".join(parts), flush=True)
+    time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
+PY
+  PID[status]=$!
+  echo "$!" >"$DIR/pids/status"
+  disown "$!"
+}
+
+# --- run ----------------------------------------------------------------------------------
+
+# on_exit: stop whatever this run started (runs once, for errors, signals and the normal end).
+STOPPING=0
+on_exit() {
+  local rc=$?
+  ((STOPPING)) && return
+  STOPPING=1
+  set +e
+  trap '' INT TERM HUP # a second Ctrl-C must not cut the ordered stop short
+  if ((${#PID[@]})); then
+    echo
+    say "stopping (clnode first, then load, geth, PostgreSQL, Redis) ..."
+    stop_everything
+    rm -f "$DIR/pids/devnet"
+    local left
+    left=$(running_list)
+    [[ -z $left ]] || echo "devnet: still running after stop: $left" >&2
+  fi
+  rm -f "$DIR/pids/devnet"
+  exit "$rc"
+}
+
+build() {
+  ((BUILD)) || { [[ -x $CLNODE ]] || die "DEVNET_BUILD=0 but $CLNODE does not exist"; return 0; }
+  local t0
+  t0=$(now_ms)
+  say "building clnode (cargo build --release) ..."
+  (cd "$REPO_ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
+  [[ -x $CLNODE ]] || die "no clnode binary at $CLNODE after the build"
+  say "build done in $(elapsed_s "$t0")s"
+}
+
+# leader_node NAME HEALTH API ENGINE: start one leader-mode clnode.
+leader_node() {
+  start "$1" "$CLNODE" --instance-id "$1" --mode leader \
+    --eth-client-url "http://127.0.0.1:$4" --jwt-secret-file "$DIR/jwt/$1.hex" \
+    --postgres-url "postgres://postgres@127.0.0.1:$DEVNET_PG_PORT/postgres" \
+    --redis-addr "127.0.0.1:$DEVNET_REDIS_PORT" \
+    --health-addr ":$2" --api-addr ":$3" "${EXTRA_FLAGS[@]}"
+}
+
+run() {
+  local t_start t_services t_ready
+  t_start=$(now_ms)
+  [[ $DURATION_S =~ ^[0-9]+$ ]] || die "DEVNET_DURATION_S must be a whole number of seconds, got '$DURATION_S'"
+  [[ $MEMBER =~ ^[01]$ ]] || die "DEVNET_MEMBER must be 0 or 1, got '$MEMBER'"
+  [[ $TX_RATE =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "DEVNET_TX_RATE must be a number, got '$TX_RATE'"
+  [[ $READY_TIMEOUT_S =~ ^[1-9][0-9]*$ ]] || die "DEVNET_READY_TIMEOUT_S must be a positive whole number, got '$READY_TIMEOUT_S'"
+  read -ra EXTRA_FLAGS <<<"${DEVNET_CLNODE_FLAGS:-}"
+  local status_mode=${DEVNET_STATUS:-}
+  if [[ -z $status_mode ]]; then
+    status_mode=plain
+    [[ ! -t 1 ]] || status_mode="tty"
+  fi
+  [[ $status_mode =~ ^(tty|plain|off)$ ]] || die "DEVNET_STATUS must be tty, plain or off, got '$status_mode'"
+  command -v setsid >/dev/null || die "setsid (util-linux) not found"
+  command -v python3 >/dev/null || die "python3 not found (the status table and port check use it)"
+  command -v node >/dev/null || die "node not found (run scripts/deps.sh ejs)"
+  PG_BINDIR_=$(pg_bindir) || die "PostgreSQL not found (run scripts/deps.sh postgres)"
+
+  # Nothing may be started before these two checks pass.
+  mkdir -p "$DIR"/{logs,pids,jwt}
+  refuse_if_running
+  check_ports
+  build
+  # The build took time: check again so a port taken meanwhile still gets the clear message.
+  refuse_if_running
+  check_ports
+
+  trap on_exit EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  trap 'exit 129' HUP
+  echo "$$" >"$DIR/pids/devnet"
+
+  local n
+  for n in leader-1 leader-2 member-1; do "$KIT_DIR/jwt.sh" "$DIR/jwt/$n.hex"; done
+
+  t_services=$(now_ms)
+  say "starting Redis, PostgreSQL and geth in $DIR (logs in $DIR/logs/) ..."
+  start redis "$KIT_DIR/redis.sh" "$DIR/redis" "$DEVNET_REDIS_PORT"
+  start pg-leader "$KIT_DIR/postgres.sh" "$DIR/pg-leader" "$DEVNET_PG_PORT"
+  start geth-l1 "$KIT_DIR/geth.sh" "$DIR/geth-l1" "$GENESIS" "$DIR/jwt/leader-1.hex" "$DEVNET_L1_ENGINE" "$DEVNET_L1_RPC"
+  start geth-l2 "$KIT_DIR/geth.sh" "$DIR/geth-l2" "$GENESIS" "$DIR/jwt/leader-2.hex" "$DEVNET_L2_ENGINE" "$DEVNET_L2_RPC"
+  # ---- member hook (DEVNET_MEMBER=1): member-1's own geth and PostgreSQL ----
+  if ((MEMBER)); then
+    start pg-member "$KIT_DIR/postgres.sh" "$DIR/pg-member" "$DEVNET_M1_PG_PORT"
+    start geth-m1 "$KIT_DIR/geth.sh" "$DIR/geth-m1" "$GENESIS" "$DIR/jwt/member-1.hex" "$DEVNET_M1_ENGINE" "$DEVNET_M1_RPC"
+  fi
+  wait_port redis "$DEVNET_REDIS_PORT"
+  wait_until "$READY_TIMEOUT_S" "PostgreSQL on port $DEVNET_PG_PORT" pg_ready pg-leader "$DEVNET_PG_PORT"
+  wait_port geth-l1 "$DEVNET_L1_ENGINE"
+  wait_port geth-l1 "$DEVNET_L1_RPC"
+  wait_port geth-l2 "$DEVNET_L2_ENGINE"
+  wait_port geth-l2 "$DEVNET_L2_RPC"
+  if ((MEMBER)); then
+    wait_until "$READY_TIMEOUT_S" "PostgreSQL on port $DEVNET_M1_PG_PORT" pg_ready pg-member "$DEVNET_M1_PG_PORT"
+    wait_port geth-m1 "$DEVNET_M1_ENGINE"
+  fi
+  say "services ready in $(elapsed_s "$t_services")s; starting clnode ..."
+
+  leader_node leader-1 "$DEVNET_L1_HEALTH" "$DEVNET_L1_API" "$DEVNET_L1_ENGINE"
+  leader_node leader-2 "$DEVNET_L2_HEALTH" "$DEVNET_L2_API" "$DEVNET_L2_ENGINE"
+  # ---- member hook: member-1 follows both leaders' sync APIs (member mode is in progress) ----
+  if ((MEMBER)); then
+    start member-1 "$CLNODE" --instance-id member-1 --mode member \
+      --leader-url "http://127.0.0.1:$DEVNET_L1_API,http://127.0.0.1:$DEVNET_L2_API" \
+      --eth-client-url "http://127.0.0.1:$DEVNET_M1_ENGINE" --jwt-secret-file "$DIR/jwt/member-1.hex" \
+      --postgres-url "postgres://postgres@127.0.0.1:$DEVNET_M1_PG_PORT/postgres" \
+      --health-addr ":$DEVNET_M1_HEALTH" --api-addr ":$DEVNET_M1_API" "${EXTRA_FLAGS[@]}"
+  fi
+  wait_port leader-1 "$DEVNET_L1_HEALTH"
+  wait_port leader-2 "$DEVNET_L2_HEALTH"
+  wait_until "$READY_TIMEOUT_S" "leader-1 to leave 'starting'" has_role leader-1 "$DEVNET_L1_HEALTH" 'leader|standby'
+  wait_until "$READY_TIMEOUT_S" "leader-2 to leave 'starting'" has_role leader-2 "$DEVNET_L2_HEALTH" 'leader|standby'
+  wait_until "$READY_TIMEOUT_S" "one node to take the lease" any_leader
+  if ((MEMBER)); then wait_port member-1 "$DEVNET_M1_HEALTH"; fi
+
+  # Load on both geths: whichever node leads has transactions in its own pool.
+  start loadgen-1 "$SELF" __loadgen loadgen-1 "http://127.0.0.1:$DEVNET_L1_RPC" "$KEY_L1" "$TX_RATE"
+  start loadgen-2 "$SELF" __loadgen loadgen-2 "http://127.0.0.1:$DEVNET_L2_RPC" "$KEY_L2" "$TX_RATE"
+  # No empty blocks by default: the first committed block shows the whole path works.
+  wait_until "$READY_TIMEOUT_S" "the first committed block on :$DEVNET_L1_API/blocks/latest" first_block
+  t_ready=$(now_ms)
+
+  local rel=${DIR#"$PWD"/} hints=()
+  hints=(
+    "try:   curl localhost:$DEVNET_L1_HEALTH/health        curl \"localhost:$DEVNET_L1_HEALTH/health?format=json\""
+    "       curl localhost:$DEVNET_L1_API/blocks/latest    curl \"localhost:$DEVNET_L1_API/blocks?after=100&limit=10\""
+    "       curl localhost:$DEVNET_L2_HEALTH/metrics       (leader-2: health :$DEVNET_L2_HEALTH, api :$DEVNET_L2_API)"
+    "break: kill -9 \$(cat $rel/pids/leader-1)        kill -STOP \$(cat $rel/pids/leader-2)   (-CONT resumes)"
+    "       kill -9 \$(cat $rel/pids/geth-l1)         kill -STOP \$(cat $rel/pids/redis)"
+    "logs:  $rel/logs/        stop: Ctrl-C (stops everything)"
+  )
+  say "ready: first block committed $(elapsed_s "$t_services")s after the build, $(elapsed_s "$t_start")s after start"
+  printf '%s\n' "${hints[@]}"
+  local specs=(leader-1:leader:"$DEVNET_L1_HEALTH" leader-2:leader:"$DEVNET_L2_HEALTH")
+  if ((MEMBER)); then specs+=(member-1:member:"$DEVNET_M1_HEALTH"); fi
+  start_status "$status_mode" "${specs[@]}" -- "${hints[@]}"
+
+  # Sleep in short interruptible waits so Ctrl-C / SIGTERM run the trap at once.
+  while ((DURATION_S == 0 || $(now_ms) - t_ready < DURATION_S * 1000)); do
+    sleep 1 &
+    wait $! || true
+  done
+  say "DEVNET_DURATION_S=$DURATION_S reached"
+  exit 0
+}
+
+usage() { usage_error "[run|stop|clean]   (see the header of scripts/devnet.sh for DEVNET_* variables)"; }
+
+load_ports
+case ${1:-run} in
+  run)
+    [[ $# -le 1 ]] || usage
+    run
+    ;;
+  stop)
+    [[ $# -eq 1 ]] || usage
+    if pid=$(live_pid devnet); then
+      say "asking the running devnet script ($pid) to stop ..."
+      kill -TERM "$pid"
+      while alive "$pid"; do sleep 0.2; done
+    fi
+    stop_everything
+    rm -f "$DIR/pids/devnet"
+    ;;
+  clean)
+    [[ $# -eq 1 ]] || usage
+    refuse_if_running
+    # As root the PostgreSQL dirs belong to the postgres user; root removes them anyway.
+    rm -rf "$DIR" || die "could not remove $DIR"
+    say "removed $DIR"
+    ;;
+  __loadgen) shift && loadgen_main "$@" ;;
+  -h | --help) sed -n '2,/^set -euo/p' "$SELF" | sed '$d; s/^# \{0,1\}//' ;;
+  *) usage ;;
+esac

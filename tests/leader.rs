@@ -1,0 +1,349 @@
+//! Leader mode on real Redis, PostgreSQL and geth: one producer among
+//! several, hand-over on SIGTERM and SIGKILL, the fence against the real
+//! database, restart from scratch, and the sync API and health contract.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use clnode::block::StoredBlock;
+use clnode::codec::Hash32;
+use clnode::store::{CommitOutcome, FenceOutcome, Store};
+use serde_json::Value;
+use support::*;
+
+/// Redis, the shared PostgreSQL, and one geth per leader-mode node.
+struct Cluster {
+    dir: TestDir,
+    _redis: Redis,
+    postgres: Postgres,
+    els: Vec<El>,
+    nodes: Vec<Node>,
+}
+
+impl Cluster {
+    fn start(name: &str, leaders: usize, extra: &[&str]) -> Cluster {
+        let dir = TestDir::new(name);
+        let redis = Redis::start(&dir);
+        let postgres = Postgres::start(&dir, "pg");
+        let els: Vec<El> = (0..leaders).map(|i| El::start(&dir, &format!("geth{i}"), ElKind::Geth, "osaka")).collect();
+        let nodes = (0..leaders)
+            .map(|i| Node::leader(&dir, &format!("leader-{i}"), &els[i], &postgres, &redis, extra))
+            .collect();
+        Cluster { dir, _redis: redis, postgres, els, nodes }
+    }
+
+    /// Index of the node that reports itself leader, once exactly one does.
+    fn wait_for_leader(&self, timeout: Duration) -> usize {
+        wait_for(timeout, "exactly one leader", || {
+            let leaders: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].is_leader()).collect();
+            (leaders.len() == 1).then(|| leaders[0])
+        })
+    }
+
+    fn committed_head(&self) -> u64 {
+        stored_chain(&self.postgres).last().map(|b| b.0).unwrap_or(0)
+    }
+
+    /// Sends transactions to node `index`'s geth and waits until they are committed.
+    fn commit_transactions(&self, index: usize, count: usize, timeout: Duration) -> Vec<String> {
+        let hashes = send_transactions(&self.els[index].rpc_url(), count, index);
+        for hash in &hashes {
+            wait_for(timeout, &format!("transaction {hash} committed"), || self.els[index].receipt_block(hash));
+        }
+        hashes
+    }
+}
+
+#[test]
+fn two_leaders_exactly_one_produces_and_both_geths_agree() {
+    let cluster = Cluster::start("leader-two", 2, &[]);
+    let leader = cluster.wait_for_leader(Duration::from_secs(30));
+    let standby = 1 - leader;
+    for _ in 0..5 {
+        cluster.commit_transactions(leader, 3, Duration::from_secs(20));
+    }
+    let chain = stored_chain(&cluster.postgres);
+    assert!(chain.len() >= 5, "expected blocks, got {}", chain.len());
+    assert_continuous(&chain);
+    let (head_number, head_hash, _) = chain.last().unwrap().clone();
+    // The standby follows the committed chain onto its own geth.
+    wait_for(Duration::from_secs(20), "standby geth at the committed head", || {
+        (cluster.els[standby].head() == (head_number, head_hash.clone())).then_some(())
+    });
+    assert_eq!(cluster.els[leader].head(), (head_number, head_hash.clone()));
+    for (number, hash, _) in &chain {
+        assert_eq!(cluster.els[standby].block_hash(*number).as_ref(), Some(hash), "standby geth differs at {number}");
+    }
+    assert_eq!(cluster.nodes[standby].metric("clnode_blocks_produced_total"), Some(0.0), "the standby produced");
+    assert_eq!(cluster.nodes[leader].metric("clnode_blocks_produced_total"), Some(chain.len() as f64));
+    assert_eq!(cluster.nodes[standby].health().unwrap(), (200, "OK (mode=leader, isLeader=false)\n".into()));
+    assert_eq!(cluster.nodes[leader].health().unwrap(), (200, "OK (mode=leader, isLeader=true)\n".into()));
+}
+
+#[test]
+fn sigterm_hands_over_without_waiting_for_the_ttl() {
+    // A long TTL: a hand-over that waited for it would take 20 s.
+    let cluster = Cluster::start("leader-sigterm", 2, &["--lease-ttl", "20s", "--lease-renew-interval", "2s"]);
+    let mut cluster = cluster;
+    let leader = cluster.wait_for_leader(Duration::from_secs(30));
+    let standby = 1 - leader;
+    cluster.commit_transactions(leader, 2, Duration::from_secs(20));
+    let head_before = cluster.committed_head();
+    wait_for(Duration::from_secs(20), "standby caught up", || {
+        (cluster.els[standby].head().0 == head_before).then_some(())
+    });
+    let stopped_at = Instant::now();
+    let code = cluster.nodes[leader].proc.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "a SIGTERMed node exits cleanly");
+    let hashes = send_transactions(&cluster.els[standby].rpc_url(), 1, standby);
+    let block = wait_for(Duration::from_secs(15), "the standby commits the next block", || {
+        cluster.els[standby].receipt_block(&hashes[0])
+    });
+    let handover = stopped_at.elapsed();
+    assert_eq!(block, head_before + 1, "the next block follows the old head");
+    assert!(handover < Duration::from_secs(10), "hand-over took {handover:?}: it waited for the 20 s TTL");
+    assert_continuous(&stored_chain(&cluster.postgres));
+    eprintln!("SIGTERM: next block committed {} ms after the signal", handover.as_millis());
+}
+
+#[test]
+fn sigkill_fails_over_within_ttl_plus_renew() {
+    let mut cluster = Cluster::start("leader-sigkill", 2, &["--lease-ttl", "2s", "--lease-renew-interval", "400ms"]);
+    let leader = cluster.wait_for_leader(Duration::from_secs(30));
+    let standby = 1 - leader;
+    cluster.commit_transactions(leader, 2, Duration::from_secs(20));
+    let head_before = cluster.committed_head();
+    wait_for(Duration::from_secs(20), "standby caught up", || {
+        (cluster.els[standby].head().0 == head_before).then_some(())
+    });
+    let killed_at = Instant::now();
+    cluster.nodes[leader].proc.kill();
+    let taken_over = wait_for(Duration::from_secs(10), "the standby takes the lease", || {
+        cluster.nodes[standby].is_leader().then(|| killed_at.elapsed())
+    });
+    // TTL + renew interval, plus the health poll's own granularity.
+    assert!(taken_over <= Duration::from_millis(2000 + 400 + 500), "take-over took {taken_over:?}");
+    let hashes = send_transactions(&cluster.els[standby].rpc_url(), 1, standby);
+    let block =
+        wait_for(Duration::from_secs(10), "the new leader commits", || cluster.els[standby].receipt_block(&hashes[0]));
+    assert_eq!(block, head_before + 1);
+    assert_continuous(&stored_chain(&cluster.postgres));
+    let term = cluster.nodes[standby].health_json().unwrap()["term"].as_u64().unwrap();
+    assert!(term >= 2, "the new leader holds a newer term, got {term}");
+    eprintln!("SIGKILL: lease taken over {} ms after the kill", taken_over.as_millis());
+}
+
+fn stored_block(number: u64, parent: Hash32, term: u64) -> StoredBlock {
+    let mut hash = [0u8; 32];
+    hash[..8].copy_from_slice(&number.to_be_bytes());
+    hash[8..16].copy_from_slice(&term.to_be_bytes());
+    let payload = serde_json::json!({
+        "blockNumber": format!("0x{number:x}"),
+        "blockHash": Hash32(hash).to_hex(),
+        "parentHash": parent.to_hex(),
+        "timestamp": format!("0x{:x}", 100 + number),
+        "transactions": [],
+    });
+    StoredBlock {
+        number,
+        hash: Hash32(hash).to_hex(),
+        parent_hash: parent.to_hex(),
+        payload_json: payload.to_string(),
+        requests_json: "[]".into(),
+        timestamp: 100 + number,
+        parent_beacon_block_root: parent.to_hex(),
+        blob_versioned_hashes_json: "[]".into(),
+        payload_version: 4,
+        term,
+    }
+}
+
+#[test]
+fn the_fence_refuses_an_old_term_and_the_chain_is_append_only() {
+    let dir = TestDir::new("leader-fence");
+    let postgres = Postgres::start(&dir, "pg");
+    let mut store = Store::connect(&postgres.url(), "test").unwrap();
+    let genesis = Hash32([7; 32]);
+    store.ensure_chain(genesis, 1337).unwrap();
+    assert!(store.ensure_chain(Hash32([8; 32]), 1337).is_err(), "a different genesis is refused");
+    assert_eq!(store.raise_fence(5, "new-leader").unwrap(), FenceOutcome::Raised);
+    // A producer still holding term 4 (paused past its lease) tries to commit.
+    let stale = stored_block(1, genesis, 4);
+    assert_eq!(store.commit_block(4, &stale).unwrap(), CommitOutcome::Fenced { fence_term: 5 });
+    assert_eq!(store.raise_fence(4, "old-leader").unwrap(), FenceOutcome::AlreadyAt { fence_term: 5 });
+    let block1 = stored_block(1, genesis, 5);
+    assert_eq!(store.commit_block(5, &block1).unwrap(), CommitOutcome::Committed);
+    // The same height again, even with the right term, is not the head's child.
+    let rival = stored_block(1, genesis, 6);
+    assert!(matches!(store.commit_block(5, &rival).unwrap(), CommitOutcome::NotHead { head_number: 1, .. }));
+    // A block that skips a height is refused.
+    let skip = stored_block(3, Hash32::parse(&block1.hash).unwrap(), 5);
+    assert!(matches!(store.commit_block(5, &skip).unwrap(), CommitOutcome::NotHead { .. }));
+    let mut client = postgres.client();
+    assert!(client.execute("UPDATE payloads SET block_hash = 'x' WHERE block_number = 1", &[]).is_err());
+    assert!(client.execute("DELETE FROM payloads", &[]).is_err());
+    assert!(client.execute("TRUNCATE payloads", &[]).is_err());
+    assert_eq!(stored_chain(&postgres), vec![(1, block1.hash.clone(), genesis.to_hex())]);
+    assert_eq!(store.committed_head().unwrap().number, 1);
+}
+
+#[test]
+fn a_committed_transaction_survives_a_restart_from_scratch() {
+    let mut cluster = Cluster::start("leader-restart", 1, &[]);
+    cluster.wait_for_leader(Duration::from_secs(30));
+    let hashes = cluster.commit_transactions(0, 3, Duration::from_secs(20));
+    let chain_before = stored_chain(&cluster.postgres);
+    // Lose the node and its execution client's whole data directory.
+    cluster.nodes[0].proc.kill();
+    cluster.els[0].proc.kill();
+    std::fs::remove_dir_all(cluster.dir.join("geth0")).unwrap();
+    cluster.els[0].proc.start();
+    cluster.els[0].wait_ready();
+    assert_eq!(cluster.els[0].head().0, 0, "the fresh geth starts at genesis");
+    cluster.nodes[0].proc.start();
+    // The node replays the committed chain from PostgreSQL before building.
+    let head = chain_before.last().unwrap().clone();
+    wait_for(Duration::from_secs(30), "fresh geth replayed to the committed head", || {
+        (cluster.els[0].head() == (head.0, head.1.clone())).then_some(())
+    });
+    for hash in &hashes {
+        assert!(cluster.els[0].receipt_block(hash).is_some(), "transaction {hash} lost");
+    }
+    cluster.wait_for_leader(Duration::from_secs(30));
+    let more = cluster.commit_transactions(0, 1, Duration::from_secs(20));
+    assert_eq!(cluster.els[0].receipt_block(&more[0]), Some(head.0 + 1));
+    let chain_after = stored_chain(&cluster.postgres);
+    assert_eq!(&chain_after[..chain_before.len()], &chain_before[..], "committed blocks changed");
+    assert_continuous(&chain_after);
+}
+
+fn error_of(value: &Value) -> &str {
+    value["error"].as_str().unwrap_or_else(|| panic!("no error field in {value}"))
+}
+
+#[test]
+fn sync_api_and_health_contract() {
+    let mut cluster = Cluster::start("leader-api", 2, &[]);
+    let leader = cluster.wait_for_leader(Duration::from_secs(30));
+    let standby = 1 - leader;
+    cluster.commit_transactions(leader, 2, Duration::from_secs(20));
+    cluster.commit_transactions(leader, 2, Duration::from_secs(20));
+    let chain = stored_chain(&cluster.postgres);
+    let head = chain.len() as u64;
+    // Every leader-mode node serves the API from the shared database.
+    for node in [&cluster.nodes[leader], &cluster.nodes[standby]] {
+        let (status, latest) = node.api("/blocks/latest");
+        assert_eq!(status, 200);
+        assert_eq!(latest["block_number"], head);
+        for field in [
+            "block_hash",
+            "parent_hash",
+            "payload_data",
+            "requests_data",
+            "timestamp",
+            "parent_beacon_block_root",
+            "blob_versioned_hashes",
+            "payload_version",
+            "term",
+        ] {
+            assert!(latest.get(field).is_some(), "missing {field} in {latest}");
+        }
+        clnode::block::BlockRecord::from_wire_json(&latest).expect("the served record decodes and verifies");
+    }
+    let api = &cluster.nodes[leader];
+    let (status, first) = api.api("/blocks/1");
+    assert_eq!((status, first["block_hash"].as_str()), (200, Some(chain[0].1.as_str())));
+    let upper = format!("0x{}", chain[0].1[2..].to_uppercase());
+    let (status, by_hash) = api.api(&format!("/blocks/{upper}"));
+    assert_eq!((status, by_hash["block_number"].as_u64()), (200, Some(1)), "hash lookup is case-insensitive");
+    let (status, page) = api.api("/blocks?after=0&limit=2");
+    assert_eq!(status, 200);
+    let numbers: Vec<u64> =
+        page["blocks"].as_array().unwrap().iter().map(|b| b["block_number"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, vec![1, 2]);
+    let (status, capped) = api.api("/blocks?after=0&limit=5000");
+    assert_eq!(
+        (status, capped["blocks"].as_array().unwrap().len() as u64),
+        (200, head),
+        "limit is capped, not refused"
+    );
+    let (status, past_head) = api.api(&format!("/blocks?after={head}"));
+    assert_eq!((status, past_head["blocks"].as_array().unwrap().len()), (200, 0));
+
+    for (path, expected) in [
+        ("/blocks?after=abc", 400),
+        ("/blocks?after=-1", 400),
+        ("/blocks?limit=0", 400),
+        ("/blocks?after=1&after=2", 400),
+        ("/blocks?wait_ms=999999", 400),
+        ("/blocks?bogus=1", 400),
+        ("/blocks/0xzz", 400),
+        ("/blocks/12abc", 400),
+        ("/blocks/99999", 404),
+        (&format!("/blocks/0x{}", "ab".repeat(32)), 404),
+        ("/nothing", 404),
+    ] {
+        let (status, body) = api.api(path);
+        assert_eq!(status, expected, "{path}: {body}");
+        assert!(!error_of(&body).is_empty());
+    }
+    let port = api.api_port.unwrap();
+    let (status, body) = http_request("POST", &format!("http://127.0.0.1:{port}/blocks")).unwrap();
+    assert_eq!(status, 405);
+    assert!(serde_json::from_str::<Value>(&body).unwrap()["error"].is_string());
+    let (status, body) = http_request("DELETE", &format!("http://127.0.0.1:{}/health", api.health_port)).unwrap();
+    assert_eq!(status, 405, "{body}");
+
+    // Long poll: returns as soon as the next block is committed.
+    let url = format!("http://127.0.0.1:{port}/blocks?after={head}&wait_ms=20000");
+    let poller = std::thread::spawn(move || {
+        let started = Instant::now();
+        let (status, body) = http_get(&url).unwrap();
+        (status, serde_json::from_str::<Value>(&body).unwrap(), started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.commit_transactions(leader, 1, Duration::from_secs(20));
+    let (status, body, waited) = poller.join().unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body["blocks"][0]["block_number"], head + 1);
+    assert!(waited < Duration::from_secs(15), "the long poll waited {waited:?} instead of answering on commit");
+
+    // Health: JSON view and metrics.
+    let health = api.health_json().unwrap();
+    assert_eq!(health["role"], "leader");
+    assert_eq!(health["committed_head"]["number"], head + 1);
+    assert!(health["term"].as_u64().unwrap() >= 1);
+    assert!(health["lease_remaining_ms"].is_u64());
+    let (_, metrics) = http_get(&format!("http://127.0.0.1:{}/metrics", api.health_port)).unwrap();
+    for name in [
+        "clnode_is_leader",
+        "clnode_term",
+        "clnode_committed_head",
+        "clnode_blocks_produced_total",
+        "clnode_commit_refusals_total",
+        "clnode_lease_acquisitions_total",
+        "clnode_lease_losses_total",
+        "clnode_engine_request_duration_seconds",
+        "clnode_errors_total",
+    ] {
+        assert!(metrics.contains(&format!("# TYPE {name} ")), "metric {name} missing");
+    }
+    assert_eq!(api.metric("clnode_is_leader"), Some(1.0));
+
+    // The database goes away: the API says 503, /health says why.
+    cluster.postgres.proc.kill();
+    let (status, body) = api.api("/blocks/latest");
+    assert_eq!(status, 503, "{body}");
+    assert!(error_of(&body).contains("database"));
+    let (status, line) = wait_for(Duration::from_secs(10), "health reports the database", || {
+        api.health().filter(|(status, _)| *status == 503)
+    });
+    assert_eq!(status, 503);
+    assert!(line.contains("database"), "{line}");
+    cluster.postgres.proc.start();
+    cluster.postgres.wait_ready();
+    wait_for(Duration::from_secs(15), "health recovers", || api.health().filter(|(s, _)| *s == 200));
+    let (status, _) = api.api("/blocks/latest");
+    assert_eq!(status, 200);
+}
