@@ -100,7 +100,7 @@ struct Parent {
     timestamp: u64,
 }
 
-enum Step {
+enum Outcome {
     Committed,
     NothingToDo,
     /// The fence or the parent check refused the commit: stop leading.
@@ -132,11 +132,71 @@ pub struct Producer {
     last_commit_at: Instant,
     build_attempt: u64,
     consecutive_failures: u32,
+    /// Fault injection: the step at which the process stops itself once.
+    failpoint: Option<Step>,
+    settings: BuildSettings,
+}
+
+/// The block-building part of the leader configuration (Copy, so the hot
+/// loop reads it without borrowing the context).
+#[derive(Debug, Clone, Copy)]
+struct BuildSettings {
+    fee_recipient: [u8; 20],
+    build_delay: Duration,
+    min_block_interval: Duration,
+    empty_block_interval: Duration,
+    idle_poll_interval: Duration,
+    max_timestamp_lead: Duration,
+}
+
+/// The steps of producing one block, named for fault injection
+/// (`CLNODE_FAILPOINT_STOP_AT=<name>` freezes the whole process the first
+/// time the leader reaches that step; SIGCONT resumes it). Unset in
+/// production; the fault suite uses it to freeze a leader at each step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// After forkchoiceUpdated with attributes.
+    Build,
+    /// After getPayload.
+    Payload,
+    /// After newPayload answered VALID.
+    Execute,
+    /// After the lease check, just before the commit statement.
+    Commit,
+    /// After the commit, before forkchoiceUpdated to the new head.
+    Canonical,
+}
+
+impl Step {
+    pub const ALL: [Step; 5] = [Step::Build, Step::Payload, Step::Execute, Step::Commit, Step::Canonical];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Build => "build",
+            Step::Payload => "payload",
+            Step::Execute => "execute",
+            Step::Commit => "commit",
+            Step::Canonical => "canonical",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Step> {
+        Step::ALL.into_iter().find(|step| step.name() == name)
+    }
 }
 
 impl Producer {
     pub fn new(ctx: ProducerContext) -> Producer {
+        let settings = BuildSettings {
+            fee_recipient: ctx.config.fee_recipient,
+            build_delay: ctx.config.build_delay,
+            min_block_interval: ctx.config.min_block_interval,
+            empty_block_interval: ctx.config.empty_block_interval,
+            idle_poll_interval: ctx.config.idle_poll_interval,
+            max_timestamp_lead: ctx.config.max_timestamp_lead,
+        };
         Producer {
+            settings,
             ctx,
             store: None,
             el_head: None,
@@ -144,6 +204,7 @@ impl Producer {
             last_commit_at: Instant::now(),
             build_attempt: 0,
             consecutive_failures: 0,
+            failpoint: std::env::var("CLNODE_FAILPOINT_STOP_AT").ok().and_then(|name| Step::from_name(&name)),
         }
     }
 
@@ -316,7 +377,7 @@ impl Producer {
             let lease_remaining = self.ctx.lease.remaining(term);
             self.ctx.status.update(|s| s.lease_remaining_ms = u64::try_from(lease_remaining.as_millis()).unwrap_or(0));
             match self.produce_one(term, &mut parent) {
-                Ok(Step::Committed | Step::NothingToDo) => {
+                Ok(Outcome::Committed | Outcome::NothingToDo) => {
                     if self.consecutive_failures > 0 {
                         log::info("leader: recovered");
                         self.ctx.status.clear_problem(Component::ExecutionClient);
@@ -324,7 +385,7 @@ impl Producer {
                     }
                     self.consecutive_failures = 0;
                 }
-                Ok(Step::Refused) => break,
+                Ok(Outcome::Refused) => break,
                 Err(error) => {
                     self.record_failure("leader", &error);
                     let engine_broken = !matches!(error, ProduceError::Store(_));
@@ -390,19 +451,27 @@ impl Producer {
         Ok(Parent { number: head.number, hash: head.hash, timestamp: header.timestamp })
     }
 
-    fn produce_one(&mut self, term: u64, parent: &mut Parent) -> Result<Step, ProduceError> {
-        let config = &self.ctx.config;
+    fn failpoint(&mut self, step: Step) {
+        if self.failpoint == Some(step) {
+            self.failpoint = None;
+            log::warn(&format!("failpoint: stopping the process at step {}", step.name()));
+            crate::shutdown::stop_whole_process();
+        }
+    }
+
+    fn produce_one(&mut self, term: u64, parent: &mut Parent) -> Result<Outcome, ProduceError> {
+        let config = self.settings;
         let since_last = self.last_commit_at.elapsed();
         if since_last < config.min_block_interval {
             self.ctx.shutdown.sleep(config.min_block_interval - since_last);
-            return Ok(Step::NothingToDo);
+            return Ok(Outcome::NothingToDo);
         }
         let now_s = unix_now_s();
         let timestamp = (parent.timestamp + 1).max(now_s);
         if timestamp > now_s + config.max_timestamp_lead.as_secs() {
             // Block time may not run further ahead of the clock: wait.
             self.ctx.shutdown.sleep(Duration::from_millis(50));
-            return Ok(Step::NothingToDo);
+            return Ok(Outcome::NothingToDo);
         }
         let number = parent.number + 1;
         self.build_attempt += 1;
@@ -420,6 +489,7 @@ impl Producer {
         let updated = engine
             .forkchoice_updated(&ForkchoiceState::all_at(parent.hash), Some(&attributes))
             .map_err(engine_error)?;
+        self.failpoint(Step::Build);
         let payload_id = match (&updated.payload_status, updated.payload_id) {
             (status, Some(id)) if status.is_valid() => id,
             (status, _) => {
@@ -430,15 +500,18 @@ impl Producer {
             }
         };
         if !self.ctx.shutdown.sleep(config.build_delay) {
-            return Ok(Step::NothingToDo);
+            return Ok(Outcome::NothingToDo);
         }
         let built = engine.get_payload(&payload_id, timestamp).map_err(engine_error)?;
+        if built.payload.transaction_count() > 0 {
+            self.failpoint(Step::Payload);
+        }
         let heartbeat_due =
             !config.empty_block_interval.is_zero() && self.last_commit_at.elapsed() >= config.empty_block_interval;
         if built.payload.transaction_count() == 0 && !heartbeat_due {
             self.ctx.metrics.empty_builds_discarded.inc();
             self.ctx.shutdown.sleep(config.idle_poll_interval);
-            return Ok(Step::NothingToDo);
+            return Ok(Outcome::NothingToDo);
         }
         if built.payload.number() != number || built.payload.parent_hash() != parent.hash {
             return Err(ProduceError::EngineRefused {
@@ -453,12 +526,14 @@ impl Producer {
         }
         let record = BlockRecord::from_built(built, parent.hash, term);
         replay::execute(&engine, &record)?;
+        self.failpoint(Step::Execute);
         if self.ctx.lease.remaining(term).is_zero() {
             // The lease lapsed while building: never commit without it.
             log::warn(&format!("leader: lease for term {term} lapsed before committing block {number}"));
-            return Ok(Step::NothingToDo);
+            return Ok(Outcome::NothingToDo);
         }
         let stored = record.to_stored();
+        self.failpoint(Step::Commit);
         match self.store()?.commit_block(term, &stored)? {
             CommitOutcome::Committed => {}
             refused => {
@@ -479,7 +554,7 @@ impl Producer {
                 self.ctx.status.set_problem(Component::Commit, format!("block {number} refused: {reason}"));
                 self.ctx.lease.request_step_down();
                 self.known_committed = None;
-                return Ok(Step::Refused);
+                return Ok(Outcome::Refused);
             }
         }
         // Committed: from here on the block exists whatever happens next.
@@ -494,9 +569,10 @@ impl Producer {
         self.ctx.metrics.block_production_seconds.observe(build_started.elapsed());
         self.ctx.status.update(|s| s.committed_head = Some((number, record.hash())));
         self.ctx.publisher.publish(stored);
+        self.failpoint(Step::Canonical);
         replay::make_canonical(&engine, number, record.hash())?;
         self.set_el_head(ChainHead { number, hash: record.hash() });
-        Ok(Step::Committed)
+        Ok(Outcome::Committed)
     }
 }
 

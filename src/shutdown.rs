@@ -17,8 +17,20 @@ const POLL_INTERVAL: Duration = Duration::from_millis(5);
 const SIGINT: i32 = 2;
 const SIGTERM: i32 = 15;
 
+const SIGSTOP: i32 = 19;
+
 extern "C" {
     fn signal(signum: i32, handler: usize) -> usize;
+    fn raise(signum: i32) -> i32;
+}
+
+/// Freezes the whole process (all threads) as `kill -STOP` would; it runs
+/// on when something sends SIGCONT. Only the fault-injection failpoint uses it.
+pub fn stop_whole_process() {
+    // SAFETY: `raise` is the C library function; SIGSTOP cannot be caught.
+    unsafe {
+        raise(SIGSTOP);
+    }
 }
 
 extern "C" fn on_signal(_signum: i32) {
