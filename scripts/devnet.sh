@@ -171,7 +171,9 @@ stop_stage() {
     if [[ $name == loadgen-* ]]; then kill -"$sig" -- "-$pid" 2>/dev/null || true; else kill -"$sig" "$pid" 2>/dev/null || true; fi
   done
   ((${#pids[@]})) || return 0
-  deadline=$(($(now_ms) + STOP_TIMEOUT_S * 1000))
+  local t0
+  t0=$(now_ms)
+  deadline=$((t0 + STOP_TIMEOUT_S * 1000))
   local i left
   while :; do
     left=()
@@ -186,7 +188,7 @@ stop_stage() {
     sleep 0.1
   done
   for name in "${names[@]}"; do rm -f "$DIR/pids/$name"; done
-  say "stopped ${names[*]}"
+  say "stopped ${names[*]} in $(elapsed_s "$t0")s"
 }
 
 stop_everything() {
@@ -453,10 +455,12 @@ COLS = [("NODE", "name", 9), ("ROLE", "role", 9), ("TERM", "term", 5), ("COMMITT
 
 
 def cell(row, key):
-    v = row.get(key)
+    if key not in row:  # a down node has only a name and a role
+        return ""
+    v = row[key]
     if key == "tps":
         return "-" if v is None else f"{v:.1f}"
-    return dash(v) if key in row else ""
+    return dash(v)
 
 
 def table(rows):

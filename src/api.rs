@@ -14,12 +14,13 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::block::StoredBlock;
+use crate::block::{sign_wire_record, StoredBlock};
 use crate::codec::Hash32;
 use crate::http::{parse_decimal, parse_query, serve, Incoming, Reply};
 use crate::log;
 use crate::metrics::Metrics;
 use crate::notify::HeadWatch;
+use crate::secret::Secret;
 use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError, MAX_BLOCKS_PER_QUERY};
 
@@ -37,6 +38,10 @@ pub struct ApiContext {
     pub watch: Arc<HeadWatch>,
     pub metrics: Arc<Metrics>,
     pub instance_id: String,
+    /// Required bearer token, if any.
+    pub token: Option<Secret>,
+    /// Key that signs every served record, if any.
+    pub signing_key: Option<Secret>,
 }
 
 pub fn start(addr: SocketAddr, ctx: ApiContext, shutdown: &Shutdown) -> Result<Vec<JoinHandle<()>>, String> {
@@ -63,6 +68,15 @@ enum Lookup {
 impl ApiHandler {
     fn handle(&mut self, request: &Incoming<'_>) -> Reply {
         self.ctx.metrics.api_requests.inc();
+        if !request.is_read() {
+            return Reply::method_not_allowed("GET, HEAD");
+        }
+        if let Some(refusal) = request.refuse_body() {
+            return refusal;
+        }
+        if let Some(refusal) = request.check_bearer(self.ctx.token.as_ref()) {
+            return refusal;
+        }
         let path = request.path;
         if path == "/blocks" || path == "/blocks/" {
             return self.list(request.query);
@@ -83,7 +97,7 @@ impl ApiHandler {
             Lookup::Hash(h) => store.block_by_hash(h),
         });
         match result {
-            Ok(Some(block)) => Reply::json(200, &block.to_wire_json()),
+            Ok(Some(block)) => Reply::json(200, &self.wire(&block)),
             Ok(None) => Reply::error(
                 404,
                 match lookup {
@@ -129,11 +143,19 @@ impl ApiHandler {
         match self.with_store(|store| store.blocks_after(after, limit)) {
             Ok(blocks) => {
                 let head = blocks.last().map(|b| b.number).unwrap_or(0).max(self.ctx.watch.get());
-                let items: Vec<Value> = blocks.iter().map(StoredBlock::to_wire_json).collect();
+                let items: Vec<Value> = blocks.iter().map(|block| self.wire(block)).collect();
                 Reply::json(200, &json!({ "blocks": items, "head": head }))
             }
             Err(reply) => reply,
         }
+    }
+
+    fn wire(&self, block: &StoredBlock) -> Value {
+        let mut wire = block.to_wire_json();
+        if let Some(key) = &self.ctx.signing_key {
+            sign_wire_record(key, &mut wire);
+        }
+        wire
     }
 
     fn long_poll(&self, after: u64, wait: Duration) {

@@ -10,9 +10,17 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::codec::Hash32;
+use crate::codec::{decode_data, encode_data, Hash32};
+use crate::engine::jwt::hs256;
 use crate::engine::types::{execution_requests_of, BuiltPayload};
 use crate::engine::ExecutionPayload;
+use crate::secret::{constant_time_eq, Secret};
+
+/// The sync API field that carries a record's signature.
+pub const SIGNATURE_FIELD: &str = "signature";
+/// Domain separation: a signature over a record can never be mistaken for
+/// an HMAC of anything else made with the same key.
+const SIGNATURE_DOMAIN: &[u8] = b"clnode sync record v1";
 
 /// A row of `payloads`, as text. Hashes are lowercase `0x` hex.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,6 +248,59 @@ impl StoredBlock {
     }
 }
 
+/// The bytes a record signature covers: every field a member uses, as
+/// served, each prefixed by its length so no two records share a message.
+fn signed_message(wire: &Value) -> Result<Vec<u8>, String> {
+    let mut message = Vec::with_capacity(4096);
+    let mut push = |bytes: &[u8]| {
+        message.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+        message.extend_from_slice(bytes);
+    };
+    push(SIGNATURE_DOMAIN);
+    for name in ["block_number", "timestamp", "payload_version", "term"] {
+        let number = wire.get(name).and_then(Value::as_u64).ok_or_else(|| format!("{name} is missing"))?;
+        push(number.to_string().as_bytes());
+    }
+    for name in ["block_hash", "parent_hash", "payload_data", "requests_data", "parent_beacon_block_root"] {
+        let text = wire.get(name).and_then(Value::as_str).ok_or_else(|| format!("{name} is missing"))?;
+        push(text.as_bytes());
+    }
+    let hashes = wire
+        .get("blob_versioned_hashes")
+        .and_then(Value::as_array)
+        .ok_or("blob_versioned_hashes is missing")?;
+    push(hashes.len().to_string().as_bytes());
+    for hash in hashes {
+        push(hash.as_str().ok_or("a versioned hash is not a string")?.as_bytes());
+    }
+    Ok(message)
+}
+
+/// Adds `signature` (hex HMAC-SHA256 under `key`) to a wire record.
+pub fn sign_wire_record(key: &Secret, wire: &mut Value) {
+    // Records built by `to_wire_json` always have every signed field.
+    if let Ok(message) = signed_message(wire) {
+        wire[SIGNATURE_FIELD] = Value::String(encode_data(&hs256(key.expose(), &message)));
+    }
+}
+
+/// Checks a wire record's signature against any of `keys` (the current key
+/// and, during a rotation, the previous one).
+pub fn verify_wire_record(keys: &[&Secret], wire: &Value) -> Result<(), String> {
+    let presented = wire
+        .get(SIGNATURE_FIELD)
+        .and_then(Value::as_str)
+        .ok_or("record is not signed (this member requires --sync-secret signatures)")?;
+    let presented = decode_data(presented).map_err(|e| format!("signature is not hex: {e}"))?;
+    let message = signed_message(wire)?;
+    let any_matches = keys.iter().any(|key| constant_time_eq(&hs256(key.expose(), &message), &presented));
+    if any_matches {
+        Ok(())
+    } else {
+        Err("signature does not verify with the configured sync secret(s)".into())
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -276,6 +337,37 @@ pub(crate) mod tests {
         assert_eq!(BlockRecord::from_wire_json(&wire).unwrap(), record);
         assert_eq!(wire["block_number"], 7);
         assert_eq!(wire["term"], 3);
+    }
+
+    #[test]
+    fn signatures_cover_every_field_and_support_rotation() {
+        let old_key = Secret::from_bytes(b"the-old-sync-secret-0123");
+        let new_key = Secret::from_bytes(b"the-new-sync-secret-4567");
+        let mut wire = sample_record(7, Hash32([9; 32])).to_stored().to_wire_json();
+        sign_wire_record(&old_key, &mut wire);
+        assert!(verify_wire_record(&[&old_key], &wire).is_ok());
+        assert!(verify_wire_record(&[&new_key, &old_key], &wire).is_ok(), "previous key accepted during rotation");
+        assert!(verify_wire_record(&[&new_key], &wire).is_err(), "a retired key no longer verifies");
+        let tampered_fields: [(&str, Value); 10] = [
+            ("block_number", json!(8)),
+            ("timestamp", json!(1)),
+            ("payload_version", json!(5)),
+            ("term", json!(4)),
+            ("block_hash", json!(Hash32([1; 32]).to_hex())),
+            ("parent_hash", json!(Hash32([1; 32]).to_hex())),
+            ("payload_data", json!("e30=")),
+            ("requests_data", json!("W10=")),
+            ("parent_beacon_block_root", json!(Hash32([1; 32]).to_hex())),
+            ("blob_versioned_hashes", json!([])),
+        ];
+        for (field, value) in tampered_fields {
+            let mut tampered = wire.clone();
+            tampered[field] = value;
+            assert!(verify_wire_record(&[&old_key], &tampered).is_err(), "{field} is not covered");
+        }
+        let mut unsigned = wire.clone();
+        unsigned.as_object_mut().unwrap().remove(SIGNATURE_FIELD);
+        assert!(verify_wire_record(&[&old_key], &unsigned).unwrap_err().contains("not signed"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::engine::jwt::JwtSecret;
+use crate::secret::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -24,19 +25,36 @@ pub struct Config {
     pub mode: Mode,
     pub eth_client_url: String,
     pub jwt_secret: JwtSecret,
+    /// Where the JWT secret came from, when it was a file (checked for
+    /// loose permissions at start).
+    pub jwt_secret_path: Option<PathBuf>,
     pub health_addr: SocketAddr,
     /// Leader-mode nodes always serve the sync API; members only when given.
     pub api_addr: Option<SocketAddr>,
     pub postgres_url: String,
+    /// Bearer token the sync API requires (when set).
+    pub api_token: Option<Secret>,
+    /// Bearer token for /admin/* on the health port (admin is off without it).
+    pub admin_token: Option<Secret>,
+    /// Keys for signing served records and verifying fetched ones.
+    pub sync_keys: SyncKeys,
     pub leader: LeaderConfig,
     pub member: MemberConfig,
+}
+
+/// The record-signing keys: sign with `current`; accept `current` or
+/// `previous` (so a rotation needs no flag day).
+#[derive(Debug, Clone, Default)]
+pub struct SyncKeys {
+    pub current: Option<Secret>,
+    pub previous: Option<Secret>,
 }
 
 /// Settings only leader-mode nodes use.
 #[derive(Debug, Clone)]
 pub struct LeaderConfig {
     pub redis_addr: String,
-    pub redis_password: Option<String>,
+    pub redis_password: Option<Secret>,
     pub redis_stream: String,
     pub redis_stream_max_len: u64,
     pub fee_recipient: [u8; 20],
@@ -60,6 +78,8 @@ pub struct LeaderConfig {
 #[derive(Debug, Clone)]
 pub struct MemberConfig {
     pub leader_urls: Vec<String>,
+    /// Bearer token sent to the sync API.
+    pub sync_token: Option<Secret>,
     pub batch_limit: u32,
     pub long_poll_wait: Duration,
 }
@@ -105,6 +125,13 @@ MEMBER:
     --sync-batch-limit N         blocks per request, 1..1000 (default 100) [SYNC_BATCH_LIMIT]
     --sync-wait DURATION         long-poll wait per request (default 5s) [SYNC_WAIT]
 
+SECURITY (a SECRET is the value itself, or @PATH to read it from a file; at least 16 bytes):
+    --api-token SECRET           bearer token the sync API requires [API_TOKEN]
+    --sync-token SECRET          member: bearer token sent to the sync API [SYNC_TOKEN]
+    --sync-secret SECRET         HMAC key: serving nodes sign records, members verify them [SYNC_SECRET]
+    --sync-secret-previous SECRET  also accepted when verifying, during a key rotation [SYNC_SECRET_PREVIOUS]
+    --admin-token SECRET         enables /admin/status and /admin/step-down on the health port [ADMIN_TOKEN]
+
 DURATION is a number with a unit: 250ms, 2s, 1m (a bare number means milliseconds).
 
     -h, --help                   print this help
@@ -142,7 +169,7 @@ struct RawArgs {
 }
 
 /// (flag, environment variable). The flag is the key in `RawArgs`.
-const FLAGS: [(&str, &str); 27] = [
+const FLAGS: [(&str, &str); 29] = [
     ("instance-id", "INSTANCE_ID"),
     ("mode", "NODE_MODE"),
     ("eth-client-url", "ETH_CLIENT_URL"),
@@ -167,9 +194,10 @@ const FLAGS: [(&str, &str); 27] = [
     ("leader-url", "LEADER_URL"),
     ("sync-batch-limit", "SYNC_BATCH_LIMIT"),
     ("sync-wait", "SYNC_WAIT"),
-    // Reserved for the security issue; parsed so typos are still caught.
     ("api-token", "API_TOKEN"),
+    ("sync-token", "SYNC_TOKEN"),
     ("sync-secret", "SYNC_SECRET"),
+    ("sync-secret-previous", "SYNC_SECRET_PREVIOUS"),
     ("admin-token", "ADMIN_TOKEN"),
 ];
 
@@ -237,6 +265,7 @@ fn validate(raw: &RawArgs) -> Result<Config, ConfigError> {
         other => return err(format!("--mode {other:?}: expected leader or member")),
     };
     let eth_client_url = http_url("eth-client-url", raw.get("eth-client-url").unwrap_or("http://localhost:8551"))?;
+    let jwt_secret_path = raw.get("jwt-secret-file").map(PathBuf::from);
     let jwt_secret = match (raw.get("jwt-secret-file"), raw.get("jwt-secret")) {
         (Some(_), Some(_)) => return err("give --jwt-secret-file or --jwt-secret, not both"),
         (Some(path), None) => JwtSecret::from_file(&PathBuf::from(path)).map_err(|e| ConfigError(e.to_string()))?,
@@ -262,9 +291,21 @@ fn validate(raw: &RawArgs) -> Result<Config, ConfigError> {
     if redis_stream_max_len == 0 {
         return err("--redis-stream-max-len must be at least 1");
     }
+    let secret = |flag: &str| -> Result<Option<Secret>, ConfigError> {
+        raw.get(flag).map(|value| Secret::parse(flag, value).map_err(ConfigError)).transpose()
+    };
+    let api_token = secret("api-token")?;
+    let admin_token = secret("admin-token")?;
+    let sync_keys = SyncKeys { current: secret("sync-secret")?, previous: secret("sync-secret-previous")? };
+    if sync_keys.previous.is_some() && sync_keys.current.is_none() {
+        return err("--sync-secret-previous needs --sync-secret (the key in use)");
+    }
+    // Redis passwords are the operator's choice: no length rule (empty
+    // values never reach here: the environment filter drops them).
+    let redis_password = raw.get("redis-password").map(|value| Secret::from_bytes(value.as_bytes()));
     let leader = LeaderConfig {
         redis_addr: raw.get("redis-addr").unwrap_or("localhost:6379").to_owned(),
-        redis_password: raw.get("redis-password").map(str::to_owned),
+        redis_password,
         redis_stream: raw.get("redis-stream").unwrap_or("consensus:blocks").to_owned(),
         redis_stream_max_len,
         fee_recipient: address(
@@ -310,8 +351,22 @@ fn validate(raw: &RawArgs) -> Result<Config, ConfigError> {
     if long_poll_wait > Duration::from_secs(30) {
         return err("--sync-wait must be at most 30s (the server caps long polls there)");
     }
-    let member = MemberConfig { leader_urls, batch_limit: u32::try_from(batch_limit).unwrap_or(1000), long_poll_wait };
-    Ok(Config { instance_id, mode, eth_client_url, jwt_secret, health_addr, api_addr, postgres_url, leader, member })
+    let member = MemberConfig { leader_urls, sync_token: secret("sync-token")?, batch_limit: u32::try_from(batch_limit).unwrap_or(1000), long_poll_wait };
+    Ok(Config {
+        instance_id,
+        mode,
+        eth_client_url,
+        jwt_secret,
+        jwt_secret_path,
+        health_addr,
+        api_addr,
+        postgres_url,
+        api_token,
+        admin_token,
+        sync_keys,
+        leader,
+        member,
+    })
 }
 
 fn validate_lease(leader: &LeaderConfig) -> Result<(), ConfigError> {

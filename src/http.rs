@@ -1,25 +1,45 @@
-//! The HTTP plumbing both servers share: a fixed pool of worker threads on
-//! one tiny_http listener, strict query parsing, and JSON error replies.
+//! The HTTP plumbing both servers share: a bounded connection guard in
+//! front of tiny_http, a fixed pool of handler threads, strict query
+//! parsing, and JSON error replies.
 //!
-//! Limits: a fixed number of workers (so a fixed number of requests in
-//! flight), a cap on the request target's length, and GET/HEAD only with
-//! no body. Handlers return a [`Reply`]; nothing here panics on input.
+//! tiny_http has no limits of its own (a thread per connection, header lines
+//! of any length, no timeouts), so the public socket belongs to the guard:
+//! a fixed pool of guard threads takes connections from a bounded queue
+//! (full: 503 at once), reads one request head with a size cap (431) and a
+//! deadline (408), refuses bodies (413), and forwards that one request to
+//! tiny_http on a private unix socket, then streams the answer back and
+//! closes. Handlers return a [`Reply`]; nothing here panics on input.
 
-use std::io::Cursor;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::io::{Cursor, Read, Write};
+use std::net::{Shutdown as SocketShutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tiny_http::{Header, Method, Request, Response, Server};
 
 use crate::shutdown::Shutdown;
 
+/// Set by the guard on a request that announced a body (never forwarded).
+const BODY_REFUSED_HEADER: &str = "X-Clnode-Body-Refused";
+const BODY_REFUSED_HEADER_LOWER: &str = "x-clnode-body-refused";
+
 /// Longest request target (path and query) accepted.
 pub const MAX_TARGET_LEN: usize = 2048;
-/// Largest request body accepted; the API takes none.
-pub const MAX_BODY_BYTES: u64 = 0;
+/// Largest request head (request line and headers) accepted.
+pub const MAX_HEAD_BYTES: usize = 8192;
+/// A request head must arrive within this long of the connection.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Each write of the answer to the client must progress within this long.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections waiting for a guard thread; beyond this they get 503.
+pub const PENDING_CONNECTIONS: usize = 64;
+/// The longest a handler may take (the API's longest long poll, plus slack).
+pub const HANDLER_TIMEOUT: Duration = Duration::from_secs(45);
 /// How often an idle worker looks at the shutdown flag.
 const ACCEPT_POLL: Duration = Duration::from_millis(50);
 
@@ -44,20 +64,48 @@ impl Reply {
         Reply::json(status, &json!({ "error": message.into() }))
     }
 
-    pub fn method_not_allowed() -> Reply {
-        Reply { allow: Some("GET, HEAD"), ..Reply::error(405, "method not allowed; use GET") }
+    pub fn method_not_allowed(allow: &'static str) -> Reply {
+        Reply { allow: Some(allow), ..Reply::error(405, format!("method not allowed; use {allow}")) }
     }
 }
 
-/// What a handler sees of a request: already checked for size and method.
+/// What a handler sees of a request: already checked for size.
 pub struct Incoming<'a> {
+    pub method: &'a Method,
     pub path: &'a str,
     pub query: &'a str,
     pub accepts_json: bool,
+    /// The `Authorization: Bearer` token, if one was sent.
+    pub bearer: Option<&'a str>,
+    /// The client announced a body (the guard dropped it; no route takes one).
+    pub body_refused: bool,
 }
 
-/// Starts `workers` threads answering on `addr`. Each thread makes its own
-/// handler (so it can own a database connection).
+impl Incoming<'_> {
+    pub fn is_read(&self) -> bool {
+        matches!(self.method, Method::Get | Method::Head)
+    }
+
+    /// 413 when the request came with a body (after the method was checked).
+    pub fn refuse_body(&self) -> Option<Reply> {
+        self.body_refused.then(|| Reply::error(413, "request body not accepted"))
+    }
+
+    /// `None` when `expected` is unset or the request presents it; otherwise
+    /// the 401 to answer. Compared in constant time.
+    pub fn check_bearer(&self, expected: Option<&crate::secret::Secret>) -> Option<Reply> {
+        let expected = expected?;
+        match self.bearer {
+            Some(token) if expected.matches(token.as_bytes()) => None,
+            Some(_) => Some(Reply::error(401, "invalid bearer token")),
+            None => Some(Reply::error(401, "missing bearer token (Authorization: Bearer ...)")),
+        }
+    }
+}
+
+/// Starts the guard on `addr` and `workers` handler threads behind it. Each
+/// handler thread makes its own handler (so it can own a database
+/// connection). `guards` bounds the connections served at once.
 pub fn serve<H, F>(
     name: &str,
     addr: SocketAddr,
@@ -69,9 +117,10 @@ where
     F: Fn() -> H,
     H: FnMut(&Incoming<'_>) -> Reply + Send + 'static,
 {
-    let server = Server::http(addr).map_err(|e| format!("cannot listen on {addr} ({name}): {e}"))?;
-    let server = Arc::new(server);
-    let mut handles = Vec::with_capacity(workers);
+    let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr} ({name}): {e}"))?;
+    let (socket_path, unix_listener) = private_unix_listener(name)?;
+    let server = Arc::new(Server::from_listener(unix_listener, None).map_err(|e| format!("{name}: {e}"))?);
+    let mut handles = Vec::with_capacity(workers * 3 + 1);
     for index in 0..workers {
         let server = Arc::clone(&server);
         let shutdown = shutdown.clone();
@@ -90,7 +139,183 @@ where
             .map_err(|e| format!("cannot start {name} worker: {e}"))?;
         handles.push(handle);
     }
+    // Twice as many guards as handlers: a guard waits on its handler, and
+    // some requests (long polls) hold a handler for a while.
+    let (sender, receiver) = sync_channel::<TcpStream>(PENDING_CONNECTIONS);
+    let receiver = Arc::new(Mutex::new(receiver));
+    for index in 0..workers * 2 {
+        let (receiver, socket_path, shutdown) = (Arc::clone(&receiver), socket_path.clone(), shutdown.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("{name}-guard-{index}"))
+            .spawn(move || guard_loop(&receiver, &socket_path, &shutdown))
+            .map_err(|e| format!("cannot start {name} guard: {e}"))?;
+        handles.push(handle);
+    }
+    listener.set_nonblocking(true).map_err(|e| format!("{name}: {e}"))?;
+    let shutdown = shutdown.clone();
+    let accept = std::thread::Builder::new()
+        .name(format!("{name}-accept"))
+        .spawn(move || {
+            while !shutdown.is_requested() {
+                match listener.accept() {
+                    Ok((stream, _)) => match sender.try_send(stream) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(stream)) => refuse_busy(stream),
+                        Err(TrySendError::Disconnected(_)) => return,
+                    },
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(2)),
+                    Err(_) => std::thread::sleep(ACCEPT_POLL),
+                }
+            }
+            let _ = std::fs::remove_file(&socket_path);
+        })
+        .map_err(|e| format!("cannot start {name} acceptor: {e}"))?;
+    handles.push(accept);
     Ok(handles)
+}
+
+/// A unix socket in a fresh directory only this user can enter.
+fn private_unix_listener(name: &str) -> Result<(PathBuf, UnixListener), String> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let unique = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("clnode-{}-{name}-{unique}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| format!("{name}: {}: {e}", dir.display()))?;
+    let path = dir.join("http.sock");
+    let listener = UnixListener::bind(&path).map_err(|e| format!("{name}: {}: {e}", path.display()))?;
+    Ok((path, listener))
+}
+
+fn refuse_busy(mut stream: TcpStream) {
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+    let _ = stream.write_all(&plain_response(503, "too many connections"));
+}
+
+fn plain_response(status: u16, message: &str) -> Vec<u8> {
+    let reason = match status {
+        400 => "Bad Request",
+        408 => "Request Timeout",
+        413 => "Payload Too Large",
+        431 => "Request Header Fields Too Large",
+        502 => "Bad Gateway",
+        _ => "Service Unavailable",
+    };
+    let body = serde_json::json!({ "error": message }).to_string();
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn guard_loop(receiver: &Mutex<Receiver<TcpStream>>, socket_path: &PathBuf, shutdown: &Shutdown) {
+    while !shutdown.is_requested() {
+        let next = {
+            let receiver = receiver.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            receiver.recv_timeout(ACCEPT_POLL)
+        };
+        match next {
+            Ok(stream) => guard_one(stream, socket_path),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// Serves one request of one connection through tiny_http, within limits.
+fn guard_one(mut client: TcpStream, socket_path: &PathBuf) {
+    let _ = client.set_nodelay(true);
+    let _ = client.set_write_timeout(Some(WRITE_TIMEOUT));
+    let head = match read_head(&mut client) {
+        Ok(head) => head,
+        Err((status, message)) => {
+            let _ = client.write_all(&plain_response(status, message));
+            return;
+        }
+    };
+    let forwarded = UnixStream::connect(socket_path).and_then(|mut upstream| {
+        upstream.set_read_timeout(Some(HANDLER_TIMEOUT))?;
+        upstream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        upstream.write_all(&head)?;
+        upstream.shutdown(SocketShutdown::Write)?;
+        std::io::copy(&mut upstream, &mut client)
+    });
+    if forwarded.is_err() {
+        let _ = client.write_all(&plain_response(502, "handler unavailable"));
+    }
+    let _ = client.shutdown(SocketShutdown::Both);
+}
+
+/// Reads one request head, bounded in size and time, and rewrites it to
+/// close the connection after the answer. Refuses any request body.
+fn read_head(client: &mut TcpStream) -> Result<Vec<u8>, (u16, &'static str)> {
+    let deadline = Instant::now() + HEAD_TIMEOUT;
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    let end = loop {
+        if let Some(end) = find_head_end(&head) {
+            break end;
+        }
+        if head.len() > MAX_HEAD_BYTES {
+            return Err((431, "request head larger than 8192 bytes"));
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err((408, "request head not received in time"));
+        }
+        let _ = client.set_read_timeout(Some(remaining));
+        match client.read(&mut chunk) {
+            Ok(0) => return Err((400, "connection closed before the request head ended")),
+            Ok(read) => head.extend_from_slice(&chunk[..read]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return Err((408, "request head not received in time"));
+            }
+            Err(_) => return Err((400, "unreadable request")),
+        }
+    };
+    if end > MAX_HEAD_BYTES {
+        return Err((431, "request head larger than 8192 bytes"));
+    }
+    let text = std::str::from_utf8(&head[..end]).map_err(|_| (400, "request head is not UTF-8"))?;
+    let mut lines = text.split("\r\n");
+    let request_line = lines.next().unwrap_or("");
+    let mut rewritten = String::with_capacity(end + 64);
+    let mut body_announced = false;
+    rewritten.push_str(request_line);
+    rewritten.push_str("\r\n");
+    for line in lines.filter(|l| !l.is_empty()) {
+        let name = line.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
+        match name.as_str() {
+            // No route takes a body: it is never read or forwarded. The
+            // handler answers 405 or 413, whichever applies first.
+            "content-length" => {
+                let value = line.split_once(':').map(|(_, v)| v.trim()).unwrap_or("");
+                if value != "0" {
+                    body_announced = true;
+                }
+                continue;
+            }
+            "transfer-encoding" => {
+                body_announced = true;
+                continue;
+            }
+            "connection" | "keep-alive" | BODY_REFUSED_HEADER_LOWER => continue,
+            _ => {}
+        }
+        rewritten.push_str(line);
+        rewritten.push_str("\r\n");
+    }
+    if body_announced {
+        rewritten.push_str(BODY_REFUSED_HEADER);
+        rewritten.push_str(": 1\r\n");
+    }
+    rewritten.push_str("Connection: close\r\n\r\n");
+    Ok(rewritten.into_bytes())
+}
+
+fn find_head_end(buffer: &[u8]) -> Option<usize> {
+    buffer.windows(4).position(|window| window == b"\r\n\r\n").map(|position| position + 4)
 }
 
 fn answer<H>(request: Request, handler: &mut H)
@@ -126,18 +351,19 @@ where
     if target.len() > MAX_TARGET_LEN {
         return Reply::error(414, format!("request target longer than {MAX_TARGET_LEN} bytes"));
     }
-    if !matches!(request.method(), Method::Get | Method::Head) {
-        return Reply::method_not_allowed();
-    }
-    if request.body_length().unwrap_or(0) > MAX_BODY_BYTES as usize {
-        return Reply::error(413, "request body not accepted");
-    }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let accepts_json = request
         .headers()
         .iter()
         .any(|h| h.field.equiv("Accept") && h.value.as_str().to_ascii_lowercase().contains("application/json"));
-    handler(&Incoming { path, query, accepts_json })
+    let bearer = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Authorization"))
+        .and_then(|h| h.value.as_str().strip_prefix("Bearer "))
+        .map(str::trim);
+    let body_refused = request.headers().iter().any(|h| h.field.equiv(BODY_REFUSED_HEADER));
+    handler(&Incoming { method: request.method(), path, query, accepts_json, bearer, body_refused })
 }
 
 /// Parses `a=1&b=2` strictly: each name at most once, only `allowed` names.
@@ -174,6 +400,12 @@ pub fn parse_decimal(name: &str, value: &str, max: u64) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn head_end_is_found() {
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), Some(29));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: x\r\n"), None);
+    }
 
     #[test]
     fn query_parsing_is_strict() {

@@ -19,7 +19,9 @@ use redis::{IntoConnectionInfo, Script};
 use crate::config::LeaderConfig;
 use crate::log;
 use crate::metrics::Metrics;
+use crate::secret::Secret;
 use crate::shutdown::Shutdown;
+use crate::status::{Component, NodeStatus};
 
 pub const LEASE_KEY: &str = "consensus:leader";
 pub const TERM_KEY: &str = "consensus:leader:term";
@@ -78,14 +80,14 @@ impl std::error::Error for RedisError {}
 /// Opens a connection with connect, read and write timeouts.
 pub fn connect_redis(
     addr: &str,
-    password: Option<&str>,
+    password: Option<&Secret>,
     read_timeout: Duration,
 ) -> Result<redis::Connection, RedisError> {
     let fail =
         |what: &'static str, e: redis::RedisError| RedisError { addr: addr.to_owned(), what, reason: e.to_string() };
     let mut info = format!("redis://{addr}/").into_connection_info().map_err(|e| fail("address", e))?;
     if let Some(password) = password {
-        let settings = info.redis_settings().clone().set_password(password);
+        let settings = info.redis_settings().clone().set_password(String::from_utf8_lossy(password.expose()));
         info = info.set_redis_settings(settings);
     }
     let client = redis::Client::open(info).map_err(|e| fail("address", e))?;
@@ -169,6 +171,10 @@ impl LeaseHandle {
         self.changed.notify_all();
     }
 
+    pub fn is_ready_to_lead(&self) -> bool {
+        self.ready_to_lead.load(Ordering::Relaxed)
+    }
+
     pub fn redis_ok(&self) -> bool {
         self.redis_ok.load(Ordering::Relaxed)
     }
@@ -186,6 +192,7 @@ pub struct LeaseLoop {
     instance_id: String,
     handle: Arc<LeaseHandle>,
     metrics: Arc<Metrics>,
+    status: Arc<NodeStatus>,
     shutdown: Shutdown,
     connection: Option<redis::Connection>,
     last_term: u64,
@@ -199,6 +206,7 @@ impl LeaseLoop {
         instance_id: String,
         handle: Arc<LeaseHandle>,
         metrics: Arc<Metrics>,
+        status: Arc<NodeStatus>,
         shutdown: Shutdown,
     ) -> LeaseLoop {
         LeaseLoop {
@@ -206,6 +214,7 @@ impl LeaseLoop {
             instance_id,
             handle,
             metrics,
+            status,
             shutdown,
             connection: None,
             last_term: 0,
@@ -222,7 +231,7 @@ impl LeaseLoop {
             // Reads may block for one standby wait (BLPOP) plus slack.
             let read_timeout = self.config.lease_renew_interval + REDIS_IO_TIMEOUT;
             let connection =
-                connect_redis(&self.config.redis_addr, self.config.redis_password.as_deref(), read_timeout)?;
+                connect_redis(&self.config.redis_addr, self.config.redis_password.as_ref(), read_timeout)?;
             self.connection = Some(connection);
         }
         self.connection.as_mut().ok_or_else(|| RedisError {
@@ -232,10 +241,17 @@ impl LeaseLoop {
         })
     }
 
+    fn redis_reachable(&self) {
+        if !self.handle.redis_ok.swap(true, Ordering::Relaxed) {
+            self.status.clear_problem(Component::Redis);
+        }
+    }
+
     fn redis_failed(&mut self, error: &RedisError) {
         if self.handle.redis_ok.swap(false, Ordering::Relaxed) {
             log::warn(&format!("lease: {error}"));
         }
+        self.status.set_problem(Component::Redis, error.to_string());
         self.metrics.count_error("redis");
         self.connection = None;
     }
@@ -283,7 +299,7 @@ impl LeaseLoop {
                         "renew",
                     ) {
                         Ok(1) => {
-                            self.handle.redis_ok.store(true, Ordering::Relaxed);
+                            self.redis_reachable();
                             self.handle.set(Some(HeldLease { term, valid_until: sent + usable }));
                         }
                         Ok(_) => {
@@ -329,11 +345,11 @@ impl LeaseLoop {
         let args = [self.instance_id.clone(), ttl_ms.to_owned(), floor.to_string()];
         match self.run_script(acquire, [LEASE_KEY, TERM_KEY], &args, "acquire") {
             Ok(0) => {
-                self.handle.redis_ok.store(true, Ordering::Relaxed);
+                self.redis_reachable();
                 None
             }
             Ok(term) => {
-                self.handle.redis_ok.store(true, Ordering::Relaxed);
+                self.redis_reachable();
                 // Fencing terms only ever grow; anything else is a bug.
                 assert!(term > self.last_term, "lease term went from {} to {term}", self.last_term);
                 self.last_term = term;

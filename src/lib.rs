@@ -18,6 +18,7 @@ pub mod notify;
 pub mod producer;
 pub mod publish;
 pub mod replay;
+pub mod secret;
 pub mod shutdown;
 pub mod status;
 pub mod store;

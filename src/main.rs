@@ -24,6 +24,9 @@ fn main() -> ExitCode {
         }
     };
     log::set_instance(&config.instance_id);
+    if let Some(path) = &config.jwt_secret_path {
+        clnode::secret::warn_if_world_readable(path, "JWT secret file");
+    }
     install_signal_handlers();
     let shutdown = Shutdown::new();
     log::info(&format!(
@@ -37,6 +40,11 @@ fn main() -> ExitCode {
         Ok(running) => {
             running.join();
             log::info("stopped");
+            ExitCode::SUCCESS
+        }
+        // A signal during startup is a clean stop, not a failure.
+        Err(_) if shutdown.is_requested() => {
+            log::info("stopped during startup");
             ExitCode::SUCCESS
         }
         Err(error) => {

@@ -64,13 +64,17 @@ pub fn start(config: Config, shutdown: Shutdown) -> Result<RunningNode, String> 
     let engine = Arc::new(
         EngineClient::new(&config.eth_client_url, config.jwt_secret.clone()).with_metrics(Arc::clone(&metrics)),
     );
-    let mut threads = health::start(config.health_addr, Arc::clone(&status), Arc::clone(&metrics), &shutdown)?;
+    let lease = (config.mode == Mode::Leader).then(|| Arc::new(LeaseHandle::default()));
+    let admin = health::Admin { token: config.admin_token.clone(), lease: lease.clone() };
+    let mut threads = health::start(config.health_addr, Arc::clone(&status), Arc::clone(&metrics), admin, &shutdown)?;
     if let Some(addr) = config.api_addr {
         let ctx = api::ApiContext {
             postgres_url: config.postgres_url.clone(),
             watch: Arc::clone(&watch),
             metrics: Arc::clone(&metrics),
             instance_id: config.instance_id.clone(),
+            token: config.api_token.clone(),
+            signing_key: config.sync_keys.current.clone(),
         };
         threads.extend(api::start(addr, ctx, &shutdown)?);
     }
@@ -87,7 +91,7 @@ pub fn start(config: Config, shutdown: Shutdown) -> Result<RunningNode, String> 
     }
     match config.mode {
         Mode::Leader => {
-            let lease = Arc::new(LeaseHandle::default());
+            let lease = lease.unwrap_or_default();
             let (publisher, publish_thread) = Publisher::start(&config.leader, Arc::clone(&metrics), shutdown.clone());
             threads.push(publish_thread);
             let lease_loop = LeaseLoop::new(
@@ -95,6 +99,7 @@ pub fn start(config: Config, shutdown: Shutdown) -> Result<RunningNode, String> 
                 config.instance_id.clone(),
                 Arc::clone(&lease),
                 Arc::clone(&metrics),
+                Arc::clone(&status),
                 shutdown.clone(),
             );
             threads.push(spawn("lease", move || lease_loop.run())?);
@@ -116,6 +121,7 @@ pub fn start(config: Config, shutdown: Shutdown) -> Result<RunningNode, String> 
             let syncer = Syncer::new(SyncerContext {
                 instance_id: config.instance_id.clone(),
                 config: config.member.clone(),
+                sync_keys: config.sync_keys.clone(),
                 postgres_url: config.postgres_url.clone(),
                 engine,
                 status: Arc::clone(&status),

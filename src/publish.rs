@@ -57,7 +57,7 @@ fn run(config: &LeaderConfig, receiver: &Receiver<StoredBlock>, metrics: &Metric
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
         };
         if connection.is_none() {
-            match connect_redis(&config.redis_addr, config.redis_password.as_deref(), crate::lease::REDIS_IO_TIMEOUT) {
+            match connect_redis(&config.redis_addr, config.redis_password.as_ref(), crate::lease::REDIS_IO_TIMEOUT) {
                 Ok(c) => connection = Some(c),
                 Err(error) => {
                     if !reported {

@@ -18,7 +18,9 @@ use serde_json::Value;
 
 use crate::block::BlockRecord;
 use crate::codec::Hash32;
-use crate::config::MemberConfig;
+use crate::block::verify_wire_record;
+use crate::config::{MemberConfig, SyncKeys};
+use crate::secret::Secret;
 use crate::engine::{BlockTag, EngineClient};
 use crate::log;
 use crate::metrics::Metrics;
@@ -47,6 +49,8 @@ const EXECUTE_ATTEMPTS: u32 = 3;
 pub struct SyncerContext {
     pub instance_id: String,
     pub config: MemberConfig,
+    /// When `current` is set, every record must carry a valid signature.
+    pub sync_keys: SyncKeys,
     pub postgres_url: String,
     pub engine: Arc<EngineClient>,
     pub status: Arc<NodeStatus>,
@@ -296,8 +300,10 @@ impl Syncer {
         let mut head = stored;
         while head.number < el.number && !self.ctx.shutdown.is_requested() {
             let wanted = u32::try_from(el.number - head.number).unwrap_or(u32::MAX).min(self.ctx.config.batch_limit);
-            let (_, records) = fetch_from_any(&self.ctx.config.leader_urls, head.number, wanted)?;
-            let records = verify_batch(head, &records).map_err(SyncError::Refused)?;
+            let (_, records) =
+                fetch_from_any(&self.ctx.config.leader_urls, self.ctx.config.sync_token.as_ref(), head.number, wanted)?;
+            let keys = self.verification_keys();
+            let records = verify_batch(head, &records, &keys).map_err(SyncError::Refused)?;
             if records.is_empty() {
                 return Err(SyncError::Refused(format!("the sync API has no block after {}", head.number)));
             }
@@ -329,6 +335,15 @@ impl Syncer {
             }
         }
         Ok(head)
+    }
+
+    /// The keys a record may be signed with; empty when signing is off.
+    fn verification_keys(&self) -> Vec<&Secret> {
+        let keys = &self.ctx.sync_keys;
+        match &keys.current {
+            Some(current) => std::iter::once(current).chain(keys.previous.as_ref()).collect(),
+            None => Vec::new(),
+        }
     }
 
     fn set_head(&mut self, head: ChainHead, synced: u64) {
@@ -417,7 +432,8 @@ impl Syncer {
     /// canonical, then store them all in one transaction.
     fn apply(&mut self, batch: &Batch) -> Result<(), SyncError> {
         let head = self.head.ok_or_else(|| SyncError::Diverged("no head before syncing".into()))?;
-        let records = verify_batch(head, &batch.records).map_err(SyncError::Refused)?;
+        let keys = self.verification_keys();
+        let records = verify_batch(head, &batch.records, &keys).map_err(SyncError::Refused)?;
         let started = Instant::now();
         for record in &records {
             self.execute_with_retry(record)?;
@@ -489,10 +505,16 @@ impl Syncer {
 
 /// Checks a page of records: each decodes completely and agrees with its
 /// payload, heights follow the head one by one, parents link.
-fn verify_batch(head: ChainHead, records: &[Value]) -> Result<Vec<BlockRecord>, String> {
+fn verify_batch(head: ChainHead, records: &[Value], keys: &[&Secret]) -> Result<Vec<BlockRecord>, String> {
     let mut parent = head;
     let mut verified = Vec::with_capacity(records.len());
     for value in records {
+        if !keys.is_empty() {
+            verify_wire_record(keys, value).map_err(|e| {
+                let number = value.get("block_number").and_then(Value::as_u64).unwrap_or(parent.number + 1);
+                format!("block {number}: {e}")
+            })?;
+        }
         let record = BlockRecord::from_wire_json(value).map_err(|e| e.to_string())?;
         if record.number() != parent.number + 1 {
             return Err(format!(
@@ -517,10 +539,15 @@ fn verify_batch(head: ChainHead, records: &[Value]) -> Result<Vec<BlockRecord>, 
 }
 
 /// One page from the first sync URL that answers (no long poll).
-fn fetch_from_any(urls: &[String], after: u64, limit: u32) -> Result<(u64, Vec<Value>), SyncError> {
+fn fetch_from_any(
+    urls: &[String],
+    token: Option<&Secret>,
+    after: u64,
+    limit: u32,
+) -> Result<(u64, Vec<Value>), SyncError> {
     let mut reasons = Vec::new();
     for url in urls {
-        match fetch_page(url, after, limit, Duration::ZERO) {
+        match fetch_page(url, token, after, limit, Duration::ZERO) {
             Ok(page) => return Ok(page),
             Err(reason) => reasons.push(reason),
         }
@@ -529,7 +556,13 @@ fn fetch_from_any(urls: &[String], after: u64, limit: u32) -> Result<(u64, Vec<V
 }
 
 /// GET one page; returns (source head, records).
-fn fetch_page(url: &str, after: u64, limit: u32, wait: Duration) -> Result<(u64, Vec<Value>), String> {
+fn fetch_page(
+    url: &str,
+    token: Option<&Secret>,
+    after: u64,
+    limit: u32,
+    wait: Duration,
+) -> Result<(u64, Vec<Value>), String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(2)))
@@ -537,7 +570,11 @@ fn fetch_page(url: &str, after: u64, limit: u32, wait: Duration) -> Result<(u64,
         .build()
         .into();
     let target = format!("{url}/blocks?after={after}&limit={limit}&wait_ms={}", wait.as_millis());
-    let mut response = agent.get(&target).call().map_err(|e| format!("GET {target}: {e}"))?;
+    let mut request = agent.get(&target);
+    if let Some(token) = token {
+        request = request.header("Authorization", &format!("Bearer {}", String::from_utf8_lossy(token.expose())));
+    }
+    let mut response = request.call().map_err(|e| format!("GET {target}: {e}"))?;
     let status = response.status().as_u16();
     let body = response
         .body_mut()
@@ -585,7 +622,8 @@ impl Fetcher {
             }
             let (generation, after) = self.cursor.get();
             let url = self.config.leader_urls[self.url_index].clone();
-            match fetch_page(&url, after, self.config.batch_limit, self.config.long_poll_wait) {
+            match fetch_page(&url, self.config.sync_token.as_ref(), after, self.config.batch_limit, self.config.long_poll_wait)
+            {
                 Ok((source_head, records)) => {
                     failures_in_a_row = 0;
                     self.status.clear_problem(Component::SyncSource);
@@ -706,14 +744,20 @@ mod tests {
         let one = sample_record(1, genesis.hash);
         let two = sample_record(2, one.hash());
         let wire = |r: &BlockRecord| r.to_stored().to_wire_json();
-        assert_eq!(verify_batch(genesis, &[wire(&one), wire(&two)]).unwrap().len(), 2);
-        let gap = verify_batch(genesis, &[wire(&two)]).unwrap_err();
+        assert_eq!(verify_batch(genesis, &[wire(&one), wire(&two)], &[]).unwrap().len(), 2);
+        let gap = verify_batch(genesis, &[wire(&two)], &[]).unwrap_err();
         assert!(gap.contains("does not follow"), "{gap}");
         let unlinked = sample_record(2, Hash32([3; 32]));
-        let error = verify_batch(genesis, &[wire(&one), wire(&unlinked)]).unwrap_err();
+        let error = verify_batch(genesis, &[wire(&one), wire(&unlinked)], &[]).unwrap_err();
         assert!(error.contains("has parent"), "{error}");
         let wrong_genesis = ChainHead { number: 0, hash: Hash32([1; 32]) };
-        assert!(verify_batch(wrong_genesis, &[wire(&one)]).is_err());
+        assert!(verify_batch(wrong_genesis, &[wire(&one)], &[]).is_err());
+        let key = Secret::from_bytes(b"sync-secret-for-tests");
+        let unsigned = verify_batch(genesis, &[wire(&one)], &[&key]).unwrap_err();
+        assert!(unsigned.contains("not signed"), "{unsigned}");
+        let mut signed = wire(&one);
+        crate::block::sign_wire_record(&key, &mut signed);
+        assert_eq!(verify_batch(genesis, &[signed], &[&key]).unwrap().len(), 1);
     }
 
     #[test]

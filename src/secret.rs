@@ -1,0 +1,120 @@
+//! Shared secrets other than the Engine API's: the sync API bearer token,
+//! the record-signing key and the admin token. Never printed; compared in
+//! constant time.
+
+use std::fmt;
+use std::path::Path;
+
+/// A secret byte string. Debug and Display are redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+/// Shortest secret accepted: shorter ones are guessable.
+pub const MIN_SECRET_LEN_BYTES: usize = 16;
+/// A secret file larger than this is not a secret file.
+const MAX_SECRET_FILE_BYTES: u64 = 4096;
+
+impl Secret {
+    /// `@PATH` reads the secret from a file (trailing whitespace removed);
+    /// anything else is the secret itself.
+    pub fn parse(flag: &str, value: &str) -> Result<Secret, String> {
+        let bytes = match value.strip_prefix('@') {
+            Some(path) => read_secret_file(Path::new(path)).map_err(|e| format!("--{flag}: {e}"))?,
+            None => value.as_bytes().to_vec(),
+        };
+        if bytes.len() < MIN_SECRET_LEN_BYTES {
+            return Err(format!("--{flag}: a secret needs at least {MIN_SECRET_LEN_BYTES} bytes"));
+        }
+        Ok(Secret(bytes))
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Secret {
+        Secret(bytes.to_vec())
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Constant-time comparison with presented bytes (a token from a request).
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        constant_time_eq(&self.0, presented)
+    }
+}
+
+fn read_secret_file(path: &Path) -> Result<Vec<u8>, String> {
+    let metadata = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if metadata.len() > MAX_SECRET_FILE_BYTES {
+        return Err(format!("{} is {} bytes, larger than any secret", path.display(), metadata.len()));
+    }
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let end = text.iter().rposition(|b| !b.is_ascii_whitespace()).map(|i| i + 1).unwrap_or(0);
+    Ok(text[..end].to_vec())
+}
+
+/// Equal-length inputs are compared without an early exit; lengths are not
+/// secret (the expected token's length is fixed by the operator).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut difference = 0u8;
+    for (x, y) in a.iter().zip(b) {
+        difference |= x ^ y;
+    }
+    // black_box keeps the optimiser from short-circuiting the loop.
+    std::hint::black_box(difference) == 0
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Warns (once, at start) when a secret file can be read by other users.
+pub fn warn_if_world_readable(path: &Path, what: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(metadata) = std::fs::metadata(path) {
+        let mode = metadata.permissions().mode();
+        if mode & 0o077 != 0 {
+            crate::log::warn(&format!(
+                "{what} {} is readable by group or others (mode {:o}); run chmod 600 on it",
+                path.display(),
+                mode & 0o777
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comparison_and_redaction() {
+        let secret = Secret::parse("api-token", "correct horse battery staple").unwrap();
+        assert!(secret.matches(b"correct horse battery staple"));
+        assert!(!secret.matches(b"correct horse battery stapler"));
+        assert!(!secret.matches(b"Correct horse battery staple"));
+        assert!(!format!("{secret:?} {secret}").contains("horse"));
+        assert!(Secret::parse("api-token", "short").unwrap_err().contains("at least"));
+    }
+
+    #[test]
+    fn secrets_can_come_from_files() {
+        let path = std::env::temp_dir().join(format!("clnode-secret-test-{}", std::process::id()));
+        std::fs::write(&path, "a-secret-from-a-file-0123\n").unwrap();
+        let secret = Secret::parse("sync-secret", &format!("@{}", path.display())).unwrap();
+        assert!(secret.matches(b"a-secret-from-a-file-0123"));
+        std::fs::remove_file(&path).unwrap();
+        let error = Secret::parse("sync-secret", &format!("@{}", path.display())).unwrap_err();
+        assert!(error.starts_with("--sync-secret: cannot read"), "{error}");
+    }
+}
