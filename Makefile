@@ -5,7 +5,7 @@ CARGO ?= cargo
 # keeps a 2-core machine responsive.
 TEST_THREADS ?= 2
 
-.PHONY: all build deps test unit-test lint fmt static run run-leader run-member clean
+.PHONY: all build deps test unit-test lint fmt static run run-leader run-member clean fuzz faults bench
 
 all: build
 
@@ -16,9 +16,19 @@ build:
 deps:
 	scripts/deps.sh
 
-## Unit and integration tests on real Redis, PostgreSQL, geth and EthereumJS.
+# Seconds per fuzz target: a short run inside `make test`, a long one in `make fuzz`.
+FUZZ_SHORT_S ?= 15
+FUZZ_LONG_S ?= 600
+
+## Unit and integration tests on real Redis, PostgreSQL, geth and EthereumJS,
+## then a short run of every fuzz target.
 test: deps
 	$(CARGO) test --all-targets -- --test-threads=$(TEST_THREADS)
+	scripts/fuzz.sh $(FUZZ_SHORT_S)
+
+## Every fuzz target for FUZZ_LONG_S seconds.
+fuzz:
+	scripts/fuzz.sh $(FUZZ_LONG_S)
 
 unit-test:
 	$(CARGO) test --lib

@@ -59,10 +59,43 @@ struct ApiHandler {
     long_polls: Arc<AtomicUsize>,
 }
 
-enum Lookup {
+/// What `/blocks/{key}` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
     Latest,
     Number(u64),
+    /// Lowercase `0x` hex.
     Hash(String),
+}
+
+/// The parameters of `/blocks?after=N&limit=M&wait_ms=W`, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListQuery {
+    pub after: u64,
+    /// 1..=1000 (larger requests are capped, as the seed does).
+    pub limit: u32,
+    pub wait_ms: u64,
+}
+
+/// Parses the list query strictly; the error is the 400 message.
+pub fn parse_list_query(query: &str) -> Result<ListQuery, String> {
+    let pairs = parse_query(query, &["after", "limit", "wait_ms"])?;
+    let mut parsed = ListQuery { after: 0, limit: DEFAULT_LIMIT as u32, wait_ms: 0 };
+    for (name, value) in pairs {
+        match name {
+            "after" => parsed.after = parse_decimal("after", value, i64::MAX as u64)?,
+            "limit" => {
+                let limit = parse_decimal("limit", value, u64::MAX)?;
+                if limit == 0 {
+                    return Err("limit must be at least 1".to_owned());
+                }
+                parsed.limit =
+                    u32::try_from(limit.min(u64::from(MAX_BLOCKS_PER_QUERY))).unwrap_or(MAX_BLOCKS_PER_QUERY);
+            }
+            _ => parsed.wait_ms = parse_decimal("wait_ms", value, MAX_WAIT_MS)?,
+        }
+    }
+    Ok(parsed)
 }
 
 impl ApiHandler {
@@ -111,35 +144,13 @@ impl ApiHandler {
     }
 
     fn list(&mut self, query: &str) -> Reply {
-        let pairs = match parse_query(query, &["after", "limit", "wait_ms"]) {
-            Ok(pairs) => pairs,
+        let ListQuery { after, limit, wait_ms } = match parse_list_query(query) {
+            Ok(parsed) => parsed,
             Err(message) => return Reply::error(400, message),
         };
-        let mut after = 0;
-        let mut limit = DEFAULT_LIMIT;
-        let mut wait_ms = 0;
-        for (name, value) in pairs {
-            let parsed = match name {
-                "after" => parse_decimal("after", value, i64::MAX as u64).map(|v| after = v),
-                // The seed caps the limit rather than refusing a large one.
-                "limit" => parse_decimal("limit", value, u64::MAX).and_then(|v| {
-                    if v == 0 {
-                        Err("limit must be at least 1".to_owned())
-                    } else {
-                        limit = v.min(u64::from(MAX_BLOCKS_PER_QUERY));
-                        Ok(())
-                    }
-                }),
-                _ => parse_decimal("wait_ms", value, MAX_WAIT_MS).map(|v| wait_ms = v),
-            };
-            if let Err(message) = parsed {
-                return Reply::error(400, message);
-            }
-        }
         if wait_ms > 0 && self.ctx.watch.get() <= after {
             self.long_poll(after, Duration::from_millis(wait_ms));
         }
-        let limit = u32::try_from(limit).unwrap_or(MAX_BLOCKS_PER_QUERY);
         match self.with_store(|store| store.blocks_after(after, limit)) {
             Ok(blocks) => {
                 let head = blocks.last().map(|b| b.number).unwrap_or(0).max(self.ctx.watch.get());
@@ -200,12 +211,13 @@ impl ApiHandler {
     }
 }
 
-fn parse_block_key(key: &str) -> Result<Lookup, String> {
+/// Parses `{key}` of `/blocks/{key}`; the error is the 400 message.
+pub fn parse_block_key(key: &str) -> Result<Lookup, String> {
     if key == "latest" {
         return Ok(Lookup::Latest);
     }
-    if key.starts_with("0x") || key.starts_with("0X") {
-        let normalised = format!("0x{}", &key[2..]);
+    if let Some(digits) = key.strip_prefix("0x").or_else(|| key.strip_prefix("0X")) {
+        let normalised = format!("0x{digits}");
         return Hash32::parse(&normalised)
             .map(|hash| Lookup::Hash(hash.to_hex()))
             .map_err(|e| format!("block hash {key:?}: {e}"));
@@ -218,6 +230,18 @@ fn parse_block_key(key: &str) -> Result<Lookup, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_queries_parse_strictly_and_cap_the_limit() {
+        assert_eq!(parse_list_query("").unwrap(), ListQuery { after: 0, limit: 100, wait_ms: 0 });
+        assert_eq!(
+            parse_list_query("after=7&limit=5000&wait_ms=30000").unwrap(),
+            ListQuery { after: 7, limit: 1000, wait_ms: 30000 }
+        );
+        for bad in ["limit=0", "wait_ms=30001", "after=x", "after=1&after=2", "bogus=1", "after=9223372036854775808"] {
+            assert!(parse_list_query(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 
     #[test]
     fn block_keys_parse_strictly() {

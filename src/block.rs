@@ -265,10 +265,8 @@ fn signed_message(wire: &Value) -> Result<Vec<u8>, String> {
         let text = wire.get(name).and_then(Value::as_str).ok_or_else(|| format!("{name} is missing"))?;
         push(text.as_bytes());
     }
-    let hashes = wire
-        .get("blob_versioned_hashes")
-        .and_then(Value::as_array)
-        .ok_or("blob_versioned_hashes is missing")?;
+    let hashes =
+        wire.get("blob_versioned_hashes").and_then(Value::as_array).ok_or("blob_versioned_hashes is missing")?;
     push(hashes.len().to_string().as_bytes());
     for hash in hashes {
         push(hash.as_str().ok_or("a versioned hash is not a string")?.as_bytes());

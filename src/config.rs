@@ -351,7 +351,12 @@ fn validate(raw: &RawArgs) -> Result<Config, ConfigError> {
     if long_poll_wait > Duration::from_secs(30) {
         return err("--sync-wait must be at most 30s (the server caps long polls there)");
     }
-    let member = MemberConfig { leader_urls, sync_token: secret("sync-token")?, batch_limit: u32::try_from(batch_limit).unwrap_or(1000), long_poll_wait };
+    let member = MemberConfig {
+        leader_urls,
+        sync_token: secret("sync-token")?,
+        batch_limit: u32::try_from(batch_limit).unwrap_or(1000),
+        long_poll_wait,
+    };
     Ok(Config {
         instance_id,
         mode,

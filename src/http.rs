@@ -163,7 +163,9 @@ where
                         Err(TrySendError::Full(stream)) => refuse_busy(stream),
                         Err(TrySendError::Disconnected(_)) => return,
                     },
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(2)),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(2))
+                    }
                     Err(_) => std::thread::sleep(ACCEPT_POLL),
                 }
             }
@@ -277,10 +279,20 @@ fn read_head(client: &mut TcpStream) -> Result<Vec<u8>, (u16, &'static str)> {
     if end > MAX_HEAD_BYTES {
         return Err((431, "request head larger than 8192 bytes"));
     }
-    let text = std::str::from_utf8(&head[..end]).map_err(|_| (400, "request head is not UTF-8"))?;
+    rewrite_head(&head[..end])
+}
+
+/// Checks one complete request head (ending in an empty line) and rewrites
+/// it for tiny_http: `Connection: close`, no body headers (a body is never
+/// forwarded; the handler is told one was announced). Pure, for fuzzing.
+pub fn rewrite_head(head: &[u8]) -> Result<Vec<u8>, (u16, &'static str)> {
+    if head.len() > MAX_HEAD_BYTES {
+        return Err((431, "request head larger than 8192 bytes"));
+    }
+    let text = std::str::from_utf8(head).map_err(|_| (400, "request head is not UTF-8"))?;
     let mut lines = text.split("\r\n");
     let request_line = lines.next().unwrap_or("");
-    let mut rewritten = String::with_capacity(end + 64);
+    let mut rewritten = String::with_capacity(head.len() + 64);
     let mut body_announced = false;
     rewritten.push_str(request_line);
     rewritten.push_str("\r\n");
@@ -402,8 +414,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn heads_are_rewritten_to_close_and_never_carry_a_body() {
+        let rewritten = rewrite_head(b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n").unwrap();
+        assert_eq!(rewritten, b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        let with_body = rewrite_head(b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\n").unwrap();
+        let text = String::from_utf8(with_body).unwrap();
+        assert!(text.contains("X-Clnode-Body-Refused: 1") && !text.contains("Content-Length"), "{text}");
+        let spoofed = rewrite_head(b"GET /x HTTP/1.1\r\nX-Clnode-Body-Refused: 1\r\n\r\n").unwrap();
+        assert!(!String::from_utf8(spoofed).unwrap().contains("Refused"), "a client cannot set the marker");
+        assert_eq!(rewrite_head(&[0xff, 0xfe, b'\r', b'\n', b'\r', b'\n']).unwrap_err().0, 400);
+        assert_eq!(rewrite_head(&vec![b'a'; MAX_HEAD_BYTES + 1]).unwrap_err().0, 431);
+    }
+
+    #[test]
     fn head_end_is_found() {
-        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), Some(29));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), Some(27));
         assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: x\r\n"), None);
     }
 

@@ -230,8 +230,7 @@ impl LeaseLoop {
         if self.connection.is_none() {
             // Reads may block for one standby wait (BLPOP) plus slack.
             let read_timeout = self.config.lease_renew_interval + REDIS_IO_TIMEOUT;
-            let connection =
-                connect_redis(&self.config.redis_addr, self.config.redis_password.as_ref(), read_timeout)?;
+            let connection = connect_redis(&self.config.redis_addr, self.config.redis_password.as_ref(), read_timeout)?;
             self.connection = Some(connection);
         }
         self.connection.as_mut().ok_or_else(|| RedisError {

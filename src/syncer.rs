@@ -16,16 +16,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
+use crate::block::verify_wire_record;
 use crate::block::BlockRecord;
 use crate::codec::Hash32;
-use crate::block::verify_wire_record;
 use crate::config::{MemberConfig, SyncKeys};
-use crate::secret::Secret;
 use crate::engine::{BlockTag, EngineClient};
 use crate::log;
 use crate::metrics::Metrics;
 use crate::notify::HeadWatch;
 use crate::replay::{self, CatchUpError, ReplayError};
+use crate::secret::Secret;
 use crate::shutdown::Shutdown;
 use crate::status::{Component, NodeStatus, Role};
 use crate::store::{ChainHead, Store, StoreError};
@@ -622,8 +622,13 @@ impl Fetcher {
             }
             let (generation, after) = self.cursor.get();
             let url = self.config.leader_urls[self.url_index].clone();
-            match fetch_page(&url, self.config.sync_token.as_ref(), after, self.config.batch_limit, self.config.long_poll_wait)
-            {
+            match fetch_page(
+                &url,
+                self.config.sync_token.as_ref(),
+                after,
+                self.config.batch_limit,
+                self.config.long_poll_wait,
+            ) {
                 Ok((source_head, records)) => {
                     failures_in_a_row = 0;
                     self.status.clear_problem(Component::SyncSource);

@@ -32,7 +32,8 @@ fn start(name: &str, leaders: usize, extra: &[&str]) -> Setup {
     let els: Vec<El> = (0..leaders).map(|i| El::start(&dir, &format!("geth{i}"), ElKind::Geth, "osaka")).collect();
     let mut flags: Vec<&str> = FAST_LEADER.to_vec();
     flags.extend_from_slice(extra);
-    let nodes = (0..leaders).map(|i| Node::leader(&dir, &format!("leader-{i}"), &els[i], &postgres, &redis, &flags)).collect();
+    let nodes =
+        (0..leaders).map(|i| Node::leader(&dir, &format!("leader-{i}"), &els[i], &postgres, &redis, &flags)).collect();
     Setup { dir, _redis: redis, postgres, els, nodes }
 }
 
@@ -50,8 +51,11 @@ impl Setup {
 }
 
 fn get_with_token(url: &str, token: Option<&str>) -> (u16, Value) {
-    let agent: ureq::Agent =
-        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(10))).http_status_as_error(false).build().into();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .build()
+        .into();
     let mut request = agent.get(url);
     if let Some(token) = token {
         request = request.header("Authorization", &format!("Bearer {token}"));
@@ -63,8 +67,11 @@ fn get_with_token(url: &str, token: Option<&str>) -> (u16, Value) {
 }
 
 fn post_with_token(url: &str, token: Option<&str>) -> (u16, Value) {
-    let agent: ureq::Agent =
-        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(10))).http_status_as_error(false).build().into();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .build()
+        .into();
     let mut request = agent.post(url);
     if let Some(token) = token {
         request = request.header("Authorization", &format!("Bearer {token}"));
@@ -98,7 +105,9 @@ fn the_sync_api_requires_its_bearer_token() {
     let bad_el = El::start(&setup.dir, "bad-el", ElKind::Geth, "osaka");
     let bad_pg = Postgres::start(&setup.dir, "bad-pg");
     let bad = Node::member(&setup.dir, "bad", &bad_el, &bad_pg, &sync, &[]);
-    wait_for(Duration::from_secs(30), "the member with the token syncs", || (good.synced_height() == Some(1)).then_some(()));
+    wait_for(Duration::from_secs(30), "the member with the token syncs", || {
+        (good.synced_height() == Some(1)).then_some(())
+    });
     let (status, line) = wait_for(Duration::from_secs(30), "the member without it says why", || {
         bad.health().filter(|(_, line)| line.contains("401"))
     });
@@ -184,17 +193,25 @@ fn signed_records_forgery_is_refused_and_keys_rotate() {
 
 #[test]
 fn admin_step_down_hands_over_well_under_the_ttl() {
-    let setup = start("security-admin", 2, &["--admin-token", ADMIN_TOKEN, "--lease-ttl", "10s", "--lease-renew-interval", "1s"]);
+    let setup = start(
+        "security-admin",
+        2,
+        &["--admin-token", ADMIN_TOKEN, "--lease-ttl", "10s", "--lease-renew-interval", "1s"],
+    );
     let leader = setup.leader();
     let standby = 1 - leader;
     setup.commit(1);
-    let admin = |index: usize, action: &str| format!("http://127.0.0.1:{}/admin/{action}", setup.nodes[index].health_port);
+    let admin =
+        |index: usize, action: &str| format!("http://127.0.0.1:{}/admin/{action}", setup.nodes[index].health_port);
     let (status, _) = get_with_token(&admin(leader, "status"), None);
     assert_eq!(status, 401);
     let (status, view) = get_with_token(&admin(leader, "status"), Some(ADMIN_TOKEN));
     assert_eq!(status, 200);
     assert_eq!(view["role"], "leader");
-    assert!(view["lease"]["held_term"].as_u64().is_some() && view["lease"]["remaining_ms"].as_u64().is_some(), "{view}");
+    assert!(
+        view["lease"]["held_term"].as_u64().is_some() && view["lease"]["remaining_ms"].as_u64().is_some(),
+        "{view}"
+    );
     assert!(view["committed_head"]["number"].as_u64().is_some());
     let (status, _) = post_with_token(&admin(leader, "step-down"), Some("wrong-admin-token-0123456789"));
     assert_eq!(status, 401);
@@ -283,7 +300,10 @@ fn startup_errors_are_one_line_and_a_nonzero_exit() {
     let short = secret_file.display().to_string();
     let cases: [(&[&str], &str); 6] = [
         (&["--mode", "leader"], "--instance-id is required"),
-        (&["--instance-id", "x", "--jwt-secret-file", "/nonexistent/jwt.hex"], "cannot read JWT secret file /nonexistent/jwt.hex"),
+        (
+            &["--instance-id", "x", "--jwt-secret-file", "/nonexistent/jwt.hex"],
+            "cannot read JWT secret file /nonexistent/jwt.hex",
+        ),
         (&["--instance-id", "x", "--jwt-secret-file", &short], "exactly 32 bytes"),
         (&["--instance-id", "x", "--jwt-secret", &"ab".repeat(32), "--mode", "observer"], "--mode"),
         (&["--instance-id", "x", "--jwt-secret", &"ab".repeat(32), "--postgres-url", "mysql://x"], "--postgres-url"),
@@ -304,11 +324,18 @@ fn startup_errors_are_one_line_and_a_nonzero_exit() {
         dir.join("waiting.log"),
         &clnode_binary(),
         &[
-            "--instance-id".into(), "waiting".into(), "--jwt-secret".into(), jwt,
-            "--eth-client-url".into(), format!("http://127.0.0.1:{}", free_port()),
-            "--postgres-url".into(), format!("postgres://postgres@127.0.0.1:{}/postgres", free_port()),
-            "--health-addr".into(), format!("127.0.0.1:{health_port}"),
-            "--api-addr".into(), format!("127.0.0.1:{}", free_port()),
+            "--instance-id".into(),
+            "waiting".into(),
+            "--jwt-secret".into(),
+            jwt,
+            "--eth-client-url".into(),
+            format!("http://127.0.0.1:{}", free_port()),
+            "--postgres-url".into(),
+            format!("postgres://postgres@127.0.0.1:{}/postgres", free_port()),
+            "--health-addr".into(),
+            format!("127.0.0.1:{health_port}"),
+            "--api-addr".into(),
+            format!("127.0.0.1:{}", free_port()),
         ],
     );
     let (status, line) = wait_for(Duration::from_secs(15), "health explains the wait", || {
@@ -322,14 +349,26 @@ fn startup_errors_are_one_line_and_a_nonzero_exit() {
     postgres.client().batch_execute(clnode::store::SCHEMA_SQL).unwrap();
     postgres
         .client()
-        .execute("INSERT INTO chain_meta (id, genesis_hash, chain_id) VALUES (1, $1, 1337)", &[&format!("0x{}", "11".repeat(32))])
+        .execute(
+            "INSERT INTO chain_meta (id, genesis_hash, chain_id) VALUES (1, $1, 1337)",
+            &[&format!("0x{}", "11".repeat(32))],
+        )
         .unwrap();
     let geth = El::start(&dir, "geth", ElKind::Geth, "osaka");
     let jwt_path = geth.jwt.display().to_string();
     let (code, stderr) = run_clnode(&[
-        "--instance-id", "x", "--jwt-secret-file", &jwt_path,
-        "--eth-client-url", &geth.engine_url(), "--postgres-url", &postgres.url(),
-        "--health-addr", &format!("127.0.0.1:{}", free_port()), "--api-addr", &format!("127.0.0.1:{}", free_port()),
+        "--instance-id",
+        "x",
+        "--jwt-secret-file",
+        &jwt_path,
+        "--eth-client-url",
+        &geth.engine_url(),
+        "--postgres-url",
+        &postgres.url(),
+        "--health-addr",
+        &format!("127.0.0.1:{}", free_port()),
+        "--api-addr",
+        &format!("127.0.0.1:{}", free_port()),
     ]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("database holds chain 1337 with genesis 0x1111"), "{stderr}");
