@@ -90,6 +90,8 @@ clnode: a consensus-layer node for Ethereum execution clients
 USAGE:
     clnode --instance-id ID --mode leader [FLAGS]
     clnode --instance-id ID --mode member --leader-url URL[,URL...] [FLAGS]
+    clnode status [--url HEALTH_URL[,HEALTH_URL...]] [--watch] [--interval DURATION]
+                                 the cluster view from nodes' /health (default http://127.0.0.1:8080)
 
 Every flag can also be set by the environment variable in brackets.
 Addresses written as :PORT bind to 127.0.0.1; give 0.0.0.0:PORT to expose.
@@ -142,6 +144,7 @@ DURATION is a number with a unit: 250ms, 2s, 1m (a bare number means millisecond
 #[derive(Debug)]
 pub enum Command {
     Run(Box<Config>),
+    Status(crate::status_cli::StatusArgs),
     Help,
     Version,
 }
@@ -213,6 +216,11 @@ where
     I: IntoIterator<Item = OsString>,
 {
     use lexopt::prelude::*;
+    let mut args = args.into_iter().peekable();
+    if args.peek().is_some_and(|first| first == "status") {
+        args.next();
+        return parse_status(args, env);
+    }
     let mut raw = RawArgs::default();
     let mut parser = lexopt::Parser::from_args(args);
     loop {
@@ -228,11 +236,7 @@ where
                 let Some((flag, _)) = FLAGS.iter().find(|(f, _)| *f == name) else {
                     return err(format!("unknown flag --{name} (see --help)"));
                 };
-                let value = parser
-                    .value()
-                    .map_err(|_| ConfigError(format!("--{flag} needs a value")))?
-                    .into_string()
-                    .map_err(|_| ConfigError(format!("--{flag}: value is not valid UTF-8")))?;
+                let value = flag_value(&mut parser, flag)?;
                 raw.values.insert(flag, value);
             }
             Short(c) => return err(format!("unknown flag -{c} (see --help)")),
@@ -249,6 +253,55 @@ where
         }
     }
     validate(&raw).map(|config| Command::Run(Box::new(config)))
+}
+
+fn flag_value(parser: &mut lexopt::Parser, flag: &str) -> Result<String, ConfigError> {
+    parser
+        .value()
+        .map_err(|_| ConfigError(format!("--{flag} needs a value")))?
+        .into_string()
+        .map_err(|_| ConfigError(format!("--{flag}: value is not valid UTF-8")))
+}
+
+/// `clnode status [--url URL[,URL...]] [--watch] [--interval DURATION]`.
+fn parse_status<I>(args: I, env: &dyn Fn(&str) -> Option<String>) -> Result<Command, ConfigError>
+where
+    I: IntoIterator<Item = OsString>,
+{
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut urls = env("CLNODE_STATUS_URLS").unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
+    let mut watch = false;
+    let mut interval = Duration::from_secs(1);
+    loop {
+        let arg = match parser.next() {
+            Ok(Some(arg)) => arg,
+            Ok(None) => break,
+            Err(e) => return err(e.to_string()),
+        };
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Long("url") => urls = flag_value(&mut parser, "url")?,
+            Long("watch") => watch = true,
+            Long("interval") => interval = duration("interval", &flag_value(&mut parser, "interval")?)?,
+            Long(other) => return err(format!("status: unknown flag --{other} (use --url, --watch, --interval)")),
+            Short(c) => return err(format!("status: unknown flag -{c}")),
+            Value(v) => return err(format!("status: unexpected argument {:?}", v.to_string_lossy())),
+        }
+    }
+    let urls = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| http_url("url", u))
+        .collect::<Result<Vec<_>, _>>()?;
+    if urls.is_empty() || urls.len() > 64 {
+        return err("status: --url needs between 1 and 64 comma-separated health URLs");
+    }
+    if interval < Duration::from_millis(100) {
+        return err("status: --interval must be at least 100ms");
+    }
+    Ok(Command::Status(crate::status_cli::StatusArgs { urls, watch, interval }))
 }
 
 fn validate(raw: &RawArgs) -> Result<Config, ConfigError> {
@@ -544,6 +597,21 @@ mod tests {
         assert!(duration("x", "2h").is_err());
         assert!(duration("x", "-1s").is_err());
         assert!(duration("x", "99999999999999999999s").is_err());
+    }
+
+    #[test]
+    fn status_subcommand() {
+        let none = |_: &str| None;
+        let args = ["status", "--url", "http://a:8080,http://b:8082/", "--watch"].map(OsString::from);
+        match parse(args, &none).unwrap() {
+            Command::Status(status) => {
+                assert_eq!(status.urls, vec!["http://a:8080".to_owned(), "http://b:8082".to_owned()]);
+                assert!(status.watch);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(["status", "--url", "a:8080"].map(OsString::from), &none).is_err());
+        assert!(parse(["status", "--bogus"].map(OsString::from), &none).is_err());
     }
 
     #[test]

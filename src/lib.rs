@@ -21,5 +21,6 @@ pub mod replay;
 pub mod secret;
 pub mod shutdown;
 pub mod status;
+pub mod status_cli;
 pub mod store;
 pub mod syncer;

@@ -14,6 +14,10 @@ fn main() -> ExitCode {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
         }
+        Ok(Command::Status(args)) => {
+            install_signal_handlers();
+            return ExitCode::from(clnode::status_cli::run(&args, &Shutdown::new()));
+        }
         Ok(Command::Version) => {
             println!("clnode {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
