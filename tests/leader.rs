@@ -79,6 +79,15 @@ fn two_leaders_exactly_one_produces_and_both_geths_agree() {
     assert_eq!(cluster.nodes[leader].metric("clnode_blocks_produced_total"), Some(chain.len() as f64));
     assert_eq!(cluster.nodes[standby].health().unwrap(), (200, "OK (mode=leader, isLeader=false)\n".into()));
     assert_eq!(cluster.nodes[leader].health().unwrap(), (200, "OK (mode=leader, isLeader=true)\n".into()));
+    // The cluster view from the command line.
+    let urls: Vec<String> = cluster.nodes.iter().map(|n| format!("http://127.0.0.1:{}", n.health_port)).collect();
+    let output = std::process::Command::new(clnode_binary()).args(["status", "--url", &urls.join(",")]).output().unwrap();
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "status exit: {:?}\n{table}", output.status);
+    let rows: Vec<&str> = table.lines().filter(|l| l.contains("leader-")).collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert_eq!(rows.iter().filter(|r| r.split_whitespace().nth(2) == Some("leader")).count(), 1, "{table}");
+    assert!(rows.iter().all(|r| r.contains(&head_number.to_string())), "{table}");
 }
 
 #[test]
