@@ -44,7 +44,8 @@ fmt:
 static:
 	scripts/build-static.sh
 
-## A local cluster (Redis, PostgreSQL, geth, two leaders); Ctrl-C stops it.
+## A local cluster (Redis, PostgreSQL, geth, two leaders, a member, tx load) with a live status
+## table; state in .devnet/, Ctrl-C stops it. DEVNET_* variables: see scripts/README.md.
 run: deps
 	scripts/devnet.sh
 
@@ -59,6 +60,13 @@ run-member:
 		--jwt-secret-file $${JWT_SECRET_FILE:-.devnet/member-jwt.hex} \
 		--eth-client-url $${ETH_CLIENT_URL:-http://localhost:8552} --health-addr $${HEALTH_ADDR:-:8081}
 
+## Removes .devnet/ (refused while a devnet from it runs; see scripts/devnet.sh) and build output.
 clean:
-	rm -rf .devnet
+	scripts/devnet.sh clean
 	$(CARGO) clean
+
+## Benchmarks on real services; writes docs/BENCHMARKS.md and docs/benchmarks.json.
+## CLNODE_BENCH_ONLY=P1,P4 runs a subset.
+bench: deps
+	scripts/deps.sh bench
+	$(CARGO) bench --bench cluster

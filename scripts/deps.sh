@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# deps.sh [redis] [postgres] [geth] [ejs] — install what the tests and the devnet need and is
+# deps.sh [redis] [postgres] [geth] [ejs] [bench] — install what the tests and the devnet need and is
 # missing (no arguments: everything). Idempotent; quick when all is present.
 #   redis     redis-server            Debian package (bookworm: 7.0.x)
 #   postgres  postgresql-15           Debian package (server, psql, the "postgres" OS user)
@@ -8,6 +8,7 @@
 #                                     into <repo>/.tools/go, sha256-checked; linux/amd64 only)
 #   ejs       scripts/node modules    npm ci from the committed package-lock.json
 #                                     (@ethereumjs/client 0.10.5, tx/util/common 10.0.0)
+#   bench     wrk                     Debian package; only when named (make bench)
 # Needs root, or sudo, only when a Debian package must be installed.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
@@ -23,8 +24,8 @@ all_parts=(redis postgres geth ejs)
 parts=()
 for a in "$@"; do
   case $a in
-    redis | postgres | geth | ejs) parts+=("$a") ;;
-    *) usage_error "[redis] [postgres] [geth] [ejs]   (no arguments: all)" ;;
+    redis | postgres | geth | ejs | bench) parts+=("$a") ;;
+    *) usage_error "[redis] [postgres] [geth] [ejs] [bench]   (no arguments: all but bench)" ;;
   esac
 done
 ((${#parts[@]})) || parts=("${all_parts[@]}")
@@ -60,6 +61,16 @@ ensure_cmds() { # ensure_cmds PACKAGE:COMMAND ... — apt-install the packages w
   done
   ((${#pkgs[@]} == 0)) || apt_install "${pkgs[@]}"
 }
+
+# --- bench (only when asked: make bench) -------------------------------------------------
+if [[ " ${parts[*]} " == *" bench "* ]]; then
+  if command -v wrk >/dev/null 2>&1; then
+    echo "bench: wrk present"
+  else
+    echo "bench: installing wrk (apt) ..."
+    apt_install wrk
+  fi
+fi
 
 # --- redis ------------------------------------------------------------------------------
 redis_version() { redis-server --version 2>/dev/null | sed -n 's/.* v=\([0-9.]*\).*/\1/p'; }

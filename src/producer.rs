@@ -135,6 +135,8 @@ pub struct Producer {
     /// Fault injection: the step at which the process stops itself once.
     failpoint: Option<Step>,
     settings: BuildSettings,
+    /// Committed, but not yet made canonical on the execution client.
+    pending_canonical: Option<ChainHead>,
 }
 
 /// The block-building part of the leader configuration (Copy, so the hot
@@ -197,6 +199,7 @@ impl Producer {
         };
         Producer {
             settings,
+            pending_canonical: None,
             ctx,
             store: None,
             el_head: None,
@@ -411,6 +414,10 @@ impl Producer {
                 }
             }
         }
+        if let Err(error) = self.flush_canonical() {
+            self.pending_canonical = None;
+            self.record_failure("leader", &error);
+        }
         self.ctx.metrics.is_leader.set(0);
         self.ctx.status.update(|s| {
             if s.role == Role::Leader {
@@ -442,6 +449,8 @@ impl Producer {
     fn refresh_parent(&mut self) -> Result<Parent, ProduceError> {
         let head = self.committed_head()?;
         self.sync_el_to(head)?;
+        // The client is at the committed head now, canonical included.
+        self.pending_canonical = None;
         let header = self
             .ctx
             .engine
@@ -459,10 +468,22 @@ impl Producer {
         }
     }
 
+    /// Makes the last committed block canonical now, if the next build did
+    /// not already.
+    fn flush_canonical(&mut self) -> Result<(), ProduceError> {
+        if let Some(head) = self.pending_canonical {
+            replay::make_canonical(&self.ctx.engine, head.number, head.hash)?;
+            self.pending_canonical = None;
+            self.set_el_head(head);
+        }
+        Ok(())
+    }
+
     fn produce_one(&mut self, term: u64, parent: &mut Parent) -> Result<Outcome, ProduceError> {
         let config = self.settings;
         let since_last = self.last_commit_at.elapsed();
         if since_last < config.min_block_interval {
+            self.flush_canonical()?;
             self.ctx.shutdown.sleep(config.min_block_interval - since_last);
             return Ok(Outcome::NothingToDo);
         }
@@ -470,7 +491,12 @@ impl Producer {
         let timestamp = (parent.timestamp + 1).max(now_s);
         if timestamp > now_s + config.max_timestamp_lead.as_secs() {
             // Block time may not run further ahead of the clock: wait.
+            self.flush_canonical()?;
             self.ctx.shutdown.sleep(Duration::from_millis(50));
+            return Ok(Outcome::NothingToDo);
+        }
+        if self.ctx.shutdown.is_requested() || self.ctx.lease.held_term() != Some(term) {
+            self.flush_canonical()?;
             return Ok(Outcome::NothingToDo);
         }
         let number = parent.number + 1;
@@ -490,6 +516,12 @@ impl Producer {
             .forkchoice_updated(&ForkchoiceState::all_at(parent.hash), Some(&attributes))
             .map_err(engine_error)?;
         self.failpoint(Step::Build);
+        if updated.payload_status.is_valid() {
+            // This call made the parent canonical (it may be the block just
+            // committed, see `pending_canonical`).
+            self.pending_canonical = None;
+            self.set_el_head(ChainHead { number: parent.number, hash: parent.hash });
+        }
         let payload_id = match (&updated.payload_status, updated.payload_id) {
             (status, Some(id)) if status.is_valid() => id,
             (status, _) => {
@@ -570,8 +602,10 @@ impl Producer {
         self.ctx.status.update(|s| s.committed_head = Some((number, record.hash())));
         self.ctx.publisher.publish(stored);
         self.failpoint(Step::Canonical);
-        replay::make_canonical(&engine, number, record.hash())?;
-        self.set_el_head(ChainHead { number, hash: record.hash() });
+        // The next build's forkchoiceUpdated (with attributes, on this block)
+        // makes it canonical one round trip sooner; whenever the producer is
+        // about to wait or stop instead, `flush_canonical` does it alone.
+        self.pending_canonical = Some(ChainHead { number, hash: record.hash() });
         Ok(Outcome::Committed)
     }
 }

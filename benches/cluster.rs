@@ -1,0 +1,807 @@
+//! `make bench`: clnode measured against the execution client's own limit and
+//! against the seed's pattern, on real Redis, PostgreSQL and geth, each figure
+//! next to a baseline measured in the same run. Writes docs/BENCHMARKS.md and
+//! docs/benchmarks.json.
+//!
+//! `CLNODE_BENCH_ONLY=P1,P4` runs a subset (the report then holds only those).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::fmt::Write as _;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clnode::block::BlockRecord;
+use clnode::codec::Hash32;
+use clnode::engine::{EngineClient, ForkchoiceState, PayloadAttributes};
+use serde_json::{json, Value};
+use support::*;
+
+/// One row of the report.
+struct Figure {
+    id: &'static str,
+    what: String,
+    value: f64,
+    unit: &'static str,
+    baseline: String,
+    baseline_value: Option<f64>,
+    /// value ÷ baseline (or baseline ÷ value for times), when there is one.
+    ratio: Option<f64>,
+    goal: &'static str,
+    met: bool,
+    trials: usize,
+    median: f64,
+    p99: f64,
+    note: String,
+}
+
+fn percentile(samples: &[f64], p: f64) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn median(samples: &[f64]) -> f64 {
+    percentile(samples, 50.0)
+}
+
+fn now_ms() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64() * 1000.0
+}
+
+fn selected(id: &str) -> bool {
+    match std::env::var("CLNODE_BENCH_ONLY") {
+        Ok(list) => list.split(',').any(|s| s.trim().eq_ignore_ascii_case(id)),
+        Err(_) => true,
+    }
+}
+
+/// (block number, commit time in ms since the epoch, as PostgreSQL recorded it).
+fn commit_times(postgres: &Postgres, from: u64, to: u64) -> Vec<(u64, f64)> {
+    postgres
+        .client()
+        .query(
+            "SELECT block_number, (extract(epoch from created_at) * 1000)::float8 FROM payloads \
+             WHERE block_number BETWEEN $1 AND $2 ORDER BY block_number",
+            &[&(from as i64), &(to as i64)],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| (row.get::<_, i64>(0) as u64, row.get::<_, f64>(1)))
+        .collect()
+}
+
+fn head(postgres: &Postgres) -> u64 {
+    let row = postgres.client().query_one("SELECT COALESCE(MAX(block_number), 0) FROM payloads", &[]).unwrap();
+    row.get::<_, i64>(0) as u64
+}
+
+/// CPU seconds (user + system) a process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb / 1024.0
+}
+
+/// The minimal direct Engine API loop: forkchoiceUpdated with attributes,
+/// getPayload, newPayload, forkchoiceUpdated. Returns blocks per second.
+fn direct_loop(engine: &EngineClient, duration: Duration) -> f64 {
+    let mut tip = engine.latest_header().unwrap();
+    let started = Instant::now();
+    let mut blocks = 0u64;
+    while started.elapsed() < duration {
+        let attributes = PayloadAttributes {
+            timestamp: tip.timestamp + 1,
+            prev_randao: Hash32([blocks as u8; 32]),
+            suggested_fee_recipient: [0; 20],
+            parent_beacon_block_root: tip.hash,
+        };
+        let updated = engine.forkchoice_updated(&ForkchoiceState::all_at(tip.hash), Some(&attributes)).unwrap();
+        let built = engine.get_payload(&updated.payload_id.unwrap(), attributes.timestamp).unwrap();
+        let status = engine
+            .new_payload(&built.payload, &built.blob_versioned_hashes, &tip.hash, &built.execution_requests)
+            .unwrap();
+        assert!(status.is_valid());
+        let hash = built.payload.hash();
+        assert!(engine.forkchoice_updated(&ForkchoiceState::all_at(hash), None).unwrap().payload_status.is_valid());
+        tip = clnode::engine::BlockHeader {
+            number: built.payload.number(),
+            hash,
+            parent_hash: tip.hash,
+            timestamp: built.payload.timestamp(),
+        };
+        blocks += 1;
+    }
+    blocks as f64 / started.elapsed().as_secs_f64()
+}
+
+fn p1_leader_throughput(figures: &mut Vec<Figure>) {
+    eprintln!("P1: leader throughput vs a direct Engine API loop");
+    let dir = TestDir::new("bench-p1");
+    let redis = Redis::start(&dir);
+    let postgres = Postgres::start(&dir, "pg");
+    let leader_el = El::start(&dir, "geth-leader", ElKind::Geth, "osaka");
+    let loop_el = El::start(&dir, "geth-loop", ElKind::Geth, "osaka");
+    // No build wait and empty blocks on every build: the loop measures the
+    // consensus layer's own cost per block, on both sides.
+    let flags = [
+        "--evm-build-delay",
+        "0",
+        "--empty-block-interval",
+        "1ms",
+        "--max-timestamp-lead",
+        "60m",
+        "--idle-poll-interval",
+        "1ms",
+    ];
+    let mut node = Node::leader(&dir, "leader", &leader_el, &postgres, &redis, &flags);
+    wait_for(Duration::from_secs(30), "leader", || node.is_leader().then_some(()));
+    let engine = loop_el.engine();
+    let window = Duration::from_secs(5);
+    let (mut clnode_rates, mut loop_rates) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        // The leader is frozen while the direct loop runs, so each has the
+        // machine to itself.
+        node.proc.signal("STOP");
+        loop_rates.push(direct_loop(&engine, window));
+        node.proc.signal("CONT");
+        wait_for(Duration::from_secs(30), "leader again", || node.is_leader().then_some(()));
+        std::thread::sleep(Duration::from_millis(500));
+        let (before, started) = (head(&postgres), Instant::now());
+        std::thread::sleep(window);
+        clnode_rates.push((head(&postgres) - before) as f64 / started.elapsed().as_secs_f64());
+    }
+    node.proc.kill();
+    let (value, baseline) = (median(&clnode_rates), median(&loop_rates));
+    figures.push(Figure {
+        id: "P1",
+        what: "leader throughput, no minimum block interval (blocks/s)".into(),
+        value,
+        unit: "blocks/s",
+        baseline: "direct fcu+getPayload+newPayload+fcu loop on geth".into(),
+        baseline_value: Some(baseline),
+        ratio: Some(value / baseline),
+        goal: ">= 0.95",
+        met: value / baseline >= 0.95,
+        trials: clnode_rates.len(),
+        median: value,
+        p99: percentile(&clnode_rates, 99.0),
+        note: format!("windows of {}s, alternated; loop windows {:?}", window.as_secs(), round(&loop_rates)),
+    });
+}
+
+fn round(values: &[f64]) -> Vec<f64> {
+    values.iter().map(|v| (v * 10.0).round() / 10.0).collect()
+}
+
+/// A leader cluster with a chain of `blocks` blocks, each with transactions.
+struct Chain {
+    dir: TestDir,
+    _redis: Redis,
+    postgres: Postgres,
+    els: Vec<El>,
+    nodes: Vec<Node>,
+}
+
+fn build_chain(name: &str, blocks: u64) -> Chain {
+    let dir = TestDir::new(name);
+    let redis = Redis::start(&dir);
+    let postgres = Postgres::start(&dir, "pg");
+    let el = El::start(&dir, "geth-leader", ElKind::Geth, "osaka");
+    let node = Node::leader(&dir, "leader", &el, &postgres, &redis, &["--max-timestamp-lead", "60m"]);
+    wait_for(Duration::from_secs(30), "leader", || node.is_leader().then_some(()));
+    let started = Instant::now();
+    while head(&postgres) < blocks {
+        let missing = (blocks - head(&postgres)) as usize;
+        let senders: Vec<_> = (0..2).map(|k| send_transactions_at(&el.rpc_url(), missing.max(20), 60, k)).collect();
+        for sender in senders {
+            sender.join().unwrap();
+        }
+        assert!(started.elapsed() < Duration::from_secs(600), "could not build {blocks} blocks");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    eprintln!("  chain of {} blocks in {:.0}s", head(&postgres), started.elapsed().as_secs_f64());
+    Chain { dir, _redis: redis, postgres, els: vec![el], nodes: vec![node] }
+}
+
+fn fetch_records(api: &str, to: u64) -> Vec<(Value, BlockRecord)> {
+    let mut records = Vec::new();
+    let mut after = 0;
+    while after < to {
+        let (_, body) = http_get(&format!("{api}/blocks?after={after}&limit=1000")).unwrap();
+        let page: Value = serde_json::from_str(&body).unwrap();
+        for value in page["blocks"].as_array().unwrap() {
+            let record = BlockRecord::from_wire_json(value).unwrap();
+            after = record.number();
+            if after <= to {
+                records.push((value.clone(), record));
+            }
+        }
+    }
+    records
+}
+
+fn p2_member_catch_up(chain: &Chain, figures: &mut Vec<Figure>) -> El {
+    eprintln!("P2: member catch-up of the backlog vs a raw newPayload loop and the seed's pattern");
+    let backlog = head(&chain.postgres).min(2000);
+    let api = chain.nodes[0].api_url();
+    let records = fetch_records(&api, backlog);
+    let transactions: usize = records.iter().map(|(_, r)| r.payload.transaction_count()).sum();
+    let (mut raw_s, mut member_s, mut seed_s) = (Vec::new(), Vec::new(), Vec::new());
+    let mut raw_el_kept = None;
+    for trial in 0..2 {
+        // Raw: newPayload for each block, one forkchoiceUpdated at the end.
+        let raw_el = El::start(&chain.dir, &format!("geth-raw-{trial}"), ElKind::Geth, "osaka");
+        let engine = raw_el.engine();
+        let started = Instant::now();
+        for (_, record) in &records {
+            clnode::replay::execute(&engine, record).unwrap();
+        }
+        let last = &records.last().unwrap().1;
+        clnode::replay::make_canonical(&engine, last.number(), last.hash()).unwrap();
+        raw_s.push(started.elapsed().as_secs_f64());
+
+        // clnode member, from start to caught up.
+        let member_el = El::start(&chain.dir, &format!("geth-member-{trial}"), ElKind::Geth, "osaka");
+        let member_pg = Postgres::start(&chain.dir, &format!("member-pg-{trial}"));
+        let started = Instant::now();
+        let member = Node::member(&chain.dir, &format!("member-{trial}"), &member_el, &member_pg, &[api.clone()], &[]);
+        wait_for(Duration::from_secs(600), "member caught up", || {
+            (member.synced_height().unwrap_or(0) >= backlog).then_some(())
+        });
+        member_s.push(started.elapsed().as_secs_f64());
+        drop(member);
+
+        // The seed's pattern: 100-block polls, newPayload + forkchoiceUpdated
+        // per block, 100 ms pause between polls.
+        let seed_el = El::start(&chain.dir, &format!("geth-seed-{trial}"), ElKind::Geth, "osaka");
+        let engine = seed_el.engine();
+        let started = Instant::now();
+        let mut after = 0;
+        while after < backlog {
+            let (_, body) = http_get(&format!("{api}/blocks?after={after}&limit=100")).unwrap();
+            let page: Value = serde_json::from_str(&body).unwrap();
+            for value in page["blocks"].as_array().unwrap() {
+                let record = BlockRecord::from_wire_json(value).unwrap();
+                if record.number() > backlog {
+                    break;
+                }
+                clnode::replay::execute(&engine, &record).unwrap();
+                clnode::replay::make_canonical(&engine, record.number(), record.hash()).unwrap();
+                after = record.number();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        seed_s.push(started.elapsed().as_secs_f64());
+        raw_el_kept = Some(raw_el);
+    }
+    let (member, raw, seed) = (median(&member_s), median(&raw_s), median(&seed_s));
+    let note = format!(
+        "{backlog} blocks, {transactions} transactions; raw {:?} s, member {:?} s, seed {:?} s",
+        round(&raw_s),
+        round(&member_s),
+        round(&seed_s)
+    );
+    figures.push(Figure {
+        id: "P2",
+        what: format!("member catch-up of a {backlog}-block backlog (s)"),
+        value: member,
+        unit: "s",
+        baseline: "raw newPayload loop on geth".into(),
+        baseline_value: Some(raw),
+        ratio: Some(raw / member),
+        goal: ">= 0.90 (speed ratio)",
+        met: raw / member >= 0.90,
+        trials: member_s.len(),
+        median: member,
+        p99: percentile(&member_s, 99.0),
+        note: note.clone(),
+    });
+    figures.push(Figure {
+        id: "P2b",
+        what: format!("member catch-up of a {backlog}-block backlog (s)"),
+        value: member,
+        unit: "s",
+        baseline: "the seed's pattern (100-block polls, fcu per block, 100 ms pause)".into(),
+        baseline_value: Some(seed),
+        ratio: Some(seed / member),
+        goal: ">= 2x faster",
+        met: seed / member >= 2.0,
+        trials: member_s.len(),
+        median: member,
+        p99: percentile(&member_s, 99.0),
+        note,
+    });
+    raw_el_kept.unwrap()
+}
+
+fn p3_replication_lag(chain: &mut Chain, replay_el: &El, figures: &mut Vec<Figure>) -> Option<(u32, u32)> {
+    eprintln!("P3: replication lag at 10 blocks/s");
+    // Restart the leader paced at 10 blocks/s.
+    chain.nodes[0].proc.kill();
+    let postgres = &chain.postgres;
+    chain.nodes[0] = Node::leader(
+        &chain.dir,
+        "leader-paced",
+        &chain.els[0],
+        postgres,
+        &chain._redis,
+        &["--max-timestamp-lead", "60m", "--min-block-interval", "100ms"],
+    );
+    wait_for(Duration::from_secs(30), "paced leader", || chain.nodes[0].is_leader().then_some(()));
+    let member_el = El::start(&chain.dir, "geth-follow", ElKind::Geth, "osaka");
+    let member_pg = Postgres::start(&chain.dir, "follow-pg");
+    let member = Node::member(&chain.dir, "follower", &member_el, &member_pg, &[chain.nodes[0].api_url()], &[]);
+    let start_head = head(postgres);
+    wait_for(Duration::from_secs(600), "follower caught up", || {
+        (member.synced_height().unwrap_or(0) >= start_head).then_some(())
+    });
+    // Bring the replay client to the same height for execution timings.
+    let replay_engine = replay_el.engine();
+    let replay_head = replay_el.head().0;
+    for (_, record) in
+        fetch_records(&chain.nodes[0].api_url(), start_head).into_iter().filter(|(_, r)| r.number() > replay_head)
+    {
+        clnode::replay::execute(&replay_engine, &record).unwrap();
+    }
+    let sender = send_transactions_at(&chain.els[0].rpc_url(), 600, 30, 0);
+    let window_start = head(postgres);
+    std::thread::sleep(Duration::from_secs(20));
+    let window_end = head(postgres);
+    sender.join().unwrap();
+    wait_for(Duration::from_secs(60), "follower at the window end", || {
+        (member.synced_height().unwrap_or(0) >= window_end).then_some(())
+    });
+    let leader_times = commit_times(postgres, window_start + 1, window_end);
+    let member_times = commit_times(&member_pg, window_start + 1, window_end);
+    let records = fetch_records(&chain.nodes[0].api_url(), window_end);
+    let mut lags = Vec::new();
+    let mut execs = Vec::new();
+    for ((number, leader_ms), (member_number, member_ms)) in leader_times.iter().zip(&member_times) {
+        assert_eq!(number, member_number);
+        let record = &records.iter().find(|(_, r)| r.number() == *number).unwrap().1;
+        let exec_ms = clnode::replay::execute(&replay_engine, record).unwrap().as_secs_f64() * 1000.0;
+        execs.push(exec_ms);
+        lags.push(member_ms - leader_ms - exec_ms);
+    }
+    let rate = (window_end - window_start) as f64 / 20.0;
+    let p99 = percentile(&lags, 99.0);
+    figures.push(Figure {
+        id: "P3",
+        what: "replication lag, leader commit to member stored, less execution (ms)".into(),
+        value: p99,
+        unit: "ms (p99)",
+        baseline: "geth newPayload time of the same blocks (subtracted)".into(),
+        baseline_value: Some(median(&execs)),
+        ratio: None,
+        goal: "p99 <= 10 ms",
+        met: p99 <= 10.0,
+        trials: lags.len(),
+        median: median(&lags),
+        p99,
+        note: format!(
+            "{rate:.1} blocks/s; raw lag p50 {:.1} ms; execution p50 {:.1} ms",
+            median(&lags) + median(&execs),
+            median(&execs)
+        ),
+    });
+    let leader_pid = chain.nodes[0].proc.pid();
+    let member_pid = member.proc.pid();
+    let (leader_rss, member_rss) = (rss_mb(leader_pid), rss_mb(member_pid));
+    figures.push(Figure {
+        id: "P8",
+        what: "resident memory at steady state, leader / member (MB)".into(),
+        value: leader_rss.max(member_rss),
+        unit: "MB",
+        baseline: "-".into(),
+        baseline_value: None,
+        ratio: None,
+        goal: "<= 20 MB each",
+        met: leader_rss <= 20.0 && member_rss <= 20.0,
+        trials: 1,
+        median: leader_rss,
+        p99: member_rss,
+        note: format!(
+            "leader {leader_rss:.1} MB, member {member_rss:.1} MB (median column: leader, p99 column: member)"
+        ),
+    });
+    drop(member);
+    None
+}
+
+fn p4_inclusion_latency(chain: &mut Chain, figures: &mut Vec<Figure>) {
+    eprintln!("P4: transaction inclusion latency and idle CPU at default settings");
+    chain.nodes[0].proc.kill();
+    chain.nodes[0] = Node::leader(&chain.dir, "leader-default", &chain.els[0], &chain.postgres, &chain._redis, &[]);
+    let node = &chain.nodes[0];
+    wait_for(Duration::from_secs(30), "default leader", || node.is_leader().then_some(()));
+    std::thread::sleep(Duration::from_secs(3));
+    // Idle CPU: no transactions for 10 s.
+    let pid = node.proc.pid();
+    let (cpu_before, started) = (cpu_seconds(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(10));
+    let idle_percent = (cpu_seconds(pid) - cpu_before) / started.elapsed().as_secs_f64() * 100.0;
+    let el = &chain.els[0];
+    let mut latencies = Vec::new();
+    for i in 0..60 {
+        let output = Command::new("node")
+            .arg(script("node/sendtx.mjs"))
+            .args(["--rpc", &el.rpc_url(), "--count", "1"])
+            .output()
+            .unwrap();
+        let line: Value =
+            serde_json::from_str(String::from_utf8_lossy(&output.stdout).lines().next().unwrap()).unwrap();
+        let (hash, sent_ms) = (line["hash"].as_str().unwrap().to_owned(), line["sent_ms"].as_f64().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if el.receipt_block(&hash).is_some() {
+                latencies.push(now_ms() - sent_ms);
+                break;
+            }
+            assert!(Instant::now() < deadline, "transaction {i} not included");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Spread the sends over the leader's idle-poll cycle.
+        std::thread::sleep(Duration::from_millis(37 + (i * 13) % 50));
+    }
+    figures.push(Figure {
+        id: "P4",
+        what: "transaction inclusion, eth_sendRawTransaction to committed and canonical (ms)".into(),
+        value: median(&latencies),
+        unit: "ms (p50)",
+        baseline: "-".into(),
+        baseline_value: None,
+        ratio: None,
+        goal: "p50 <= 100, p99 <= 300",
+        met: median(&latencies) <= 100.0 && percentile(&latencies, 99.0) <= 300.0,
+        trials: latencies.len(),
+        median: median(&latencies),
+        p99: percentile(&latencies, 99.0),
+        note: "measured until the receipt is visible on the leader's geth (polled every 2 ms)".into(),
+    });
+    figures.push(Figure {
+        id: "P4b",
+        what: "clnode CPU while idle (% of one core)".into(),
+        value: idle_percent,
+        unit: "% core",
+        baseline: "-".into(),
+        baseline_value: None,
+        ratio: None,
+        goal: "<= 1 %",
+        met: idle_percent <= 1.0,
+        trials: 1,
+        median: idle_percent,
+        p99: idle_percent,
+        note: "10 s without transactions; the leader still builds and discards empty payloads every idle poll (30 ms)"
+            .into(),
+    });
+}
+
+fn p5_p6_failover(figures: &mut Vec<Figure>) {
+    eprintln!("P5/P6: failover after SIGKILL and SIGTERM");
+    let dir = TestDir::new("bench-failover");
+    let redis = Redis::start(&dir);
+    let postgres = Postgres::start(&dir, "pg");
+    let els: Vec<El> = (0..2).map(|i| El::start(&dir, &format!("geth{i}"), ElKind::Geth, "osaka")).collect();
+    let mut nodes: Vec<Node> =
+        (0..2).map(|i| Node::leader(&dir, &format!("leader-{i}"), &els[i], &postgres, &redis, &[])).collect();
+    // A steady load on both clients, so whoever leads has transactions.
+    let loads: Vec<Proc> = (0..2)
+        .map(|i| {
+            Proc::spawn(
+                &format!("load{i}"),
+                dir.join(format!("load{i}.log")),
+                Path::new("node"),
+                &[
+                    script("node/sendtx.mjs").display().to_string(),
+                    "--rpc".into(),
+                    els[i].rpc_url(),
+                    "--duration-s".into(),
+                    "3600".into(),
+                    "--rate".into(),
+                    "20".into(),
+                    "--key".into(),
+                    [
+                        "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba",
+                        "0x92db14e403b83dfe3df233f83dfa3a0d7096f21ca9b0d6d6b8d88b2b4ec1564e",
+                    ][i]
+                        .into(),
+                ],
+            )
+        })
+        .collect();
+    let leader_of = |nodes: &Vec<Node>| {
+        wait_for(Duration::from_secs(30), "a leader", || (0..nodes.len()).find(|&i| nodes[i].is_leader()))
+    };
+    let mut results: Vec<(&'static str, Vec<f64>)> = Vec::new();
+    for (label, signal) in [("SIGKILL", "KILL"), ("SIGTERM", "TERM")] {
+        let mut samples = Vec::new();
+        for _ in 0..20 {
+            let leader = leader_of(&nodes);
+            let standby = 1 - leader;
+            let at_head = head(&postgres);
+            wait_for(Duration::from_secs(30), "standby at the head", || {
+                (els[standby].head().0 >= at_head).then_some(())
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            let old_head = head(&postgres);
+            let signalled_ms = now_ms();
+            if signal == "KILL" {
+                nodes[leader].proc.kill();
+            } else {
+                nodes[leader].proc.terminate(Duration::from_secs(10));
+            }
+            let first_ms = wait_for(Duration::from_secs(20), "the next block by the new leader", || {
+                let rows = postgres
+                    .client()
+                    .query(
+                        "SELECT (extract(epoch from created_at) * 1000)::float8 FROM payloads WHERE block_number > $1 \
+                         AND term > (SELECT term FROM payloads WHERE block_number = $1) ORDER BY block_number LIMIT 1",
+                        &[&(old_head as i64)],
+                    )
+                    .ok()?;
+                rows.first().map(|r| r.get::<_, f64>(0))
+            });
+            samples.push(first_ms - signalled_ms);
+            nodes[leader].proc.start();
+            wait_for(Duration::from_secs(30), "restarted node back as standby", || {
+                nodes[leader].health_json().filter(|h| h["role"] == "standby").map(|_| ())
+            });
+        }
+        results.push((label, samples));
+    }
+    drop(loads);
+    for ((label, samples), (id, goal, limit_ms, p99_goal)) in
+        results.iter().zip([("P5", "p99 <= 1500 ms", 1500.0, true), ("P6", "<= 100 ms", 100.0, false)])
+    {
+        let measure = if p99_goal { percentile(samples, 99.0) } else { median(samples) };
+        figures.push(Figure {
+            id,
+            what: format!("{label} of the leader to the next committed block (ms)"),
+            value: measure,
+            unit: if p99_goal { "ms (p99)" } else { "ms (p50)" },
+            baseline: "-".into(),
+            baseline_value: None,
+            ratio: None,
+            goal,
+            met: measure <= limit_ms,
+            trials: samples.len(),
+            median: median(samples),
+            p99: percentile(samples, 99.0),
+            note: format!(
+                "lease TTL 2 s, renew 400 ms; load 20 tx/s per client; max {:.0} ms",
+                percentile(samples, 100.0)
+            ),
+        });
+    }
+}
+
+/// Requests per second from wrk's summary.
+fn wrk(url: &str, seconds: u32) -> f64 {
+    let output = Command::new("wrk")
+        .args(["-t2", "-c16", &format!("-d{seconds}s"), "--latency", url])
+        .output()
+        .expect("wrk (scripts/deps.sh bench)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let errors = text.lines().find(|l| l.contains("Non-2xx")).map(str::to_owned);
+    assert!(errors.is_none(), "wrk saw errors: {errors:?}\n{text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rate in wrk output:\n{text}"))
+}
+
+/// Transactions per second from pgbench running `sql` with the same concurrency.
+fn pgbench(postgres: &Postgres, dir: &TestDir, name: &str, sql: &str, seconds: u32) -> f64 {
+    let script_path = dir.join(format!("{name}.sql"));
+    std::fs::write(&script_path, sql).unwrap();
+    let bindir = String::from_utf8(Command::new(script("pg-bindir.sh")).output().unwrap().stdout).unwrap();
+    let output = Command::new(format!("{}/pgbench", bindir.trim()))
+        .args(["-n", "-c16", "-j2", &format!("-T{seconds}"), "-M", "prepared", "-f"])
+        .arg(&script_path)
+        .args(["-h", "127.0.0.1", "-p", &postgres.port.to_string(), "-U", "postgres", "postgres"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find(|l| l.starts_with("tps"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no tps in pgbench output:\n{text}{}", String::from_utf8_lossy(&output.stderr)))
+}
+
+fn p7_api_throughput(chain: &Chain, figures: &mut Vec<Figure>) {
+    eprintln!("P7: sync API throughput vs the same queries straight against PostgreSQL");
+    let api = chain.nodes[0].api_url();
+    let columns = "block_number, block_hash, parent_hash, payload_data, requests_data, timestamp, \
+                   parent_beacon_block_root, blob_versioned_hashes, payload_version, term";
+    let after = head(&chain.postgres).saturating_sub(500);
+    let cases = [
+        (
+            "latest",
+            format!("{api}/blocks/latest"),
+            format!("SELECT {columns} FROM payloads ORDER BY block_number DESC LIMIT 1;\n"),
+        ),
+        (
+            "page",
+            format!("{api}/blocks?after={after}&limit=100"),
+            format!("SELECT {columns} FROM payloads WHERE block_number > {after} ORDER BY block_number LIMIT 100;\n"),
+        ),
+    ];
+    for (name, url, sql) in cases {
+        let (mut api_rates, mut pg_rates) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            api_rates.push(wrk(&url, 5));
+            pg_rates.push(pgbench(&chain.postgres, &chain.dir, name, &sql, 5));
+        }
+        let (value, baseline) = (median(&api_rates), median(&pg_rates));
+        figures.push(Figure {
+            id: if name == "latest" { "P7" } else { "P7b" },
+            what: format!(
+                "sync API {} (req/s)",
+                if name == "latest" { "/blocks/latest" } else { "/blocks?after=N&limit=100" }
+            ),
+            value,
+            unit: "req/s",
+            baseline: "pgbench, same query, 16 clients".into(),
+            baseline_value: Some(baseline),
+            ratio: Some(value / baseline),
+            goal: ">= 0.8",
+            met: value / baseline >= 0.8,
+            trials: api_rates.len(),
+            median: value,
+            p99: percentile(&api_rates, 1.0),
+            note: format!(
+                "wrk -t2 -c16 5 s per trial; API {:?}, PostgreSQL {:?} (p99 column: slowest trial)",
+                round(&api_rates),
+                round(&pg_rates)
+            ),
+        });
+    }
+}
+
+fn p8_binary_size(figures: &mut Vec<Figure>) {
+    eprintln!("P8: static binary size");
+    let status = Command::new(script("build-static.sh")).status().unwrap();
+    assert!(status.success());
+    let bytes = std::fs::metadata(std::path::Path::new(REPO).join("target/static/clnode")).unwrap().len();
+    let mb = bytes as f64 / 1_048_576.0;
+    figures.push(Figure {
+        id: "P8b",
+        what: "static binary size (MB)".into(),
+        value: mb,
+        unit: "MB",
+        baseline: "-".into(),
+        baseline_value: None,
+        ratio: None,
+        goal: "<= 10 MB",
+        met: mb <= 10.0,
+        trials: 1,
+        median: mb,
+        p99: mb,
+        note: "make static (glibc, crt-static, stripped)".into(),
+    });
+}
+
+use std::path::Path;
+
+fn report(figures: &[Figure], started: Instant) {
+    let mut md = String::new();
+    let _ = writeln!(md, "# Benchmarks\n");
+    let _ = writeln!(
+        md,
+        "Produced by `make bench` (`cargo bench --bench cluster`) on {} in {:.0} s, on this project's 2-core machine. \
+         Every ratio is against a baseline measured in the same run; absolute times drift on a shared machine, ratios much less. \
+         Raw figures: [benchmarks.json](benchmarks.json).\n",
+        support_date(),
+        started.elapsed().as_secs_f64()
+    );
+    let _ = writeln!(md, "| id | what | clnode | baseline | ratio | goal | met | trials | median | p99 | notes |");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut json_rows = Vec::new();
+    for f in figures {
+        let baseline = match f.baseline_value {
+            Some(v) => format!("{:.2} ({})", v, f.baseline),
+            None => f.baseline.clone(),
+        };
+        let ratio = f.ratio.map(|r| format!("{r:.2}")).unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.2} {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} |",
+            f.id,
+            f.what,
+            f.value,
+            f.unit,
+            baseline,
+            ratio,
+            f.goal,
+            if f.met { "yes" } else { "**no**" },
+            f.trials,
+            f.median,
+            f.p99,
+            f.note
+        );
+        json_rows.push(json!({
+            "id": f.id, "what": f.what, "value": f.value, "unit": f.unit, "baseline": f.baseline,
+            "baseline_value": f.baseline_value, "ratio": f.ratio, "goal": f.goal, "met": f.met,
+            "trials": f.trials, "median": f.median, "p99": f.p99, "note": f.note,
+        }));
+    }
+    let docs = Path::new(REPO).join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    let existing = std::fs::read_to_string(docs.join("BENCHMARKS.md")).unwrap_or_default();
+    // Keep the hand-written analysis below the generated table.
+    let analysis = existing.split_once("<!-- analysis -->").map(|(_, rest)| rest.to_owned()).unwrap_or_default();
+    md.push_str("\n<!-- analysis -->");
+    md.push_str(&analysis);
+    std::fs::write(docs.join("BENCHMARKS.md"), md).unwrap();
+    let report = json!({ "generated_unix_s": (now_ms() / 1000.0) as u64, "figures": json_rows });
+    std::fs::write(docs.join("benchmarks.json"), serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    eprintln!("wrote docs/BENCHMARKS.md and docs/benchmarks.json");
+}
+
+fn support_date() -> String {
+    clnode::log::utc_now()[..10].to_owned()
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else is expected.
+    let started = Instant::now();
+    let mut figures = Vec::new();
+    if selected("P1") {
+        p1_leader_throughput(&mut figures);
+    }
+    if ["P2", "P3", "P4", "P7", "P8"].iter().any(|id| selected(id)) {
+        let mut chain = build_chain("bench-chain", 2000);
+        let replay_el =
+            if selected("P2") || selected("P3") { Some(p2_member_catch_up(&chain, &mut figures)) } else { None };
+        if selected("P7") {
+            p7_api_throughput(&chain, &mut figures);
+        }
+        if selected("P3") || selected("P8") {
+            if let Some(replay_el) = &replay_el {
+                p3_replication_lag(&mut chain, replay_el, &mut figures);
+            }
+        }
+        if selected("P4") {
+            p4_inclusion_latency(&mut chain, &mut figures);
+        }
+    }
+    if selected("P5") || selected("P6") {
+        p5_p6_failover(&mut figures);
+    }
+    if selected("P8") {
+        p8_binary_size(&mut figures);
+    }
+    for f in &figures {
+        eprintln!(
+            "{:4} {:<70} {:>10.2} {:<9} ratio {:>6} goal {:<22} {}",
+            f.id,
+            f.what,
+            f.value,
+            f.unit,
+            f.ratio.map(|r| format!("{r:.2}")).unwrap_or_else(|| "-".into()),
+            f.goal,
+            if f.met { "met" } else { "NOT MET" }
+        );
+    }
+    report(&figures, started);
+}
