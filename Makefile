@@ -52,12 +52,12 @@ run: deps
 ## One leader with the seed's defaults, against services you already run.
 run-leader:
 	$(CARGO) run --release -- --instance-id $${INSTANCE_ID:-leader-1} --mode leader \
-		--jwt-secret-file $${JWT_SECRET_FILE:-.devnet/jwt.hex}
+		--jwt-secret-file $${JWT_SECRET_FILE:-.devnet/jwt/leader-1.hex}
 
 ## One member with the seed's defaults, against services you already run.
 run-member:
 	$(CARGO) run --release -- --instance-id $${INSTANCE_ID:-member-1} --mode member \
-		--jwt-secret-file $${JWT_SECRET_FILE:-.devnet/member-jwt.hex} \
+		--jwt-secret-file $${JWT_SECRET_FILE:-.devnet/jwt/member-1.hex} \
 		--eth-client-url $${ETH_CLIENT_URL:-http://localhost:8552} --health-addr $${HEALTH_ADDR:-:8081}
 
 ## Removes .devnet/ (refused while a devnet from it runs; see scripts/devnet.sh) and build output.

@@ -263,7 +263,7 @@ fn p2_member_catch_up(chain: &Chain, figures: &mut Vec<Figure>) -> El {
         let member_el = El::start(&chain.dir, &format!("geth-member-{trial}"), ElKind::Geth, "osaka");
         let member_pg = Postgres::start(&chain.dir, &format!("member-pg-{trial}"));
         let started = Instant::now();
-        let member = Node::member(&chain.dir, &format!("member-{trial}"), &member_el, &member_pg, &[api.clone()], &[]);
+        let member = Node::member(&chain.dir, &format!("member-{trial}"), &member_el, &member_pg, std::slice::from_ref(&api), &[]);
         wait_for(Duration::from_secs(600), "member caught up", || {
             (member.synced_height().unwrap_or(0) >= backlog).then_some(())
         });
@@ -427,11 +427,14 @@ fn p3_replication_lag(chain: &mut Chain, replay_el: &El, figures: &mut Vec<Figur
     None
 }
 
-fn p4_inclusion_latency(chain: &mut Chain, figures: &mut Vec<Figure>) {
+fn p4_inclusion_latency(figures: &mut Vec<Figure>) {
     eprintln!("P4: transaction inclusion latency and idle CPU at default settings");
-    chain.nodes[0].proc.kill();
-    chain.nodes[0] = Node::leader(&chain.dir, "leader-default", &chain.els[0], &chain.postgres, &chain._redis, &[]);
-    let node = &chain.nodes[0];
+    // A fresh chain: block time at the wall clock, every flag at its default.
+    let dir = TestDir::new("bench-p4");
+    let redis = Redis::start(&dir);
+    let postgres = Postgres::start(&dir, "pg");
+    let el = El::start(&dir, "geth", ElKind::Geth, "osaka");
+    let node = Node::leader(&dir, "leader", &el, &postgres, &redis, &[]);
     wait_for(Duration::from_secs(30), "default leader", || node.is_leader().then_some(()));
     std::thread::sleep(Duration::from_secs(3));
     // Idle CPU: no transactions for 10 s.
@@ -439,7 +442,7 @@ fn p4_inclusion_latency(chain: &mut Chain, figures: &mut Vec<Figure>) {
     let (cpu_before, started) = (cpu_seconds(pid), Instant::now());
     std::thread::sleep(Duration::from_secs(10));
     let idle_percent = (cpu_seconds(pid) - cpu_before) / started.elapsed().as_secs_f64() * 100.0;
-    let el = &chain.els[0];
+    let el = &el;
     let mut latencies = Vec::new();
     for i in 0..60 {
         let output = Command::new("node")
@@ -781,9 +784,9 @@ fn main() {
                 p3_replication_lag(&mut chain, replay_el, &mut figures);
             }
         }
-        if selected("P4") {
-            p4_inclusion_latency(&mut chain, &mut figures);
-        }
+    }
+    if selected("P4") {
+        p4_inclusion_latency(&mut figures);
     }
     if selected("P5") || selected("P6") {
         p5_p6_failover(&mut figures);

@@ -18,7 +18,8 @@
 #   DEVNET_DIR              state directory [<repo>/.devnet]
 #   DEVNET_DURATION_S       stop after this many seconds once ready; 0 = run until signalled [0]
 #   DEVNET_MEMBER           1 = also start member-1 with its own geth and PostgreSQL [1]
-#   DEVNET_TX_RATE          transactions per second of each load generator [5]
+#   DEVNET_TX_RATE          transactions per second of each load generator; 0 = no load (and
+#                           no blocks: clnode makes no empty blocks by default) [5]
 #   DEVNET_BUILD            0 = skip `cargo build --release` [1]
 #   CLNODE_BIN              clnode binary [<repo>/target/release/clnode]
 #   DEVNET_CLNODE_FLAGS     extra flags for every clnode, split on spaces (e.g. "--lease-ttl 3s")
@@ -54,7 +55,7 @@ READY_TIMEOUT_S=${DEVNET_READY_TIMEOUT_S:-60}
 STATUS_EVERY_S=${DEVNET_STATUS_EVERY_S:-5}
 GENESIS=$KIT_DIR/genesis/osaka.json
 
-# Port variables, in the order they are checked. Each line: ENV_VAR DEFAULT.
+# Port variables and defaults (ENV_VAR:DEFAULT); load_ports sets each ENV_VAR.
 PORT_VARS=(
   DEVNET_REDIS_PORT:6379 DEVNET_PG_PORT:5432
   DEVNET_L1_ENGINE:8551 DEVNET_L1_RPC:8545 DEVNET_L2_ENGINE:8561 DEVNET_L2_RPC:8555
@@ -85,9 +86,6 @@ STOP_TIMEOUT_S=30 # per stage, then SIGKILL to the process group
 say() { printf 'devnet: %s\n' "$*"; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 elapsed_s() { awk -v ms=$(($(now_ms) - $1)) 'BEGIN { printf "%.1f", ms / 1000 }'; }
-
-# port_of ENV_VAR: the configured port (validated once in load_ports).
-port_of() { printf '%s\n' "${!1}"; }
 
 load_ports() {
   local spec var
@@ -174,10 +172,16 @@ stop_stage() {
   local t0
   t0=$(now_ms)
   deadline=$((t0 + STOP_TIMEOUT_S * 1000))
-  local i left
+  local i left took=()
   while :; do
     left=()
-    for i in "${!pids[@]}"; do alive "${pids[$i]}" && left+=("${names[$i]}(${pids[$i]})"); done
+    for i in "${!pids[@]}"; do
+      if alive "${pids[$i]}"; then
+        left+=("${names[$i]}(${pids[$i]})")
+      elif [[ -z ${took[$i]:-} ]]; then
+        took[i]="$(elapsed_s "$t0")s"
+      fi
+    done
     ((${#left[@]})) || break
     if (($(now_ms) >= deadline)); then
       echo "devnet: ${left[*]} did not stop within ${STOP_TIMEOUT_S}s after SIG$sig; sending SIGKILL" >&2
@@ -188,7 +192,9 @@ stop_stage() {
     sleep 0.1
   done
   for name in "${names[@]}"; do rm -f "$DIR/pids/$name"; done
-  say "stopped ${names[*]} in $(elapsed_s "$t0")s"
+  local done=()
+  for i in "${!names[@]}"; do done+=("${names[$i]} (${took[$i]:-SIGKILL})"); done
+  say "stopped ${done[*]}"
 }
 
 stop_everything() {
@@ -213,13 +219,15 @@ refuse_if_running() {
 # naming the port and its variable, exit 1. Binding (with SO_REUSEADDR, as the servers do) is
 # what the servers will do, so it catches listeners on 0.0.0.0 and [::] too.
 check_ports() {
-  local specs=() spec var seen=" "
+  local specs=() spec var other
   for spec in "${PORT_VARS[@]}"; do specs+=("${spec%%:*}"); done
   if ((MEMBER)); then for spec in "${MEMBER_PORT_VARS[@]}"; do specs+=("${spec%%:*}"); done; fi
   local args=()
+  declare -A owner=()
   for var in "${specs[@]}"; do
-    [[ $seen != *" ${!var} "* ]] || die "port ${!var} ($var) is configured twice; give each DEVNET_* port its own value"
-    seen+="${!var} "
+    other=${owner[${!var}]:-}
+    [[ -z $other ]] || die "port ${!var} is given to both $other and $var; give each DEVNET_* port its own value"
+    owner[${!var}]=$var
     args+=("$var=${!var}")
   done
   local taken
@@ -269,7 +277,10 @@ wait_until() {
   done
 }
 
-require_alive() { alive "${PID[$1]}" || die "$1 exited during startup; last lines of $DIR/logs/$1.log:$(printf '\n  %s' "$(tail -n 5 "$DIR/logs/$1.log")")"; }
+require_alive() {
+  alive "${PID[$1]}" || die "$1 exited during startup; last lines of $DIR/logs/$1.log:
+$(tail -n 5 "$DIR/logs/$1.log" | sed 's/^/  /')"
+}
 
 wait_port() { # wait_port NAME PORT
   require_alive "$1"
@@ -300,6 +311,9 @@ first_block() { curl -sf --max-time 1 "http://127.0.0.1:$DEVNET_L1_API/blocks/la
 # nodes get killed on purpose must not lose its load, so restart it after a short pause.
 loadgen_main() {
   local name=$1 rpc=$2 key=$3 rate=$4 rc
+  # Stopping signals the whole process group. Without this trap bash would die at once and
+  # leave node to be reaped by init; with it bash first waits for node, then exits.
+  trap 'exit 0' TERM INT
   while :; do
     rc=0
     node "$KIT_DIR/node/sendtx.mjs" --rpc "$rpc" --key "$key" --duration-s 86400 --rate "$rate" || rc=$?
@@ -318,7 +332,7 @@ start_status() { # start_status MODE NODE_SPEC... -- HINT_LINE...
   local mode=$1
   shift
   [[ $mode != off ]] || return 0
-  python3 - "$DIR" "$mode" "$STATUS_EVERY_S" "$DURATION_S" "$(date +%s)" "$@" >&1 2>>"$DIR/logs/status.log" <<'PY' &
+  python3 - "$DIR" "$mode" "$STATUS_EVERY_S" "$DURATION_S" "$(date +%s)" "$@" 2>>"$DIR/logs/status.log" <<'PY' &
 import collections, concurrent.futures, os, shutil, signal, sys, time, urllib.error, urllib.request, json
 
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -513,16 +527,15 @@ on_exit() {
   STOPPING=1
   set +e
   trap '' INT TERM HUP # a second Ctrl-C must not cut the ordered stop short
+  rm -f "$DIR/pids/devnet"
   if ((${#PID[@]})); then
     echo
     say "stopping (clnode first, then load, geth, PostgreSQL, Redis) ..."
     stop_everything
-    rm -f "$DIR/pids/devnet"
     local left
     left=$(running_list)
     [[ -z $left ]] || echo "devnet: still running after stop: $left" >&2
   fi
-  rm -f "$DIR/pids/devnet"
   exit "$rc"
 }
 
@@ -607,7 +620,7 @@ run() {
 
   leader_node leader-1 "$DEVNET_L1_HEALTH" "$DEVNET_L1_API" "$DEVNET_L1_ENGINE"
   leader_node leader-2 "$DEVNET_L2_HEALTH" "$DEVNET_L2_API" "$DEVNET_L2_ENGINE"
-  # ---- member hook: member-1 follows both leaders' sync APIs (member mode is in progress) ----
+  # ---- member hook: member-1 replays the chain from both leaders' sync APIs (tried in order) ----
   if ((MEMBER)); then
     start member-1 "$CLNODE" --instance-id member-1 --mode member \
       --leader-url "http://127.0.0.1:$DEVNET_L1_API,http://127.0.0.1:$DEVNET_L2_API" \
@@ -623,13 +636,18 @@ run() {
   if ((MEMBER)); then wait_port member-1 "$DEVNET_M1_HEALTH"; fi
 
   # Load on both geths: whichever node leads has transactions in its own pool.
-  start loadgen-1 "$SELF" __loadgen loadgen-1 "http://127.0.0.1:$DEVNET_L1_RPC" "$KEY_L1" "$TX_RATE"
-  start loadgen-2 "$SELF" __loadgen loadgen-2 "http://127.0.0.1:$DEVNET_L2_RPC" "$KEY_L2" "$TX_RATE"
-  # No empty blocks by default: the first committed block shows the whole path works.
-  wait_until "$READY_TIMEOUT_S" "the first committed block on :$DEVNET_L1_API/blocks/latest" first_block
+  if [[ $TX_RATE =~ ^0*(\.0*)?$ ]]; then
+    say "DEVNET_TX_RATE=0: no load generators"
+  else
+    start loadgen-1 "$SELF" __loadgen loadgen-1 "http://127.0.0.1:$DEVNET_L1_RPC" "$KEY_L1" "$TX_RATE"
+    start loadgen-2 "$SELF" __loadgen loadgen-2 "http://127.0.0.1:$DEVNET_L2_RPC" "$KEY_L2" "$TX_RATE"
+    # No empty blocks by default: the first committed block shows the whole path works.
+    wait_until "$READY_TIMEOUT_S" "the first committed block on :$DEVNET_L1_API/blocks/latest" first_block
+  fi
   t_ready=$(now_ms)
 
-  local rel=${DIR#"$PWD"/} hints=()
+  local rel=${DIR#"$PWD"/} hints=() status_urls="http://127.0.0.1:$DEVNET_L1_HEALTH,http://127.0.0.1:$DEVNET_L2_HEALTH"
+  if ((MEMBER)); then status_urls+=",http://127.0.0.1:$DEVNET_M1_HEALTH"; fi
   hints=(
     "try:   curl localhost:$DEVNET_L1_HEALTH/health        curl \"localhost:$DEVNET_L1_HEALTH/health?format=json\""
     "       curl localhost:$DEVNET_L1_API/blocks/latest    curl \"localhost:$DEVNET_L1_API/blocks?after=100&limit=10\""
@@ -637,8 +655,9 @@ run() {
     "break: kill -9 \$(cat $rel/pids/leader-1)        kill -STOP \$(cat $rel/pids/leader-2)   (-CONT resumes)"
     "       kill -9 \$(cat $rel/pids/geth-l1)         kill -STOP \$(cat $rel/pids/redis)"
     "logs:  $rel/logs/        stop: Ctrl-C (stops everything)"
+    "also:  ${CLNODE#"$PWD"/} status --url $status_urls --watch"
   )
-  say "ready: first block committed $(elapsed_s "$t_services")s after the build, $(elapsed_s "$t_start")s after start"
+  say "ready: $(elapsed_s "$t_services")s after the build, $(elapsed_s "$t_start")s after start"
   printf '%s\n' "${hints[@]}"
   local specs=(leader-1:leader:"$DEVNET_L1_HEALTH" leader-2:leader:"$DEVNET_L2_HEALTH")
   if ((MEMBER)); then specs+=(member-1:member:"$DEVNET_M1_HEALTH"); fi
@@ -666,7 +685,9 @@ case ${1:-run} in
     if pid=$(live_pid devnet); then
       say "asking the running devnet script ($pid) to stop ..."
       kill -TERM "$pid"
-      while alive "$pid"; do sleep 0.2; done
+      # Its own ordered stop takes < 1 min (30 s per stage at worst); then finish the job here.
+      waited=0
+      while alive "$pid" && ((waited++ < 900)); do sleep 0.2; done
     fi
     stop_everything
     rm -f "$DIR/pids/devnet"

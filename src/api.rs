@@ -42,6 +42,8 @@ pub struct ApiContext {
     pub token: Option<Secret>,
     /// Key that signs every served record, if any.
     pub signing_key: Option<Secret>,
+    /// Long polls end early when the node stops.
+    pub shutdown: Shutdown,
 }
 
 pub fn start(addr: SocketAddr, ctx: ApiContext, shutdown: &Shutdown) -> Result<Vec<JoinHandle<()>>, String> {
@@ -170,9 +172,20 @@ impl ApiHandler {
     }
 
     fn long_poll(&self, after: u64, wait: Duration) {
+        /// How often a waiting long poll looks at the shutdown flag.
+        const SHUTDOWN_CHECK: Duration = Duration::from_millis(50);
         let in_flight = self.long_polls.fetch_add(1, Ordering::SeqCst);
         if in_flight < MAX_CONCURRENT_LONG_POLLS {
-            self.ctx.watch.wait_beyond(after, wait);
+            let deadline = std::time::Instant::now() + wait;
+            loop {
+                let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+                if remaining.is_zero() || self.ctx.shutdown.is_requested() {
+                    break;
+                }
+                if self.ctx.watch.wait_beyond(after, remaining.min(SHUTDOWN_CHECK)) > after {
+                    break;
+                }
+            }
         }
         self.long_polls.fetch_sub(1, Ordering::SeqCst);
     }

@@ -75,6 +75,7 @@ pub fn start(config: Config, shutdown: Shutdown) -> Result<RunningNode, String> 
             instance_id: config.instance_id.clone(),
             token: config.api_token.clone(),
             signing_key: config.sync_keys.current.clone(),
+            shutdown: shutdown.clone(),
         };
         threads.extend(api::start(addr, ctx, &shutdown)?);
     }

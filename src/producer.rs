@@ -45,6 +45,8 @@ pub enum ProduceError {
         block_number: u64,
         source: EngineError,
     },
+    /// Reading the client's chain (not building) failed.
+    EngineRead(EngineError),
     /// The client answered, but not what building requires (e.g. no payload id).
     EngineRefused {
         block_number: u64,
@@ -60,6 +62,7 @@ impl std::fmt::Display for ProduceError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ProduceError::Engine { block_number, source } => write!(f, "building block {block_number}: {source}"),
+            ProduceError::EngineRead(source) => write!(f, "reading the execution client's chain: {source}"),
             ProduceError::EngineRefused { block_number, reason } => {
                 write!(f, "building block {block_number}: {reason}")
             }
@@ -137,6 +140,10 @@ pub struct Producer {
     settings: BuildSettings,
     /// Committed, but not yet made canonical on the execution client.
     pending_canonical: Option<ChainHead>,
+    /// When this term took over from another: the previous term's last
+    /// commit time (ms since the epoch), to report the failover gap at this
+    /// term's first commit.
+    took_over_from_ms: Option<f64>,
 }
 
 /// The block-building part of the leader configuration (Copy, so the hot
@@ -200,6 +207,7 @@ impl Producer {
         Producer {
             settings,
             pending_canonical: None,
+            took_over_from_ms: None,
             ctx,
             store: None,
             el_head: None,
@@ -237,6 +245,11 @@ impl Producer {
         let head = store.committed_head()?;
         let fence = store.fence_term()?;
         self.ctx.lease.observe_fence_term(fence);
+        self.ctx.status.update(|s| {
+            if s.role != Role::Leader {
+                s.term = fence;
+            }
+        });
         self.known_committed = Some((head, Instant::now()));
         self.ctx.watch.advance_to(head.number);
         self.ctx.metrics.committed_head.set_u64(head.number);
@@ -355,8 +368,7 @@ impl Producer {
             Ok(Some(parent)) => parent,
             Ok(None) => return,
             Err(error) => {
-                self.record_failure("leader", &error);
-                self.ctx.shutdown.sleep(self.backoff());
+                self.leader_failed(&error);
                 return;
             }
         };
@@ -365,13 +377,18 @@ impl Producer {
             "leader: term {term}, building on block {} ({}), ready {takeover_ms} ms after acquiring",
             parent.number, parent.hash
         ));
+        // A failover, as operators see it, is the gap between the previous
+        // leader's last block and this term's first; measured at that commit.
+        self.took_over_from_ms = match self.store().and_then(|store| store.commit_time(parent.number)) {
+            Ok(Some((previous_term, committed_ms))) if previous_term != term => Some(committed_ms),
+            _ => None,
+        };
         self.ctx.metrics.is_leader.set(1);
         self.ctx.metrics.term.set_u64(term);
         self.ctx.status.update(|s| {
             s.role = Role::Leader;
             s.term = term;
-            s.last_failover_ms = Some(takeover_ms);
-            s.last_failover_at_unix_s = Some(unix_now_s());
+            s.ready_after_acquire_ms = Some(takeover_ms);
         });
         self.ctx.status.clear_problem(Component::Commit);
         let mut parent = parent;
@@ -390,18 +407,9 @@ impl Producer {
                 }
                 Ok(Outcome::Refused) => break,
                 Err(error) => {
-                    self.record_failure("leader", &error);
-                    let engine_broken = !matches!(error, ProduceError::Store(_));
-                    if engine_broken && self.consecutive_failures >= MAX_CONSECUTIVE_ENGINE_FAILURES {
-                        log::warn(&format!(
-                            "leader: execution client failed {} times in a row; stepping down",
-                            self.consecutive_failures
-                        ));
-                        self.ctx.lease.set_ready_to_lead(false);
-                        self.ctx.lease.request_step_down();
+                    if self.leader_failed(&error) {
                         break;
                     }
-                    self.ctx.shutdown.sleep(self.backoff());
                     if matches!(error, ProduceError::Store(_)) {
                         // The commit may or may not have happened: start over
                         // from what the database says.
@@ -409,7 +417,10 @@ impl Producer {
                     }
                     match self.refresh_parent() {
                         Ok(fresh) => parent = fresh,
-                        Err(_) => break,
+                        Err(error) => {
+                            self.leader_failed(&error);
+                            break;
+                        }
                     }
                 }
             }
@@ -425,6 +436,38 @@ impl Producer {
             }
             s.lease_remaining_ms = 0;
         });
+    }
+
+    /// Records a failure while holding the lease, then either backs off or,
+    /// when this node cannot lead (its execution client failed too often in
+    /// a row, or its chain disagrees with the committed one), steps down and
+    /// stops offering itself until a standby round proves it healthy again.
+    /// Returns true when it stepped down.
+    fn leader_failed(&mut self, error: &ProduceError) -> bool {
+        self.record_failure("leader", error);
+        let cannot_lead = match error {
+            ProduceError::Store(_) => false,
+            ProduceError::Diverged(_) => true,
+            _ => self.consecutive_failures >= MAX_CONSECUTIVE_ENGINE_FAILURES,
+        };
+        if cannot_lead {
+            log::warn(&format!(
+                "leader: stepping down after {} consecutive failures: {error}",
+                self.consecutive_failures
+            ));
+            self.ctx.lease.set_ready_to_lead(false);
+            self.ctx.lease.request_step_down();
+            // Wait for the lease thread to let go, so this thread does not
+            // try to lead the same term again.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while self.ctx.lease.held_term().is_some() && Instant::now() < deadline && !self.ctx.shutdown.is_requested()
+            {
+                self.ctx.lease.wait_for_change(Duration::from_millis(20));
+            }
+            return true;
+        }
+        self.ctx.shutdown.sleep(self.backoff());
+        false
     }
 
     /// Raises the fence, catches the execution client up and reads the
@@ -451,12 +494,10 @@ impl Producer {
         self.sync_el_to(head)?;
         // The client is at the committed head now, canonical included.
         self.pending_canonical = None;
-        let header = self
-            .ctx
-            .engine
-            .block_by_hash(&head.hash)
-            .map_err(|source| ProduceError::Engine { block_number: head.number, source })?
-            .ok_or_else(|| ProduceError::Diverged(format!("execution client lacks committed block {}", head.number)))?;
+        let header =
+            self.ctx.engine.block_by_hash(&head.hash).map_err(ProduceError::EngineRead)?.ok_or_else(|| {
+                ProduceError::Diverged(format!("execution client lacks committed block {}", head.number))
+            })?;
         Ok(Parent { number: head.number, hash: head.hash, timestamp: header.timestamp })
     }
 
@@ -599,7 +640,20 @@ impl Producer {
         self.ctx.metrics.committed_head.set_u64(number);
         self.ctx.metrics.transactions_committed.add(record.payload.transaction_count() as u64);
         self.ctx.metrics.block_production_seconds.observe(build_started.elapsed());
-        self.ctx.status.update(|s| s.committed_head = Some((number, record.hash())));
+        let failover_ms = self.took_over_from_ms.take().map(|from| {
+            let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0);
+            (now_ms - from).max(0.0) as u64
+        });
+        if let Some(gap) = failover_ms {
+            log::info(&format!("leader: first block of term {term} committed {gap} ms after the previous term's last"));
+        }
+        self.ctx.status.update(|s| {
+            s.committed_head = Some((number, record.hash()));
+            if let Some(gap) = failover_ms {
+                s.last_failover_ms = Some(gap);
+                s.last_failover_at_unix_s = Some(unix_now_s());
+            }
+        });
         self.ctx.publisher.publish(stored);
         self.failpoint(Step::Canonical);
         // The next build's forkchoiceUpdated (with attributes, on this block)

@@ -67,8 +67,13 @@ pub struct Snapshot {
     pub el_head: Option<(u64, Hash32)>,
     pub problems: BTreeMap<Component, String>,
     pub lease_remaining_ms: u64,
+    /// Gap between the previous term's last block and this node's first
+    /// block as leader (set at that first commit, only on a change of term).
     pub last_failover_ms: Option<u64>,
     pub last_failover_at_unix_s: Option<u64>,
+    /// From acquiring the lease to being ready to build (fence raised,
+    /// execution client at the head).
+    pub ready_after_acquire_ms: Option<u64>,
     // Member.
     pub last_synced: u64,
     pub total_synced: u64,
@@ -97,6 +102,7 @@ impl NodeStatus {
                 lease_remaining_ms: 0,
                 last_failover_ms: None,
                 last_failover_at_unix_s: None,
+                ready_after_acquire_ms: None,
                 last_synced: 0,
                 total_synced: 0,
                 sync_url: None,
@@ -180,6 +186,7 @@ impl Snapshot {
                 value["lease_remaining_ms"] = json!(self.lease_remaining_ms);
                 value["last_failover_ms"] = json!(self.last_failover_ms);
                 value["last_failover_at_unix_s"] = json!(self.last_failover_at_unix_s);
+                value["ready_after_acquire_ms"] = json!(self.ready_after_acquire_ms);
             }
             Mode::Member => {
                 value["last_synced"] = json!(self.last_synced);

@@ -122,7 +122,7 @@ fn render(views: &[NodeView], tx_per_second: Option<f64>) -> String {
             }
         };
         let failover = match (h["last_failover_ms"].as_u64(), h["last_failover_at_unix_s"].as_u64()) {
-            (Some(took), Some(at)) => format!("{}s ago, ready in {took} ms", now_s.saturating_sub(at)),
+            (Some(gap), Some(at)) => format!("{}s ago, {gap} ms gap", now_s.saturating_sub(at)),
             _ => "-".into(),
         };
         let problems: Vec<String> = h["problems"]
@@ -199,10 +199,7 @@ mod tests {
         let table = render(&views, Some(4.5));
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[0].starts_with("NODE"));
-        assert!(
-            lines[1].contains("leader-1") && lines[1].contains("120") && lines[1].contains("ready in 40 ms"),
-            "{table}"
-        );
+        assert!(lines[1].contains("leader-1") && lines[1].contains("120") && lines[1].contains("40 ms gap"), "{table}");
         assert!(lines[2].contains("down") && lines[2].contains("8082"), "{table}");
         assert!(table.contains("per second: 4.5"));
     }

@@ -14,6 +14,13 @@ use crate::block::StoredBlock;
 use crate::codec::Hash32;
 
 pub const SCHEMA_SQL: &str = include_str!("../schema.sql");
+/// Serialises schema application between nodes starting together
+/// (concurrent CREATE ... IF NOT EXISTS can collide in the catalog).
+const SCHEMA_LOCK_KEY: i64 = 0x636c_6e6f_6465; // "clnode"
+
+fn locked_schema_sql() -> String {
+    format!("BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY}); {SCHEMA_SQL}; COMMIT;")
+}
 
 /// A connect that takes longer than this finds no database.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -133,7 +140,7 @@ impl Store {
         let statements = match statements {
             Ok(s) => s,
             Err(_) => {
-                client.batch_execute(SCHEMA_SQL).map_err(|e| fail("apply schema", error_text(&e)))?;
+                client.batch_execute(&locked_schema_sql()).map_err(|e| fail("apply schema", error_text(&e)))?;
                 Statements::prepare(&mut client).map_err(|e| fail("prepare", error_text(&e)))?
             }
         };
@@ -155,7 +162,7 @@ impl Store {
 
     /// Applies schema.sql (idempotent).
     pub fn apply_schema(&mut self) -> Result<(), StoreError> {
-        self.client.batch_execute(SCHEMA_SQL).map_err(|e| self.fail("apply schema", &e))
+        self.client.batch_execute(&locked_schema_sql()).map_err(|e| self.fail("apply schema", &e))
     }
 
     /// Records which chain this database holds, or checks it is the same one.
@@ -211,6 +218,20 @@ impl Store {
 
     fn corrupt(&self, what: &'static str, reason: String) -> StoreError {
         StoreError { url: self.url.clone(), what, reason, connection_lost: false }
+    }
+
+    /// The term that committed block `number` and when (ms since the epoch,
+    /// the database's clock).
+    pub fn commit_time(&mut self, number: u64) -> Result<Option<(u64, f64)>, StoreError> {
+        let Ok(number) = i64::try_from(number) else { return Ok(None) };
+        let rows = self
+            .client
+            .query(
+                "SELECT term, (extract(epoch FROM created_at) * 1000)::FLOAT8 FROM payloads WHERE block_number = $1",
+                &[&number],
+            )
+            .map_err(|e| self.fail("read commit time", &e))?;
+        Ok(rows.first().map(|row| (u64::try_from(row.get::<_, i64>(0)).unwrap_or(0), row.get::<_, f64>(1))))
     }
 
     pub fn fence_term(&mut self) -> Result<u64, StoreError> {

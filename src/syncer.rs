@@ -201,10 +201,11 @@ impl Syncer {
         self.set_head(head, 0);
         self.ctx.status.update(|s| s.role = Role::Member);
         let (sender, receiver) = sync_channel(PIPELINE_DEPTH);
-        let fetcher = self.start_fetcher(sender, head.number);
+        // The fetcher may sit in a long poll for up to --sync-wait; it only
+        // reads, so on shutdown it is left to end with the process rather
+        // than joined.
+        let _fetcher = self.start_fetcher(sender, head.number);
         self.sync_loop(&receiver);
-        drop(receiver);
-        let _ = fetcher.join();
     }
 
     /// Keeps serving /health with the reason, but executes nothing more.

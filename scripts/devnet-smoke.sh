@@ -1,0 +1,255 @@
+#!/usr/bin/env bash
+# devnet-smoke.sh — end-to-end check of scripts/devnet.sh, from the outside.
+#
+# Runs the devnet for SMOKE_DURATION_S seconds (DEVNET_DURATION_S) on free non-default ports in
+# a fresh temporary DEVNET_DIR, and checks while it runs:
+#   - both leaders' /health answer 200 "OK (mode=leader, ...)", exactly one of them leads;
+#   - blocks are committed (/blocks/latest block_number grows on both sync APIs);
+#   - transactions are included (committed payloads carry transactions, and a transaction the
+#     leader's load generator sent has a receipt on the leader's geth);
+# and after the devnet exits by itself: exit status 0, every process it wrote a pid file for
+# (and their children) is gone, no port is still listening, no clnode log line says "panicked".
+# Exit 0 when all pass, 1 with a "devnet-smoke: FAIL ..." line otherwise (the state dir is then
+# kept for inspection). Prints one line per check.
+#
+# Environment: SMOKE_DURATION_S [60], SMOKE_READY_TIMEOUT_S seconds until the devnet is ready,
+# build included [300], SMOKE_KEEP=1 keeps the state dir on success too. DEVNET_BUILD,
+# CLNODE_BIN and DEVNET_MEMBER pass through to devnet.sh (default: build, member on).
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+[[ $# -eq 0 ]] || usage_error "(no arguments; see the header for SMOKE_* variables)"
+
+DURATION_S=${SMOKE_DURATION_S:-60}
+READY_TIMEOUT_S=${SMOKE_READY_TIMEOUT_S:-300}
+if [[ ! $DURATION_S =~ ^[0-9]+$ ]] || ((DURATION_S < 30)); then
+  die "SMOKE_DURATION_S must be a whole number >= 30 (the checks take ~25 s), got '$DURATION_S'"
+fi
+[[ $READY_TIMEOUT_S =~ ^[1-9][0-9]*$ ]] || die "SMOKE_READY_TIMEOUT_S must be a positive whole number"
+
+WORK=$(mktemp -d /tmp/clnode-devnet-smoke.XXXXXX)
+STATE=$WORK/devnet
+OUT=$WORK/devnet.out
+DEVNET_PID=
+FAILED=0
+
+say() { printf 'devnet-smoke: %s\n' "$*"; }
+pass() { say "ok   $*"; }
+fail() {
+  FAILED=1
+  echo "devnet-smoke: FAIL $*" >&2
+  exit 1
+}
+now_s() { date +%s; }
+
+# On any exit: make sure the devnet is gone, keep the state on failure.
+on_exit() {
+  local rc=$?
+  set +e
+  if [[ -n $DEVNET_PID ]] && kill -0 "$DEVNET_PID" 2>/dev/null; then
+    kill -TERM "$DEVNET_PID"
+    wait "$DEVNET_PID" 2>/dev/null
+  fi
+  # Anything left behind (e.g. the devnet script was killed): stop it by its pid files.
+  [[ ! -d $STATE/pids ]] || DEVNET_DIR=$STATE "$KIT_DIR/devnet.sh" stop >/dev/null 2>&1
+  if ((rc != 0 || FAILED)); then
+    echo "devnet-smoke: devnet output (last 30 lines of $OUT):" >&2
+    tail -n 30 "$OUT" >&2 2>/dev/null
+    echo "devnet-smoke: state and logs kept in $STATE" >&2
+  elif [[ ${SMOKE_KEEP:-0} == 1 ]]; then
+    say "state kept in $STATE"
+  else
+    rm -rf "$WORK"
+  fi
+  exit "$rc"
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- ports: 15 distinct free ports outside the usual ephemeral range (32768-60999), so an
+# outgoing connection is unlikely to take one between this check and the devnet's own.
+VARS=(DEVNET_REDIS_PORT DEVNET_PG_PORT DEVNET_M1_PG_PORT DEVNET_L1_ENGINE DEVNET_L1_RPC
+  DEVNET_L2_ENGINE DEVNET_L2_RPC DEVNET_M1_ENGINE DEVNET_M1_RPC DEVNET_L1_HEALTH DEVNET_L1_API
+  DEVNET_L2_HEALTH DEVNET_L2_API DEVNET_M1_HEALTH DEVNET_M1_API)
+read -ra PORTS <<<"$(python3 - "${#VARS[@]}" <<'PY'
+import random, socket, sys
+want, got = int(sys.argv[1]), []
+for port in random.sample(range(20000, 32000), 2000):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("127.0.0.1", port))
+        got.append(port)
+    except OSError:
+        pass
+    finally:
+        s.close()
+    if len(got) == want:
+        break
+print(*got)
+PY
+)"
+((${#PORTS[@]} == ${#VARS[@]})) || die "could not find ${#VARS[@]} free ports"
+for i in "${!VARS[@]}"; do export "${VARS[$i]}=${PORTS[$i]}"; done
+
+# --- helpers --------------------------------------------------------------------------------
+
+# json URL EXPR: fetch URL and print the Python expression EXPR of its JSON `j` (any HTTP status).
+json() {
+  python3 - "$1" "$2" <<'PY'
+import base64, json, sys, urllib.error, urllib.request
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=3) as r:
+        j = json.load(r)
+except urllib.error.HTTPError as e:
+    j = json.load(e)
+except Exception:
+    sys.exit(1)
+txs = lambda block: len(json.loads(base64.b64decode(block["payload_data"]))["transactions"])
+print(eval(sys.argv[2], {"j": j, "txs": txs}))
+PY
+}
+
+# rpc PORT METHOD PARAMS_JSON: a geth JSON-RPC result as JSON text.
+rpc() {
+  curl -s --max-time 3 -H 'Content-Type: application/json' \
+    -d "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"$2\",\"params\":$3}" "http://127.0.0.1:$1" |
+    python3 -c 'import json, sys; print(json.dumps(json.load(sys.stdin).get("result")))'
+}
+
+devnet_alive() { kill -0 "$DEVNET_PID" 2>/dev/null; }
+
+# roles: "leader standby" etc. for leader-1 and leader-2.
+roles() {
+  echo "$(json "http://127.0.0.1:$DEVNET_L1_HEALTH/health?format=json" 'j["role"]' || echo down)" \
+    "$(json "http://127.0.0.1:$DEVNET_L2_HEALTH/health?format=json" 'j["role"]' || echo down)"
+}
+
+latest() { json "http://127.0.0.1:$1/blocks/latest" 'j["block_number"]'; }
+
+check_health_and_one_leader() { # check_health_and_one_leader WHEN
+  local port code body r role leaders
+  for port in "$DEVNET_L1_HEALTH" "$DEVNET_L2_HEALTH"; do
+    body=$(curl -s --max-time 3 -w ' HTTP%{http_code}' "http://127.0.0.1:$port/health") || fail "/health on :$port does not answer ($1)"
+    code=${body##* HTTP}
+    [[ $code == 200 && $body == "OK (mode=leader, isLeader="* ]] || fail "/health on :$port answered '$body' ($1)"
+  done
+  read -ra r <<<"$(roles)"
+  leaders=0
+  for role in "${r[@]}"; do [[ $role == leader ]] && leaders=$((leaders + 1)); done
+  ((leaders == 1)) || fail "expected exactly one leader, roles are leader-1=${r[0]} leader-2=${r[1]} ($1)"
+  pass "both leaders' /health answer 200 OK, exactly one leads: leader-1=${r[0]} leader-2=${r[1]} ($1)"
+}
+
+# descendants PID...: the PIDs and every process below them.
+descendants() {
+  ps -e -o pid=,ppid= | python3 -c '
+import sys
+kids = {}
+for line in sys.stdin:
+    pid, ppid = line.split()
+    kids.setdefault(ppid, []).append(pid)
+todo, seen = list(sys.argv[1:]), []
+while todo:
+    p = todo.pop()
+    seen.append(p)
+    todo += kids.get(p, [])
+print(*sorted(set(seen), key=int))' "$@"
+}
+
+# --- run ----------------------------------------------------------------------------------
+say "state in $STATE, ports ${PORTS[*]} (${VARS[*]}), ${DURATION_S}s run"
+t0=$(now_s)
+DEVNET_DIR=$STATE DEVNET_DURATION_S=$DURATION_S DEVNET_STATUS=plain DEVNET_STATUS_EVERY_S=5 \
+  "$KIT_DIR/devnet.sh" >"$OUT" 2>&1 </dev/null &
+DEVNET_PID=$!
+
+until grep -q '^devnet: ready:' "$OUT" 2>/dev/null; do
+  devnet_alive || fail "devnet.sh exited before it was ready"
+  (($(now_s) - t0 < READY_TIMEOUT_S)) || fail "devnet not ready after ${READY_TIMEOUT_S}s"
+  sleep 0.5
+done
+pass "devnet ready after $(($(now_s) - t0))s ($(grep '^devnet: ready:' "$OUT" | sed 's/^devnet: ready: //'))"
+
+# Every process the devnet wrote a pid file for, plus their children (postgres backends, the
+# load generators' node processes), for the final check.
+pid_names=()
+for f in "$STATE"/pids/*; do pid_names+=("${f##*/}=$(<"$f")"); done
+read -ra STARTED <<<"$(descendants "${pid_names[@]#*=}")"
+pass "pid files: ${pid_names[*]} (${#STARTED[@]} processes with children)"
+
+check_health_and_one_leader "at start"
+
+b0=$(latest "$DEVNET_L1_API") || fail "/blocks/latest on :$DEVNET_L1_API does not answer"
+sleep 10
+b1=$(latest "$DEVNET_L1_API") || fail "/blocks/latest on :$DEVNET_L1_API does not answer"
+b2=$(latest "$DEVNET_L2_API") || fail "/blocks/latest on :$DEVNET_L2_API does not answer"
+((b1 > b0)) || fail "no block committed in 10 s: /blocks/latest stayed at $b0"
+((b2 >= b1)) || fail "leader-2's sync API is behind: $b2 < $b1"
+pass "blocks committed: /blocks/latest went from $b0 to $b1 in 10 s (leader-2's API: $b2)"
+
+ntx=$(json "http://127.0.0.1:$DEVNET_L1_API/blocks?after=$b0&limit=1000" 'sum(txs(b) for b in j["blocks"])') ||
+  fail "/blocks?after=$b0 does not answer"
+((ntx > 0)) || fail "blocks $((b0 + 1))..$b1 carry no transactions"
+pass "$ntx transactions in blocks $((b0 + 1))..$b1 ($(awk -v n="$ntx" 'BEGIN { printf "%.1f", n / 10 }') tx/s)"
+
+# A transaction the leader's own load generator sent 5+ s ago must have a receipt on its geth.
+read -ra r <<<"$(roles)"
+if [[ ${r[0]} == leader ]]; then n=1 rpc_port=$DEVNET_L1_RPC; else n=2 rpc_port=$DEVNET_L2_RPC; fi
+tx_hash=$(python3 - "$STATE/logs/loadgen-$n.log" <<'PY'
+import json, sys, time
+best = None
+for line in open(sys.argv[1]):
+    if line.startswith("{"):
+        tx = json.loads(line)
+        if tx["sent_ms"] < (time.time() - 5) * 1000:
+            best = tx["hash"]
+print(best or "")
+PY
+)
+[[ -n $tx_hash ]] || fail "loadgen-$n logged no transaction sent more than 5 s ago"
+receipt=$(rpc "$rpc_port" eth_getTransactionReceipt "[\"$tx_hash\"]")
+block=$(python3 -c 'import json, sys; r = json.loads(sys.argv[1]); print(int(r["blockNumber"], 16) if r else "")' "$receipt")
+[[ -n $block ]] || fail "transaction $tx_hash from loadgen-$n has no receipt on leader-$n's geth (:$rpc_port)"
+pass "transaction $tx_hash from loadgen-$n is in block $block"
+
+sleep 5
+check_health_and_one_leader "15 s later"
+
+# --- the devnet stops by itself -----------------------------------------------------------
+deadline=$((t0 + READY_TIMEOUT_S + DURATION_S + 90))
+while devnet_alive; do
+  (($(now_s) < deadline)) || fail "devnet.sh still running $((DURATION_S + 90))s after it was ready"
+  sleep 1
+done
+rc=0
+wait "$DEVNET_PID" || rc=$?
+DEVNET_PID=
+((rc == 0)) || fail "devnet.sh exited with status $rc"
+grep -q '^devnet: stopped redis' "$OUT" || fail "devnet.sh did not report stopping redis"
+pass "devnet.sh stopped by itself after DEVNET_DURATION_S=$DURATION_S (exit 0)"
+
+left=()
+for pid in "${STARTED[@]}"; do
+  # A zombie (state Z) has exited; only its reaping is pending.
+  state=$(sed 's/^.*) \(.\).*/\1/' "/proc/$pid/stat" 2>/dev/null) || continue
+  [[ $state == Z ]] || left+=("$pid($state):$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-80)")
+done
+((${#left[@]} == 0)) || fail "processes still running after the devnet exited: ${left[*]}"
+for i in "${!PORTS[@]}"; do
+  # shellcheck disable=SC2016  # $0 expands in the child bash
+  if timeout 1 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0"' "${PORTS[$i]}" 2>/dev/null; then
+    fail "port ${PORTS[$i]} (${VARS[$i]}) still accepts connections after the devnet exited"
+  fi
+done
+strays=$(pgrep -f -- "$STATE" || true)
+[[ -z $strays ]] || fail "processes naming $STATE still running: $strays"
+pass "none of the ${#STARTED[@]} processes is left, no port is listening"
+
+if grep -l 'panicked' "$STATE"/logs/leader-*.log "$STATE"/logs/member-*.log 2>/dev/null; then
+  fail "a clnode panicked (see the files above)"
+fi
+errors=$(cat "$STATE"/logs/leader-*.log "$STATE"/logs/member-*.log 2>/dev/null | grep -c ' ERROR ' || true)
+pass "no clnode panic; $errors ERROR lines in the clnode logs"
+say "PASS in $(($(now_s) - t0))s"
