@@ -124,7 +124,8 @@ LEADER:
 
 MEMBER:
     --leader-url URL[,URL...]    sync API URLs, tried in order (default http://localhost:8090) [LEADER_URL]
-    --sync-batch-limit N         blocks per request, 1..1000 (default 100) [SYNC_BATCH_LIMIT]
+    --sync-batch-limit N         blocks per request near the head, 1..1000 (default 100); a member
+                                 far behind asks for full pages of 1000 [SYNC_BATCH_LIMIT]
     --sync-wait DURATION         long-poll wait per request (default 5s) [SYNC_WAIT]
 
 SECURITY (a SECRET is the value itself, or @PATH to read it from a file; at least 16 bytes):

@@ -349,25 +349,35 @@ impl Store {
             reason: error_text(e),
             connection_lost: e.as_db_error().is_none(),
         };
+        // One statement for the whole page: column arrays, unnested.
+        let numbers: Vec<i64> = blocks.iter().map(|b| i64::try_from(b.number).unwrap_or(i64::MAX)).collect();
+        let hashes: Vec<&str> = blocks.iter().map(|b| b.hash.as_str()).collect();
+        let parents: Vec<&str> = blocks.iter().map(|b| b.parent_hash.as_str()).collect();
+        let payloads: Vec<&str> = blocks.iter().map(|b| b.payload_json.as_str()).collect();
+        let requests: Vec<&str> = blocks.iter().map(|b| b.requests_json.as_str()).collect();
+        let timestamps: Vec<i64> = blocks.iter().map(|b| i64::try_from(b.timestamp).unwrap_or(i64::MAX)).collect();
+        let roots: Vec<&str> = blocks.iter().map(|b| b.parent_beacon_block_root.as_str()).collect();
+        let versioned: Vec<&str> = blocks.iter().map(|b| b.blob_versioned_hashes_json.as_str()).collect();
+        let versions: Vec<i16> = blocks.iter().map(|b| i16::from(b.payload_version)).collect();
+        let terms: Vec<i64> = blocks.iter().map(|b| i64::try_from(b.term).unwrap_or(i64::MAX)).collect();
         let mut transaction = self.client.transaction().map_err(|e| lost(&e))?;
-        for block in blocks {
-            let result = transaction.execute(
+        transaction
+            .execute(
                 &insert,
                 &[
-                    &i64::try_from(block.number).unwrap_or(i64::MAX),
-                    &block.hash,
-                    &block.parent_hash,
-                    &block.payload_json,
-                    &block.requests_json,
-                    &i64::try_from(block.timestamp).unwrap_or(i64::MAX),
-                    &block.parent_beacon_block_root,
-                    &block.blob_versioned_hashes_json,
-                    &i16::from(block.payload_version),
-                    &i64::try_from(block.term).unwrap_or(i64::MAX),
+                    &numbers,
+                    &hashes,
+                    &parents,
+                    &payloads,
+                    &requests,
+                    &timestamps,
+                    &roots,
+                    &versioned,
+                    &versions,
+                    &terms,
                 ],
-            );
-            result.map_err(|e| lost(&e))?;
-        }
+            )
+            .map_err(|e| lost(&e))?;
         let new_head = expected_number - 1;
         // Wake this node's own API long polls (members serving members).
         transaction.execute("SELECT pg_notify('clnode_blocks', $1)", &[&new_head.to_string()]).map_err(|e| lost(&e))?;
@@ -427,7 +437,8 @@ impl Statements {
             )?,
             fence_term: client.prepare("SELECT term FROM fence WHERE id = 1")?,
             insert_replica: client.prepare(&format!(
-                "INSERT INTO payloads ({BLOCK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                "INSERT INTO payloads ({BLOCK_COLUMNS}) SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], \
+                 $4::TEXT[], $5::TEXT[], $6::BIGINT[], $7::TEXT[], $8::TEXT[], $9::SMALLINT[], $10::BIGINT[])"
             ))?,
         })
     }

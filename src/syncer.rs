@@ -28,7 +28,7 @@ use crate::replay::{self, CatchUpError, ReplayError};
 use crate::secret::Secret;
 use crate::shutdown::Shutdown;
 use crate::status::{Component, NodeStatus, Role};
-use crate::store::{ChainHead, Store, StoreError};
+use crate::store::{ChainHead, Store, StoreError, MAX_BLOCKS_PER_QUERY};
 
 /// Batches fetched ahead of execution.
 pub const PIPELINE_DEPTH: usize = 2;
@@ -59,14 +59,19 @@ pub struct SyncerContext {
     pub shutdown: Shutdown,
 }
 
-/// One fetched page of the sync API.
+/// One fetched page of the sync API, decoded (and its signatures checked)
+/// on the fetch thread so that work overlaps execution.
 struct Batch {
     generation: u64,
     url: String,
     /// The source's committed head when it answered.
     source_head: u64,
-    records: Vec<Value>,
+    /// Every record of the page, or why one of them was refused.
+    records: Result<Vec<BlockRecord>, String>,
 }
+
+/// Beyond this many blocks behind, the fetcher asks for full pages.
+const FAR_BEHIND_PAGES: u64 = 2;
 
 /// Where the fetcher should continue; the syncer moves it back on refusal.
 #[derive(Default)]
@@ -303,7 +308,7 @@ impl Syncer {
             let wanted = u32::try_from(el.number - head.number).unwrap_or(u32::MAX).min(self.ctx.config.batch_limit);
             let (_, records) =
                 fetch_from_any(&self.ctx.config.leader_urls, self.ctx.config.sync_token.as_ref(), head.number, wanted)?;
-            let keys = self.verification_keys();
+            let keys = verification_keys(&self.ctx.sync_keys);
             let records = verify_batch(head, &records, &keys).map_err(SyncError::Refused)?;
             if records.is_empty() {
                 return Err(SyncError::Refused(format!("the sync API has no block after {}", head.number)));
@@ -338,15 +343,6 @@ impl Syncer {
         Ok(head)
     }
 
-    /// The keys a record may be signed with; empty when signing is off.
-    fn verification_keys(&self) -> Vec<&Secret> {
-        let keys = &self.ctx.sync_keys;
-        match &keys.current {
-            Some(current) => std::iter::once(current).chain(keys.previous.as_ref()).collect(),
-            None => Vec::new(),
-        }
-    }
-
     fn set_head(&mut self, head: ChainHead, synced: u64) {
         self.head = Some(head);
         self.total_synced += synced;
@@ -367,6 +363,8 @@ impl Syncer {
         self.cursor.reset(after, false);
         let fetcher = Fetcher {
             config: self.ctx.config.clone(),
+            sync_keys: self.ctx.sync_keys.clone(),
+            last_source_head: 0,
             cursor: Arc::clone(&self.cursor),
             status: Arc::clone(&self.ctx.status),
             metrics: Arc::clone(&self.ctx.metrics),
@@ -397,10 +395,11 @@ impl Syncer {
             }
             self.ctx.status.update(|s| s.sync_url = Some(batch.url.clone()));
             self.update_lag(Some(batch.source_head));
-            if batch.records.is_empty() {
+            if batch.records.as_ref().is_ok_and(Vec::is_empty) {
                 continue;
             }
-            match self.apply(&batch) {
+            let (url, source_head) = (batch.url, batch.source_head);
+            match self.apply(batch.records) {
                 Ok(()) => {
                     if self.consecutive_failures > 0 {
                         log::info("member: syncing again");
@@ -409,12 +408,12 @@ impl Syncer {
                     for component in [Component::SyncRecord, Component::ExecutionClient, Component::Database] {
                         self.ctx.status.clear_problem(component);
                     }
-                    self.update_lag(Some(batch.source_head));
+                    self.update_lag(Some(source_head));
                 }
                 Err(SyncError::Diverged(reason)) => return self.halt(&reason),
                 Err(error) => {
                     let head = self.head.map(|h| h.number).unwrap_or(0);
-                    self.failed(&format!("batch after block {head} from {}", batch.url), &error);
+                    self.failed(&format!("batch after block {head} from {url}"), &error);
                     // Whatever was in flight is now suspect: start over from
                     // what is stored (reconciling the client if it moved).
                     match self.reconcile() {
@@ -431,10 +430,10 @@ impl Syncer {
 
     /// Verify every record of the batch, execute them, make the last one
     /// canonical, then store them all in one transaction.
-    fn apply(&mut self, batch: &Batch) -> Result<(), SyncError> {
+    fn apply(&mut self, records: Result<Vec<BlockRecord>, String>) -> Result<(), SyncError> {
         let head = self.head.ok_or_else(|| SyncError::Diverged("no head before syncing".into()))?;
-        let keys = self.verification_keys();
-        let records = verify_batch(head, &batch.records, &keys).map_err(SyncError::Refused)?;
+        let records = records.map_err(SyncError::Refused)?;
+        verify_links(head, &records).map_err(SyncError::Refused)?;
         let started = Instant::now();
         for record in &records {
             self.execute_with_retry(record)?;
@@ -504,19 +503,27 @@ impl Syncer {
     }
 }
 
-/// Checks a page of records: each decodes completely and agrees with its
-/// payload, heights follow the head one by one, parents link.
-fn verify_batch(head: ChainHead, records: &[Value], keys: &[&Secret]) -> Result<Vec<BlockRecord>, String> {
+/// Decodes a page: each record's signature verifies (when keys are set) and
+/// it decodes completely, agreeing with its payload.
+fn decode_page(records: &[Value], keys: &[&Secret]) -> Result<Vec<BlockRecord>, String> {
+    records
+        .iter()
+        .map(|value| {
+            if !keys.is_empty() {
+                verify_wire_record(keys, value).map_err(|e| {
+                    let number = value.get("block_number").and_then(Value::as_u64).unwrap_or(0);
+                    format!("block {number}: {e}")
+                })?;
+            }
+            BlockRecord::from_wire_json(value).map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// Heights follow `head` one by one and every parent links.
+fn verify_links(head: ChainHead, records: &[BlockRecord]) -> Result<(), String> {
     let mut parent = head;
-    let mut verified = Vec::with_capacity(records.len());
-    for value in records {
-        if !keys.is_empty() {
-            verify_wire_record(keys, value).map_err(|e| {
-                let number = value.get("block_number").and_then(Value::as_u64).unwrap_or(parent.number + 1);
-                format!("block {number}: {e}")
-            })?;
-        }
-        let record = BlockRecord::from_wire_json(value).map_err(|e| e.to_string())?;
+    for record in records {
         if record.number() != parent.number + 1 {
             return Err(format!(
                 "block {} does not follow block {} (a gap or a repeat)",
@@ -534,9 +541,23 @@ fn verify_batch(head: ChainHead, records: &[Value], keys: &[&Secret]) -> Result<
             ));
         }
         parent = ChainHead { number: record.number(), hash: record.hash() };
-        verified.push(record);
     }
-    Ok(verified)
+    Ok(())
+}
+
+/// Checks a page of records completely: decoding, signatures, links.
+fn verify_batch(head: ChainHead, records: &[Value], keys: &[&Secret]) -> Result<Vec<BlockRecord>, String> {
+    let decoded = decode_page(records, keys)?;
+    verify_links(head, &decoded)?;
+    Ok(decoded)
+}
+
+/// The keys a record may be signed with; empty when signing is off.
+fn verification_keys(keys: &SyncKeys) -> Vec<&Secret> {
+    match &keys.current {
+        Some(current) => std::iter::once(current).chain(keys.previous.as_ref()).collect(),
+        None => Vec::new(),
+    }
 }
 
 /// One page from the first sync URL that answers (no long poll).
@@ -601,6 +622,9 @@ fn fetch_page(
 /// one on failure and back to the first after a while.
 struct Fetcher {
     config: MemberConfig,
+    sync_keys: SyncKeys,
+    /// The source's head at the last answer: far behind it, pages are full.
+    last_source_head: u64,
     cursor: Arc<Cursor>,
     status: Arc<NodeStatus>,
     metrics: Arc<Metrics>,
@@ -623,20 +647,22 @@ impl Fetcher {
             }
             let (generation, after) = self.cursor.get();
             let url = self.config.leader_urls[self.url_index].clone();
-            match fetch_page(
-                &url,
-                self.config.sync_token.as_ref(),
-                after,
-                self.config.batch_limit,
-                self.config.long_poll_wait,
-            ) {
+            let limit = if self.last_source_head > after + FAR_BEHIND_PAGES * u64::from(self.config.batch_limit) {
+                MAX_BLOCKS_PER_QUERY
+            } else {
+                self.config.batch_limit
+            };
+            match fetch_page(&url, self.config.sync_token.as_ref(), after, limit, self.config.long_poll_wait) {
                 Ok((source_head, records)) => {
+                    self.last_source_head = source_head;
                     failures_in_a_row = 0;
                     self.status.clear_problem(Component::SyncSource);
                     let last = records.last().and_then(|r| r.get("block_number")).and_then(Value::as_u64);
                     if let Some(last) = last {
                         self.cursor.advance(generation, last);
                     }
+                    let keys = verification_keys(&self.sync_keys);
+                    let records = decode_page(&records, &keys);
                     let batch = Batch { generation, url, source_head, records };
                     if !self.send(sender, batch) {
                         return;
