@@ -6,13 +6,14 @@
 //! 400 (bad input), 404 (no such block or route), 405 (method), 503 (the
 //! database is unreachable). This module never writes.
 
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::block::{sign_wire_record, StoredBlock};
 use crate::codec::Hash32;
@@ -32,6 +33,75 @@ pub const MAX_CONCURRENT_LONG_POLLS: usize = API_WORKERS - 4;
 pub const MAX_WAIT_MS: u64 = 30_000;
 /// The seed's default page size.
 pub const DEFAULT_LIMIT: u64 = 100;
+/// Rendered pages kept; a page is cached only once every block in it is
+/// committed, after which it can never change.
+pub const MAX_CACHED_PAGES: usize = 64;
+/// Bytes of rendered pages kept.
+pub const MAX_CACHED_BYTES: usize = 32 * 1024 * 1024;
+
+/// Renderings of committed blocks, which never change: full pages by
+/// (after, limit), and the latest block by its number.
+#[derive(Default)]
+pub struct RenderCache {
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    latest: Option<(u64, Arc<[u8]>)>,
+    pages: HashMap<(u64, u32), Arc<[u8]>>,
+    order: VecDeque<(u64, u32)>,
+    bytes: usize,
+}
+
+impl RenderCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn latest(&self, head: u64) -> Option<Arc<[u8]>> {
+        self.lock().latest.as_ref().filter(|(number, _)| *number == head).map(|(_, body)| Arc::clone(body))
+    }
+
+    fn store_latest(&self, number: u64, body: Arc<[u8]>) {
+        let mut inner = self.lock();
+        if inner.latest.as_ref().is_none_or(|(cached, _)| number >= *cached) {
+            inner.latest = Some((number, body));
+        }
+    }
+
+    fn page(&self, after: u64, limit: u32) -> Option<Arc<[u8]>> {
+        self.lock().pages.get(&(after, limit)).cloned()
+    }
+
+    fn store_page(&self, after: u64, limit: u32, blocks_json: Arc<[u8]>) {
+        let mut inner = self.lock();
+        if blocks_json.len() > MAX_CACHED_BYTES / 4 || inner.pages.contains_key(&(after, limit)) {
+            return;
+        }
+        inner.bytes += blocks_json.len();
+        inner.pages.insert((after, limit), blocks_json);
+        inner.order.push_back((after, limit));
+        while inner.pages.len() > MAX_CACHED_PAGES || inner.bytes > MAX_CACHED_BYTES {
+            let Some(oldest) = inner.order.pop_front() else { break };
+            if let Some(evicted) = inner.pages.remove(&oldest) {
+                inner.bytes -= evicted.len();
+            }
+        }
+    }
+}
+
+/// `{"blocks":<rendered list>,"head":N}` from a rendered list.
+fn page_body(blocks_json: &[u8], head: u64) -> Arc<[u8]> {
+    let head = head.to_string();
+    let mut body = Vec::with_capacity(blocks_json.len() + head.len() + 20);
+    body.extend_from_slice(b"{\"blocks\":");
+    body.extend_from_slice(blocks_json);
+    body.extend_from_slice(b",\"head\":");
+    body.extend_from_slice(head.as_bytes());
+    body.push(b'}');
+    Arc::from(body)
+}
 
 pub struct ApiContext {
     pub postgres_url: String,
@@ -49,8 +119,14 @@ pub struct ApiContext {
 pub fn start(addr: SocketAddr, ctx: ApiContext, shutdown: &Shutdown) -> Result<Vec<JoinHandle<()>>, String> {
     let ctx = Arc::new(ctx);
     let long_polls = Arc::new(AtomicUsize::new(0));
+    let cache = Arc::new(RenderCache::default());
     serve("api", addr, API_WORKERS, shutdown, || {
-        let mut handler = ApiHandler { ctx: Arc::clone(&ctx), store: None, long_polls: Arc::clone(&long_polls) };
+        let mut handler = ApiHandler {
+            ctx: Arc::clone(&ctx),
+            store: None,
+            long_polls: Arc::clone(&long_polls),
+            cache: Arc::clone(&cache),
+        };
         move |request: &Incoming<'_>| handler.handle(request)
     })
 }
@@ -59,6 +135,7 @@ struct ApiHandler {
     ctx: Arc<ApiContext>,
     store: Option<Store>,
     long_polls: Arc<AtomicUsize>,
+    cache: Arc<RenderCache>,
 }
 
 /// What `/blocks/{key}` asks for.
@@ -126,13 +203,25 @@ impl ApiHandler {
             Ok(lookup) => lookup,
             Err(message) => return Reply::error(400, message),
         };
+        let known_head = self.ctx.watch.get();
+        if lookup == Lookup::Latest {
+            if let Some(body) = self.cache.latest(known_head) {
+                return Reply::json_bytes(200, body);
+            }
+        }
         let result = self.with_store(|store| match &lookup {
             Lookup::Latest => store.latest_block(),
             Lookup::Number(n) => store.block_by_number(*n),
             Lookup::Hash(h) => store.block_by_hash(h),
         });
         match result {
-            Ok(Some(block)) => Reply::json(200, &self.wire(&block)),
+            Ok(Some(block)) => {
+                let body: Arc<[u8]> = Arc::from(self.wire(&block).to_string().into_bytes());
+                if lookup == Lookup::Latest {
+                    self.cache.store_latest(block.number, Arc::clone(&body));
+                }
+                Reply::json_bytes(200, body)
+            }
             Ok(None) => Reply::error(
                 404,
                 match lookup {
@@ -153,11 +242,19 @@ impl ApiHandler {
         if wait_ms > 0 && self.ctx.watch.get() <= after {
             self.long_poll(after, Duration::from_millis(wait_ms));
         }
+        if let Some(blocks_json) = self.cache.page(after, limit) {
+            let head = self.ctx.watch.get().max(after + u64::from(limit));
+            return Reply::json_bytes(200, page_body(&blocks_json, head));
+        }
         match self.with_store(|store| store.blocks_after(after, limit)) {
             Ok(blocks) => {
                 let head = blocks.last().map(|b| b.number).unwrap_or(0).max(self.ctx.watch.get());
                 let items: Vec<Value> = blocks.iter().map(|block| self.wire(block)).collect();
-                Reply::json(200, &json!({ "blocks": items, "head": head }))
+                let blocks_json: Arc<[u8]> = Arc::from(Value::Array(items).to_string().into_bytes());
+                if blocks.len() == limit as usize {
+                    self.cache.store_page(after, limit, Arc::clone(&blocks_json));
+                }
+                Reply::json_bytes(200, page_body(&blocks_json, head))
             }
             Err(reply) => reply,
         }
@@ -243,6 +340,25 @@ pub fn parse_block_key(key: &str) -> Result<Lookup, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn page_bodies_and_the_cache_bounds() {
+        let body = page_body(b"[1,2]", 9);
+        let value: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(value, json!({"blocks": [1, 2], "head": 9}));
+        let cache = RenderCache::default();
+        for after in 0..(MAX_CACHED_PAGES as u64 + 10) {
+            cache.store_page(after, 1, Arc::from(b"[]".to_vec()));
+        }
+        assert!(cache.page(0, 1).is_none(), "the oldest page was evicted");
+        assert!(cache.page(MAX_CACHED_PAGES as u64 + 9, 1).is_some());
+        assert_eq!(cache.lock().pages.len(), MAX_CACHED_PAGES);
+        cache.store_latest(5, Arc::from(b"5".to_vec()));
+        cache.store_latest(4, Arc::from(b"4".to_vec()));
+        assert_eq!(cache.latest(5).as_deref(), Some(&b"5"[..]), "latest never goes back");
+        assert!(cache.latest(6).is_none(), "a newer head misses the cache");
+    }
 
     #[test]
     fn list_queries_parse_strictly_and_cap_the_limit() {

@@ -34,6 +34,10 @@ pub const MAX_TARGET_LEN: usize = 2048;
 pub const MAX_HEAD_BYTES: usize = 8192;
 /// A request head must arrive within this long of the connection.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// An idle keep-alive connection is closed after this long.
+pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(5);
+/// Requests served on one connection before it is closed.
+pub const MAX_REQUESTS_PER_CONNECTION: u32 = 10_000;
 /// Each write of the answer to the client must progress within this long.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections waiting for a guard thread; beyond this they get 503.
@@ -47,17 +51,32 @@ const ACCEPT_POLL: Duration = Duration::from_millis(50);
 pub struct Reply {
     pub status: u16,
     pub content_type: &'static str,
-    pub body: Vec<u8>,
+    /// Shared, so a cached rendering is served without copying it.
+    pub body: Arc<[u8]>,
     pub allow: Option<&'static str>,
+}
+
+/// A reply body as tiny_http's reader.
+struct SharedBody(Arc<[u8]>);
+
+impl AsRef<[u8]> for SharedBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 impl Reply {
     pub fn json(status: u16, value: &Value) -> Reply {
-        Reply { status, content_type: "application/json", body: value.to_string().into_bytes(), allow: None }
+        Reply::json_bytes(status, Arc::from(value.to_string().into_bytes()))
+    }
+
+    /// JSON already rendered (e.g. from a cache).
+    pub fn json_bytes(status: u16, body: Arc<[u8]>) -> Reply {
+        Reply { status, content_type: "application/json", body, allow: None }
     }
 
     pub fn text(status: u16, text: String) -> Reply {
-        Reply { status, content_type: "text/plain; charset=utf-8", body: text.into_bytes(), allow: None }
+        Reply { status, content_type: "text/plain; charset=utf-8", body: Arc::from(text.into_bytes()), allow: None }
     }
 
     pub fn error(status: u16, message: impl Into<String>) -> Reply {
@@ -225,84 +244,179 @@ fn guard_loop(receiver: &Mutex<Receiver<TcpStream>>, socket_path: &PathBuf, shut
     }
 }
 
-/// Serves one request of one connection through tiny_http, within limits.
-fn guard_one(mut client: TcpStream, socket_path: &PathBuf) {
-    let _ = client.set_nodelay(true);
-    let _ = client.set_write_timeout(Some(WRITE_TIMEOUT));
-    let head = match read_head(&mut client) {
-        Ok(head) => head,
-        Err((status, message)) => {
-            let _ = client.write_all(&plain_response(status, message));
-            return;
-        }
-    };
-    let forwarded = UnixStream::connect(socket_path).and_then(|mut upstream| {
-        upstream.set_read_timeout(Some(HANDLER_TIMEOUT))?;
-        upstream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-        upstream.write_all(&head)?;
-        upstream.shutdown(SocketShutdown::Write)?;
-        std::io::copy(&mut upstream, &mut client)
-    });
-    if forwarded.is_err() {
-        let _ = client.write_all(&plain_response(502, "handler unavailable"));
-    }
-    let _ = client.shutdown(SocketShutdown::Both);
+/// A request head as the guard forwards it, and how to frame its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardedHead {
+    pub bytes: Vec<u8>,
+    /// The client may send another request on this connection.
+    pub keep_alive: bool,
+    /// A HEAD request: the answer has headers only.
+    pub head_only: bool,
 }
 
-/// Reads one request head, bounded in size and time, and rewrites it to
-/// close the connection after the answer. Refuses any request body.
-fn read_head(client: &mut TcpStream) -> Result<Vec<u8>, (u16, &'static str)> {
-    let deadline = Instant::now() + HEAD_TIMEOUT;
-    let mut head = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
+/// Serves the requests of one connection through tiny_http, within limits:
+/// each head bounded in size and time, keep-alive between requests for at
+/// most [`KEEP_ALIVE_IDLE`] and [`MAX_REQUESTS_PER_CONNECTION`] requests.
+fn guard_one(client: TcpStream, socket_path: &PathBuf) {
+    let _ = client.set_nodelay(true);
+    let _ = client.set_write_timeout(Some(WRITE_TIMEOUT));
+    let mut reader = HeadReader { stream: client, buffer: Vec::with_capacity(1024) };
+    let mut upstream: Option<UnixStream> = None;
+    for served in 0..MAX_REQUESTS_PER_CONNECTION {
+        let wait = if served == 0 { HEAD_TIMEOUT } else { KEEP_ALIVE_IDLE };
+        let head = match reader.next_head(wait) {
+            Ok(Some(head)) => head,
+            Ok(None) => break, // the client closed or went idle between requests
+            Err((status, message)) => {
+                let _ = reader.stream.write_all(&plain_response(status, message));
+                break;
+            }
+        };
+        if upstream.is_none() {
+            upstream = UnixStream::connect(socket_path)
+                .and_then(|stream| {
+                    stream.set_read_timeout(Some(HANDLER_TIMEOUT))?;
+                    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+                    Ok(stream)
+                })
+                .ok();
+        }
+        let Some(connection) = upstream.as_mut() else {
+            let _ = reader.stream.write_all(&plain_response(502, "handler unavailable"));
+            break;
+        };
+        match relay(&head, connection, &mut reader.stream) {
+            Ok(true) if head.keep_alive => {}
+            Ok(_) => break,
+            Err(_) => {
+                let _ = reader.stream.write_all(&plain_response(502, "handler unavailable"));
+                break;
+            }
+        }
+    }
+    let _ = reader.stream.shutdown(SocketShutdown::Both);
+}
+
+/// Sends one head upstream and copies exactly one answer back. Returns
+/// whether the upstream connection can carry another request.
+fn relay(head: &ForwardedHead, upstream: &mut UnixStream, client: &mut TcpStream) -> std::io::Result<bool> {
+    upstream.write_all(&head.bytes)?;
+    let mut buffer = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 16 * 1024];
     let end = loop {
-        if let Some(end) = find_head_end(&head) {
+        if let Some(end) = find_head_end(&buffer) {
             break end;
         }
-        if head.len() > MAX_HEAD_BYTES {
-            return Err((431, "request head larger than 8192 bytes"));
+        if buffer.len() > MAX_HEAD_BYTES * 2 {
+            return Err(std::io::Error::other("answer head too large"));
         }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err((408, "request head not received in time"));
+        let read = upstream.read(&mut chunk)?;
+        if read == 0 {
+            return Err(std::io::Error::other("handler closed the connection"));
         }
-        let _ = client.set_read_timeout(Some(remaining));
-        match client.read(&mut chunk) {
-            Ok(0) => return Err((400, "connection closed before the request head ended")),
-            Ok(read) => head.extend_from_slice(&chunk[..read]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                return Err((408, "request head not received in time"));
-            }
-            Err(_) => return Err((400, "unreadable request")),
-        }
+        buffer.extend_from_slice(&chunk[..read]);
     };
-    if end > MAX_HEAD_BYTES {
-        return Err((431, "request head larger than 8192 bytes"));
+    let content_length = std::str::from_utf8(&buffer[..end]).ok().and_then(|text| {
+        text.split("\r\n").find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.trim().eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<u64>().ok()).flatten()
+        })
+    });
+    let Some(length) = content_length.map(|l| if head.head_only { 0 } else { l }) else {
+        // Not framed: let the handler end the connection, pass it all on.
+        client.write_all(&buffer)?;
+        upstream.shutdown(SocketShutdown::Write)?;
+        std::io::copy(upstream, client)?;
+        return Ok(false);
+    };
+    let body_so_far = (buffer.len() - end) as u64;
+    if body_so_far > length {
+        return Err(std::io::Error::other("answer longer than its Content-Length"));
     }
-    rewrite_head(&head[..end])
+    client.write_all(&buffer)?;
+    let remaining = length - body_so_far;
+    let copied = std::io::copy(&mut Read::by_ref(upstream).take(remaining), client)?;
+    if copied != remaining {
+        return Err(std::io::Error::other("answer shorter than its Content-Length"));
+    }
+    Ok(true)
+}
+
+/// Reads request heads from a client, keeping bytes that arrive early.
+struct HeadReader {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl HeadReader {
+    /// The next request head, bounded in size and in time (`wait` from
+    /// now). `Ok(None)` when the client closes, or stays silent between
+    /// requests, before sending any byte of a new one.
+    fn next_head(&mut self, wait: Duration) -> Result<Option<ForwardedHead>, (u16, &'static str)> {
+        let deadline = Instant::now() + wait;
+        let mut chunk = [0u8; 2048];
+        let end = loop {
+            if let Some(end) = find_head_end(&self.buffer) {
+                break end;
+            }
+            if self.buffer.len() > MAX_HEAD_BYTES {
+                return Err((431, "request head larger than 8192 bytes"));
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let silent = self.buffer.is_empty();
+            if remaining.is_zero() {
+                return if silent && wait == KEEP_ALIVE_IDLE {
+                    Ok(None)
+                } else {
+                    Err((408, "request head not received in time"))
+                };
+            }
+            let _ = self.stream.set_read_timeout(Some(remaining));
+            match self.stream.read(&mut chunk) {
+                Ok(0) if silent => return Ok(None),
+                Ok(0) => return Err((400, "connection closed before the request head ended")),
+                Ok(read) => self.buffer.extend_from_slice(&chunk[..read]),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    if silent && wait == KEEP_ALIVE_IDLE {
+                        return Ok(None);
+                    }
+                    return Err((408, "request head not received in time"));
+                }
+                Err(_) if silent => return Ok(None),
+                Err(_) => return Err((400, "unreadable request")),
+            }
+        };
+        let head: Vec<u8> = self.buffer.drain(..end).collect();
+        rewrite_head(&head).map(Some)
+    }
 }
 
 /// Checks one complete request head (ending in an empty line) and rewrites
-/// it for tiny_http: `Connection: close`, no body headers (a body is never
-/// forwarded; the handler is told one was announced). Pure, for fuzzing.
-pub fn rewrite_head(head: &[u8]) -> Result<Vec<u8>, (u16, &'static str)> {
+/// it for tiny_http: hop-by-hop connection headers and body headers removed
+/// (a body is never read or forwarded; the handler is told one was
+/// announced, and the connection closes after the answer). Pure, for fuzzing.
+pub fn rewrite_head(head: &[u8]) -> Result<ForwardedHead, (u16, &'static str)> {
     if head.len() > MAX_HEAD_BYTES {
         return Err((431, "request head larger than 8192 bytes"));
     }
     let text = std::str::from_utf8(head).map_err(|_| (400, "request head is not UTF-8"))?;
     let mut lines = text.split("\r\n");
     let request_line = lines.next().unwrap_or("");
+    let mut parts = request_line.split(' ');
+    let (method, version) = (parts.next().unwrap_or(""), parts.nth(1).unwrap_or(""));
+    let mut keep_alive = version == "HTTP/1.1";
     let mut rewritten = String::with_capacity(head.len() + 64);
     let mut body_announced = false;
     rewritten.push_str(request_line);
     rewritten.push_str("\r\n");
     for line in lines.filter(|l| !l.is_empty()) {
-        let name = line.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
+        let (name, value) = line.split_once(':').unwrap_or((line, ""));
+        let name = name.trim().to_ascii_lowercase();
+        let value = value.trim();
         match name.as_str() {
             // No route takes a body: it is never read or forwarded. The
             // handler answers 405 or 413, whichever applies first.
             "content-length" => {
-                let value = line.split_once(':').map(|(_, v)| v.trim()).unwrap_or("");
                 if value != "0" {
                     body_announced = true;
                 }
@@ -312,18 +426,29 @@ pub fn rewrite_head(head: &[u8]) -> Result<Vec<u8>, (u16, &'static str)> {
                 body_announced = true;
                 continue;
             }
-            "connection" | "keep-alive" | BODY_REFUSED_HEADER_LOWER => continue,
+            "connection" => {
+                let value = value.to_ascii_lowercase();
+                if value.contains("close") {
+                    keep_alive = false;
+                } else if value.contains("keep-alive") {
+                    keep_alive = true;
+                }
+                continue;
+            }
+            "keep-alive" | BODY_REFUSED_HEADER_LOWER => continue,
             _ => {}
         }
         rewritten.push_str(line);
         rewritten.push_str("\r\n");
     }
     if body_announced {
+        // The unread body would be taken for the next request: close after.
+        keep_alive = false;
         rewritten.push_str(BODY_REFUSED_HEADER);
         rewritten.push_str(": 1\r\n");
     }
-    rewritten.push_str("Connection: close\r\n\r\n");
-    Ok(rewritten.into_bytes())
+    rewritten.push_str("\r\n");
+    Ok(ForwardedHead { bytes: rewritten.into_bytes(), keep_alive, head_only: method == "HEAD" })
 }
 
 fn find_head_end(buffer: &[u8]) -> Option<usize> {
@@ -339,7 +464,7 @@ where
     let mut response = Response::new(
         tiny_http::StatusCode(reply.status),
         Vec::new(),
-        Cursor::new(if is_head { Vec::new() } else { reply.body.clone() }),
+        Cursor::new(SharedBody(if is_head { Arc::from(Vec::new()) } else { Arc::clone(&reply.body) })),
         Some(reply.body.len()),
         None,
     );
@@ -416,12 +541,17 @@ mod tests {
     #[test]
     fn heads_are_rewritten_to_close_and_never_carry_a_body() {
         let rewritten = rewrite_head(b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n").unwrap();
-        assert_eq!(rewritten, b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        assert_eq!(rewritten.bytes, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert!(rewritten.keep_alive && !rewritten.head_only);
+        let closing = rewrite_head(b"HEAD /x HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+        assert!(!closing.keep_alive && closing.head_only);
+        assert!(!rewrite_head(b"GET /x HTTP/1.0\r\n\r\n").unwrap().keep_alive, "HTTP/1.0 closes by default");
         let with_body = rewrite_head(b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\n").unwrap();
-        let text = String::from_utf8(with_body).unwrap();
+        assert!(!with_body.keep_alive, "an unread body ends the connection");
+        let text = String::from_utf8(with_body.bytes).unwrap();
         assert!(text.contains("X-Clnode-Body-Refused: 1") && !text.contains("Content-Length"), "{text}");
         let spoofed = rewrite_head(b"GET /x HTTP/1.1\r\nX-Clnode-Body-Refused: 1\r\n\r\n").unwrap();
-        assert!(!String::from_utf8(spoofed).unwrap().contains("Refused"), "a client cannot set the marker");
+        assert!(!String::from_utf8(spoofed.bytes).unwrap().contains("Refused"), "a client cannot set the marker");
         assert_eq!(rewrite_head(&[0xff, 0xfe, b'\r', b'\n', b'\r', b'\n']).unwrap_err().0, 400);
         assert_eq!(rewrite_head(&vec![b'a'; MAX_HEAD_BYTES + 1]).unwrap_err().0, 431);
     }
