@@ -263,7 +263,14 @@ fn p2_member_catch_up(chain: &Chain, figures: &mut Vec<Figure>) -> El {
         let member_el = El::start(&chain.dir, &format!("geth-member-{trial}"), ElKind::Geth, "osaka");
         let member_pg = Postgres::start(&chain.dir, &format!("member-pg-{trial}"));
         let started = Instant::now();
-        let member = Node::member(&chain.dir, &format!("member-{trial}"), &member_el, &member_pg, std::slice::from_ref(&api), &[]);
+        let member = Node::member(
+            &chain.dir,
+            &format!("member-{trial}"),
+            &member_el,
+            &member_pg,
+            std::slice::from_ref(&api),
+            &[],
+        );
         wait_for(Duration::from_secs(600), "member caught up", || {
             (member.synced_height().unwrap_or(0) >= backlog).then_some(())
         });
