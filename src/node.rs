@@ -93,7 +93,7 @@ pub fn start(config: Config, shutdown: Shutdown) -> Result<RunningNode, String> 
     match config.mode {
         Mode::Leader => {
             let lease = lease.unwrap_or_default();
-            let (publisher, publish_thread) = Publisher::start(&config.leader, Arc::clone(&metrics), shutdown.clone());
+            let (publisher, publish_thread) = Publisher::start(&config.leader, Arc::clone(&metrics), shutdown.clone())?;
             threads.push(publish_thread);
             let lease_loop = LeaseLoop::new(
                 config.leader.clone(),

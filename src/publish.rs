@@ -27,15 +27,19 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn start(config: &LeaderConfig, metrics: Arc<Metrics>, shutdown: Shutdown) -> (Publisher, JoinHandle<()>) {
+    pub fn start(
+        config: &LeaderConfig,
+        metrics: Arc<Metrics>,
+        shutdown: Shutdown,
+    ) -> Result<(Publisher, JoinHandle<()>), String> {
         let (sender, receiver) = sync_channel(PUBLISH_QUEUE_LEN);
         let config = config.clone();
         let thread_metrics = Arc::clone(&metrics);
         let handle = std::thread::Builder::new()
             .name("publish".into())
             .spawn(move || run(&config, &receiver, &thread_metrics, &shutdown))
-            .unwrap_or_else(|e| panic!("cannot spawn the publish thread: {e}"));
-        (Publisher { sender, metrics }, handle)
+            .map_err(|e| format!("cannot start the publish thread: {e}"))?;
+        Ok((Publisher { sender, metrics }, handle))
     }
 
     /// Queues a committed block; never blocks.

@@ -209,8 +209,10 @@ impl Syncer {
         // The fetcher may sit in a long poll for up to --sync-wait; it only
         // reads, so on shutdown it is left to end with the process rather
         // than joined.
-        let _fetcher = self.start_fetcher(sender, head.number);
-        self.sync_loop(&receiver);
+        match self.start_fetcher(sender, head.number) {
+            Ok(_fetcher) => self.sync_loop(&receiver),
+            Err(error) => self.halt(&error),
+        }
     }
 
     /// Keeps serving /health with the reason, but executes nothing more.
@@ -359,7 +361,7 @@ impl Syncer {
         });
     }
 
-    fn start_fetcher(&self, sender: SyncSender<Batch>, after: u64) -> JoinHandle<()> {
+    fn start_fetcher(&self, sender: SyncSender<Batch>, after: u64) -> Result<JoinHandle<()>, String> {
         self.cursor.reset(after, false);
         let fetcher = Fetcher {
             config: self.ctx.config.clone(),
@@ -376,7 +378,7 @@ impl Syncer {
         std::thread::Builder::new()
             .name("fetch".into())
             .spawn(move || fetcher.run(&sender))
-            .unwrap_or_else(|e| panic!("cannot spawn the fetch thread: {e}"))
+            .map_err(|e| format!("cannot start the fetch thread: {e}"))
     }
 
     fn sync_loop(&mut self, receiver: &Receiver<Batch>) {
