@@ -224,12 +224,7 @@ where
     }
     let mut raw = RawArgs::default();
     let mut parser = lexopt::Parser::from_args(args);
-    loop {
-        let arg = match parser.next() {
-            Ok(Some(arg)) => arg,
-            Ok(None) => break,
-            Err(e) => return err(e.to_string()),
-        };
+    while let Some(arg) = parser.next().map_err(|e| ConfigError(e.to_string()))? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help),
             Short('V') | Long("version") => return Ok(Command::Version),
@@ -274,12 +269,7 @@ where
     let mut urls = env("CLNODE_STATUS_URLS").unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
     let mut watch = false;
     let mut interval = Duration::from_secs(1);
-    loop {
-        let arg = match parser.next() {
-            Ok(Some(arg)) => arg,
-            Ok(None) => break,
-            Err(e) => return err(e.to_string()),
-        };
+    while let Some(arg) = parser.next().map_err(|e| ConfigError(e.to_string()))? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help),
             Long("url") => urls = flag_value(&mut parser, "url")?,

@@ -45,6 +45,17 @@ impl Cluster {
         stored_chain(&self.postgres).last().map(|b| b.0).unwrap_or(0)
     }
 
+    /// The leader and a standby whose geth is at the committed head, after
+    /// a block with transactions; returns (leader, standby, head).
+    fn leader_and_caught_up_standby(&self) -> (usize, usize, u64) {
+        let leader = self.wait_for_leader(Duration::from_secs(30));
+        let standby = 1 - leader;
+        self.commit_transactions(leader, 2, Duration::from_secs(20));
+        let head = self.committed_head();
+        wait_for(Duration::from_secs(20), "standby caught up", || (self.els[standby].head().0 == head).then_some(()));
+        (leader, standby, head)
+    }
+
     /// Sends transactions to node `index`'s geth and waits until they are committed.
     fn commit_transactions(&self, index: usize, count: usize, timeout: Duration) -> Vec<String> {
         let hashes = send_transactions(&self.els[index].rpc_url(), count, index);
@@ -94,15 +105,8 @@ fn two_leaders_exactly_one_produces_and_both_geths_agree() {
 #[test]
 fn sigterm_hands_over_without_waiting_for_the_ttl() {
     // A long TTL: a hand-over that waited for it would take 20 s.
-    let cluster = Cluster::start("leader-sigterm", 2, &["--lease-ttl", "20s", "--lease-renew-interval", "2s"]);
-    let mut cluster = cluster;
-    let leader = cluster.wait_for_leader(Duration::from_secs(30));
-    let standby = 1 - leader;
-    cluster.commit_transactions(leader, 2, Duration::from_secs(20));
-    let head_before = cluster.committed_head();
-    wait_for(Duration::from_secs(20), "standby caught up", || {
-        (cluster.els[standby].head().0 == head_before).then_some(())
-    });
+    let mut cluster = Cluster::start("leader-sigterm", 2, &["--lease-ttl", "20s", "--lease-renew-interval", "2s"]);
+    let (leader, standby, head_before) = cluster.leader_and_caught_up_standby();
     let stopped_at = Instant::now();
     let code = cluster.nodes[leader].proc.terminate(Duration::from_secs(10));
     assert_eq!(code, Some(0), "a SIGTERMed node exits cleanly");
@@ -120,13 +124,7 @@ fn sigterm_hands_over_without_waiting_for_the_ttl() {
 #[test]
 fn sigkill_fails_over_within_ttl_plus_renew() {
     let mut cluster = Cluster::start("leader-sigkill", 2, &["--lease-ttl", "2s", "--lease-renew-interval", "400ms"]);
-    let leader = cluster.wait_for_leader(Duration::from_secs(30));
-    let standby = 1 - leader;
-    cluster.commit_transactions(leader, 2, Duration::from_secs(20));
-    let head_before = cluster.committed_head();
-    wait_for(Duration::from_secs(20), "standby caught up", || {
-        (cluster.els[standby].head().0 == head_before).then_some(())
-    });
+    let (leader, standby, head_before) = cluster.leader_and_caught_up_standby();
     let killed_at = Instant::now();
     cluster.nodes[leader].proc.kill();
     let taken_over = wait_for(Duration::from_secs(10), "the standby takes the lease", || {
