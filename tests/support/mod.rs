@@ -393,32 +393,32 @@ pub fn clnode_binary() -> PathBuf {
 }
 
 impl Node {
-    /// A leader-mode node with fast test settings; `extra` flags override.
+    /// A leader-mode node; `extra` flags override.
     pub fn leader(dir: &TestDir, id: &str, el: &El, postgres: &Postgres, redis: &Redis, extra: &[&str]) -> Node {
-        let (health_port, api_port) = (free_port(), free_port());
-        let mut args: Vec<String> = [
-            "--instance-id",
-            id,
-            "--mode",
-            "leader",
-            "--eth-client-url",
-            &el.engine_url(),
-            "--jwt-secret-file",
-            &el.jwt.display().to_string(),
-            "--postgres-url",
-            &postgres.url(),
-            "--redis-addr",
-            &redis.addr(),
-            "--health-addr",
-            &format!("127.0.0.1:{health_port}"),
-            "--api-addr",
-            &format!("127.0.0.1:{api_port}"),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args = vec!["--mode".to_owned(), "leader".to_owned(), "--redis-addr".to_owned(), redis.addr()];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let proc = Proc::spawn(id, dir.join(format!("{id}.log")), &clnode_binary(), &args);
+        Node::spawn(dir, id, el, postgres, &args)
+    }
+
+    /// Any node: the flags every mode shares, then `args`.
+    fn spawn(dir: &TestDir, id: &str, el: &El, postgres: &Postgres, args: &[String]) -> Node {
+        let (health_port, api_port) = (free_port(), free_port());
+        let mut all: Vec<String> = vec![
+            "--instance-id".into(),
+            id.into(),
+            "--eth-client-url".into(),
+            el.engine_url(),
+            "--jwt-secret-file".into(),
+            el.jwt.display().to_string(),
+            "--postgres-url".into(),
+            postgres.url(),
+            "--health-addr".into(),
+            format!("127.0.0.1:{health_port}"),
+            "--api-addr".into(),
+            format!("127.0.0.1:{api_port}"),
+        ];
+        all.extend(args.iter().cloned());
+        let proc = Proc::spawn(id, dir.join(format!("{id}.log")), &clnode_binary(), &all);
         Node { proc, health_port, api_port: Some(api_port), id: id.to_owned() }
     }
 
@@ -482,31 +482,9 @@ impl Node {
         leader_urls: &[String],
         extra: &[&str],
     ) -> Node {
-        let (health_port, api_port) = (free_port(), free_port());
-        let mut args: Vec<String> = [
-            "--instance-id",
-            id,
-            "--mode",
-            "member",
-            "--leader-url",
-            &leader_urls.join(","),
-            "--eth-client-url",
-            &el.engine_url(),
-            "--jwt-secret-file",
-            &el.jwt.display().to_string(),
-            "--postgres-url",
-            &postgres.url(),
-            "--health-addr",
-            &format!("127.0.0.1:{health_port}"),
-            "--api-addr",
-            &format!("127.0.0.1:{api_port}"),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args = vec!["--mode".to_owned(), "member".to_owned(), "--leader-url".to_owned(), leader_urls.join(",")];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let proc = Proc::spawn(id, dir.join(format!("{id}.log")), &clnode_binary(), &args);
-        Node { proc, health_port, api_port: Some(api_port), id: id.to_owned() }
+        Node::spawn(dir, id, el, postgres, &args)
     }
 
     pub fn api_url(&self) -> String {
@@ -547,4 +525,90 @@ pub fn send_transactions_at(
             .map(|line| serde_json::from_str::<Value>(line).unwrap()["hash"].as_str().unwrap().to_owned())
             .collect()
     })
+}
+
+// ---------------------------------------------------------------------------
+// Additions for the fault-injection suite (tests/faults.rs).
+
+impl Proc {
+    /// (Re)starts the same command with extra environment variables (for
+    /// example a failpoint), appending to the same log.
+    pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
+        assert!(self.child.is_none(), "{} is already running", self.name);
+        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(&self.command[0])
+            .args(&self.command[1..])
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.name));
+        self.child = Some(child);
+    }
+
+    /// Whether this handle has a live (not yet reaped) child.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Whether the process is stopped by a signal (state T in /proc/PID/stat).
+    pub fn is_stopped(&self) -> bool {
+        let Some(child) = self.child.as_ref() else { return false };
+        let stat = fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+        // "PID (comm) STATE ...": comm may hold spaces and parentheses.
+        stat.rfind(')').and_then(|end| stat[end + 1..].split_whitespace().next()).is_some_and(|state| state == "T")
+    }
+
+    /// The size of the log so far: pass it to `log_since` to read what came after.
+    pub fn log_len(&self) -> usize {
+        fs::metadata(&self.log).map(|m| m.len() as usize).unwrap_or(0)
+    }
+
+    /// The log from byte `offset` on.
+    pub fn log_since(&self, offset: usize) -> String {
+        let bytes = fs::read(&self.log).unwrap_or_default();
+        String::from_utf8_lossy(bytes.get(offset..).unwrap_or_default()).into_owned()
+    }
+
+    /// The last `lines` lines of the log (for failure messages).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = self.log_text();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+/// HTTP GET with an overall timeout: a stopped (SIGSTOP) process accepts
+/// connections but never answers, so probes of it must give up quickly.
+pub fn http_get_within(url: &str, timeout: Duration) -> Result<(u16, String), String> {
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().into();
+    let mut response = agent.get(url).call().map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = response.body_mut().read_to_string().unwrap_or_default();
+    Ok((status, body))
+}
+
+impl Node {
+    /// `/health` (the plain line) with a short timeout.
+    pub fn health_within(&self, timeout: Duration) -> Option<(u16, String)> {
+        http_get_within(&format!("http://127.0.0.1:{}/health", self.health_port), timeout).ok()
+    }
+
+    /// `/health?format=json` with a short timeout.
+    pub fn health_json_within(&self, timeout: Duration) -> Option<Value> {
+        let url = format!("http://127.0.0.1:{}/health?format=json", self.health_port);
+        let (_, body) = http_get_within(&url, timeout).ok()?;
+        serde_json::from_str(&body).ok()
+    }
+
+    /// One unlabelled series from `/metrics`, with a short timeout.
+    pub fn metric_within(&self, name: &str, timeout: Duration) -> Option<f64> {
+        let (_, body) = http_get_within(&format!("http://127.0.0.1:{}/metrics", self.health_port), timeout).ok()?;
+        body.lines().find_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            (key == name).then(|| value.parse().ok()).flatten()
+        })
+    }
 }
