@@ -5,10 +5,12 @@
 //! tiny_http has no limits of its own (a thread per connection, header lines
 //! of any length, no timeouts), so the public socket belongs to the guard:
 //! a fixed pool of guard threads takes connections from a bounded queue
-//! (full: 503 at once), reads one request head with a size cap (431) and a
-//! deadline (408), refuses bodies (413), and forwards that one request to
-//! tiny_http on a private unix socket, then streams the answer back and
-//! closes. Handlers return a [`Reply`]; nothing here panics on input.
+//! (full: 503 at once), reads each request head with a size cap (431) and a
+//! deadline (408), never reads a body (the handler answers 405 or 413), and
+//! relays the request to tiny_http over one private unix connection per
+//! client connection, copying back exactly one Content-Length-framed answer.
+//! Keep-alive is bounded (idle time, requests per connection). Handlers
+//! return a [`Reply`]; nothing here panics on input.
 
 use std::io::{Cursor, Read, Write};
 use std::net::{Shutdown as SocketShutdown, SocketAddr, TcpListener, TcpStream};
