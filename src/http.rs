@@ -219,6 +219,7 @@ fn plain_response(status: u16, message: &str) -> Vec<u8> {
     let reason = match status {
         400 => "Bad Request",
         408 => "Request Timeout",
+        414 => "URI Too Long",
         413 => "Payload Too Large",
         431 => "Request Header Fields Too Large",
         502 => "Bad Gateway",
@@ -401,18 +402,27 @@ pub fn rewrite_head(head: &[u8]) -> Result<ForwardedHead, (u16, &'static str)> {
     if head.len() > MAX_HEAD_BYTES {
         return Err((431, "request head larger than 8192 bytes"));
     }
+    // Only printable ASCII (and tabs in header values) reaches tiny_http,
+    // which answers anything else without a JSON body or drops the client.
+    if head.iter().any(|&b| !(b.is_ascii_graphic() || b == b' ' || b == b'\t' || b == b'\r' || b == b'\n')) {
+        return Err((400, "request head must be printable ASCII"));
+    }
     let text = std::str::from_utf8(head).map_err(|_| (400, "request head is not UTF-8"))?;
     let mut lines = text.split("\r\n");
     let request_line = lines.next().unwrap_or("");
-    let mut parts = request_line.split(' ');
-    let (method, version) = (parts.next().unwrap_or(""), parts.nth(1).unwrap_or(""));
+    let (method, _target, version) = parse_request_line(request_line)?;
     let mut keep_alive = version == "HTTP/1.1";
     let mut rewritten = String::with_capacity(head.len() + 64);
     let mut body_announced = false;
     rewritten.push_str(request_line);
     rewritten.push_str("\r\n");
     for line in lines.filter(|l| !l.is_empty()) {
-        let (name, value) = line.split_once(':').unwrap_or((line, ""));
+        let Some((name, value)) = line.split_once(':') else {
+            return Err((400, "malformed header line"));
+        };
+        if name.is_empty() || !name.bytes().all(is_token_byte) {
+            return Err((400, "malformed header name"));
+        }
         let name = name.trim().to_ascii_lowercase();
         let value = value.trim();
         match name.as_str() {
@@ -451,6 +461,33 @@ pub fn rewrite_head(head: &[u8]) -> Result<ForwardedHead, (u16, &'static str)> {
     }
     rewritten.push_str("\r\n");
     Ok(ForwardedHead { bytes: rewritten.into_bytes(), keep_alive, head_only: method == "HEAD" })
+}
+
+/// RFC 9110 token characters (method and header names).
+fn is_token_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
+/// `METHOD SP /target SP HTTP/1.x`, strictly.
+fn parse_request_line(line: &str) -> Result<(&str, &str, &str), (u16, &'static str)> {
+    let mut parts = line.split(' ');
+    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err((400, "malformed request line"));
+    };
+    if method.is_empty() || method.len() > 16 || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err((400, "malformed request method"));
+    }
+    if !target.starts_with('/') {
+        return Err((400, "the request target must be a path"));
+    }
+    if target.len() > MAX_TARGET_LEN {
+        return Err((414, "request target longer than 2048 bytes"));
+    }
+    if version != "HTTP/1.1" && version != "HTTP/1.0" {
+        return Err((400, "only HTTP/1.0 and HTTP/1.1 are served"));
+    }
+    Ok((method, target, version))
 }
 
 fn find_head_end(buffer: &[u8]) -> Option<usize> {
@@ -555,6 +592,20 @@ mod tests {
         let spoofed = rewrite_head(b"GET /x HTTP/1.1\r\nX-Clnode-Body-Refused: 1\r\n\r\n").unwrap();
         assert!(!String::from_utf8(spoofed.bytes).unwrap().contains("Refused"), "a client cannot set the marker");
         assert_eq!(rewrite_head(&[0xff, 0xfe, b'\r', b'\n', b'\r', b'\n']).unwrap_err().0, 400);
+        for bad in [
+            &b"GARBAGE\r\n\r\n"[..],
+            b"GET\r\n\r\n",
+            b"GET / HTTP/9.9\r\n\r\n",
+            b"GET /\xc3\xa9 HTTP/1.1\r\n\r\n",
+            b"GET x HTTP/1.1\r\n\r\n",
+            b"get / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nno colon here\r\n\r\n",
+            b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+        ] {
+            assert_eq!(rewrite_head(bad).unwrap_err().0, 400, "{:?}", String::from_utf8_lossy(bad));
+        }
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_TARGET_LEN));
+        assert_eq!(rewrite_head(long.as_bytes()).unwrap_err().0, 414);
         assert_eq!(rewrite_head(&vec![b'a'; MAX_HEAD_BYTES + 1]).unwrap_err().0, 431);
     }
 

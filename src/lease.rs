@@ -379,14 +379,22 @@ impl LeaseLoop {
             return;
         }
         let seconds = format!("{:.3}", wait.as_secs_f64());
+        let addr = self.config.redis_addr.clone();
         let outcome = self.connection().and_then(|connection| {
             redis::cmd("BLPOP")
                 .arg(HANDOFF_KEY)
                 .arg(&seconds)
                 .query::<Option<(String, String)>>(connection)
-                .map_err(|e| RedisError { addr: String::new(), what: "wait", reason: e.to_string() })
+                .map_err(|e| RedisError { addr, what: "wait", reason: e.to_string() })
         });
         if let Err(error) = outcome {
+            // A signal (SIGSTOP/SIGCONT) interrupts the blocking read: the
+            // reply is still owed, so the connection is dropped, but Redis
+            // is not at fault.
+            if error.reason.contains("os error 4") {
+                self.connection = None;
+                return;
+            }
             self.redis_failed(&error);
             self.shutdown.sleep(wait);
         }

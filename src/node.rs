@@ -140,7 +140,7 @@ pub fn start(config: Config, shutdown: Shutdown) -> Result<RunningNode, String> 
 /// they hold the same chain (genesis hash and chain id). Both may come up
 /// after clnode; /health says what is missing meanwhile.
 fn check_chain(config: &Config, engine: &EngineClient, status: &NodeStatus, shutdown: &Shutdown) -> Result<(), String> {
-    let mut announced = false;
+    let (mut announced_engine, mut announced_database) = (false, false);
     while !shutdown.is_requested() {
         let genesis = engine.chain_id().and_then(|chain_id| {
             engine.block_by_number(crate::engine::BlockTag::Number(0)).map(|block| (chain_id, block.map(|b| b.hash)))
@@ -153,9 +153,9 @@ fn check_chain(config: &Config, engine: &EngineClient, status: &NodeStatus, shut
                     return Err(format!("{error} (is the JWT secret the execution client's?)"));
                 }
                 status.set_problem(Component::ExecutionClient, error.to_string());
-                if !announced {
+                if !announced_engine {
                     log::warn(&format!("startup: waiting for the execution client: {error}"));
-                    announced = true;
+                    announced_engine = true;
                 }
                 shutdown.sleep(STARTUP_RETRY);
                 continue;
@@ -175,9 +175,9 @@ fn check_chain(config: &Config, engine: &EngineClient, status: &NodeStatus, shut
             Err(error) if !error.connection_lost && error.what == "chain check" => return Err(error.to_string()),
             Err(error) => {
                 status.set_problem(Component::Database, error.to_string());
-                if !announced {
+                if !announced_database {
                     log::warn(&format!("startup: waiting for the database: {error}"));
-                    announced = true;
+                    announced_database = true;
                 }
                 shutdown.sleep(STARTUP_RETRY);
             }

@@ -390,7 +390,14 @@ impl Producer {
             s.term = term;
             s.ready_after_acquire_ms = Some(takeover_ms);
         });
-        self.ctx.status.clear_problem(Component::Commit);
+        // Preparing just read the database and brought the client to the
+        // head: whatever failed before is working again.
+        for component in [Component::Commit, Component::ExecutionClient, Component::Database] {
+            self.ctx.status.clear_problem(component);
+        }
+        if self.consecutive_failures > 0 {
+            log::info("leader: recovered");
+        }
         let mut parent = parent;
         self.consecutive_failures = 0;
         while !self.ctx.shutdown.is_requested() && self.ctx.lease.held_term() == Some(term) {
@@ -445,9 +452,17 @@ impl Producer {
     /// Returns true when it stepped down.
     fn leader_failed(&mut self, error: &ProduceError) -> bool {
         self.record_failure("leader", error);
+        let hung = matches!(
+            error,
+            ProduceError::Engine { source, .. } | ProduceError::EngineRead(source)
+                if matches!(source.kind, crate::engine::EngineErrorKind::Timeout { .. })
+        );
         let cannot_lead = match error {
             ProduceError::Store(_) => false,
             ProduceError::Diverged(_) => true,
+            // A call that ran into its (spec-length) timeout means a hung
+            // client: waiting for more of them only prolongs the outage.
+            _ if hung => true,
             _ => self.consecutive_failures >= MAX_CONSECUTIVE_ENGINE_FAILURES,
         };
         if cannot_lead {
