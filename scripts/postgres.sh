@@ -54,4 +54,5 @@ exec "${as_pg[@]}" "$bindir/postgres" -D "$pgdata" \
   -c fsync=on \
   -c shared_buffers=64MB \
   -c max_connections=100 \
+  -c track_commit_timestamp=on \
   -c log_line_prefix='%m [%p] '

@@ -35,9 +35,9 @@ pub const MAX_WAIT_MS: u64 = 30_000;
 pub const DEFAULT_LIMIT: u64 = 100;
 /// Rendered pages kept; a page is cached only once every block in it is
 /// committed, after which it can never change.
-pub const MAX_CACHED_PAGES: usize = 64;
+pub const MAX_CACHED_PAGES: usize = 32;
 /// Bytes of rendered pages kept.
-pub const MAX_CACHED_BYTES: usize = 32 * 1024 * 1024;
+pub const MAX_CACHED_BYTES: usize = 8 * 1024 * 1024;
 
 /// Renderings of committed blocks, which never change: full pages by
 /// (after, limit), and the latest block by its number.

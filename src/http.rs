@@ -46,7 +46,8 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const PENDING_CONNECTIONS: usize = 64;
 /// The longest a handler may take (the API's longest long poll, plus slack).
 pub const HANDLER_TIMEOUT: Duration = Duration::from_secs(45);
-/// How often an idle worker looks at the shutdown flag.
+/// How often the stopper looks at the shutdown flag (the one thread per
+/// server that polls), and the pause after a failed accept.
 const ACCEPT_POLL: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Clone)]
@@ -141,7 +142,9 @@ where
     let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr} ({name}): {e}"))?;
     let (socket_path, unix_listener) = private_unix_listener(name)?;
     let server = Arc::new(Server::from_listener(unix_listener, None).map_err(|e| format!("{name}: {e}"))?);
-    let mut handles = Vec::with_capacity(workers * 3 + 1);
+    let mut handles = Vec::with_capacity(workers * 3 + 2);
+    // Every thread below blocks until there is work (no polling while
+    // idle); the stopper wakes them all when the node stops.
     for index in 0..workers {
         let server = Arc::clone(&server);
         let shutdown = shutdown.clone();
@@ -150,10 +153,8 @@ where
             .name(format!("{name}-{index}"))
             .spawn(move || {
                 while !shutdown.is_requested() {
-                    match server.recv_timeout(ACCEPT_POLL) {
-                        Ok(Some(request)) => answer(request, &mut handler),
-                        Ok(None) => {}
-                        Err(_) => std::thread::sleep(ACCEPT_POLL),
+                    if let Ok(request) = server.recv() {
+                        answer(request, &mut handler);
                     }
                 }
             })
@@ -172,28 +173,45 @@ where
             .map_err(|e| format!("cannot start {name} guard: {e}"))?;
         handles.push(handle);
     }
-    listener.set_nonblocking(true).map_err(|e| format!("{name}: {e}"))?;
-    let shutdown = shutdown.clone();
+    let wake_addr = match listener.local_addr() {
+        Ok(local) if local.ip().is_unspecified() => SocketAddr::new([127, 0, 0, 1].into(), local.port()),
+        Ok(local) => local,
+        Err(e) => return Err(format!("{name}: {e}")),
+    };
+    let accept_shutdown = shutdown.clone();
     let accept = std::thread::Builder::new()
         .name(format!("{name}-accept"))
         .spawn(move || {
-            while !shutdown.is_requested() {
+            // Dropping the sender on the way out ends the guards.
+            while !accept_shutdown.is_requested() {
                 match listener.accept() {
+                    Ok((stream, _)) if accept_shutdown.is_requested() => drop(stream),
                     Ok((stream, _)) => match sender.try_send(stream) {
                         Ok(()) => {}
                         Err(TrySendError::Full(stream)) => refuse_busy(stream),
                         Err(TrySendError::Disconnected(_)) => return,
                     },
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(2))
-                    }
+                    // Out of descriptors and the like: pause instead of spinning.
                     Err(_) => std::thread::sleep(ACCEPT_POLL),
                 }
             }
-            let _ = std::fs::remove_file(&socket_path);
         })
         .map_err(|e| format!("cannot start {name} acceptor: {e}"))?;
     handles.push(accept);
+    let shutdown = shutdown.clone();
+    let stopper = std::thread::Builder::new()
+        .name(format!("{name}-stop"))
+        .spawn(move || {
+            while shutdown.sleep(ACCEPT_POLL) {}
+            // Wake the acceptor with a connection, and every handler.
+            let _ = TcpStream::connect_timeout(&wake_addr, Duration::from_millis(200));
+            for _ in 0..workers {
+                server.unblock();
+            }
+            let _ = std::fs::remove_file(&socket_path);
+        })
+        .map_err(|e| format!("cannot start {name} stopper: {e}"))?;
+    handles.push(stopper);
     Ok(handles)
 }
 
@@ -234,15 +252,12 @@ fn plain_response(status: u16, message: &str) -> Vec<u8> {
 }
 
 fn guard_loop(receiver: &Mutex<Receiver<TcpStream>>, socket_path: &PathBuf, shutdown: &Shutdown) {
-    while !shutdown.is_requested() {
-        let next = {
-            let receiver = receiver.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            receiver.recv_timeout(ACCEPT_POLL)
-        };
+    loop {
+        // One guard waits on the queue; the others wait on the lock.
+        let next = receiver.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
         match next {
-            Ok(stream) => guard_one(stream, socket_path),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            Ok(stream) => guard_one(stream, socket_path, shutdown),
+            Err(_) => return, // the acceptor stopped
         }
     }
 }
@@ -260,10 +275,10 @@ pub struct ForwardedHead {
 /// Serves the requests of one connection through tiny_http, within limits:
 /// each head bounded in size and time, keep-alive between requests for at
 /// most [`KEEP_ALIVE_IDLE`] and [`MAX_REQUESTS_PER_CONNECTION`] requests.
-fn guard_one(client: TcpStream, socket_path: &PathBuf) {
+fn guard_one(client: TcpStream, socket_path: &PathBuf, shutdown: &Shutdown) {
     let _ = client.set_nodelay(true);
     let _ = client.set_write_timeout(Some(WRITE_TIMEOUT));
-    let mut reader = HeadReader { stream: client, buffer: Vec::with_capacity(1024) };
+    let mut reader = HeadReader { stream: client, buffer: Vec::with_capacity(1024), shutdown: shutdown.clone() };
     let mut upstream: Option<UnixStream> = None;
     for served in 0..MAX_REQUESTS_PER_CONNECTION {
         let wait = if served == 0 { HEAD_TIMEOUT } else { KEEP_ALIVE_IDLE };
@@ -349,6 +364,8 @@ fn relay(head: &ForwardedHead, upstream: &mut UnixStream, client: &mut TcpStream
 struct HeadReader {
     stream: TcpStream,
     buffer: Vec<u8>,
+    /// An idle keep-alive connection is let go when the node stops.
+    shutdown: Shutdown,
 }
 
 impl HeadReader {
@@ -367,6 +384,9 @@ impl HeadReader {
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             let silent = self.buffer.is_empty();
+            if silent && self.shutdown.is_requested() {
+                return Ok(None);
+            }
             if remaining.is_zero() {
                 return if silent && wait == KEEP_ALIVE_IDLE {
                     Ok(None)
@@ -374,12 +394,17 @@ impl HeadReader {
                     Err((408, "request head not received in time"))
                 };
             }
-            let _ = self.stream.set_read_timeout(Some(remaining));
+            // Between requests, look at the shutdown flag now and then.
+            let slice = if silent { remaining.min(ACCEPT_POLL) } else { remaining };
+            let _ = self.stream.set_read_timeout(Some(slice));
             match self.stream.read(&mut chunk) {
                 Ok(0) if silent => return Ok(None),
                 Ok(0) => return Err((400, "connection closed before the request head ended")),
                 Ok(read) => self.buffer.extend_from_slice(&chunk[..read]),
                 Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    if Instant::now() < deadline {
+                        continue; // a slice ended, not the wait
+                    }
                     if silent && wait == KEEP_ALIVE_IDLE {
                         return Ok(None);
                     }
