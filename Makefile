@@ -23,7 +23,7 @@ FUZZ_LONG_S ?= 600
 ## Unit and integration tests on real Redis, PostgreSQL, geth and EthereumJS,
 ## then a short run of every fuzz target.
 test: deps
-	$(CARGO) test --all-targets -- --test-threads=$(TEST_THREADS)
+	$(CARGO) test --lib --bins --tests -- --test-threads=$(TEST_THREADS)
 	scripts/fuzz.sh $(FUZZ_SHORT_S)
 
 ## Every fuzz target for FUZZ_LONG_S seconds.
