@@ -32,6 +32,9 @@ fn tune_allocator() {
 
 fn main() -> ExitCode {
     tune_allocator();
+    // First, so that a SIGTERM at any moment (even while parsing flags) is
+    // a clean stop rather than the default action's abrupt death.
+    install_signal_handlers();
     let command = config::parse(std::env::args_os().skip(1), &|name| std::env::var(name).ok());
     let config = match command {
         Ok(Command::Run(config)) => config,
@@ -40,7 +43,6 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Command::Status(args)) => {
-            install_signal_handlers();
             return ExitCode::from(clnode::status_cli::run(&args, &Shutdown::new()));
         }
         Ok(Command::Version) => {
@@ -56,7 +58,6 @@ fn main() -> ExitCode {
     if let Some(path) = &config.jwt_secret_path {
         clnode::secret::warn_if_world_readable(path, "JWT secret file");
     }
-    install_signal_handlers();
     let shutdown = Shutdown::new();
     log::info(&format!(
         "starting in {} mode: engine {}, health {}, api {}",
