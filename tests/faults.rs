@@ -26,6 +26,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{Shutdown as NetShutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr as _;
@@ -2365,13 +2366,13 @@ enum Later {
 }
 
 /// SIGTERM and wait for the exit (resuming the process if a failpoint stops it meanwhile).
-fn terminate(proc: &mut Proc, timeout: Duration) -> Option<i32> {
+fn terminate(proc: &mut Proc, timeout: Duration) -> std::process::ExitStatus {
     proc.signal("TERM");
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = proc.exited() {
             proc.kill();
-            return status.code();
+            return status;
         }
         if proc.is_stopped() {
             proc.signal("CONT");
@@ -2401,6 +2402,8 @@ fn randomized_competing_leaders() {
     );
     let mut c = Cluster::start("faults-random", leaders, members, Rng::for_test("randomized_competing_leaders"));
     let mut life = vec![Life::Running; leaders];
+    // Where each node's log stood when it was last started.
+    let mut started_log = vec![0usize; leaders];
     let mut geth_up = vec![true; leaders];
     let mut member_up = vec![true; members];
     let mut later: Vec<(Instant, Later)> = Vec::new();
@@ -2417,6 +2420,7 @@ fn randomized_competing_leaders() {
             let (_, event) = later.remove(0);
             match event {
                 Later::StartNode(i) => {
+                    started_log[i] = c.nodes[i].proc.log_len();
                     c.nodes[i].proc.start();
                     life[i] = Life::Running;
                 }
@@ -2506,10 +2510,17 @@ fn randomized_competing_leaders() {
             }
             "sigterm" => {
                 if let Some(i) = target(&mut c, &running) {
-                    let log_from = c.nodes[i].proc.log_len();
-                    let code = terminate(&mut c.nodes[i].proc, Duration::from_secs(20));
-                    let log = c.nodes[i].proc.log_since(log_from);
-                    assert_eq!(code, Some(0), "{} exited with {code:?} on SIGTERM:\n{log}", c.nodes[i].id);
+                    let status = terminate(&mut c.nodes[i].proc, Duration::from_secs(20));
+                    let log = c.nodes[i].proc.log_since(started_log[i]);
+                    if status.signal() == Some(15) && !log.contains("starting in") {
+                        // Killed by the signal's default action: it came within
+                        // milliseconds of the start, before the handler was
+                        // installed (docs/FAULTS.md, findings). Nothing was held yet.
+                        *counts.entry("sigterm-before-handler").or_default() += 1;
+                        eprintln!("{} {} died of the SIGTERM before installing its handler", stamp(t0), c.nodes[i].id);
+                    } else {
+                        assert_eq!(status.code(), Some(0), "{} ended with {status} on SIGTERM:\n{log}", c.nodes[i].id);
+                    }
                     life[i] = Life::Down;
                     let after = c.rng.millis(0, 2000);
                     later.push((Instant::now() + after, Later::StartNode(i)));
@@ -2521,6 +2532,7 @@ fn randomized_competing_leaders() {
             "restart" | "failpoint" => {
                 if let Some(i) = target(&mut c, &running) {
                     c.nodes[i].proc.kill();
+                    started_log[i] = c.nodes[i].proc.log_len();
                     if action == "failpoint" {
                         let step = c.rng.pick(&STEPS);
                         c.nodes[i].proc.start_with_env(&[("CLNODE_FAILPOINT_STOP_AT", step)]);

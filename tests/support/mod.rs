@@ -58,8 +58,19 @@ impl Drop for TestDir {
 }
 
 /// A port that was free a moment ago.
+/// A port nothing listens on, never handed out before in this process: the
+/// kernel may give the same ephemeral port to two binds in a row once the
+/// first listener is closed, and a node given one port for two servers fails.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// A child process whose output goes to a log file; SIGKILLed on drop.
