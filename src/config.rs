@@ -114,12 +114,12 @@ LEADER:
     --redis-stream-max-len N     approximate MAXLEN of that stream (default 10000) [REDIS_STREAM_MAX_LEN]
     --priority-fee-recipient ADDR  fee recipient (default the zero address) [PRIORITY_FEE_RECIPIENT]
     --evm-build-delay DURATION   wait between starting a build and fetching it (default 20ms) [EVM_BUILD_DELAY]
-    --lease-ttl DURATION         leader lease TTL (default 2s) [LEASE_TTL]
-    --lease-renew-interval DURATION  (default 400ms) [LEASE_RENEW_INTERVAL]
-    --lease-safety-margin DURATION   (default 300ms) [LEASE_SAFETY_MARGIN]
+    --lease-ttl DURATION         leader lease TTL (default 1s) [LEASE_TTL]
+    --lease-renew-interval DURATION  (default 200ms) [LEASE_RENEW_INTERVAL]
+    --lease-safety-margin DURATION   (default 200ms) [LEASE_SAFETY_MARGIN]
     --min-block-interval DURATION    (default 0) [MIN_BLOCK_INTERVAL]
     --empty-block-interval DURATION  heartbeat for empty blocks; 0 = never (default 0) [EMPTY_BLOCK_INTERVAL]
-    --idle-poll-interval DURATION    how often an idle leader looks for transactions (default 30ms) [IDLE_POLL_INTERVAL]
+    --idle-poll-interval DURATION    how often an idle leader looks for transactions (default 50ms) [IDLE_POLL_INTERVAL]
     --max-timestamp-lead DURATION    how far block time may run ahead of the clock (default 2s) [MAX_TIMESTAMP_LEAD]
 
 MEMBER:
@@ -357,12 +357,12 @@ fn validate(raw: &RawArgs) -> Result<Config, ConfigError> {
             raw.get("priority-fee-recipient").unwrap_or("0x0000000000000000000000000000000000000000"),
         )?,
         build_delay: duration("evm-build-delay", raw.get("evm-build-delay").unwrap_or("20ms"))?,
-        lease_ttl: duration("lease-ttl", raw.get("lease-ttl").unwrap_or("2s"))?,
-        lease_renew_interval: duration("lease-renew-interval", raw.get("lease-renew-interval").unwrap_or("400ms"))?,
-        lease_safety_margin: duration("lease-safety-margin", raw.get("lease-safety-margin").unwrap_or("300ms"))?,
+        lease_ttl: duration("lease-ttl", raw.get("lease-ttl").unwrap_or("1s"))?,
+        lease_renew_interval: duration("lease-renew-interval", raw.get("lease-renew-interval").unwrap_or("200ms"))?,
+        lease_safety_margin: duration("lease-safety-margin", raw.get("lease-safety-margin").unwrap_or("200ms"))?,
         min_block_interval: duration("min-block-interval", raw.get("min-block-interval").unwrap_or("0"))?,
         empty_block_interval: duration("empty-block-interval", raw.get("empty-block-interval").unwrap_or("0"))?,
-        idle_poll_interval: duration("idle-poll-interval", raw.get("idle-poll-interval").unwrap_or("30ms"))?,
+        idle_poll_interval: duration("idle-poll-interval", raw.get("idle-poll-interval").unwrap_or("50ms"))?,
         max_timestamp_lead: duration("max-timestamp-lead", raw.get("max-timestamp-lead").unwrap_or("2s"))?,
     };
     if leader.redis_addr.is_empty() || leader.redis_addr.contains('/') {
@@ -524,7 +524,9 @@ mod tests {
         assert_eq!(config.leader.redis_addr, "localhost:6379");
         assert_eq!(config.leader.redis_stream, "consensus:blocks");
         assert!(config.postgres_url.contains("5432/consensus"));
-        assert!(config.leader.lease_ttl <= Duration::from_secs(2));
+        // A killed leader's lease must lapse well inside the 1.5 s fail-over goal.
+        assert_eq!(config.leader.lease_ttl, Duration::from_secs(1));
+        assert!(config.leader.lease_renew_interval * 4 <= config.leader.lease_ttl);
     }
 
     #[test]
