@@ -38,6 +38,9 @@ pub const DEFAULT_LIMIT: u64 = 100;
 pub const MAX_CACHED_PAGES: usize = 32;
 /// Bytes of rendered pages kept.
 pub const MAX_CACHED_BYTES: usize = 8 * 1024 * 1024;
+/// After rendering a page at least this long from the database, hand the
+/// freed memory back to the system.
+const LARGE_PAGE_BLOCKS: usize = 64;
 
 /// Renderings of committed blocks, which never change: full pages by
 /// (after, limit), and the latest block by its number.
@@ -253,6 +256,12 @@ impl ApiHandler {
                 let blocks_json: Arc<[u8]> = Arc::from(Value::Array(items).to_string().into_bytes());
                 if blocks.len() == limit as usize {
                     self.cache.store_page(after, limit, Arc::clone(&blocks_json));
+                }
+                if blocks.len() >= LARGE_PAGE_BLOCKS {
+                    // A catch-up page's rows and JSON tree are several times
+                    // its rendering; give that back once it is freed.
+                    drop(blocks);
+                    crate::alloc::release_free_memory();
                 }
                 Reply::json_bytes(200, page_body(&blocks_json, head))
             }

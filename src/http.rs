@@ -46,8 +46,7 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const PENDING_CONNECTIONS: usize = 64;
 /// The longest a handler may take (the API's longest long poll, plus slack).
 pub const HANDLER_TIMEOUT: Duration = Duration::from_secs(45);
-/// How often the stopper looks at the shutdown flag (the one thread per
-/// server that polls), and the pause after a failed accept.
+/// The pause after a failed accept.
 const ACCEPT_POLL: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Clone)]
@@ -202,7 +201,7 @@ where
     let stopper = std::thread::Builder::new()
         .name(format!("{name}-stop"))
         .spawn(move || {
-            while shutdown.sleep(ACCEPT_POLL) {}
+            shutdown.wait();
             // Wake the acceptor with a connection, and every handler.
             let _ = TcpStream::connect_timeout(&wake_addr, Duration::from_millis(200));
             for _ in 0..workers {

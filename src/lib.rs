@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md for the codemap; data flows one way:
 //! engine → producer → store → api → syncer → engine.
 
+pub mod alloc;
 pub mod api;
 pub mod block;
 pub mod codec;
@@ -10,6 +11,7 @@ pub mod config;
 pub mod engine;
 pub mod health;
 pub mod http;
+pub mod http_client;
 pub mod lease;
 pub mod log;
 pub mod metrics;

@@ -6,32 +6,8 @@ use clnode::config::{self, Command, USAGE};
 use clnode::shutdown::{install_signal_handlers, Shutdown};
 use clnode::{log, node};
 
-/// glibc `mallopt` parameters (malloc.h).
-const M_TRIM_THRESHOLD: i32 = -1;
-const M_MMAP_THRESHOLD: i32 = -3;
-const M_ARENA_MAX: i32 = -8;
-
-extern "C" {
-    fn mallopt(param: i32, value: i32) -> i32;
-}
-
-/// Keeps resident memory near what is in use. By default glibc gives each
-/// busy thread its own arena and raises its mmap threshold after a large
-/// free, so the megabyte-sized pages the API and the syncer handle stay
-/// resident after use. Two arenas and a fixed 256 KiB threshold return large
-/// buffers to the system when freed.
-fn tune_allocator() {
-    // SAFETY: mallopt only adjusts allocator parameters; called before any
-    // other thread exists.
-    unsafe {
-        mallopt(M_ARENA_MAX, 2);
-        mallopt(M_MMAP_THRESHOLD, 256 * 1024);
-        mallopt(M_TRIM_THRESHOLD, 1024 * 1024);
-    }
-}
-
 fn main() -> ExitCode {
-    tune_allocator();
+    clnode::alloc::tune_allocator();
     // First, so that a SIGTERM at any moment (even while parsing flags) is
     // a clean stop rather than the default action's abrupt death.
     install_signal_handlers();

@@ -109,7 +109,7 @@ const SIZE_BUCKETS: [f64; 14] =
     [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1000.0, 2000.0, 5000.0, 10000.0];
 
 /// Engine API methods whose latency is tracked, in label order.
-pub const ENGINE_METHODS: [&str; 9] = [
+pub const ENGINE_METHODS: [&str; 11] = [
     "engine_exchangeCapabilities",
     "engine_forkchoiceUpdatedV3",
     "engine_getPayloadV4",
@@ -119,6 +119,8 @@ pub const ENGINE_METHODS: [&str; 9] = [
     "eth_getBlockByHash",
     "eth_chainId",
     "eth_config",
+    "eth_newPendingTransactionFilter",
+    "eth_getFilterChanges",
 ];
 
 /// Error kinds counted in `clnode_errors_total{kind}`.

@@ -41,10 +41,15 @@ pub const PRIMARY_RETRY_INTERVAL: Duration = Duration::from_secs(30);
 pub const MAX_SYNC_RESPONSE_BYTES: u64 = 512 * 1024 * 1024;
 /// Beyond the long-poll wait, how long a fetch may take.
 pub const FETCH_TIMEOUT_SLACK: Duration = Duration::from_secs(10);
+/// A sync source that does not accept a connection within this is down.
+const FETCH_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Behind and without progress for this long counts as stalled on /health.
 pub const STALL_AFTER: Duration = Duration::from_secs(30);
 /// Attempts to execute one batch when the client answers "not executed".
 const EXECUTE_ATTEMPTS: u32 = 3;
+/// After applying a page at least this long, hand freed memory back to the
+/// system (a catch-up's pages are megabytes each; one block is not).
+const LARGE_PAGE_BLOCKS: usize = 64;
 
 pub struct SyncerContext {
     pub instance_id: String,
@@ -219,7 +224,7 @@ impl Syncer {
     fn halt(&self, reason: &str) {
         log::error(&format!("member: stopped syncing: {reason}"));
         self.ctx.status.set_problem(Component::Chain, format!("stopped syncing: {reason}"));
-        while self.ctx.shutdown.sleep(Duration::from_secs(1)) {}
+        self.ctx.shutdown.wait();
     }
 
     fn failed(&mut self, what: &str, error: &SyncError) {
@@ -401,7 +406,13 @@ impl Syncer {
                 continue;
             }
             let (url, source_head) = (batch.url, batch.source_head);
-            match self.apply(batch.records) {
+            let large = batch.records.as_ref().is_ok_and(|records| records.len() >= LARGE_PAGE_BLOCKS);
+            let applied = self.apply(batch.records);
+            if large {
+                // The page and its renderings are freed by now.
+                crate::alloc::release_free_memory();
+            }
+            match applied {
                 Ok(()) => {
                     if self.consecutive_failures > 0 {
                         log::info("member: syncing again");
@@ -587,14 +598,11 @@ fn fetch_page(
     limit: u32,
     wait: Duration,
 ) -> Result<(u64, Vec<Value>), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_connect(Some(Duration::from_secs(2)))
-        .timeout_global(Some(wait + FETCH_TIMEOUT_SLACK))
-        .build()
-        .into();
+    // One agent for the process, so pages reuse keep-alive connections.
+    static AGENT: std::sync::OnceLock<ureq::Agent> = std::sync::OnceLock::new();
+    let agent = AGENT.get_or_init(|| crate::http_client::agent(FETCH_CONNECT_TIMEOUT, 2));
     let target = format!("{url}/blocks?after={after}&limit={limit}&wait_ms={}", wait.as_millis());
-    let mut request = agent.get(&target);
+    let mut request = agent.get(&target).config().timeout_global(Some(wait + FETCH_TIMEOUT_SLACK)).build();
     if let Some(token) = token {
         request = request.header("Authorization", &format!("Bearer {}", String::from_utf8_lossy(token.expose())));
     }

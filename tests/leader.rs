@@ -103,6 +103,33 @@ fn two_leaders_exactly_one_produces_and_both_geths_agree() {
 }
 
 #[test]
+fn an_idle_leader_polls_the_pool_filter_instead_of_building() {
+    let cluster = Cluster::start("leader-idle", 1, &[]);
+    cluster.wait_for_leader(Duration::from_secs(30));
+    cluster.commit_transactions(0, 1, Duration::from_secs(20));
+    let node = &cluster.nodes[0];
+    let builds = || node.metric("clnode_empty_builds_discarded_total").unwrap();
+    let polls =
+        || node.metric("clnode_engine_request_duration_seconds_count{method=\"eth_getFilterChanges\"}").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let (builds_before, polls_before) = (builds(), polls());
+    std::thread::sleep(Duration::from_secs(3));
+    let (idle_builds, idle_polls) = (builds() - builds_before, polls() - polls_before);
+    // The default idle poll is 50 ms: about 60 polls in 3 s, each of which
+    // used to be a build; now nothing arrives, so the leader builds only its
+    // once-a-second safety build.
+    assert!(idle_polls >= 20.0, "the idle leader did not poll its pool filter ({idle_polls} polls)");
+    assert!(idle_builds <= 4.0, "the idle leader built {idle_builds} empty payloads in 3 s while nothing arrived");
+    // Each arrival is still noticed and included, block after block.
+    for _ in 0..3 {
+        cluster.commit_transactions(0, 1, Duration::from_secs(5));
+    }
+    let chain = stored_chain(&cluster.postgres);
+    assert_continuous(&chain);
+    assert!(chain.len() >= 4, "expected a block per transaction, got {}", chain.len());
+}
+
+#[test]
 fn sigterm_hands_over_without_waiting_for_the_ttl() {
     // A long TTL: a hand-over that waited for it would take 20 s.
     let mut cluster = Cluster::start("leader-sigterm", 2, &["--lease-ttl", "20s", "--lease-renew-interval", "2s"]);

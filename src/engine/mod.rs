@@ -104,13 +104,7 @@ impl std::fmt::Debug for EngineClient {
 
 impl EngineClient {
     pub fn new(url: &str, secret: JwtSecret) -> EngineClient {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(CONNECT_TIMEOUT))
-            .max_idle_connections_per_host(4)
-            .max_idle_age(Duration::from_secs(30))
-            .build()
-            .into();
+        let agent = crate::http_client::agent(CONNECT_TIMEOUT, 4);
         EngineClient {
             url: url.trim_end_matches('/').to_owned(),
             secret,
@@ -330,6 +324,24 @@ impl EngineClient {
     pub fn latest_header(&self) -> Result<BlockHeader, EngineError> {
         self.block_by_number(BlockTag::Latest)?
             .ok_or_else(|| self.malformed("eth_getBlockByNumber", "no latest block".into()))
+    }
+
+    /// Starts a pending-transaction filter (`eth_newPendingTransactionFilter`,
+    /// served on geth's authenticated port); returns its id.
+    pub fn new_pending_transaction_filter(&self) -> Result<String, EngineError> {
+        const METHOD: &str = "eth_newPendingTransactionFilter";
+        let result = self.call(METHOD, json!([]), ETH_QUERY_TIMEOUT)?;
+        result.as_str().map(str::to_owned).ok_or_else(|| self.malformed(METHOD, "filter id is not a string".into()))
+    }
+
+    /// Whether any transaction entered the pool since the filter's last
+    /// poll (`eth_getFilterChanges`). Only the count matters, so the hashes
+    /// are not parsed.
+    pub fn pending_transactions_arrived(&self, filter_id: &str) -> Result<bool, EngineError> {
+        const METHOD: &str = "eth_getFilterChanges";
+        let result = self.call(METHOD, json!([filter_id]), ETH_QUERY_TIMEOUT)?;
+        let changes = result.as_array().ok_or_else(|| self.malformed(METHOD, "not a list".into()))?;
+        Ok(!changes.is_empty())
     }
 
     pub fn chain_id(&self) -> Result<u64, EngineError> {
