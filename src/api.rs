@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::block::{sign_wire_record, StoredBlock};
 use crate::codec::Hash32;
-use crate::http::{parse_decimal, parse_query, serve, Incoming, Reply};
+use crate::http::{parse_decimal, parse_query, serve_with_cached_answers, CachedAnswers, Incoming, Reply};
 use crate::log;
 use crate::metrics::Metrics;
 use crate::notify::HeadWatch;
@@ -123,7 +123,11 @@ pub fn start(addr: SocketAddr, ctx: ApiContext, shutdown: &Shutdown) -> Result<V
     let ctx = Arc::new(ctx);
     let long_polls = Arc::new(AtomicUsize::new(0));
     let cache = Arc::new(RenderCache::default());
-    serve("api", addr, API_WORKERS, shutdown, || {
+    let cached: CachedAnswers = {
+        let (ctx, cache) = (Arc::clone(&ctx), Arc::clone(&cache));
+        Arc::new(move |request: &Incoming<'_>| cached_answer(&ctx, &cache, request))
+    };
+    serve_with_cached_answers("api", addr, API_WORKERS, Some(cached), shutdown, || {
         let mut handler = ApiHandler {
             ctx: Arc::clone(&ctx),
             store: None,
@@ -132,6 +136,33 @@ pub fn start(addr: SocketAddr, ctx: ApiContext, shutdown: &Shutdown) -> Result<V
         };
         move |request: &Incoming<'_>| handler.handle(request)
     })
+}
+
+/// The answer to `request` if it is already rendered and valid for the
+/// present head: `/blocks/latest`, and full pages without a long poll to
+/// wait for. Runs on the HTTP guard's threads, ahead of any handler, so it
+/// makes the handler's checks first (method, body, bearer token, in constant
+/// time) and answers `None` to anything else, a refusal included: the
+/// handler then answers it. It never blocks and never touches the database.
+pub fn cached_answer(ctx: &ApiContext, cache: &RenderCache, request: &Incoming<'_>) -> Option<Reply> {
+    if !request.is_read() || request.body_refused || request.check_bearer(ctx.token.as_ref()).is_some() {
+        return None;
+    }
+    let reply = if request.path == "/blocks/latest" && request.query.is_empty() {
+        Reply::json_bytes(200, cache.latest(ctx.watch.get())?)
+    } else if request.path == "/blocks" || request.path == "/blocks/" {
+        let ListQuery { after, limit, wait_ms } = parse_list_query(request.query).ok()?;
+        let head = ctx.watch.get();
+        if wait_ms > 0 && head <= after {
+            return None; // a long poll: the handler waits
+        }
+        let blocks_json = cache.page(after, limit)?;
+        Reply::json_bytes(200, page_body(&blocks_json, head.max(after + u64::from(limit))))
+    } else {
+        return None;
+    };
+    ctx.metrics.api_requests.inc();
+    Some(reply)
 }
 
 struct ApiHandler {
@@ -367,6 +398,75 @@ mod tests {
         cache.store_latest(4, Arc::from(b"4".to_vec()));
         assert_eq!(cache.latest(5).as_deref(), Some(&b"5"[..]), "latest never goes back");
         assert!(cache.latest(6).is_none(), "a newer head misses the cache");
+    }
+
+    #[test]
+    fn cached_answers_check_the_token_and_match_the_handler() {
+        use crate::http::ForwardedHead;
+        let ctx = Arc::new(ApiContext {
+            postgres_url: "postgres://unreachable.invalid/none".to_owned(),
+            watch: Arc::new(HeadWatch::default()),
+            metrics: Arc::new(Metrics::default()),
+            instance_id: "test".to_owned(),
+            token: Some(Secret::from_bytes(b"api-token-0123456789abcdef")),
+            signing_key: None,
+            shutdown: Shutdown::new(),
+        });
+        let cache = Arc::new(RenderCache::default());
+        let mut handler = ApiHandler {
+            ctx: Arc::clone(&ctx),
+            store: None,
+            long_polls: Arc::new(AtomicUsize::new(0)),
+            cache: Arc::clone(&cache),
+        };
+        let head = |text: String| -> ForwardedHead { crate::http::rewrite_head(text.as_bytes()).unwrap() };
+        let request = |method: &str, target: &str, auth: &str| {
+            head(format!("{method} {target} HTTP/1.1\r\nHost: x\r\n{auth}\r\n"))
+        };
+        let good = "Authorization: Bearer api-token-0123456789abcdef\r\n";
+        let latest = request("GET", "/blocks/latest", good);
+        assert!(cached_answer(&ctx, &cache, &latest.incoming().unwrap()).is_none(), "nothing cached yet");
+
+        ctx.watch.advance_to(7);
+        cache.store_latest(7, Arc::from(b"{\"block_number\":7}".to_vec()));
+        cache.store_page(3, 2, Arc::from(b"[4,5]".to_vec()));
+        for (target, method) in
+            [("/blocks/latest", "GET"), ("/blocks/latest", "HEAD"), ("/blocks?after=3&limit=2", "GET")]
+        {
+            let forwarded = request(method, target, good);
+            let incoming = forwarded.incoming().unwrap();
+            let fast = cached_answer(&ctx, &cache, &incoming).expect("a cached answer");
+            // The handler gives the same answer (from the cache: no database here).
+            let slow = handler.handle(&incoming);
+            assert_eq!((fast.status, fast.content_type, &fast.body), (slow.status, slow.content_type, &slow.body));
+            assert_eq!(fast.status, 200);
+        }
+        let page = request("GET", "/blocks?after=3&limit=2", good);
+        let body = cached_answer(&ctx, &cache, &page.incoming().unwrap()).unwrap().body;
+        assert_eq!(&body[..], b"{\"blocks\":[4,5],\"head\":7}");
+
+        // Refusals, misses and long polls are left to the handler.
+        let wrong = "Authorization: Bearer api-token-0123456789abcdeX\r\n";
+        for forwarded in [
+            request("GET", "/blocks/latest", ""),
+            request("GET", "/blocks/latest", wrong),
+            request("GET", "/blocks/latest", "Authorization: Basic xyz\r\n"),
+            request("POST", "/blocks/latest", good),
+            request("GET", "/blocks/latest", &format!("{good}Content-Length: 3\r\n")),
+            request("GET", "/blocks/latest?x=1", good),
+            request("GET", "/blocks/7", good),
+            request("GET", "/blocks?after=4&limit=2", good),
+            request("GET", "/blocks?after=3&limit=2&wait_ms=100&bogus=1", good),
+            request("GET", "/blocks?after=9&limit=2&wait_ms=100", good),
+        ] {
+            let incoming = forwarded.incoming().unwrap();
+            assert!(
+                cached_answer(&ctx, &cache, &incoming).is_none(),
+                "{:?}",
+                String::from_utf8_lossy(&forwarded.bytes)
+            );
+        }
+        assert_eq!(handler.handle(&request("GET", "/blocks/latest", wrong).incoming().unwrap()).status, 401);
     }
 
     #[test]

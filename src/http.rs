@@ -11,9 +11,26 @@
 //! client connection, copying back exactly one Content-Length-framed answer.
 //! Keep-alive is bounded (idle time, requests per connection). Handlers
 //! return a [`Reply`]; nothing here panics on input.
+//!
+//! A relayed request crosses three threads (guard, tiny_http's connection
+//! thread, a handler) and two unix-socket hops; on two cores that hand-off,
+//! not the handler, was most of the cost of a request. So a server may hand
+//! [`serve_with_cached_answers`] a [`CachedAnswers`] lookup: after the head
+//! passed every check above, the guard asks it, and when it returns an
+//! answer the guard writes it itself and tiny_http never sees the request.
+//! The lookup must only return answers already rendered and valid for the
+//! present state (the API's render cache); it must never block, wait, or
+//! touch the database, because it runs on a guard thread that the limits
+//! above count on being free again in microseconds. It must check whatever
+//! the handler would check first (method, body, bearer token), since a hit
+//! skips the handler. The answer's bytes are rendered by tiny_http's own
+//! response writer, so they are identical to the relayed answer's (a test
+//! holds this). Anything the lookup does not answer (a miss, an error, a
+//! 401) goes through the relay as before.
 
-use std::io::{Cursor, Read, Write};
+use std::io::{Cursor, IoSlice, Read, Write};
 use std::net::{Shutdown as SocketShutdown, SocketAddr, TcpListener, TcpStream};
+use std::ops::Range;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, TrySendError};
@@ -22,7 +39,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tiny_http::{Header, Method, Request, Response, Server};
+use tiny_http::{HTTPVersion, Header, Method, Request, Response, Server};
 
 use crate::shutdown::Shutdown;
 
@@ -124,6 +141,14 @@ impl Incoming<'_> {
     }
 }
 
+/// Answers the guard may write itself, without a handler: called on a
+/// guard thread with a request that passed every check of the guard.
+/// `Some` only for a 200 answer that is already rendered and valid now
+/// (anything else is ignored and relayed); it must never block, wait or
+/// touch the database, and must refuse (`None`) whatever the handler would
+/// refuse, bearer token included. See the module comment.
+pub type CachedAnswers = Arc<dyn Fn(&Incoming<'_>) -> Option<Reply> + Send + Sync>;
+
 /// Starts the guard on `addr` and `workers` handler threads behind it. Each
 /// handler thread makes its own handler (so it can own a database
 /// connection). `guards` bounds the connections served at once.
@@ -131,6 +156,23 @@ pub fn serve<H, F>(
     name: &str,
     addr: SocketAddr,
     workers: usize,
+    shutdown: &Shutdown,
+    make_handler: F,
+) -> Result<Vec<JoinHandle<()>>, String>
+where
+    F: Fn() -> H,
+    H: FnMut(&Incoming<'_>) -> Reply + Send + 'static,
+{
+    serve_with_cached_answers(name, addr, workers, None, shutdown, make_handler)
+}
+
+/// [`serve`], with answers the guard threads give themselves when `cached`
+/// has one (see [`CachedAnswers`]); every other request is relayed.
+pub fn serve_with_cached_answers<H, F>(
+    name: &str,
+    addr: SocketAddr,
+    workers: usize,
+    cached: Option<CachedAnswers>,
     shutdown: &Shutdown,
     make_handler: F,
 ) -> Result<Vec<JoinHandle<()>>, String>
@@ -166,9 +208,10 @@ where
     let receiver = Arc::new(Mutex::new(receiver));
     for index in 0..workers * 2 {
         let (receiver, socket_path, shutdown) = (Arc::clone(&receiver), socket_path.clone(), shutdown.clone());
+        let cached = cached.clone();
         let handle = std::thread::Builder::new()
             .name(format!("{name}-guard-{index}"))
-            .spawn(move || guard_loop(&receiver, &socket_path, &shutdown))
+            .spawn(move || guard_loop(&receiver, &socket_path, cached.as_ref(), &shutdown))
             .map_err(|e| format!("cannot start {name} guard: {e}"))?;
         handles.push(handle);
     }
@@ -250,18 +293,24 @@ fn plain_response(status: u16, message: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn guard_loop(receiver: &Mutex<Receiver<TcpStream>>, socket_path: &PathBuf, shutdown: &Shutdown) {
+fn guard_loop(
+    receiver: &Mutex<Receiver<TcpStream>>,
+    socket_path: &PathBuf,
+    cached: Option<&CachedAnswers>,
+    shutdown: &Shutdown,
+) {
     loop {
         // One guard waits on the queue; the others wait on the lock.
         let next = receiver.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
         match next {
-            Ok(stream) => guard_one(stream, socket_path, shutdown),
+            Ok(stream) => guard_one(stream, socket_path, cached, shutdown),
             Err(_) => return, // the acceptor stopped
         }
     }
 }
 
-/// A request head as the guard forwards it, and how to frame its answer.
+/// A request head as the guard forwards it, how to frame its answer, and
+/// what a handler would see of it (for [`CachedAnswers`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardedHead {
     pub bytes: Vec<u8>,
@@ -269,16 +318,54 @@ pub struct ForwardedHead {
     pub keep_alive: bool,
     /// A HEAD request: the answer has headers only.
     pub head_only: bool,
+    pub method: Method,
+    /// HTTP/1.0 (tiny_http answers in the request's version).
+    pub http_1_0: bool,
+    /// The request target, within `bytes`.
+    pub target: Range<usize>,
+    /// The token of the first `Authorization: Bearer` header, within `bytes`.
+    pub bearer: Option<Range<usize>>,
+    pub accepts_json: bool,
+    /// A body was announced (and is never read).
+    pub body_refused: bool,
+    /// A `TE` header: tiny_http may then choose the answer's framing from
+    /// it, so only the relay answers such a request.
+    pub names_transfer_coding: bool,
+}
+
+impl ForwardedHead {
+    /// The request as a handler sees it (the same fields tiny_http would
+    /// give [`check_and_handle`]).
+    pub fn incoming(&self) -> Option<Incoming<'_>> {
+        let text = std::str::from_utf8(&self.bytes).ok()?;
+        let target = text.get(self.target.clone())?;
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let bearer = match &self.bearer {
+            Some(range) => Some(text.get(range.clone())?),
+            None => None,
+        };
+        Some(Incoming {
+            method: &self.method,
+            path,
+            query,
+            accepts_json: self.accepts_json,
+            bearer,
+            body_refused: self.body_refused,
+        })
+    }
 }
 
 /// Serves the requests of one connection through tiny_http, within limits:
 /// each head bounded in size and time, keep-alive between requests for at
 /// most [`KEEP_ALIVE_IDLE`] and [`MAX_REQUESTS_PER_CONNECTION`] requests.
-fn guard_one(client: TcpStream, socket_path: &PathBuf, shutdown: &Shutdown) {
+fn guard_one(client: TcpStream, socket_path: &PathBuf, cached: Option<&CachedAnswers>, shutdown: &Shutdown) {
     let _ = client.set_nodelay(true);
     let _ = client.set_write_timeout(Some(WRITE_TIMEOUT));
-    let mut reader = HeadReader { stream: client, buffer: Vec::with_capacity(1024), shutdown: shutdown.clone() };
+    let mut reader =
+        HeadReader { stream: client, buffer: Vec::with_capacity(1024), read_timeout: None, shutdown: shutdown.clone() };
     let mut upstream: Option<UnixStream> = None;
+    // Reused for every cached answer's head on this connection.
+    let mut answer_head = Vec::with_capacity(256);
     for served in 0..MAX_REQUESTS_PER_CONNECTION {
         let wait = if served == 0 { HEAD_TIMEOUT } else { KEEP_ALIVE_IDLE };
         let head = match reader.next_head(wait) {
@@ -289,6 +376,15 @@ fn guard_one(client: TcpStream, socket_path: &PathBuf, shutdown: &Shutdown) {
                 break;
             }
         };
+        if let Some(reply) = cached.and_then(|lookup| cached_answer(lookup, &head)) {
+            let body = if head.head_only { &[][..] } else { &reply.body[..] };
+            let sent = render_answer_head(&reply, &head, &mut answer_head)
+                .and_then(|()| write_all_parts(&mut reader.stream, &answer_head, body));
+            match sent {
+                Ok(()) if head.keep_alive => continue,
+                _ => break,
+            }
+        }
         if upstream.is_none() {
             upstream = UnixStream::connect(socket_path)
                 .and_then(|stream| {
@@ -303,6 +399,9 @@ fn guard_one(client: TcpStream, socket_path: &PathBuf, shutdown: &Shutdown) {
             break;
         };
         match relay(&head, connection, &mut reader.stream) {
+            // tiny_http ends an HTTP/1.0 connection after one answer (the
+            // guard drops the client's Connection header): use a new one.
+            Ok(true) if head.keep_alive && head.http_1_0 => upstream = None,
             Ok(true) if head.keep_alive => {}
             Ok(_) => break,
             Err(_) => {
@@ -312,6 +411,42 @@ fn guard_one(client: TcpStream, socket_path: &PathBuf, shutdown: &Shutdown) {
         }
     }
     let _ = reader.stream.shutdown(SocketShutdown::Both);
+}
+
+/// What `lookup` answers for `head`, if the guard may write it itself:
+/// never for a request that names a transfer coding (tiny_http's framing
+/// would then depend on it), and only a 200.
+fn cached_answer(lookup: &CachedAnswers, head: &ForwardedHead) -> Option<Reply> {
+    if head.names_transfer_coding {
+        return None;
+    }
+    lookup(&head.incoming()?).filter(|reply| reply.status == 200)
+}
+
+/// The status line and headers tiny_http writes for `reply` to this request
+/// (its own writer, so a cached answer and a relayed one cannot differ).
+fn render_answer_head(reply: &Reply, head: &ForwardedHead, out: &mut Vec<u8>) -> std::io::Result<()> {
+    out.clear();
+    let version = if head.http_1_0 { HTTPVersion(1, 0) } else { HTTPVersion(1, 1) };
+    // The only request header raw_print reads is TE, and such requests are
+    // relayed, so no request headers are needed here.
+    tiny_response(reply, head.head_only).raw_print(&mut *out, version, &[], true, None)
+}
+
+/// Writes `head` then `body`, in one system call when the socket takes it.
+fn write_all_parts(stream: &mut TcpStream, mut head: &[u8], mut body: &[u8]) -> std::io::Result<()> {
+    // Every pass writes at least one byte or fails (a stalled client fails
+    // after WRITE_TIMEOUT), so the loop ends.
+    while !head.is_empty() || !body.is_empty() {
+        let written = stream.write_vectored(&[IoSlice::new(head), IoSlice::new(body)])?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let from_head = written.min(head.len());
+        head = &head[from_head..];
+        body = body.get(written - from_head..).unwrap_or_default();
+    }
+    Ok(())
 }
 
 /// Sends one head upstream and copies exactly one answer back. Returns
@@ -363,6 +498,9 @@ fn relay(head: &ForwardedHead, upstream: &mut UnixStream, client: &mut TcpStream
 struct HeadReader {
     stream: TcpStream,
     buffer: Vec<u8>,
+    /// The read timeout the socket has now: setting it is a system call,
+    /// made only when it changes.
+    read_timeout: Option<Duration>,
     /// An idle keep-alive connection is let go when the node stops.
     shutdown: Shutdown,
 }
@@ -394,8 +532,14 @@ impl HeadReader {
                 };
             }
             // Between requests, look at the shutdown flag now and then.
-            let slice = if silent { remaining.min(ACCEPT_POLL) } else { remaining };
-            let _ = self.stream.set_read_timeout(Some(slice));
+            // Mid-head, wake at the same pace to keep the timeout (and so
+            // the system call to set it) unchanged; the deadline is checked
+            // after every slice.
+            let slice = remaining.min(ACCEPT_POLL);
+            if self.read_timeout != Some(slice) {
+                let _ = self.stream.set_read_timeout(Some(slice));
+                self.read_timeout = Some(slice);
+            }
             match self.stream.read(&mut chunk) {
                 Ok(0) if silent => return Ok(None),
                 Ok(0) => return Err((400, "connection closed before the request head ended")),
@@ -434,12 +578,15 @@ pub fn rewrite_head(head: &[u8]) -> Result<ForwardedHead, (u16, &'static str)> {
     let text = std::str::from_utf8(head).map_err(|_| (400, "request head is not UTF-8"))?;
     let mut lines = text.split("\r\n");
     let request_line = lines.next().unwrap_or("");
-    let (method, _target, version) = parse_request_line(request_line)?;
+    let (method, target, version) = parse_request_line(request_line)?;
     let mut keep_alive = version == "HTTP/1.1";
     let mut rewritten = String::with_capacity(head.len() + 64);
     let mut body_announced = false;
+    let (mut bearer, mut accepts_json, mut names_transfer_coding) = (None, false, false);
+    let mut authorization_seen = false;
     rewritten.push_str(request_line);
     rewritten.push_str("\r\n");
+    let target_range = range_within(request_line, target);
     for line in lines.filter(|l| !l.is_empty()) {
         let Some((name, value)) = line.split_once(':') else {
             return Err((400, "malformed header line"));
@@ -472,6 +619,17 @@ pub fn rewrite_head(head: &[u8]) -> Result<ForwardedHead, (u16, &'static str)> {
                 continue;
             }
             "keep-alive" | BODY_REFUSED_HEADER_LOWER => continue,
+            // As check_and_handle reads them from tiny_http: the first
+            // Authorization header, any Accept header.
+            "authorization" if !authorization_seen => {
+                authorization_seen = true;
+                bearer = value
+                    .strip_prefix("Bearer ")
+                    .map(str::trim)
+                    .map(|token| shift(range_within(line, token), rewritten.len()));
+            }
+            "accept" => accepts_json |= value.to_ascii_lowercase().contains("application/json"),
+            "te" => names_transfer_coding = true,
             _ => {}
         }
         rewritten.push_str(line);
@@ -484,7 +642,28 @@ pub fn rewrite_head(head: &[u8]) -> Result<ForwardedHead, (u16, &'static str)> {
         rewritten.push_str(": 1\r\n");
     }
     rewritten.push_str("\r\n");
-    Ok(ForwardedHead { bytes: rewritten.into_bytes(), keep_alive, head_only: method == "HEAD" })
+    Ok(ForwardedHead {
+        bytes: rewritten.into_bytes(),
+        keep_alive,
+        head_only: method == "HEAD",
+        method: method.parse().map_err(|()| (400, "malformed request method"))?,
+        http_1_0: version == "HTTP/1.0",
+        target: target_range,
+        bearer,
+        accepts_json,
+        body_refused: body_announced,
+        names_transfer_coding,
+    })
+}
+
+/// Where `part` (a slice of `whole`) lies within `whole`.
+fn range_within(whole: &str, part: &str) -> Range<usize> {
+    let start = (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize).min(whole.len());
+    start..(start + part.len()).min(whole.len())
+}
+
+fn shift(range: Range<usize>, by: usize) -> Range<usize> {
+    range.start + by..range.end + by
 }
 
 /// RFC 9110 token characters (method and header names).
@@ -524,13 +703,24 @@ where
 {
     let is_head = *request.method() == Method::Head;
     let reply = check_and_handle(&request, handler);
+    // The client may have gone; nothing to do about it.
+    let _ = request.respond(tiny_response(&reply, is_head));
+}
+
+/// `reply` as tiny_http writes it, always framed by Content-Length (a
+/// HEAD answer carries the length of the body it leaves out).
+fn tiny_response(reply: &Reply, is_head: bool) -> Response<Cursor<SharedBody>> {
     let mut response = Response::new(
         tiny_http::StatusCode(reply.status),
         Vec::new(),
         Cursor::new(SharedBody(if is_head { Arc::from(Vec::new()) } else { Arc::clone(&reply.body) })),
         Some(reply.body.len()),
         None,
-    );
+    )
+    // Above its default threshold (32 KiB) tiny_http would send chunks,
+    // which the guard cannot frame: it would close the connection after
+    // every large page.
+    .with_chunked_threshold(usize::MAX);
     if let Ok(header) = Header::from_bytes("Content-Type", reply.content_type) {
         response.add_header(header);
     }
@@ -539,8 +729,7 @@ where
             response.add_header(header);
         }
     }
-    // The client may have gone; nothing to do about it.
-    let _ = request.respond(response);
+    response
 }
 
 fn check_and_handle<H>(request: &Request, handler: &mut H) -> Reply
@@ -613,6 +802,14 @@ mod tests {
         assert!(!with_body.keep_alive, "an unread body ends the connection");
         let text = String::from_utf8(with_body.bytes).unwrap();
         assert!(text.contains("X-Clnode-Body-Refused: 1") && !text.contains("Content-Length"), "{text}");
+        let seen = rewrite_head(
+            b"GET /b?after=1 HTTP/1.1\r\nAccept: Application/JSON\r\nAuthorization:  Bearer  t0k \r\nAuthorization: Bearer no\r\n\r\n",
+        )
+        .unwrap();
+        let incoming = seen.incoming().unwrap();
+        assert_eq!((incoming.path, incoming.query, incoming.bearer), ("/b", "after=1", Some("t0k")));
+        assert!(incoming.accepts_json && !incoming.body_refused && !seen.names_transfer_coding);
+        assert!(rewrite_head(b"GET / HTTP/1.1\r\nte: trailers\r\n\r\n").unwrap().names_transfer_coding);
         let spoofed = rewrite_head(b"GET /x HTTP/1.1\r\nX-Clnode-Body-Refused: 1\r\n\r\n").unwrap();
         assert!(!String::from_utf8(spoofed.bytes).unwrap().contains("Refused"), "a client cannot set the marker");
         assert_eq!(rewrite_head(&[0xff, 0xfe, b'\r', b'\n', b'\r', b'\n']).unwrap_err().0, 400);
@@ -631,6 +828,117 @@ mod tests {
         let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_TARGET_LEN));
         assert_eq!(rewrite_head(long.as_bytes()).unwrap_err().0, 414);
         assert_eq!(rewrite_head(&vec![b'a'; MAX_HEAD_BYTES + 1]).unwrap_err().0, 431);
+    }
+
+    /// Reads one Content-Length-framed answer; the Date line (the clock
+    /// may tick between two answers) reads `Date: -`.
+    fn read_answer(stream: &mut TcpStream, head_only: bool) -> Vec<u8> {
+        let mut answer = Vec::new();
+        let mut byte = [0u8; 1];
+        while find_head_end(&answer).is_none() {
+            assert_eq!(stream.read(&mut byte).unwrap(), 1, "answer ended early: {answer:?}");
+            answer.push(byte[0]);
+        }
+        let text = String::from_utf8(answer).unwrap();
+        let length: usize = text
+            .lines()
+            .find_map(|line| line.strip_prefix("Content-Length: "))
+            .expect("Content-Length framing")
+            .parse()
+            .unwrap();
+        let mut body = vec![0u8; if head_only { 0 } else { length }];
+        stream.read_exact(&mut body).unwrap();
+        let mut lines: Vec<String> = text.split("\r\n").map(str::to_owned).collect();
+        let date = lines.iter_mut().find(|line| line.starts_with("Date: ")).expect("a Date header");
+        *date = "Date: -".to_owned();
+        let mut masked = lines.join("\r\n").into_bytes();
+        masked.extend_from_slice(&body);
+        masked
+    }
+
+    #[test]
+    fn cached_answers_are_the_bytes_tiny_http_writes() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // Larger than tiny_http's chunking threshold: still Content-Length.
+        let body: Arc<[u8]> = Arc::from(format!("{{\"x\":\"{}\"}}", "y".repeat(40_000)).into_bytes());
+        let reply = Reply::json_bytes(200, Arc::clone(&body));
+        let handled = Arc::new(AtomicUsize::new(0));
+        let cached: CachedAnswers = {
+            let reply = reply.clone();
+            Arc::new(move |request: &Incoming<'_>| {
+                (request.path == "/cached" && request.bearer == Some("token")).then(|| reply.clone())
+            })
+        };
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let shutdown = Shutdown::new();
+        let handles = serve_with_cached_answers("test-cached", addr, 1, Some(cached), &shutdown, || {
+            let (handled, reply) = (Arc::clone(&handled), reply.clone());
+            move |_: &Incoming<'_>| {
+                handled.fetch_add(1, Ordering::SeqCst);
+                reply.clone()
+            }
+        })
+        .unwrap();
+        let auth = "Authorization: Bearer token\r\n";
+        let mut client = TcpStream::connect(addr).unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut exchange = |method: &str, path: &str, extra: &str| {
+            write!(client, "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}{extra}\r\n").unwrap();
+            read_answer(&mut client, method == "HEAD")
+        };
+        // One keep-alive connection: relayed and cached answers interleave.
+        let relayed_get = exchange("GET", "/relayed", "");
+        let cached_get = exchange("GET", "/cached", "");
+        let cached_head = exchange("HEAD", "/cached", "");
+        let relayed_head = exchange("HEAD", "/relayed", "");
+        assert_eq!(handled.load(Ordering::SeqCst), 2, "the cached requests never reached a handler");
+        assert_eq!(String::from_utf8_lossy(&cached_get), String::from_utf8_lossy(&relayed_get));
+        assert_eq!(cached_head, relayed_head);
+        let text = String::from_utf8_lossy(&cached_head);
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK\r\n")
+                && text.contains("Content-Type: application/json\r\n")
+                && text.contains(&format!("Content-Length: {}\r\n", body.len()))
+                && !text.contains("Connection")
+                && text.ends_with("\r\n\r\n"),
+            "{text}"
+        );
+        assert!(cached_get.ends_with(&body));
+        // Without the token: relayed (here: to the handler).
+        write!(client, "GET /cached HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let _ = read_answer(&mut client, false);
+        assert_eq!(handled.load(Ordering::SeqCst), 3);
+        let mut rest = Vec::new();
+        assert_eq!(client.read_to_end(&mut rest).unwrap(), 0, "Connection: close ends it after the answer");
+        // Naming a transfer coding: relayed (tiny_http then chunks).
+        let mut chunked = TcpStream::connect(addr).unwrap();
+        chunked.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(chunked, "GET /cached HTTP/1.1\r\n{auth}TE: chunked\r\n\r\n").unwrap();
+        let mut answer = Vec::new();
+        chunked.read_to_end(&mut answer).unwrap();
+        assert!(String::from_utf8_lossy(&answer).contains("Transfer-Encoding: chunked"));
+        assert_eq!(handled.load(Ordering::SeqCst), 4);
+
+        // HTTP/1.0, keep-alive asked for: same bytes, and the connection
+        // carries a relayed request after a cached one and vice versa.
+        let mut old = TcpStream::connect(addr).unwrap();
+        old.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut exchange_1_0 = |path: &str| {
+            write!(old, "GET {path} HTTP/1.0\r\n{auth}Connection: keep-alive\r\n\r\n").unwrap();
+            read_answer(&mut old, false)
+        };
+        let relayed = exchange_1_0("/relayed");
+        let cached = exchange_1_0("/cached");
+        let relayed_again = exchange_1_0("/relayed");
+        assert_eq!(relayed, cached);
+        assert_eq!(relayed, relayed_again);
+        assert!(cached.starts_with(b"HTTP/1.0 200 OK\r\n"));
+
+        shutdown.request();
+        for handle in handles {
+            handle.join().unwrap();
+        }
     }
 
     #[test]

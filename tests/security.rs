@@ -94,6 +94,12 @@ fn the_sync_api_requires_its_bearer_token() {
     assert_eq!(status, 401);
     let (status, body) = get_with_token(&url, Some(API_TOKEN));
     assert_eq!((status, body["block_number"].as_u64()), (200, Some(1)));
+    // Now the answer is cached, and the HTTP guard serves it itself: the
+    // token is still required there.
+    let (status, cached) = get_with_token(&url, Some(API_TOKEN));
+    assert_eq!((status, &cached), (200, &body));
+    assert_eq!(get_with_token(&url, None).0, 401);
+    assert_eq!(get_with_token(&url, Some("api-token-0123456789abcdeX")).0, 401);
     // Health and metrics stay open for probes and scrapes.
     assert_eq!(setup.nodes[0].health().unwrap().0, 200);
 

@@ -9,6 +9,8 @@ fuzz_target!(|data: &[u8]| {
         // What the guard forwards ends its head, and is accepted again
         // unchanged (rewriting is idempotent on its own output).
         assert!(rewritten.bytes.ends_with(b"\r\n\r\n"));
+        // What a cached-answer lookup sees of it always exists.
+        assert!(rewritten.incoming().is_some());
         let marked = rewritten.bytes.windows(21).any(|w| w.eq_ignore_ascii_case(b"x-clnode-body-refused"));
         if rewritten.bytes.len() <= clnode::http::MAX_HEAD_BYTES && !marked {
             let again = clnode::http::rewrite_head(&rewritten.bytes).expect("the guard accepts what it forwards");
