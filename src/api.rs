@@ -280,6 +280,18 @@ impl ApiHandler {
             let head = self.ctx.watch.get().max(after + u64::from(limit));
             return Reply::json_bytes(200, page_body(&blocks_json, head));
         }
+        // At the head (where long polls wake), the blocks just committed by
+        // this process are in memory; see `HeadWatch`.
+        let head = self.ctx.watch.get();
+        let last = head.min(after.saturating_add(u64::from(limit)));
+        if let Some(blocks) = self.ctx.watch.recent_range(after.saturating_add(1), last) {
+            let items: Vec<Value> = blocks.iter().map(|block| self.wire(block)).collect();
+            let blocks_json: Arc<[u8]> = Arc::from(Value::Array(items).to_string().into_bytes());
+            if blocks.len() == limit as usize {
+                self.cache.store_page(after, limit, Arc::clone(&blocks_json));
+            }
+            return Reply::json_bytes(200, page_body(&blocks_json, head));
+        }
         match self.with_store(|store| store.blocks_after(after, limit)) {
             Ok(blocks) => {
                 let head = blocks.last().map(|b| b.number).unwrap_or(0).max(self.ctx.watch.get());

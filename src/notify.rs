@@ -5,11 +5,13 @@
 //! Notifications are a latency optimisation only: the notifier also reads
 //! the head at a fixed interval, so a lost notification costs at most that.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use postgres::fallible_iterator::FallibleIterator as _;
 
+use crate::block::StoredBlock;
 use crate::log;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -23,44 +25,96 @@ const HEAD_POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// Back-off between reconnects while the database is down.
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 
-/// The highest committed block number known to this process.
+/// Committed blocks kept in memory by [`HeadWatch`]: enough for every
+/// long poll at the head, where members wait.
+pub const RECENT_BLOCKS: usize = 64;
+
+/// The highest committed block number known to this process, and the last
+/// few blocks this process committed itself (producer) or stored (syncer).
+///
+/// The blocks let the API answer a long poll at the head without reading
+/// back from PostgreSQL what was just written: that read was the tail of
+/// the replication lag (p99 19 ms of a 24 ms commit-to-member path, traced
+/// at 10 blocks/s on this project's machine). Only blocks whose commit has
+/// returned are ever put here, so they are exactly what the database holds.
 #[derive(Default)]
 pub struct HeadWatch {
-    head: Mutex<u64>,
+    state: Mutex<WatchState>,
     advanced: Condvar,
 }
 
+#[derive(Default)]
+struct WatchState {
+    head: u64,
+    /// Consecutive blocks, oldest first, at most [`RECENT_BLOCKS`].
+    recent: VecDeque<Arc<StoredBlock>>,
+}
+
 impl HeadWatch {
-    fn lock(&self) -> MutexGuard<'_, u64> {
-        self.head.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, WatchState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn get(&self) -> u64 {
-        *self.lock()
+        self.lock().head
     }
 
     /// Raises the head (never lowers it) and wakes every waiter.
     pub fn advance_to(&self, number: u64) {
-        let mut head = self.lock();
-        if number > *head {
-            *head = number;
+        let mut state = self.lock();
+        if number > state.head {
+            state.head = number;
             self.advanced.notify_all();
         }
+    }
+
+    /// `block` is committed (its commit returned): remember it and raise the
+    /// head to it. A block that does not follow the last one remembered (a
+    /// new term, a restart) starts the run afresh.
+    pub fn committed(&self, block: Arc<StoredBlock>) {
+        let mut state = self.lock();
+        if state.recent.back().is_some_and(|last| last.number + 1 != block.number) {
+            state.recent.clear();
+        }
+        if state.recent.len() == RECENT_BLOCKS {
+            state.recent.pop_front();
+        }
+        let number = block.number;
+        state.recent.push_back(block);
+        if number > state.head {
+            state.head = number;
+            self.advanced.notify_all();
+        }
+    }
+
+    /// Blocks `first..=last` if every one of them is remembered.
+    pub fn recent_range(&self, first: u64, last: u64) -> Option<Vec<Arc<StoredBlock>>> {
+        let state = self.lock();
+        let oldest = state.recent.front()?.number;
+        if first < oldest || last < first || last > state.recent.back()?.number {
+            return None;
+        }
+        let skip = usize::try_from(first - oldest).ok()?;
+        let take = usize::try_from(last - first + 1).ok()?;
+        let blocks: Vec<_> = state.recent.iter().skip(skip).take(take).cloned().collect();
+        // Consecutive by construction; checked because a gap would be served.
+        let consecutive = blocks.iter().zip(first..).all(|(block, expected)| block.number == expected);
+        (consecutive && blocks.len() == take).then_some(blocks)
     }
 
     /// Waits until the head is above `after` or `timeout` passes; returns
     /// the head it saw last.
     pub fn wait_beyond(&self, after: u64, timeout: Duration) -> u64 {
         let deadline = Instant::now() + timeout;
-        let mut head = self.lock();
-        while *head <= after {
+        let mut state = self.lock();
+        while state.head <= after {
             let now = Instant::now();
             if now >= deadline {
                 break;
             }
-            head = self.advanced.wait_timeout(head, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+            state = self.advanced.wait_timeout(state, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
         }
-        *head
+        state.head
     }
 }
 
@@ -152,5 +206,49 @@ mod tests {
         watch.advance_to(3);
         assert_eq!(watch.get(), 6, "the head never goes back");
         assert_eq!(watch.wait_beyond(6, Duration::from_millis(10)), 6, "times out");
+    }
+
+    fn block(number: u64) -> Arc<StoredBlock> {
+        Arc::new(StoredBlock {
+            number,
+            hash: format!("0x{number:064x}"),
+            parent_hash: format!("0x{:064x}", number.saturating_sub(1)),
+            payload_json: "{}".into(),
+            requests_json: "[]".into(),
+            timestamp: number,
+            parent_beacon_block_root: format!("0x{:064x}", 0),
+            blob_versioned_hashes_json: "[]".into(),
+            payload_version: 5,
+            term: 1,
+        })
+    }
+
+    #[test]
+    fn recent_blocks_are_served_only_as_a_complete_consecutive_run() {
+        let watch = HeadWatch::default();
+        assert!(watch.recent_range(1, 1).is_none());
+        for number in 1..=3 {
+            watch.committed(block(number));
+        }
+        assert_eq!(watch.get(), 3, "a committed block raises the head");
+        let numbers =
+            |range: Option<Vec<Arc<StoredBlock>>>| range.map(|b| b.iter().map(|b| b.number).collect::<Vec<_>>());
+        assert_eq!(numbers(watch.recent_range(2, 3)), Some(vec![2, 3]));
+        assert_eq!(numbers(watch.recent_range(1, 4)), None, "block 4 is not committed");
+        assert_eq!(numbers(watch.recent_range(3, 2)), None);
+        // A block that does not follow (another term after a gap) restarts the run.
+        watch.committed(block(7));
+        assert_eq!(numbers(watch.recent_range(3, 3)), None);
+        assert_eq!(numbers(watch.recent_range(7, 7)), Some(vec![7]));
+        // Bounded: the oldest fall out.
+        for number in 8..8 + RECENT_BLOCKS as u64 {
+            watch.committed(block(number));
+        }
+        assert_eq!(numbers(watch.recent_range(7, 7)), None);
+        let last = 7 + RECENT_BLOCKS as u64;
+        assert_eq!(numbers(watch.recent_range(8, last)).map(|v| v.len()), Some(RECENT_BLOCKS));
+        // The head learnt from elsewhere (the notifier) does not invent blocks.
+        watch.advance_to(last + 5);
+        assert_eq!(numbers(watch.recent_range(last, last + 1)), None);
     }
 }

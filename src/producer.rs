@@ -759,7 +759,7 @@ impl Producer {
         self.last_commit_at = Instant::now();
         self.pool_watch.forget_idle();
         self.known_committed = Some((ChainHead { number, hash: record.hash() }, Instant::now()));
-        self.ctx.watch.advance_to(number);
+        self.ctx.watch.committed(Arc::new(stored.clone()));
         self.ctx.metrics.blocks_produced.inc();
         self.ctx.metrics.committed_head.set_u64(number);
         self.ctx.metrics.transactions_committed.add(record.payload.transaction_count() as u64);

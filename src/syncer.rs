@@ -455,6 +455,10 @@ impl Syncer {
         replay::make_canonical(&self.ctx.engine, last.number(), last.hash()).map_err(SyncError::Replay)?;
         let stored: Vec<_> = records.iter().map(BlockRecord::to_stored).collect();
         self.store()?.append_replica_batch(&stored)?;
+        // Stored: members of this member may be served them from memory.
+        for block in stored.into_iter().rev().take(crate::notify::RECENT_BLOCKS).rev() {
+            self.ctx.watch.committed(Arc::new(block));
+        }
         let count = records.len() as u64;
         self.ctx.metrics.blocks_synced.add(count);
         self.ctx.metrics.sync_batch_size.observe_value(count);
