@@ -703,6 +703,9 @@ impl Producer {
         if built.payload.transaction_count() > 0 {
             self.failpoint(Step::Payload);
         }
+        // Asked again: the heartbeat may have come due during the build.
+        let heartbeat_due =
+            !config.empty_block_interval.is_zero() && self.last_commit_at.elapsed() >= config.empty_block_interval;
         if built.payload.transaction_count() == 0 && !heartbeat_due {
             self.ctx.metrics.empty_builds_discarded.inc();
             self.pool_watch.found_nothing();
