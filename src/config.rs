@@ -280,15 +280,7 @@ where
             Value(v) => return err(format!("status: unexpected argument {:?}", v.to_string_lossy())),
         }
     }
-    let urls = urls
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(|u| http_url("url", u))
-        .collect::<Result<Vec<_>, _>>()?;
-    if urls.is_empty() || urls.len() > 64 {
-        return err("status: --url needs between 1 and 64 comma-separated health URLs");
-    }
+    let urls = url_list("url", &urls, 64, "status: --url needs between 1 and 64 comma-separated health URLs")?;
     if interval < Duration::from_millis(100) {
         return err("status: --interval must be at least 100ms");
     }
@@ -376,17 +368,12 @@ fn validate(raw: &RawArgs) -> Result<Config, ConfigError> {
         return err("--idle-poll-interval must be between 1ms and 10s");
     }
 
-    let leader_urls = raw
-        .get("leader-url")
-        .unwrap_or("http://localhost:8090")
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(|u| http_url("leader-url", u))
-        .collect::<Result<Vec<_>, _>>()?;
-    if leader_urls.is_empty() || leader_urls.len() > 16 {
-        return err("--leader-url needs between 1 and 16 comma-separated URLs");
-    }
+    let leader_urls = url_list(
+        "leader-url",
+        raw.get("leader-url").unwrap_or("http://localhost:8090"),
+        16,
+        "--leader-url needs between 1 and 16 comma-separated URLs",
+    )?;
     let batch_limit = number("sync-batch-limit", raw.get("sync-batch-limit").unwrap_or("100"))?;
     if !(1..=1000).contains(&batch_limit) {
         return err("--sync-batch-limit must be between 1 and 1000");
@@ -440,6 +427,21 @@ fn validate_lease(leader: &LeaderConfig) -> Result<(), ConfigError> {
 
 fn valid_instance_id(id: &str) -> bool {
     (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// A comma-separated list of 1 to `max` http(s) URLs; `count_error` when
+/// there are none or too many.
+fn url_list(flag: &str, text: &str, max: usize, count_error: &str) -> Result<Vec<String>, ConfigError> {
+    let urls = text
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| http_url(flag, u))
+        .collect::<Result<Vec<_>, _>>()?;
+    if urls.is_empty() || urls.len() > max {
+        return err(count_error);
+    }
+    Ok(urls)
 }
 
 fn http_url(flag: &str, url: &str) -> Result<String, ConfigError> {

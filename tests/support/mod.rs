@@ -92,16 +92,7 @@ impl Proc {
 
     /// (Re)starts the same command, appending to the same log.
     pub fn start(&mut self) {
-        assert!(self.child.is_none(), "{} is already running", self.name);
-        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let child = Command::new(&self.command[0])
-            .args(&self.command[1..])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.name));
-        self.child = Some(child);
+        self.start_with_env(&[]);
     }
 
     pub fn pid(&self) -> u32 {
