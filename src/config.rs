@@ -23,6 +23,9 @@ pub enum Mode {
 pub struct Config {
     pub instance_id: String,
     pub mode: Mode,
+    /// `debug` adds one line per committed or applied block, with the time
+    /// of each step.
+    pub log_level: crate::log::Level,
     pub eth_client_url: String,
     pub jwt_secret: JwtSecret,
     /// Where the JWT secret came from, when it was a file (checked for
@@ -106,6 +109,7 @@ COMMON:
                                  member default ...@localhost:5433/consensus) [POSTGRES_URL]
     --health-addr ADDR           /health and /metrics (default :8080) [HEALTH_ADDR]
     --api-addr ADDR              block sync API (leader default :8090; member: off unless set) [API_ADDR]
+    --log-level info|debug       debug adds a line per block with each step's time (default info) [LOG_LEVEL]
 
 LEADER:
     --redis-addr HOST:PORT       (default localhost:6379) [REDIS_ADDR]
@@ -117,7 +121,7 @@ LEADER:
     --lease-ttl DURATION         leader lease TTL (default 1s) [LEASE_TTL]
     --lease-renew-interval DURATION  (default 200ms) [LEASE_RENEW_INTERVAL]
     --lease-safety-margin DURATION   (default 200ms) [LEASE_SAFETY_MARGIN]
-    --min-block-interval DURATION    (default 0) [MIN_BLOCK_INTERVAL]
+    --min-block-interval DURATION    shortest time from one block's build start to the next (default 0) [MIN_BLOCK_INTERVAL]
     --empty-block-interval DURATION  heartbeat for empty blocks; 0 = never (default 0) [EMPTY_BLOCK_INTERVAL]
     --idle-poll-interval DURATION    how often an idle leader looks for transactions (default 50ms) [IDLE_POLL_INTERVAL]
     --max-timestamp-lead DURATION    how far block time may run ahead of the clock (default 2s) [MAX_TIMESTAMP_LEAD]
@@ -173,7 +177,7 @@ struct RawArgs {
 }
 
 /// (flag, environment variable). The flag is the key in `RawArgs`.
-const FLAGS: [(&str, &str); 29] = [
+const FLAGS: [(&str, &str); 30] = [
     ("instance-id", "INSTANCE_ID"),
     ("mode", "NODE_MODE"),
     ("eth-client-url", "ETH_CLIENT_URL"),
@@ -182,6 +186,7 @@ const FLAGS: [(&str, &str); 29] = [
     ("postgres-url", "POSTGRES_URL"),
     ("health-addr", "HEALTH_ADDR"),
     ("api-addr", "API_ADDR"),
+    ("log-level", "LOG_LEVEL"),
     ("redis-addr", "REDIS_ADDR"),
     ("redis-password", "REDIS_PASSWORD"),
     ("redis-stream", "REDIS_STREAM"),
@@ -300,6 +305,11 @@ fn validate(raw: &RawArgs) -> Result<Config, ConfigError> {
         "member" => Mode::Member,
         other => return err(format!("--mode {other:?}: expected leader or member")),
     };
+    let log_level = match raw.get("log-level").unwrap_or("info") {
+        "info" => crate::log::Level::Info,
+        "debug" => crate::log::Level::Debug,
+        other => return err(format!("--log-level {other:?}: expected info or debug")),
+    };
     let eth_client_url = http_url("eth-client-url", raw.get("eth-client-url").unwrap_or("http://localhost:8551"))?;
     let jwt_secret_path = raw.get("jwt-secret-file").map(PathBuf::from);
     let jwt_secret = match (raw.get("jwt-secret-file"), raw.get("jwt-secret")) {
@@ -391,6 +401,7 @@ fn validate(raw: &RawArgs) -> Result<Config, ConfigError> {
     Ok(Config {
         instance_id,
         mode,
+        log_level,
         eth_client_url,
         jwt_secret,
         jwt_secret_path,

@@ -4,10 +4,35 @@
 //! Messages never contain secrets: the types that hold them do not print.
 
 use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 static INSTANCE: OnceLock<String> = OnceLock::new();
+static DEBUG: AtomicBool = AtomicBool::new(false);
+
+/// `Info` is the default; `Debug` adds a line per block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Debug,
+}
+
+pub fn set_level(level: Level) {
+    DEBUG.store(level == Level::Debug, Ordering::Relaxed);
+}
+
+/// Callers check this before formatting a per-block line, so that the
+/// default level costs one atomic load per block.
+pub fn debug_enabled() -> bool {
+    DEBUG.load(Ordering::Relaxed)
+}
+
+pub fn debug(message: &str) {
+    if debug_enabled() {
+        write("DEBUG", message);
+    }
+}
 
 /// Names this process in every line; set once at start.
 pub fn set_instance(instance_id: &str) {
@@ -33,18 +58,24 @@ fn write(level: &str, message: &str) {
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
-/// RFC 3339 UTC with milliseconds, without a date library.
-pub fn utc_now() -> String {
-    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    format_utc(since_epoch.as_secs(), since_epoch.subsec_millis())
+/// Milliseconds with fractions, for per-block debug lines.
+pub fn millis(duration: std::time::Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
 }
 
-fn format_utc(seconds: u64, millis: u32) -> String {
+/// RFC 3339 UTC with microseconds (per-block lines are milliseconds
+/// apart), without a date library.
+pub fn utc_now() -> String {
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    format_utc(since_epoch.as_secs(), since_epoch.subsec_micros())
+}
+
+fn format_utc(seconds: u64, micros: u32) -> String {
     let days = seconds / 86_400;
     let second_of_day = seconds % 86_400;
     let (year, month, day) = civil_from_days(days);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
         second_of_day / 3600,
         (second_of_day % 3600) / 60,
         second_of_day % 60
@@ -71,8 +102,8 @@ mod tests {
 
     #[test]
     fn formats_known_instants() {
-        assert_eq!(format_utc(0, 0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(format_utc(951_782_400, 5), "2000-02-29T00:00:00.005Z");
-        assert_eq!(format_utc(1_795_574_096, 999), "2026-11-25T02:34:56.999Z");
+        assert_eq!(format_utc(0, 0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(format_utc(951_782_400, 5), "2000-02-29T00:00:00.000005Z");
+        assert_eq!(format_utc(1_795_574_096, 999_999), "2026-11-25T02:34:56.999999Z");
     }
 }

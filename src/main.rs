@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         }
     };
     log::set_instance(&config.instance_id);
+    log::set_level(config.log_level);
     if let Some(path) = &config.jwt_secret_path {
         clnode::secret::warn_if_world_readable(path, "JWT secret file");
     }

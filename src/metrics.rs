@@ -154,6 +154,8 @@ pub struct Metrics {
     pub blocks_replayed: Counter,
     pub empty_builds_discarded: Counter,
     pub block_production_seconds: Histogram,
+    /// Leader: one fenced commit; member: one applied page's insert.
+    pub database_write_seconds: Histogram,
     // Member.
     pub synced_height: Gauge,
     pub sync_lag_blocks: Gauge,
@@ -264,11 +266,16 @@ impl Metrics {
         for (method, histogram) in ENGINE_METHODS.iter().zip(&self.engine_latency) {
             histogram.render(&mut out, name, &format!("method=\"{method}\""), &LATENCY_BUCKETS_S, 1e-6);
         }
-        let timing: [(&str, &str, &Histogram); 2] = [
+        let timing: [(&str, &str, &Histogram); 3] = [
             (
                 "clnode_block_production_duration_seconds",
                 "Leader: from build start to commit.",
                 &self.block_production_seconds,
+            ),
+            (
+                "clnode_database_write_duration_seconds",
+                "Leader: one block's fenced commit; member: one applied page's insert (durable on return).",
+                &self.database_write_seconds,
             ),
             (
                 "clnode_block_execution_duration_seconds",

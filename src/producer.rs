@@ -133,6 +133,10 @@ pub struct Producer {
     /// The committed head as last read, and when.
     known_committed: Option<(ChainHead, Instant)>,
     last_commit_at: Instant,
+    /// When the build of the last committed block started: blocks are
+    /// paced start to start, so `--min-block-interval 100ms` gives ten
+    /// blocks a second however long a build takes.
+    last_block_started_at: Instant,
     build_attempt: u64,
     consecutive_failures: u32,
     /// Fault injection: the step at which the process stops itself once.
@@ -314,6 +318,7 @@ impl Producer {
             el_head: None,
             known_committed: None,
             last_commit_at: Instant::now(),
+            last_block_started_at: Instant::now(),
             build_attempt: 0,
             consecutive_failures: 0,
             failpoint: std::env::var("CLNODE_FAILPOINT_STOP_AT").ok().and_then(|name| Step::from_name(&name)),
@@ -639,7 +644,7 @@ impl Producer {
 
     fn produce_one(&mut self, term: u64, parent: &mut Parent) -> Result<Outcome, ProduceError> {
         let config = self.settings;
-        let since_last = self.last_commit_at.elapsed();
+        let since_last = self.last_block_started_at.elapsed();
         if since_last < config.min_block_interval {
             self.flush_canonical()?;
             self.ctx.shutdown.sleep(config.min_block_interval - since_last);
@@ -680,6 +685,7 @@ impl Producer {
         let updated = engine
             .forkchoice_updated(&ForkchoiceState::all_at(parent.hash), Some(&attributes))
             .map_err(engine_error)?;
+        let build_requested_in = build_started.elapsed();
         self.failpoint(Step::Build);
         if updated.payload_status.is_valid() {
             // This call made the parent canonical (it may be the block just
@@ -699,7 +705,9 @@ impl Producer {
         if !self.ctx.shutdown.sleep(config.build_delay) {
             return Ok(Outcome::NothingToDo);
         }
+        let get_payload_started = Instant::now();
         let built = engine.get_payload(&payload_id, timestamp).map_err(engine_error)?;
+        let get_payload_in = get_payload_started.elapsed();
         if built.payload.transaction_count() > 0 {
             self.failpoint(Step::Payload);
         }
@@ -724,7 +732,7 @@ impl Producer {
             });
         }
         let record = BlockRecord::from_built(built, parent.hash, term);
-        replay::execute(&engine, &record)?;
+        let executed_in = replay::execute(&engine, &record)?;
         self.failpoint(Step::Execute);
         if self.ctx.lease.remaining(term).is_zero() {
             // The lease lapsed while building: never commit without it.
@@ -733,7 +741,11 @@ impl Producer {
         }
         let stored = record.to_stored();
         self.failpoint(Step::Commit);
-        match self.store()?.commit_block(term, &stored)? {
+        let commit_started = Instant::now();
+        let outcome = self.store()?.commit_block(term, &stored)?;
+        let committed_in = commit_started.elapsed();
+        self.ctx.metrics.database_write_seconds.observe(committed_in);
+        match outcome {
             CommitOutcome::Committed => {}
             refused => {
                 let reason = match refused {
@@ -757,9 +769,22 @@ impl Producer {
             }
         }
         // Committed: from here on the block exists whatever happens next.
+        if log::debug_enabled() {
+            log::debug(&format!(
+                "leader: committed block {number} ({}, {} txs, term {term}): forkchoiceUpdated {:.3} ms, \
+                 getPayload {:.3} ms, newPayload {:.3} ms, commit {:.3} ms",
+                record.hash(),
+                record.payload.transaction_count(),
+                log::millis(build_requested_in),
+                log::millis(get_payload_in),
+                log::millis(executed_in),
+                log::millis(committed_in)
+            ));
+        }
         assert_eq!(record.number(), parent.number + 1, "committed a block that does not extend its parent");
         *parent = Parent { number, hash: record.hash(), timestamp };
         self.last_commit_at = Instant::now();
+        self.last_block_started_at = build_started;
         self.pool_watch.forget_idle();
         self.known_committed = Some((ChainHead { number, hash: record.hash() }, Instant::now()));
         self.ctx.watch.committed(Arc::new(stored.clone()));
