@@ -81,3 +81,41 @@ BEGIN
     PERFORM pg_notify('clnode_blocks', p_number::TEXT);
     RETURN 'committed';
 END $$;
+
+-- Member: appends a verified, executed page in one statement (one round
+-- trip). The first block must extend the stored head (the caller has checked
+-- that the page links within itself). Returns
+--   'appended:<number>'              the new stored head;
+--   'not_head:<number>:<hash>'       the page does not extend the stored head.
+-- The commit does not wait for the WAL flush (synchronous_commit off, this
+-- transaction only): a member's rows are a replica of the leader's durable
+-- record, and a crash that loses the last ones leaves the execution client
+-- ahead of the database, which the member's resume rules repair from the
+-- sync API (ARCHITECTURE.md, "Resume rules"). The leader's commit above
+-- always waits.
+CREATE OR REPLACE FUNCTION clnode_append_replica(
+    p_numbers BIGINT[], p_hashes TEXT[], p_parents TEXT[], p_payloads TEXT[], p_requests TEXT[],
+    p_timestamps BIGINT[], p_roots TEXT[], p_versioned TEXT[], p_versions SMALLINT[], p_terms BIGINT[]
+) RETURNS TEXT LANGUAGE plpgsql AS $$
+DECLARE
+    head_number BIGINT;
+    head_hash   TEXT;
+    last_number BIGINT := p_numbers[array_length(p_numbers, 1)];
+BEGIN
+    SELECT block_number, block_hash INTO head_number, head_hash
+        FROM payloads ORDER BY block_number DESC LIMIT 1;
+    IF head_number IS NULL THEN
+        SELECT 0, genesis_hash INTO head_number, head_hash FROM chain_meta WHERE id = 1;
+    END IF;
+    IF head_number IS NULL OR p_numbers[1] <> head_number + 1 OR p_parents[1] <> head_hash THEN
+        RETURN 'not_head:' || COALESCE(head_number, -1) || ':' || COALESCE(head_hash, '');
+    END IF;
+    INSERT INTO payloads (block_number, block_hash, parent_hash, payload_data, requests_data, timestamp,
+                          parent_beacon_block_root, blob_versioned_hashes, payload_version, term)
+        SELECT * FROM unnest(p_numbers, p_hashes, p_parents, p_payloads, p_requests, p_timestamps,
+                             p_roots, p_versioned, p_versions, p_terms);
+    -- Wakes this node's own API long polls (members serving members).
+    PERFORM pg_notify('clnode_blocks', last_number::TEXT);
+    PERFORM set_config('synchronous_commit', 'off', true);
+    RETURN 'appended:' || last_number;
+END $$;

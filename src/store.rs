@@ -93,7 +93,7 @@ struct Statements {
     head: Statement,
     commit: Statement,
     fence_term: Statement,
-    insert_replica: Statement,
+    append_replica: Statement,
 }
 
 const BLOCK_COLUMNS: &str = "block_number, block_hash, parent_hash, payload_data, requests_data, timestamp, \
@@ -320,35 +320,30 @@ impl Store {
         rows.iter().map(|row| self.stored_block(row)).collect()
     }
 
-    /// Member: appends verified, executed blocks in one transaction; the first
-    /// must link to the stored head. Returns the new head number.
+    /// Member: appends verified, executed blocks in one statement; the first
+    /// must link to the stored head. Returns the new head number. The write
+    /// is not flushed before this returns (see `clnode_append_replica` in
+    /// schema.sql for why a member may lose its last rows, and how it repairs
+    /// that).
     pub fn append_replica_batch(&mut self, blocks: &[StoredBlock]) -> Result<u64, StoreError> {
-        let head = self.committed_head()?;
-        let mut expected_number = head.number + 1;
-        let mut expected_parent = head.hash.to_hex();
-        for block in blocks {
-            if block.number != expected_number || block.parent_hash != expected_parent {
+        let Some(first) = blocks.first() else {
+            return self.committed_head().map(|head| head.number);
+        };
+        // The page links within itself; the database checks its first block
+        // against the stored head, in the same statement as the insert.
+        let mut previous = first;
+        for block in &blocks[1..] {
+            if block.number != previous.number + 1 || block.parent_hash != previous.hash {
                 return Err(self.corrupt(
                     "append",
                     format!(
-                        "block {} ({}) does not extend stored head {} ({expected_parent})",
-                        block.number,
-                        block.hash,
-                        expected_number - 1
+                        "block {} ({}) does not extend block {} ({}) of the same page",
+                        block.number, block.hash, previous.number, previous.hash
                     ),
                 ));
             }
-            expected_number += 1;
-            expected_parent.clone_from(&block.hash);
+            previous = block;
         }
-        let insert = self.statements.insert_replica.clone();
-        let url = self.url.clone();
-        let lost = |e: &postgres::Error| StoreError {
-            url: url.clone(),
-            what: "append",
-            reason: error_text(e),
-            connection_lost: e.as_db_error().is_none(),
-        };
         // One statement for the whole page: column arrays, unnested.
         let numbers: Vec<i64> = blocks.iter().map(|b| i64::try_from(b.number).unwrap_or(i64::MAX)).collect();
         let hashes: Vec<&str> = blocks.iter().map(|b| b.hash.as_str()).collect();
@@ -360,10 +355,10 @@ impl Store {
         let versioned: Vec<&str> = blocks.iter().map(|b| b.blob_versioned_hashes_json.as_str()).collect();
         let versions: Vec<i16> = blocks.iter().map(|b| i16::from(b.payload_version)).collect();
         let terms: Vec<i64> = blocks.iter().map(|b| i64::try_from(b.term).unwrap_or(i64::MAX)).collect();
-        let mut transaction = self.client.transaction().map_err(|e| lost(&e))?;
-        transaction
-            .execute(
-                &insert,
+        let row = self
+            .client
+            .query_one(
+                &self.statements.append_replica,
                 &[
                     &numbers,
                     &hashes,
@@ -377,12 +372,21 @@ impl Store {
                     &terms,
                 ],
             )
-            .map_err(|e| lost(&e))?;
-        let new_head = expected_number - 1;
-        // Wake this node's own API long polls (members serving members).
-        transaction.execute("SELECT pg_notify('clnode_blocks', $1)", &[&new_head.to_string()]).map_err(|e| lost(&e))?;
-        transaction.commit().map_err(|e| lost(&e))?;
-        Ok(new_head)
+            .map_err(|e| self.fail("append", &e))?;
+        let outcome: String = row.get(0);
+        if let Some(number) = outcome.strip_prefix("appended:") {
+            return number.parse().map_err(|_| self.corrupt("append", format!("unexpected outcome {outcome:?}")));
+        }
+        match parse_commit_outcome(&outcome) {
+            Some(CommitOutcome::NotHead { head_number, head_hash }) => Err(self.corrupt(
+                "append",
+                format!(
+                    "block {} ({}) does not extend stored head {head_number} ({head_hash})",
+                    first.number, first.hash
+                ),
+            )),
+            _ => Err(self.corrupt("append", format!("unexpected outcome {outcome:?}"))),
+        }
     }
 
     fn stored_block(&self, row: &Row) -> Result<StoredBlock, StoreError> {
@@ -436,10 +440,10 @@ impl Statements {
                  $7::BIGINT, $8::TEXT, $9::TEXT, $10::SMALLINT)",
             )?,
             fence_term: client.prepare("SELECT term FROM fence WHERE id = 1")?,
-            insert_replica: client.prepare(&format!(
-                "INSERT INTO payloads ({BLOCK_COLUMNS}) SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], \
-                 $4::TEXT[], $5::TEXT[], $6::BIGINT[], $7::TEXT[], $8::TEXT[], $9::SMALLINT[], $10::BIGINT[])"
-            ))?,
+            append_replica: client.prepare(
+                "SELECT clnode_append_replica($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
+                 $6::BIGINT[], $7::TEXT[], $8::TEXT[], $9::SMALLINT[], $10::BIGINT[])",
+            )?,
         })
     }
 }

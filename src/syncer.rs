@@ -451,10 +451,29 @@ impl Syncer {
         for record in &records {
             self.execute_with_retry(record)?;
         }
+        let executed_in = started.elapsed();
         let Some(last) = records.last() else { return Ok(()) };
-        replay::make_canonical(&self.ctx.engine, last.number(), last.hash()).map_err(SyncError::Replay)?;
         let stored: Vec<_> = records.iter().map(BlockRecord::to_stored).collect();
-        self.store()?.append_replica_batch(&stored)?;
+        // Every block of the page is executed (VALID), so making it canonical
+        // and storing it are independent: they run at the same time, and the
+        // head moves once both are done. Either order of failure leaves a
+        // state the resume rules repair (EL ahead of the database, or the
+        // database ahead of the EL's canonical head).
+        let (canonical, canonical_in, stored_result, stored_in) = self.canonical_and_store(last, &stored);
+        self.ctx.metrics.database_write_seconds.observe(stored_in);
+        canonical.map_err(SyncError::Replay)?;
+        stored_result?;
+        if log::debug_enabled() {
+            log::debug(&format!(
+                "member: applied blocks {}..={} ({} txs): newPayload {:.3} ms, forkchoiceUpdated {:.3} ms, store {:.3} ms",
+                records[0].number(),
+                last.number(),
+                records.iter().map(|r| r.payload.transaction_count()).sum::<usize>(),
+                log::millis(executed_in),
+                log::millis(canonical_in),
+                log::millis(stored_in)
+            ));
+        }
         // Stored: members of this member may be served them from memory.
         for block in stored.into_iter().rev().take(crate::notify::RECENT_BLOCKS).rev() {
             self.ctx.watch.committed(Arc::new(block));
@@ -468,6 +487,35 @@ impl Syncer {
         self.set_head(ChainHead { number: last.number(), hash: last.hash() }, count);
         self.last_progress = Instant::now();
         Ok(())
+    }
+
+    /// forkchoiceUpdated to `last` on a scoped thread while this thread
+    /// stores the page; returns both results and how long each took.
+    fn canonical_and_store(
+        &mut self,
+        last: &BlockRecord,
+        stored: &[crate::block::StoredBlock],
+    ) -> (Result<(), ReplayError>, Duration, Result<u64, StoreError>, Duration) {
+        let engine = Arc::clone(&self.ctx.engine);
+        let (number, hash) = (last.number(), last.hash());
+        let make_canonical = move || {
+            let started = Instant::now();
+            (replay::make_canonical(&engine, number, hash), started.elapsed())
+        };
+        std::thread::scope(|scope| {
+            let helper =
+                std::thread::Builder::new().name("canonical".into()).spawn_scoped(scope, make_canonical.clone());
+            let store_started = Instant::now();
+            let stored_result = self.store().and_then(|store| store.append_replica_batch(stored));
+            let stored_in = store_started.elapsed();
+            let (canonical, canonical_in) = match helper {
+                // A panic there is a bug: carry it on here.
+                Ok(handle) => handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                // No thread to be had: do it here, after the store.
+                Err(_) => make_canonical(),
+            };
+            (canonical, canonical_in, stored_result, stored_in)
+        })
     }
 
     /// newPayload; when the client answers SYNCING/ACCEPTED (not executed),

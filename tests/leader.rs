@@ -130,6 +130,38 @@ fn an_idle_leader_polls_the_pool_filter_instead_of_building() {
 }
 
 #[test]
+fn blocks_start_no_closer_than_the_minimum_block_interval() {
+    let cluster = Cluster::start("leader-paced", 1, &["--min-block-interval", "300ms", "--max-timestamp-lead", "60m"]);
+    cluster.wait_for_leader(Duration::from_secs(30));
+    let before = stored_chain(&cluster.postgres).len() as i64;
+    // Transactions arrive faster than the interval allows blocks.
+    send_transactions_at(&cluster.els[0].rpc_url(), 40, 20, 0).join().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let committed_ms: Vec<f64> = cluster
+        .postgres
+        .client()
+        .query(
+            "SELECT (extract(epoch from created_at) * 1000)::float8 FROM payloads WHERE block_number > $1 \
+             ORDER BY block_number",
+            &[&before],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(committed_ms.len() >= 4, "expected several blocks for 40 transactions, got {}", committed_ms.len());
+    // Builds start 300 ms apart at the least, so commits are too, give or
+    // take how much one build's time differs from the next (far below 100 ms).
+    let span_ms = committed_ms[committed_ms.len() - 1] - committed_ms[0];
+    let gaps = (committed_ms.len() - 1) as f64;
+    assert!(
+        span_ms >= gaps * 300.0 - 100.0,
+        "{} blocks in {span_ms:.0} ms: closer than the 300 ms minimum interval",
+        committed_ms.len()
+    );
+}
+
+#[test]
 fn sigterm_hands_over_without_waiting_for_the_ttl() {
     // A long TTL: a hand-over that waited for it would take 20 s.
     let mut cluster = Cluster::start("leader-sigterm", 2, &["--lease-ttl", "20s", "--lease-renew-interval", "2s"]);
@@ -255,6 +287,30 @@ fn the_fence_refuses_an_old_term_and_the_chain_is_append_only() {
     assert!(client.execute("TRUNCATE payloads", &[]).is_err());
     assert_eq!(stored_chain(&postgres), vec![(1, block1.hash.clone(), genesis.to_hex())]);
     assert_eq!(store.committed_head().unwrap().number, 1);
+}
+
+#[test]
+fn a_replica_page_must_extend_the_stored_head_and_link_within_itself() {
+    let dir = TestDir::new("replica-append");
+    let postgres = Postgres::start(&dir, "pg");
+    let mut store = Store::connect(&postgres.url(), "test").unwrap();
+    let genesis = Hash32([7; 32]);
+    store.ensure_chain(genesis, 1337).unwrap();
+    let block1 = stored_block(1, genesis, 3);
+    let block2 = stored_block(2, Hash32::parse(&block1.hash).unwrap(), 3);
+    // A page that does not start at the stored head changes nothing.
+    let error = store.append_replica_batch(std::slice::from_ref(&block2)).unwrap_err();
+    assert!(error.to_string().contains("does not extend stored head 0"), "{error}");
+    // Nor does a page whose second block does not link to its first.
+    let unlinked = stored_block(2, Hash32([9; 32]), 3);
+    let error = store.append_replica_batch(&[block1.clone(), unlinked]).unwrap_err();
+    assert!(error.to_string().contains("of the same page"), "{error}");
+    assert!(stored_chain(&postgres).is_empty());
+    assert_eq!(store.append_replica_batch(&[block1.clone(), block2.clone()]).unwrap(), 2);
+    assert_eq!(store.committed_head().unwrap().number, 2);
+    // The same page again no longer extends the head.
+    assert!(store.append_replica_batch(std::slice::from_ref(&block1)).is_err());
+    assert_eq!(stored_chain(&postgres).len(), 2);
 }
 
 #[test]
