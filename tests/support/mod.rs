@@ -58,19 +58,30 @@ impl Drop for TestDir {
 }
 
 /// A port that was free a moment ago.
-/// A port nothing listens on, never handed out before in this process: the
-/// kernel may give the same ephemeral port to two binds in a row once the
-/// first listener is closed, and a node given one port for two servers fails.
+/// A port nothing listens on, never handed out before in this process.
+///
+/// Taken from 10000..32000, below Linux's ephemeral range (32768-60999): a
+/// port the kernel hands out for binds to port 0 is also what it picks as
+/// the local port of outgoing connections, so between this call and the
+/// server's bind an HTTP client (a member fetching a page, an Engine API
+/// call) could take it, and the server would fail with "Address already in
+/// use". Each process starts at its own offset, so two test processes
+/// rarely probe the same ports.
 pub fn free_port() -> u16 {
-    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if !handed_out.contains(&port) {
-            handed_out.push(port);
+    const FIRST: u32 = 10_000;
+    const COUNT: u32 = 22_000;
+    static NEXT: std::sync::Mutex<Option<u32>> = std::sync::Mutex::new(None);
+    let mut next = NEXT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut offset = next.unwrap_or_else(|| std::process::id().wrapping_mul(7919) % COUNT);
+    for _ in 0..COUNT {
+        let port = u16::try_from(FIRST + offset % COUNT).expect("below 32000");
+        offset = (offset + 1) % COUNT;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            *next = Some(offset);
             return port;
         }
     }
+    panic!("no free port in {FIRST}..{}", FIRST + COUNT);
 }
 
 /// A child process whose output goes to a log file; SIGKILLed on drop.
