@@ -459,10 +459,10 @@ impl Syncer {
         // head moves once both are done. Either order of failure leaves a
         // state the resume rules repair (EL ahead of the database, or the
         // database ahead of the EL's canonical head).
-        let (canonical, canonical_in, stored_result, stored_in) = self.canonical_and_store(last, &stored);
-        self.ctx.metrics.database_write_seconds.observe(stored_in);
-        canonical.map_err(SyncError::Replay)?;
-        stored_result?;
+        let finished = self.canonical_and_store(last, &stored);
+        self.ctx.metrics.database_write_seconds.observe(finished.stored_in);
+        finished.canonical.map_err(SyncError::Replay)?;
+        finished.stored?;
         if log::debug_enabled() {
             log::debug(&format!(
                 "member: applied blocks {}..={} ({} txs): newPayload {:.3} ms, forkchoiceUpdated {:.3} ms, store {:.3} ms",
@@ -470,8 +470,8 @@ impl Syncer {
                 last.number(),
                 records.iter().map(|r| r.payload.transaction_count()).sum::<usize>(),
                 log::millis(executed_in),
-                log::millis(canonical_in),
-                log::millis(stored_in)
+                log::millis(finished.canonical_in),
+                log::millis(finished.stored_in)
             ));
         }
         // Stored: members of this member may be served them from memory.
@@ -490,12 +490,8 @@ impl Syncer {
     }
 
     /// forkchoiceUpdated to `last` on a scoped thread while this thread
-    /// stores the page; returns both results and how long each took.
-    fn canonical_and_store(
-        &mut self,
-        last: &BlockRecord,
-        stored: &[crate::block::StoredBlock],
-    ) -> (Result<(), ReplayError>, Duration, Result<u64, StoreError>, Duration) {
+    /// stores the page.
+    fn canonical_and_store(&mut self, last: &BlockRecord, stored: &[crate::block::StoredBlock]) -> PageFinish {
         let engine = Arc::clone(&self.ctx.engine);
         let (number, hash) = (last.number(), last.hash());
         let make_canonical = move || {
@@ -514,7 +510,7 @@ impl Syncer {
                 // No thread to be had: do it here, after the store.
                 Err(_) => make_canonical(),
             };
-            (canonical, canonical_in, stored_result, stored_in)
+            PageFinish { canonical, canonical_in, stored: stored_result, stored_in }
         })
     }
 
@@ -566,6 +562,14 @@ impl Syncer {
             }
         });
     }
+}
+
+/// How the two last steps of a page ended, and how long each took.
+struct PageFinish {
+    canonical: Result<(), ReplayError>,
+    canonical_in: Duration,
+    stored: Result<u64, StoreError>,
+    stored_in: Duration,
 }
 
 /// Decodes a page: each record's signature verifies (when keys are set) and

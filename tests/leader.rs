@@ -162,6 +162,47 @@ fn blocks_start_no_closer_than_the_minimum_block_interval() {
 }
 
 #[test]
+fn a_leader_on_ethereumjs_builds_without_a_pending_transaction_filter() {
+    // EthereumJS 0.10 has no eth_newPendingTransactionFilter (-32601): the
+    // idle leader must fall back to building every idle poll, and still
+    // include what arrives.
+    let dir = TestDir::new("leader-ejs");
+    let redis = Redis::start(&dir);
+    let postgres = Postgres::start(&dir, "pg");
+    let ejs = El::start(&dir, "ejs", ElKind::EthereumJs, "prague");
+    let node = Node::leader(
+        &dir,
+        "leader-ejs",
+        &ejs,
+        &postgres,
+        &redis,
+        &["--evm-build-delay", "400ms", "--max-timestamp-lead", "60m"],
+    );
+    wait_for(Duration::from_secs(60), "the EthereumJS leader", || node.is_leader().then_some(()));
+    for hash in send_transactions(&ejs.rpc_url(), 2, 0) {
+        wait_for(Duration::from_secs(60), &format!("transaction {hash} included"), || ejs.receipt_block(&hash));
+    }
+    assert!(
+        node.proc.log_text().contains("has no pending-transaction filter"),
+        "the leader did not notice the missing filter:\n{}",
+        node.proc.log_tail(20)
+    );
+    let filter_polls = node.metric("clnode_engine_request_duration_seconds_count{method=\"eth_getFilterChanges\"}");
+    assert_eq!(filter_polls, Some(0.0), "no filter, so no filter polls");
+    let discarded = || node.metric("clnode_empty_builds_discarded_total").unwrap();
+    let before = discarded();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(discarded() > before, "an idle leader without a filter must keep building to see arrivals");
+    // A transaction sent while it idles is still found.
+    for hash in send_transactions(&ejs.rpc_url(), 1, 0) {
+        wait_for(Duration::from_secs(60), &format!("transaction {hash} included"), || ejs.receipt_block(&hash));
+    }
+    let chain = stored_chain(&postgres);
+    assert_continuous(&chain);
+    assert!(chain.len() >= 2, "expected blocks with the transactions, got {}", chain.len());
+}
+
+#[test]
 fn sigterm_hands_over_without_waiting_for_the_ttl() {
     // A long TTL: a hand-over that waited for it would take 20 s.
     let mut cluster = Cluster::start("leader-sigterm", 2, &["--lease-ttl", "20s", "--lease-renew-interval", "2s"]);
