@@ -89,7 +89,8 @@ END $$;
 --   'not_head:<number>:<hash>'       the page does not extend the stored head.
 -- The commit does not wait for the WAL flush (synchronous_commit off, this
 -- transaction only): a member's rows are a replica of the leader's durable
--- record, and a crash that loses the last ones leaves the execution client
+-- record, and a crash (of PostgreSQL or the machine) that loses the last
+-- ones leaves the execution client
 -- ahead of the database, which the member's resume rules repair from the
 -- sync API (ARCHITECTURE.md, "Resume rules"). The leader's commit above
 -- always waits.

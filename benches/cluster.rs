@@ -250,7 +250,7 @@ fn p1_leader_throughput(figures: &mut Vec<Figure>) {
             "windows of {}s, alternated; loop windows {:?}. Per block (ms), clnode: forkchoiceUpdated+attributes {c_build:.2}, \
              getPayload {c_get:.2}, newPayload {c_new:.2}, durable commit {c_commit:.2}, all {:.2}; loop: {l_build:.2}, {l_get:.2}, \
              {l_new:.2}, forkchoiceUpdated {l_fcu:.2}, all {:.2}. A one-row durable INSERT on the same PostgreSQL (pgbench, 1 client): \
-             {commit_floor_ms:.2} ms. clnode without its commit ÷ loop: {:.2}",
+             {commit_floor_ms:.2} ms. Speed of clnode without its commit ÷ loop: {:.2}",
             window.as_secs(),
             round(&loop_rates),
             1000.0 / value,
@@ -418,14 +418,14 @@ fn p2_member_catch_up(chain: &Chain, figures: &mut Vec<Figure>) {
         drop(member);
         drop(member_el);
         drop(member_pg);
-        assert_eq!(pages.last().map(|p| p.last), Some(backlog), "the member's debug lines cover the backlog");
+        assert!(pages.last().is_some_and(|p| p.last >= backlog), "the member's debug lines cover the backlog");
         let sum = |f: fn(&AppliedPage) -> f64| pages.iter().map(f).sum::<f64>() / 1000.0;
         member_split.push((sum(|p| p.new_payload_ms), sum(|p| p.forkchoice_ms), sum(|p| p.store_ms)));
 
         // Raw again, but with forkchoiceUpdated where the member made its
         // head canonical: the client's own cost of the member's cadence.
         let paged_el = El::start(&chain.dir, &format!("geth-paged-{trial}"), ElKind::Geth, "osaka");
-        let canonical_at: Vec<u64> = pages.iter().map(|p| p.last).collect();
+        let canonical_at: Vec<u64> = pages.iter().map(|p| p.last).filter(|&n| n <= backlog).collect();
         paged_s.push(raw_loop(&paged_el.engine(), &records, &canonical_at));
         drop(paged_el);
 
@@ -455,7 +455,7 @@ fn p2_member_catch_up(chain: &Chain, figures: &mut Vec<Figure>) {
         .collect();
     let note = format!(
         "{backlog} blocks, {transactions} transactions; raw {:?} s, member {:?} s, seed {:?} s; \
-         raw with forkchoiceUpdated at the member's page ends {:?} s (speed ratio against it: {:.2}); member time inside: {}",
+         raw with forkchoiceUpdated at the member's page ends {:?} s (speed ratio against it: {:.2}); member time inside (forkchoiceUpdated and store overlap): {}",
         round(&raw_s),
         round(&member_s),
         round(&seed_s),
@@ -548,7 +548,7 @@ fn p3_replication_lag(chain: &mut Chain, figures: &mut Vec<Figure>) {
         .collect();
     // Each page the member applied: when its head moved and when its client
     // was busy with it (from the line's durations).
-    let pages: Vec<(AppliedPage, f64, f64, f64)> = applied_pages(&member.proc.log_text())
+    let pages: Vec<(AppliedPage, f64, f64, f64, f64)> = applied_pages(&member.proc.log_text())
         .into_iter()
         .map(|page| {
             // After newPayload, forkchoiceUpdated and the store run side by
@@ -557,10 +557,13 @@ fn p3_replication_lag(chain: &mut Chain, figures: &mut Vec<Figure>) {
             let executed_ms = head_ms - page.forkchoice_ms.max(page.store_ms);
             let client_start_ms = executed_ms - page.new_payload_ms;
             let client_end_ms = executed_ms + page.forkchoice_ms;
-            (page, head_ms, client_start_ms, client_end_ms)
+            (page, head_ms, client_start_ms, executed_ms, client_end_ms)
         })
         .collect();
     let (mut lags, mut raw_lags, mut client_times) = (Vec::new(), Vec::new(), Vec::new());
+    // The stricter reading: only newPayload subtracted, forkchoiceUpdated
+    // (which overlaps the store) counted as lag.
+    let mut lags_less_new_payload = Vec::new();
     for number in window_start + 1..=window_end {
         let page = pages.iter().find(|(p, ..)| p.first <= number && number <= p.last);
         let (Some((_, head_ms, ..)), Some(&committed_ms)) = (page, leader_ms.get(&number)) else {
@@ -568,8 +571,10 @@ fn p3_replication_lag(chain: &mut Chain, figures: &mut Vec<Figure>) {
         };
         // The client's execution time inside this block's wait: its own
         // page and any earlier page it queued behind.
-        let client_ms: f64 =
-            pages.iter().map(|(_, _, start, end)| (end.min(*head_ms) - start.max(committed_ms)).max(0.0)).sum();
+        let overlap = |start: f64, end: f64| (end.min(*head_ms) - start.max(committed_ms)).max(0.0);
+        let client_ms: f64 = pages.iter().map(|(_, _, start, _, end)| overlap(*start, *end)).sum();
+        let new_payload_ms: f64 = pages.iter().map(|(_, _, start, executed, _)| overlap(*start, *executed)).sum();
+        lags_less_new_payload.push(head_ms - committed_ms - new_payload_ms);
         raw_lags.push(head_ms - committed_ms);
         client_times.push(client_ms);
         lags.push(head_ms - committed_ms - client_ms);
@@ -579,8 +584,9 @@ fn p3_replication_lag(chain: &mut Chain, figures: &mut Vec<Figure>) {
     let p99 = percentile(&lags, 99.0);
     figures.push(Figure {
         id: "P3",
-        what: "replication lag, leader commit (durable) to member head (stored), less the member client's execution (ms)"
-            .into(),
+        what:
+            "replication lag, leader commit (durable) to member head (stored), less the member client's execution (ms)"
+                .into(),
         value: p99,
         unit: "ms (p99)",
         baseline: "the member's newPayload + forkchoiceUpdated time in that wait (subtracted)".into(),
@@ -592,13 +598,17 @@ fn p3_replication_lag(chain: &mut Chain, figures: &mut Vec<Figure>) {
         median: median(&lags),
         p99,
         note: format!(
-            "{rate:.1} blocks/s, {} pages for {} blocks; raw lag p50 {:.1} ms, p99 {:.1} ms; client execution p50 {:.1} ms, p99 {:.1} ms",
+            "{rate:.1} blocks/s, {} pages for {} blocks; raw lag p50 {:.1} ms, p99 {:.1} ms; client execution \
+             (newPayload + forkchoiceUpdated, which runs alongside the store) p50 {:.1} ms, p99 {:.1} ms; \
+             with newPayload alone subtracted: p50 {:.1} ms, p99 {:.1} ms",
             window_pages,
             lags.len(),
             median(&raw_lags),
             percentile(&raw_lags, 99.0),
             median(&client_times),
-            percentile(&client_times, 99.0)
+            percentile(&client_times, 99.0),
+            median(&lags_less_new_payload),
+            percentile(&lags_less_new_payload, 99.0)
         ),
     });
     let leader_pid = chain.nodes[0].proc.pid();

@@ -305,7 +305,8 @@ fn validate(raw: &RawArgs) -> Result<Config, ConfigError> {
         "member" => Mode::Member,
         other => return err(format!("--mode {other:?}: expected leader or member")),
     };
-    let log_level = match raw.get("log-level").unwrap_or("info") {
+    // Case-insensitive: LOG_LEVEL is a name other programs use too.
+    let log_level = match raw.get("log-level").unwrap_or("info").to_ascii_lowercase().as_str() {
         "info" => crate::log::Level::Info,
         "debug" => crate::log::Level::Debug,
         other => return err(format!("--log-level {other:?}: expected info or debug")),
@@ -575,7 +576,7 @@ mod tests {
 
     #[test]
     fn bad_input_gives_one_line_naming_the_flag() {
-        let cases: [(&[&str], &str); 9] = [
+        let cases: [(&[&str], &str); 10] = [
             (&["--jwt-secret", SECRET], "--instance-id is required"),
             (&["--instance-id", "x"], "secret is required"),
             (&["--instance-id", "x", "--jwt-secret", "0x12"], "--jwt-secret"),
@@ -585,6 +586,7 @@ mod tests {
             (&["--instance-id", "x", "--jwt-secret", SECRET, "--eth-client-url", "localhost:8551"], "http://"),
             (&["--instance-id", "x", "--jwt-secret", SECRET, "--lease-renew-interval", "2s"], "--lease-renew-interval"),
             (&["--instance-id", "x y", "--jwt-secret", SECRET], "--instance-id"),
+            (&["--instance-id", "x", "--jwt-secret", SECRET, "--log-level", "warn"], "--log-level"),
         ];
         for (args, expected) in cases {
             let error = run(args).unwrap_err().to_string();

@@ -274,7 +274,7 @@ impl Metrics {
             ),
             (
                 "clnode_database_write_duration_seconds",
-                "Leader: one block's fenced commit; member: one applied page's insert (durable on return).",
+                "Leader: one block's fenced commit (durable on return); member: one applied page's insert (not flushed).",
                 &self.database_write_seconds,
             ),
             (

@@ -460,7 +460,12 @@ impl Syncer {
         // state the resume rules repair (EL ahead of the database, or the
         // database ahead of the EL's canonical head).
         let finished = self.canonical_and_store(last, &stored);
-        self.ctx.metrics.database_write_seconds.observe(finished.stored_in);
+        match &finished.stored {
+            Ok(_) => self.ctx.metrics.database_write_seconds.observe(finished.stored_in),
+            // Whatever else failed, a dead connection is not reused.
+            Err(error) if error.connection_lost => self.store = None,
+            Err(_) => {}
+        }
         finished.canonical.map_err(SyncError::Replay)?;
         finished.stored?;
         if log::debug_enabled() {

@@ -58,21 +58,23 @@ impl Drop for TestDir {
 }
 
 /// A port that was free a moment ago.
-/// A port nothing listens on, never handed out before in this process.
-///
-/// Taken from 10000..32000, below Linux's ephemeral range (32768-60999): a
+/// A port nothing listens on, never handed out before in this process:
+/// taken from 10000..32000, below Linux's ephemeral range (32768-60999): a
 /// port the kernel hands out for binds to port 0 is also what it picks as
 /// the local port of outgoing connections, so between this call and the
 /// server's bind an HTTP client (a member fetching a page, an Engine API
 /// call) could take it, and the server would fail with "Address already in
-/// use". Each process starts at its own offset, so two test processes
-/// rarely probe the same ports.
+/// use". Each process starts at its own offset (from its pid and the
+/// clock), so two test processes rarely probe the same ports.
 pub fn free_port() -> u16 {
     const FIRST: u32 = 10_000;
     const COUNT: u32 = 22_000;
     static NEXT: std::sync::Mutex<Option<u32>> = std::sync::Mutex::new(None);
     let mut next = NEXT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut offset = next.unwrap_or_else(|| std::process::id().wrapping_mul(7919) % COUNT);
+    let mut offset = next.unwrap_or_else(|| {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        (std::process::id().wrapping_mul(7919) ^ nanos) % COUNT
+    });
     for _ in 0..COUNT {
         let port = u16::try_from(FIRST + offset % COUNT).expect("below 32000");
         offset = (offset + 1) % COUNT;
