@@ -151,12 +151,16 @@ fn direct_loop(engine: &EngineClient, duration: Duration) -> (f64, StepTimes) {
     (times.blocks as f64 / started.elapsed().as_secs_f64(), times)
 }
 
+/// The number in "<name> <number> ms" within a debug line.
+fn ms_field(line: &str, name: &str) -> Option<f64> {
+    line.split_once(&format!("{name} "))?.1.split_once(" ms")?.0.parse().ok()
+}
+
 /// Sums the per-step times of the leader's "committed block" debug lines.
 fn leader_step_times(log: &str) -> StepTimes {
     let mut times = StepTimes::default();
     for line in log.lines().filter(|l| l.contains("leader: committed block ")) {
-        let field =
-            |name: &str| -> Option<f64> { line.split_once(&format!("{name} "))?.1.split_once(" ms")?.0.parse().ok() };
+        let field = |name: &str| ms_field(line, name);
         let (Some(build), Some(get), Some(new), Some(commit)) =
             (field("forkchoiceUpdated"), field("getPayload"), field("newPayload"), field("commit"))
         else {
@@ -300,7 +304,9 @@ fn fetch_records(api: &str, to: u64) -> Vec<(Value, BlockRecord)> {
     while after < to {
         let (_, body) = http_get(&format!("{api}/blocks?after={after}&limit=1000")).unwrap();
         let page: Value = serde_json::from_str(&body).unwrap();
-        for value in page["blocks"].as_array().unwrap() {
+        let blocks = page["blocks"].as_array().unwrap();
+        assert!(!blocks.is_empty(), "the sync API has no block after {after} (wanted up to {to})");
+        for value in blocks {
             let record = BlockRecord::from_wire_json(value).unwrap();
             after = record.number();
             if after <= to {
@@ -330,9 +336,7 @@ fn applied_pages(log: &str) -> Vec<AppliedPage> {
             let rest = line.split_once("member: applied blocks ")?.1;
             let (range, rest) = rest.split_once(' ')?;
             let (first, last) = range.split_once("..=")?;
-            let field = |name: &str| -> Option<f64> {
-                rest.split_once(&format!("{name} "))?.1.split_once(" ms")?.0.parse().ok()
-            };
+            let field = |name: &str| ms_field(rest, name);
             Some(AppliedPage {
                 at_ms: log_time_ms(line)?,
                 first: first.parse().ok()?,
@@ -438,7 +442,9 @@ fn p2_member_catch_up(chain: &Chain, figures: &mut Vec<Figure>) {
         while after < backlog {
             let (_, body) = http_get(&format!("{api}/blocks?after={after}&limit=100")).unwrap();
             let page: Value = serde_json::from_str(&body).unwrap();
-            for value in page["blocks"].as_array().unwrap() {
+            let blocks = page["blocks"].as_array().unwrap();
+            assert!(!blocks.is_empty(), "the sync API has no block after {after} (wanted up to {backlog})");
+            for value in blocks {
                 let record = BlockRecord::from_wire_json(value).unwrap();
                 clnode::replay::execute(&engine, &record).unwrap();
                 clnode::replay::make_canonical(&engine, record.number(), record.hash()).unwrap();

@@ -5,6 +5,12 @@
 //! renders and the syncer applies stay resident after use. *Never* called
 //! on a hot path: only at startup and after a burst of large allocations.
 
+/// A page of at least this many blocks is large: after applying one
+/// (member) or rendering one from the database (API), freed memory is
+/// handed back with [`release_free_memory`]. One block is not worth it; a
+/// catch-up page is megabytes.
+pub const LARGE_PAGE_BLOCKS: usize = 64;
+
 /// glibc `mallopt` parameters (malloc.h).
 const M_TRIM_THRESHOLD: i32 = -1;
 const M_MMAP_THRESHOLD: i32 = -3;

@@ -38,9 +38,6 @@ pub const DEFAULT_LIMIT: u64 = 100;
 pub const MAX_CACHED_PAGES: usize = 32;
 /// Bytes of rendered pages kept.
 pub const MAX_CACHED_BYTES: usize = 8 * 1024 * 1024;
-/// After rendering a page at least this long from the database, hand the
-/// freed memory back to the system.
-const LARGE_PAGE_BLOCKS: usize = 64;
 
 /// Renderings of committed blocks, which never change: full pages by
 /// (after, limit), and the latest block by its number.
@@ -285,22 +282,14 @@ impl ApiHandler {
         let head = self.ctx.watch.get();
         let last = head.min(after.saturating_add(u64::from(limit)));
         if let Some(blocks) = self.ctx.watch.recent_range(after.saturating_add(1), last) {
-            let items: Vec<Value> = blocks.iter().map(|block| self.wire(block)).collect();
-            let blocks_json: Arc<[u8]> = Arc::from(Value::Array(items).to_string().into_bytes());
-            if blocks.len() == limit as usize {
-                self.cache.store_page(after, limit, Arc::clone(&blocks_json));
-            }
+            let blocks_json = self.render_page(after, limit, blocks.iter().map(|block| &**block));
             return Reply::json_bytes(200, page_body(&blocks_json, head));
         }
         match self.with_store(|store| store.blocks_after(after, limit)) {
             Ok(blocks) => {
                 let head = blocks.last().map(|b| b.number).unwrap_or(0).max(self.ctx.watch.get());
-                let items: Vec<Value> = blocks.iter().map(|block| self.wire(block)).collect();
-                let blocks_json: Arc<[u8]> = Arc::from(Value::Array(items).to_string().into_bytes());
-                if blocks.len() == limit as usize {
-                    self.cache.store_page(after, limit, Arc::clone(&blocks_json));
-                }
-                if blocks.len() >= LARGE_PAGE_BLOCKS {
+                let blocks_json = self.render_page(after, limit, blocks.iter());
+                if blocks.len() >= crate::alloc::LARGE_PAGE_BLOCKS {
                     // A catch-up page's rows and JSON tree are several times
                     // its rendering; give that back once it is freed.
                     drop(blocks);
@@ -310,6 +299,19 @@ impl ApiHandler {
             }
             Err(reply) => reply,
         }
+    }
+
+    /// The JSON list of `blocks`, the page after `after`; kept in the render
+    /// cache when the page is full (a full page of committed blocks never
+    /// changes).
+    fn render_page<'a>(&self, after: u64, limit: u32, blocks: impl Iterator<Item = &'a StoredBlock>) -> Arc<[u8]> {
+        let items: Vec<Value> = blocks.map(|block| self.wire(block)).collect();
+        let full = items.len() == limit as usize;
+        let blocks_json: Arc<[u8]> = Arc::from(Value::Array(items).to_string().into_bytes());
+        if full {
+            self.cache.store_page(after, limit, Arc::clone(&blocks_json));
+        }
+        blocks_json
     }
 
     fn wire(&self, block: &StoredBlock) -> Value {

@@ -35,8 +35,11 @@ pub const RECENT_BLOCKS: usize = 64;
 /// The blocks let the API answer a long poll at the head without reading
 /// back from PostgreSQL what was just written: that read was the tail of
 /// the replication lag (p99 19 ms of a 24 ms commit-to-member path, traced
-/// at 10 blocks/s on this project's machine). Only blocks whose commit has
-/// returned are ever put here, so they are exactly what the database holds.
+/// at 10 blocks/s on this project's machine). Only blocks whose commit
+/// (leader) or store (member) has returned are ever put here. A leader's are
+/// durable; a member's store returns before its WAL is flushed, so a
+/// PostgreSQL crash can take back what the watch still holds: blocks the
+/// leader committed all the same, which the member stores again.
 #[derive(Default)]
 pub struct HeadWatch {
     state: Mutex<WatchState>,
@@ -61,7 +64,10 @@ impl HeadWatch {
 
     /// Raises the head (never lowers it) and wakes every waiter.
     pub fn advance_to(&self, number: u64) {
-        let mut state = self.lock();
+        self.raise(&mut self.lock(), number);
+    }
+
+    fn raise(&self, state: &mut WatchState, number: u64) {
         if number > state.head {
             state.head = number;
             self.advanced.notify_all();
@@ -81,10 +87,7 @@ impl HeadWatch {
         }
         let number = block.number;
         state.recent.push_back(block);
-        if number > state.head {
-            state.head = number;
-            self.advanced.notify_all();
-        }
+        self.raise(&mut state, number);
     }
 
     /// Blocks `first..=last` if every one of them is remembered.

@@ -642,6 +642,13 @@ impl Producer {
         Ok(())
     }
 
+    /// An empty block is due: `--empty-block-interval` is set and that long
+    /// has passed since the last commit.
+    fn heartbeat_due(&self) -> bool {
+        let interval = self.settings.empty_block_interval;
+        !interval.is_zero() && self.last_commit_at.elapsed() >= interval
+    }
+
     fn produce_one(&mut self, term: u64, parent: &mut Parent) -> Result<Outcome, ProduceError> {
         let config = self.settings;
         let since_last = self.last_block_started_at.elapsed();
@@ -662,9 +669,7 @@ impl Producer {
             self.flush_canonical()?;
             return Ok(Outcome::NothingToDo);
         }
-        let heartbeat_due =
-            !config.empty_block_interval.is_zero() && self.last_commit_at.elapsed() >= config.empty_block_interval;
-        if !heartbeat_due && !self.pool_watch.worth_building(&self.ctx.engine) {
+        if !self.heartbeat_due() && !self.pool_watch.worth_building(&self.ctx.engine) {
             self.ctx.shutdown.sleep(config.idle_poll_interval);
             return Ok(Outcome::NothingToDo);
         }
@@ -712,9 +717,7 @@ impl Producer {
             self.failpoint(Step::Payload);
         }
         // Asked again: the heartbeat may have come due during the build.
-        let heartbeat_due =
-            !config.empty_block_interval.is_zero() && self.last_commit_at.elapsed() >= config.empty_block_interval;
-        if built.payload.transaction_count() == 0 && !heartbeat_due {
+        if built.payload.transaction_count() == 0 && !self.heartbeat_due() {
             self.ctx.metrics.empty_builds_discarded.inc();
             self.pool_watch.found_nothing();
             self.ctx.shutdown.sleep(config.idle_poll_interval);
@@ -739,7 +742,7 @@ impl Producer {
             log::warn(&format!("leader: lease for term {term} lapsed before committing block {number}"));
             return Ok(Outcome::NothingToDo);
         }
-        let stored = record.to_stored();
+        let stored = Arc::new(record.to_stored());
         self.failpoint(Step::Commit);
         let commit_started = Instant::now();
         let outcome = self.store()?.commit_block(term, &stored)?;
@@ -787,7 +790,7 @@ impl Producer {
         self.last_block_started_at = build_started;
         self.pool_watch.forget_idle();
         self.known_committed = Some((ChainHead { number, hash: record.hash() }, Instant::now()));
-        self.ctx.watch.committed(Arc::new(stored.clone()));
+        self.ctx.watch.committed(Arc::clone(&stored));
         self.ctx.metrics.blocks_produced.inc();
         self.ctx.metrics.committed_head.set_u64(number);
         self.ctx.metrics.transactions_committed.add(record.payload.transaction_count() as u64);

@@ -22,7 +22,7 @@ pub const PUBLISH_QUEUE_LEN: usize = 1024;
 
 #[derive(Clone)]
 pub struct Publisher {
-    sender: SyncSender<StoredBlock>,
+    sender: SyncSender<Arc<StoredBlock>>,
     metrics: Arc<Metrics>,
 }
 
@@ -43,7 +43,7 @@ impl Publisher {
     }
 
     /// Queues a committed block; never blocks.
-    pub fn publish(&self, block: StoredBlock) {
+    pub fn publish(&self, block: Arc<StoredBlock>) {
         match self.sender.try_send(block) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.metrics.count_error("redis"),
@@ -51,7 +51,7 @@ impl Publisher {
     }
 }
 
-fn run(config: &LeaderConfig, receiver: &Receiver<StoredBlock>, metrics: &Metrics, shutdown: &Shutdown) {
+fn run(config: &LeaderConfig, receiver: &Receiver<Arc<StoredBlock>>, metrics: &Metrics, shutdown: &Shutdown) {
     let mut connection = None;
     let mut reported = false;
     while !shutdown.is_requested() {

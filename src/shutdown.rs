@@ -89,7 +89,7 @@ pub fn install_signal_handlers() {
     }
     let handler = on_signal as extern "C" fn(i32) as usize;
     // SAFETY: `signal` is the C library function; the handler only performs
-    // an atomic store, which is async-signal-safe.
+    // an atomic store and a write(2), both async-signal-safe.
     unsafe {
         signal(SIGTERM, handler);
         signal(SIGINT, handler);

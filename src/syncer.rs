@@ -47,9 +47,6 @@ const FETCH_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const STALL_AFTER: Duration = Duration::from_secs(30);
 /// Attempts to execute one batch when the client answers "not executed".
 const EXECUTE_ATTEMPTS: u32 = 3;
-/// After applying a page at least this long, hand freed memory back to the
-/// system (a catch-up's pages are megabytes each; one block is not).
-const LARGE_PAGE_BLOCKS: usize = 64;
 
 pub struct SyncerContext {
     pub instance_id: String,
@@ -406,7 +403,7 @@ impl Syncer {
                 continue;
             }
             let (url, source_head) = (batch.url, batch.source_head);
-            let large = batch.records.as_ref().is_ok_and(|records| records.len() >= LARGE_PAGE_BLOCKS);
+            let large = batch.records.as_ref().is_ok_and(|records| records.len() >= crate::alloc::LARGE_PAGE_BLOCKS);
             let applied = self.apply(batch.records);
             if large {
                 // The page and its renderings are freed by now.

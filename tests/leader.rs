@@ -301,13 +301,19 @@ fn stored_block(number: u64, parent: Hash32, term: u64) -> StoredBlock {
     }
 }
 
-#[test]
-fn the_fence_refuses_an_old_term_and_the_chain_is_append_only() {
-    let dir = TestDir::new("leader-fence");
+/// A fresh PostgreSQL with the schema and a chain whose genesis is `[7; 32]`.
+fn store_with_genesis(name: &str) -> (TestDir, Postgres, Store, Hash32) {
+    let dir = TestDir::new(name);
     let postgres = Postgres::start(&dir, "pg");
     let mut store = Store::connect(&postgres.url(), "test").unwrap();
     let genesis = Hash32([7; 32]);
     store.ensure_chain(genesis, 1337).unwrap();
+    (dir, postgres, store, genesis)
+}
+
+#[test]
+fn the_fence_refuses_an_old_term_and_the_chain_is_append_only() {
+    let (_dir, postgres, mut store, genesis) = store_with_genesis("leader-fence");
     assert!(store.ensure_chain(Hash32([8; 32]), 1337).is_err(), "a different genesis is refused");
     assert_eq!(store.raise_fence(5, "new-leader").unwrap(), FenceOutcome::Raised);
     // A producer still holding term 4 (paused past its lease) tries to commit.
@@ -332,11 +338,7 @@ fn the_fence_refuses_an_old_term_and_the_chain_is_append_only() {
 
 #[test]
 fn a_replica_page_must_extend_the_stored_head_and_link_within_itself() {
-    let dir = TestDir::new("replica-append");
-    let postgres = Postgres::start(&dir, "pg");
-    let mut store = Store::connect(&postgres.url(), "test").unwrap();
-    let genesis = Hash32([7; 32]);
-    store.ensure_chain(genesis, 1337).unwrap();
+    let (_dir, postgres, mut store, genesis) = store_with_genesis("replica-append");
     let block1 = stored_block(1, genesis, 3);
     let block2 = stored_block(2, Hash32::parse(&block1.hash).unwrap(), 3);
     // A page that does not start at the stored head changes nothing.

@@ -57,7 +57,6 @@ impl Drop for TestDir {
     }
 }
 
-/// A port that was free a moment ago.
 /// A port nothing listens on, never handed out before in this process:
 /// taken from 10000..32000, below Linux's ephemeral range (32768-60999): a
 /// port the kernel hands out for binds to port 0 is also what it picks as
@@ -76,7 +75,7 @@ pub fn free_port() -> u16 {
         (std::process::id().wrapping_mul(7919) ^ nanos) % COUNT
     });
     for _ in 0..COUNT {
-        let port = u16::try_from(FIRST + offset % COUNT).expect("below 32000");
+        let port = u16::try_from(FIRST + offset).expect("below 32000");
         offset = (offset + 1) % COUNT;
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             *next = Some(offset);
