@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use serde_json::json;
 
 use crate::http::{parse_query, serve, Incoming, Reply};
-use crate::lease::LeaseHandle;
+use crate::leader::lease::LeaseHandle;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::shutdown::Shutdown;

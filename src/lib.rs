@@ -5,24 +5,22 @@
 
 pub mod alloc;
 pub mod api;
+pub mod backoff;
 pub mod block;
 pub mod codec;
 pub mod config;
 pub mod engine;
 pub mod health;
 pub mod http;
-pub mod http_client;
-pub mod lease;
+pub mod leader;
 pub mod log;
+pub mod member;
 pub mod metrics;
 pub mod node;
 pub mod notify;
-pub mod producer;
-pub mod publish;
 pub mod replay;
 pub mod secret;
 pub mod shutdown;
 pub mod status;
 pub mod status_cli;
 pub mod store;
-pub mod syncer;

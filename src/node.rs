@@ -11,16 +11,16 @@ use std::time::Duration;
 
 use crate::config::{Config, Mode};
 use crate::engine::EngineClient;
-use crate::lease::{LeaseHandle, LeaseLoop};
+use crate::leader::lease::{LeaseHandle, LeaseLoop};
+use crate::leader::producer::{Producer, ProducerContext};
+use crate::leader::publish::Publisher;
 use crate::log;
+use crate::member::syncer::{Syncer, SyncerContext};
 use crate::metrics::Metrics;
 use crate::notify::{run_notifier, HeadWatch};
-use crate::producer::{Producer, ProducerContext};
-use crate::publish::Publisher;
 use crate::shutdown::Shutdown;
 use crate::status::{Component, NodeStatus};
 use crate::store::Store;
-use crate::syncer::{Syncer, SyncerContext};
 use crate::{api, health};
 
 /// How long startup waits between attempts to reach a service.

@@ -104,7 +104,7 @@ impl std::fmt::Debug for EngineClient {
 
 impl EngineClient {
     pub fn new(url: &str, secret: JwtSecret) -> EngineClient {
-        let agent = crate::http_client::agent(CONNECT_TIMEOUT, 4);
+        let agent = crate::http::client::agent(CONNECT_TIMEOUT, 4);
         EngineClient {
             url: url.trim_end_matches('/').to_owned(),
             secret,

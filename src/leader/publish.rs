@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::block::StoredBlock;
 use crate::config::LeaderConfig;
-use crate::lease::connect_redis;
+use crate::leader::lease::connect_redis;
 use crate::log;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -61,7 +61,11 @@ fn run(config: &LeaderConfig, receiver: &Receiver<Arc<StoredBlock>>, metrics: &M
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
         };
         if connection.is_none() {
-            match connect_redis(&config.redis_addr, config.redis_password.as_ref(), crate::lease::REDIS_IO_TIMEOUT) {
+            match connect_redis(
+                &config.redis_addr,
+                config.redis_password.as_ref(),
+                crate::leader::lease::REDIS_IO_TIMEOUT,
+            ) {
                 Ok(c) => connection = Some(c),
                 Err(error) => {
                     if !reported {

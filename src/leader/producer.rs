@@ -15,16 +15,20 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
+use super::error::ProduceError;
+use super::failpoint::Step;
+use super::lease::LeaseHandle;
+use super::pool_watch::PoolWatch;
+use super::publish::Publisher;
+use crate::backoff::Backoff;
 use crate::block::BlockRecord;
 use crate::codec::Hash32;
 use crate::config::LeaderConfig;
-use crate::engine::{rpc_code, EngineClient, EngineError, ForkchoiceState, PayloadAttributes};
-use crate::lease::LeaseHandle;
+use crate::engine::{EngineClient, ForkchoiceState, PayloadAttributes};
 use crate::log;
 use crate::metrics::Metrics;
 use crate::notify::HeadWatch;
-use crate::publish::Publisher;
-use crate::replay::{self, CatchUpError, ReplayError};
+use crate::replay::{self, CatchUpError};
 use crate::shutdown::Shutdown;
 use crate::status::{Component, NodeStatus, Role};
 use crate::store::{ChainHead, CommitOutcome, FenceOutcome, Store, StoreError};
@@ -38,62 +42,6 @@ const MAX_CONSECUTIVE_ENGINE_FAILURES: u32 = 5;
 /// Back-off after a failure: doubles from the first to the last value.
 const FAILURE_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const FAILURE_BACKOFF_MAX: Duration = Duration::from_secs(2);
-
-#[derive(Debug)]
-pub enum ProduceError {
-    Engine {
-        block_number: u64,
-        source: EngineError,
-    },
-    /// Reading the client's chain (not building) failed.
-    EngineRead(EngineError),
-    /// The client answered, but not what building requires (e.g. no payload id).
-    EngineRefused {
-        block_number: u64,
-        reason: String,
-    },
-    Replay(ReplayError),
-    Store(StoreError),
-    /// The execution client's chain disagrees with the committed chain.
-    Diverged(String),
-}
-
-impl std::fmt::Display for ProduceError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ProduceError::Engine { block_number, source } => write!(f, "building block {block_number}: {source}"),
-            ProduceError::EngineRead(source) => write!(f, "reading the execution client's chain: {source}"),
-            ProduceError::EngineRefused { block_number, reason } => {
-                write!(f, "building block {block_number}: {reason}")
-            }
-            ProduceError::Replay(e) => write!(f, "replaying {e}"),
-            ProduceError::Store(e) => write!(f, "{e}"),
-            ProduceError::Diverged(reason) => write!(f, "{reason}"),
-        }
-    }
-}
-
-impl From<StoreError> for ProduceError {
-    fn from(e: StoreError) -> Self {
-        ProduceError::Store(e)
-    }
-}
-
-impl From<ReplayError> for ProduceError {
-    fn from(e: ReplayError) -> Self {
-        ProduceError::Replay(e)
-    }
-}
-
-impl ProduceError {
-    fn component(&self) -> Component {
-        match self {
-            ProduceError::Store(_) => Component::Database,
-            ProduceError::Diverged(_) => Component::Chain,
-            _ => Component::ExecutionClient,
-        }
-    }
-}
 
 /// The parent a new block is built on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +87,7 @@ pub struct Producer {
     last_block_started_at: Instant,
     build_attempt: u64,
     consecutive_failures: u32,
+    backoff: Backoff,
     /// Fault injection: the step at which the process stops itself once.
     failpoint: Option<Step>,
     settings: BuildSettings,
@@ -161,141 +110,6 @@ struct BuildSettings {
     empty_block_interval: Duration,
     idle_poll_interval: Duration,
     max_timestamp_lead: Duration,
-}
-
-/// Tells an idle leader whether its execution client's pool has changed
-/// since the last build that found nothing, so that while idle it polls one
-/// small filter call per `idle_poll_interval` instead of building and
-/// discarding an empty payload (forkchoiceUpdated with attributes, a build
-/// in the client, getPayload of a whole payload), which cost clnode about
-/// 1.8 % of a core on an idle chain.
-///
-/// An empty build does not prove an empty pool: geth answers getPayload
-/// with its empty payload when the full one is not ready yet (a loaded
-/// machine, a big pool). So the leader goes idle only after
-/// [`EMPTY_BUILDS_BEFORE_IDLE`] empty builds in a row, all made after the
-/// filter existed, and while idle still builds once per
-/// [`IDLE_REBUILD_INTERVAL`]: a transaction that slipped past both waits
-/// at most that long. Any other doubt (a client without the filter, an
-/// error, a filter the client forgot) means "build", the old behaviour.
-#[derive(Debug)]
-struct PoolWatch {
-    filter_id: Option<String>,
-    /// The client has no pending-transaction filter (EthereumJS 0.10):
-    /// build every poll.
-    unsupported: bool,
-    /// Empty builds in a row since the filter existed and last reported an
-    /// arrival (or since the last commit).
-    empty_builds: u32,
-    last_build_at: Instant,
-}
-
-/// Empty builds in a row before an idle leader trusts the filter alone.
-const EMPTY_BUILDS_BEFORE_IDLE: u32 = 3;
-/// An idle leader still builds this often, whatever the filter says.
-const IDLE_REBUILD_INTERVAL: Duration = Duration::from_secs(1);
-
-impl Default for PoolWatch {
-    fn default() -> Self {
-        PoolWatch { filter_id: None, unsupported: false, empty_builds: 0, last_build_at: Instant::now() }
-    }
-}
-
-impl PoolWatch {
-    /// Before every build: make sure the filter exists before it.
-    fn before_build(&mut self, engine: &EngineClient) {
-        self.last_build_at = Instant::now();
-        if self.filter_id.is_some() || self.unsupported {
-            return;
-        }
-        // Builds before the filter existed prove nothing about arrivals.
-        self.empty_builds = 0;
-        match engine.new_pending_transaction_filter() {
-            Ok(id) => self.filter_id = Some(id),
-            Err(error) if error.rpc_code() == Some(rpc_code::METHOD_NOT_FOUND) => {
-                log::info(&format!(
-                    "leader: {} has no pending-transaction filter; idle polls build and discard instead",
-                    engine.url()
-                ));
-                self.unsupported = true;
-            }
-            // Tried again before the next build; the build itself reports
-            // a broken client.
-            Err(_) => {}
-        }
-    }
-
-    fn found_nothing(&mut self) {
-        self.empty_builds = self.empty_builds.saturating_add(1);
-    }
-
-    /// After a commit or at a new term: build until proven idle again.
-    fn forget_idle(&mut self) {
-        self.empty_builds = 0;
-    }
-
-    /// Right after a commit or an arrival: build. After an empty build:
-    /// read (and so drain) the filter first, and build again on an arrival,
-    /// until [`EMPTY_BUILDS_BEFORE_IDLE`], or every [`IDLE_REBUILD_INTERVAL`].
-    fn worth_building(&mut self, engine: &EngineClient) -> bool {
-        let Some(filter_id) = &self.filter_id else {
-            return true;
-        };
-        if self.empty_builds == 0 {
-            return true;
-        }
-        match engine.pending_transactions_arrived(filter_id) {
-            Ok(false) => {
-                self.empty_builds < EMPTY_BUILDS_BEFORE_IDLE || self.last_build_at.elapsed() >= IDLE_REBUILD_INTERVAL
-            }
-            Ok(true) => {
-                self.empty_builds = 0;
-                true
-            }
-            Err(_) => {
-                // Most likely a restarted client that forgot the filter
-                // (geth also drops one not polled for 5 minutes).
-                self.filter_id = None;
-                true
-            }
-        }
-    }
-}
-
-/// The steps of producing one block, named for fault injection
-/// (`CLNODE_FAILPOINT_STOP_AT=<name>` freezes the whole process the first
-/// time the leader reaches that step; SIGCONT resumes it). Unset in
-/// production; the fault suite uses it to freeze a leader at each step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// After forkchoiceUpdated with attributes.
-    Build,
-    /// After getPayload.
-    Payload,
-    /// After newPayload answered VALID.
-    Execute,
-    /// After the lease check, just before the commit statement.
-    Commit,
-    /// After the commit, before forkchoiceUpdated to the new head.
-    Canonical,
-}
-
-impl Step {
-    pub const ALL: [Step; 5] = [Step::Build, Step::Payload, Step::Execute, Step::Commit, Step::Canonical];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Step::Build => "build",
-            Step::Payload => "payload",
-            Step::Execute => "execute",
-            Step::Commit => "commit",
-            Step::Canonical => "canonical",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Step> {
-        Step::ALL.into_iter().find(|step| step.name() == name)
-    }
 }
 
 impl Producer {
@@ -321,6 +135,7 @@ impl Producer {
             last_block_started_at: Instant::now(),
             build_attempt: 0,
             consecutive_failures: 0,
+            backoff: Backoff::new(FAILURE_BACKOFF_MIN, FAILURE_BACKOFF_MAX),
             failpoint: std::env::var("CLNODE_FAILPOINT_STOP_AT").ok().and_then(|name| Step::from_name(&name)),
         }
     }
@@ -392,7 +207,8 @@ impl Producer {
                 Err(error) => {
                     self.ctx.lease.set_ready_to_lead(false);
                     self.record_failure("standby", &error);
-                    self.ctx.shutdown.sleep(self.backoff());
+                    let pause = self.backoff();
+                    self.ctx.shutdown.sleep(pause);
                     return;
                 }
             }
@@ -419,9 +235,8 @@ impl Producer {
         }
     }
 
-    fn backoff(&self) -> Duration {
-        let exponent = self.consecutive_failures.saturating_sub(1).min(16);
-        FAILURE_BACKOFF_MIN.saturating_mul(1u32 << exponent).min(FAILURE_BACKOFF_MAX)
+    fn backoff(&mut self) -> Duration {
+        self.backoff.delay(self.consecutive_failures)
     }
 
     fn read_el_head(&mut self) -> Result<ChainHead, ProduceError> {
@@ -588,7 +403,8 @@ impl Producer {
             }
             return true;
         }
-        self.ctx.shutdown.sleep(self.backoff());
+        let pause = self.backoff();
+        self.ctx.shutdown.sleep(pause);
         false
     }
 

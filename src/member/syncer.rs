@@ -10,13 +10,13 @@
 //! batches already in flight).
 
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-use crate::block::verify_wire_record;
+use super::fetch::{fetch_from_any, Batch, Cursor, Fetcher, PIPELINE_DEPTH};
+use super::verify::{verification_keys, verify_batch, verify_links};
+use crate::backoff::Backoff;
 use crate::block::BlockRecord;
 use crate::codec::Hash32;
 use crate::config::{MemberConfig, SyncKeys};
@@ -25,24 +25,13 @@ use crate::log;
 use crate::metrics::Metrics;
 use crate::notify::HeadWatch;
 use crate::replay::{self, CatchUpError, ReplayError};
-use crate::secret::Secret;
 use crate::shutdown::Shutdown;
 use crate::status::{Component, NodeStatus, Role};
-use crate::store::{ChainHead, Store, StoreError, MAX_BLOCKS_PER_QUERY};
+use crate::store::{ChainHead, Store, StoreError};
 
-/// Batches fetched ahead of execution.
-pub const PIPELINE_DEPTH: usize = 2;
 /// Back-off after a failed fetch or a refused record: 200 ms doubling to 30 s, with jitter.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(200);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// After this long on a fallback URL, the first URL is tried again.
-pub const PRIMARY_RETRY_INTERVAL: Duration = Duration::from_secs(30);
-/// A sync API answer larger than this is refused (1000 full blocks fit).
-pub const MAX_SYNC_RESPONSE_BYTES: u64 = 512 * 1024 * 1024;
-/// Beyond the long-poll wait, how long a fetch may take.
-pub const FETCH_TIMEOUT_SLACK: Duration = Duration::from_secs(10);
-/// A sync source that does not accept a connection within this is down.
-const FETCH_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Behind and without progress for this long counts as stalled on /health.
 pub const STALL_AFTER: Duration = Duration::from_secs(30);
 /// Attempts to execute one batch when the client answers "not executed".
@@ -59,68 +48,6 @@ pub struct SyncerContext {
     pub metrics: Arc<Metrics>,
     pub watch: Arc<HeadWatch>,
     pub shutdown: Shutdown,
-}
-
-/// One fetched page of the sync API, decoded (and its signatures checked)
-/// on the fetch thread so that work overlaps execution.
-struct Batch {
-    generation: u64,
-    url: String,
-    /// The source's committed head when it answered.
-    source_head: u64,
-    /// Every record of the page, or why one of them was refused.
-    records: Result<Vec<BlockRecord>, String>,
-}
-
-/// Beyond this many blocks behind, the fetcher asks for full pages.
-const FAR_BEHIND_PAGES: u64 = 2;
-
-/// Where the fetcher should continue; the syncer moves it back on refusal.
-#[derive(Default)]
-struct Cursor {
-    state: Mutex<CursorState>,
-}
-
-#[derive(Default, Clone, Copy)]
-struct CursorState {
-    generation: u64,
-    /// Fetch the blocks after this one.
-    after: u64,
-    /// Set with a reset after a refused batch: try another sync URL.
-    move_on: bool,
-}
-
-impl Cursor {
-    fn lock(&self) -> std::sync::MutexGuard<'_, CursorState> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn get(&self) -> (u64, u64) {
-        let state = self.lock();
-        (state.generation, state.after)
-    }
-
-    /// Starts a new generation fetching after `after`.
-    fn reset(&self, after: u64, move_on: bool) -> u64 {
-        let mut state = self.lock();
-        state.generation += 1;
-        state.after = after;
-        state.move_on = move_on;
-        state.generation
-    }
-
-    /// Advances within `generation` (ignored if a reset happened meanwhile).
-    fn advance(&self, generation: u64, after: u64) {
-        let mut state = self.lock();
-        if state.generation == generation {
-            state.after = after;
-        }
-    }
-
-    /// Whether the last reset asked for another URL; clears the request.
-    fn take_move_on(&self) -> bool {
-        std::mem::take(&mut self.lock().move_on)
-    }
 }
 
 /// Why a sync step failed; decides back-off, health and whether to stop.
@@ -174,12 +101,12 @@ pub struct Syncer {
     total_synced: u64,
     behind_since: Option<Instant>,
     last_progress: Instant,
-    jitter: Jitter,
+    backoff: Backoff,
 }
 
 impl Syncer {
     pub fn new(ctx: SyncerContext) -> Syncer {
-        let jitter = Jitter::seeded(&ctx.instance_id);
+        let backoff = Backoff::with_jitter(BACKOFF_MIN, BACKOFF_MAX, &ctx.instance_id);
         Syncer {
             ctx,
             store: None,
@@ -189,7 +116,7 @@ impl Syncer {
             total_synced: 0,
             behind_since: None,
             last_progress: Instant::now(),
-            jitter,
+            backoff,
         }
     }
 
@@ -251,7 +178,7 @@ impl Syncer {
             SyncError::Fetch(_) => self.ctx.metrics.count_error("sync_fetch"),
             SyncError::Replay(_) | SyncError::Diverged(_) => {}
         }
-        let pause = self.jitter.backoff(self.consecutive_failures);
+        let pause = self.backoff.delay(self.consecutive_failures);
         self.ctx.shutdown.sleep(pause);
     }
 
@@ -311,7 +238,8 @@ impl Syncer {
         while head.number < el.number && !self.ctx.shutdown.is_requested() {
             let wanted = u32::try_from(el.number - head.number).unwrap_or(u32::MAX).min(self.ctx.config.batch_limit);
             let (_, records) =
-                fetch_from_any(&self.ctx.config.leader_urls, self.ctx.config.sync_token.as_ref(), head.number, wanted)?;
+                fetch_from_any(&self.ctx.config.leader_urls, self.ctx.config.sync_token.as_ref(), head.number, wanted)
+                    .map_err(SyncError::Fetch)?;
             let keys = verification_keys(&self.ctx.sync_keys);
             let records = verify_batch(head, &records, &keys).map_err(SyncError::Refused)?;
             if records.is_empty() {
@@ -373,7 +301,7 @@ impl Syncer {
             status: Arc::clone(&self.ctx.status),
             metrics: Arc::clone(&self.ctx.metrics),
             shutdown: self.ctx.shutdown.clone(),
-            jitter: Jitter::seeded(&format!("{}-fetch", self.ctx.instance_id)),
+            backoff: Backoff::with_jitter(BACKOFF_MIN, BACKOFF_MAX, &format!("{}-fetch", self.ctx.instance_id)),
             url_index: 0,
             on_fallback_since: None,
         };
@@ -572,307 +500,4 @@ struct PageFinish {
     canonical_in: Duration,
     stored: Result<u64, StoreError>,
     stored_in: Duration,
-}
-
-/// Decodes a page: each record's signature verifies (when keys are set) and
-/// it decodes completely, agreeing with its payload.
-fn decode_page(records: &[Value], keys: &[&Secret]) -> Result<Vec<BlockRecord>, String> {
-    records
-        .iter()
-        .map(|value| {
-            if !keys.is_empty() {
-                verify_wire_record(keys, value).map_err(|e| {
-                    let number = value.get("block_number").and_then(Value::as_u64).unwrap_or(0);
-                    format!("block {number}: {e}")
-                })?;
-            }
-            BlockRecord::from_wire_json(value).map_err(|e| e.to_string())
-        })
-        .collect()
-}
-
-/// Heights follow `head` one by one and every parent links.
-fn verify_links(head: ChainHead, records: &[BlockRecord]) -> Result<(), String> {
-    let mut parent = head;
-    for record in records {
-        if record.number() != parent.number + 1 {
-            return Err(format!(
-                "block {} does not follow block {} (a gap or a repeat)",
-                record.number(),
-                parent.number
-            ));
-        }
-        if record.parent_hash() != parent.hash {
-            return Err(format!(
-                "block {} has parent {} but block {} is {}",
-                record.number(),
-                record.parent_hash(),
-                parent.number,
-                parent.hash
-            ));
-        }
-        parent = ChainHead { number: record.number(), hash: record.hash() };
-    }
-    Ok(())
-}
-
-/// Checks a page of records completely: decoding, signatures, links.
-fn verify_batch(head: ChainHead, records: &[Value], keys: &[&Secret]) -> Result<Vec<BlockRecord>, String> {
-    let decoded = decode_page(records, keys)?;
-    verify_links(head, &decoded)?;
-    Ok(decoded)
-}
-
-/// The keys a record may be signed with; empty when signing is off.
-fn verification_keys(keys: &SyncKeys) -> Vec<&Secret> {
-    match &keys.current {
-        Some(current) => std::iter::once(current).chain(keys.previous.as_ref()).collect(),
-        None => Vec::new(),
-    }
-}
-
-/// One page from the first sync URL that answers (no long poll).
-fn fetch_from_any(
-    urls: &[String],
-    token: Option<&Secret>,
-    after: u64,
-    limit: u32,
-) -> Result<(u64, Vec<Value>), SyncError> {
-    let mut reasons = Vec::new();
-    for url in urls {
-        match fetch_page(url, token, after, limit, Duration::ZERO) {
-            Ok(page) => return Ok(page),
-            Err(reason) => reasons.push(reason),
-        }
-    }
-    Err(SyncError::Fetch(reasons.join("; ")))
-}
-
-/// GET one page; returns (source head, records).
-fn fetch_page(
-    url: &str,
-    token: Option<&Secret>,
-    after: u64,
-    limit: u32,
-    wait: Duration,
-) -> Result<(u64, Vec<Value>), String> {
-    // One agent for the process, but a fresh connection per page (no idle
-    // connections kept): whatever sits between member and source (a proxy,
-    // a load balancer moving to another node) is asked anew for each page,
-    // for about 0.1 ms of connect on loopback.
-    static AGENT: std::sync::OnceLock<ureq::Agent> = std::sync::OnceLock::new();
-    let agent = AGENT.get_or_init(|| crate::http_client::agent(FETCH_CONNECT_TIMEOUT, 0));
-    let target = format!("{url}/blocks?after={after}&limit={limit}&wait_ms={}", wait.as_millis());
-    let mut request = agent.get(&target).config().timeout_global(Some(wait + FETCH_TIMEOUT_SLACK)).build();
-    if let Some(token) = token {
-        request = request.header("Authorization", &format!("Bearer {}", String::from_utf8_lossy(token.expose())));
-    }
-    let mut response = request.call().map_err(|e| format!("GET {target}: {e}"))?;
-    let status = response.status().as_u16();
-    let body = response
-        .body_mut()
-        .with_config()
-        .limit(MAX_SYNC_RESPONSE_BYTES)
-        .read_to_string()
-        .map_err(|e| format!("GET {target}: {e}"))?;
-    if status != 200 {
-        let excerpt: String = body.chars().take(200).collect();
-        return Err(format!("GET {target}: HTTP {status}: {excerpt}"));
-    }
-    let mut value: Value = serde_json::from_str(&body).map_err(|e| format!("GET {target}: not JSON: {e}"))?;
-    let records = match value.get_mut("blocks").map(Value::take) {
-        Some(Value::Array(records)) => records,
-        _ => return Err(format!("GET {target}: no blocks list")),
-    };
-    let head = value.get("head").and_then(Value::as_u64).unwrap_or(0);
-    let last = records.last().and_then(|r| r.get("block_number")).and_then(Value::as_u64).unwrap_or(after);
-    Ok((head.max(last), records))
-}
-
-/// The fetch thread: long polls the sync URLs in order, moving to the next
-/// one on failure and back to the first after a while.
-struct Fetcher {
-    config: MemberConfig,
-    sync_keys: SyncKeys,
-    /// The source's head at the last answer: far behind it, pages are full.
-    last_source_head: u64,
-    cursor: Arc<Cursor>,
-    status: Arc<NodeStatus>,
-    metrics: Arc<Metrics>,
-    shutdown: Shutdown,
-    jitter: Jitter,
-    url_index: usize,
-    on_fallback_since: Option<Instant>,
-}
-
-impl Fetcher {
-    fn run(mut self, sender: &SyncSender<Batch>) {
-        let mut failures_in_a_row: u32 = 0;
-        while !self.shutdown.is_requested() {
-            if self.on_fallback_since.is_some_and(|since| since.elapsed() >= PRIMARY_RETRY_INTERVAL) {
-                self.switch_to(0, "retrying the first sync URL");
-            }
-            if self.cursor.take_move_on() && self.config.leader_urls.len() > 1 {
-                let next = (self.url_index + 1) % self.config.leader_urls.len();
-                self.switch_to(next, "its last batch was refused");
-            }
-            let (generation, after) = self.cursor.get();
-            let url = self.config.leader_urls[self.url_index].clone();
-            let limit = if self.last_source_head > after + FAR_BEHIND_PAGES * u64::from(self.config.batch_limit) {
-                MAX_BLOCKS_PER_QUERY
-            } else {
-                self.config.batch_limit
-            };
-            match fetch_page(&url, self.config.sync_token.as_ref(), after, limit, self.config.long_poll_wait) {
-                Ok((source_head, records)) => {
-                    self.last_source_head = source_head;
-                    failures_in_a_row = 0;
-                    self.status.clear_problem(Component::SyncSource);
-                    let last = records.last().and_then(|r| r.get("block_number")).and_then(Value::as_u64);
-                    if let Some(last) = last {
-                        self.cursor.advance(generation, last);
-                    }
-                    let keys = verification_keys(&self.sync_keys);
-                    let records = decode_page(&records, &keys);
-                    let batch = Batch { generation, url, source_head, records };
-                    if !self.send(sender, batch) {
-                        return;
-                    }
-                }
-                Err(reason) => {
-                    failures_in_a_row = failures_in_a_row.saturating_add(1);
-                    self.metrics.count_error("sync_fetch");
-                    if failures_in_a_row == 1 || failures_in_a_row % 10 == 0 {
-                        log::warn(&format!("member: fetch failed: {reason}"));
-                    }
-                    let urls = self.config.leader_urls.len();
-                    if failures_in_a_row as usize >= urls {
-                        self.status.set_problem(Component::SyncSource, format!("no sync URL answers: {reason}"));
-                    }
-                    if urls > 1 {
-                        self.switch_to((self.url_index + 1) % urls, &reason);
-                    }
-                    // Back off only once every URL has failed in this round.
-                    let rounds = failures_in_a_row.div_ceil(u32::try_from(urls).unwrap_or(1));
-                    if failures_in_a_row as usize % urls == 0 || urls == 1 {
-                        self.shutdown.sleep(self.jitter.backoff(rounds));
-                    }
-                }
-            }
-        }
-    }
-
-    fn switch_to(&mut self, index: usize, reason: &str) {
-        if index == self.url_index {
-            self.on_fallback_since = None;
-            return;
-        }
-        log::info(&format!(
-            "member: sync URL {} -> {} ({reason})",
-            self.config.leader_urls[self.url_index], self.config.leader_urls[index]
-        ));
-        self.url_index = index;
-        self.on_fallback_since = (index != 0).then(Instant::now);
-        self.metrics.sync_url_switches.inc();
-    }
-
-    /// Hands a batch to the syncer, waiting while the pipeline is full.
-    fn send(&self, sender: &SyncSender<Batch>, batch: Batch) -> bool {
-        let mut pending = batch;
-        loop {
-            match sender.try_send(pending) {
-                Ok(()) => return true,
-                Err(std::sync::mpsc::TrySendError::Full(batch)) => {
-                    if self.shutdown.is_requested() {
-                        return false;
-                    }
-                    pending = batch;
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return false,
-            }
-        }
-    }
-}
-
-/// Back-off with jitter, without a random-number crate: xorshift seeded
-/// from the clock and the node's name (spreads members that failed together).
-struct Jitter(u64);
-
-impl Jitter {
-    fn seeded(name: &str) -> Jitter {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(1);
-        let mut seed = u64::from(nanos) | 1;
-        for byte in name.bytes() {
-            seed = seed.rotate_left(5) ^ u64::from(byte);
-        }
-        Jitter(seed | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// 200 ms doubling per failure up to 30 s, then scaled by 50-100 %.
-    fn backoff(&mut self, failures: u32) -> Duration {
-        let exponent = failures.saturating_sub(1).min(16);
-        let base = BACKOFF_MIN.saturating_mul(1u32 << exponent).min(BACKOFF_MAX);
-        let percent = 50 + self.next() % 51;
-        base.mul_f64(percent as f64 / 100.0).max(Duration::from_millis(1))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::block::tests::sample_record;
-
-    #[test]
-    fn backoff_grows_from_200ms_to_30s_with_jitter() {
-        let mut jitter = Jitter::seeded("test");
-        for _ in 0..100 {
-            let first = jitter.backoff(1);
-            assert!(first >= Duration::from_millis(100) && first <= BACKOFF_MIN, "{first:?}");
-            let late = jitter.backoff(40);
-            assert!(late >= Duration::from_secs(15) && late <= BACKOFF_MAX, "{late:?}");
-        }
-    }
-
-    #[test]
-    fn batches_must_follow_the_head_and_link() {
-        let genesis = ChainHead { number: 0, hash: Hash32([9; 32]) };
-        let one = sample_record(1, genesis.hash);
-        let two = sample_record(2, one.hash());
-        let wire = |r: &BlockRecord| r.to_stored().to_wire_json();
-        assert_eq!(verify_batch(genesis, &[wire(&one), wire(&two)], &[]).unwrap().len(), 2);
-        let gap = verify_batch(genesis, &[wire(&two)], &[]).unwrap_err();
-        assert!(gap.contains("does not follow"), "{gap}");
-        let unlinked = sample_record(2, Hash32([3; 32]));
-        let error = verify_batch(genesis, &[wire(&one), wire(&unlinked)], &[]).unwrap_err();
-        assert!(error.contains("has parent"), "{error}");
-        let wrong_genesis = ChainHead { number: 0, hash: Hash32([1; 32]) };
-        assert!(verify_batch(wrong_genesis, &[wire(&one)], &[]).is_err());
-        let key = Secret::from_bytes(b"sync-secret-for-tests");
-        let unsigned = verify_batch(genesis, &[wire(&one)], &[&key]).unwrap_err();
-        assert!(unsigned.contains("not signed"), "{unsigned}");
-        let mut signed = wire(&one);
-        crate::block::sign_wire_record(&key, &mut signed);
-        assert_eq!(verify_batch(genesis, &[signed], &[&key]).unwrap().len(), 1);
-    }
-
-    #[test]
-    fn cursor_reset_discards_advances_of_the_old_generation() {
-        let cursor = Cursor::default();
-        let first = cursor.reset(10, false);
-        cursor.advance(first, 20);
-        assert_eq!(cursor.get(), (first, 20));
-        let second = cursor.reset(15, true);
-        cursor.advance(first, 30);
-        assert_eq!(cursor.get(), (second, 15));
-        assert!(cursor.take_move_on());
-        assert!(!cursor.take_move_on());
-    }
 }

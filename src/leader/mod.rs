@@ -1,0 +1,10 @@
+//! Leader mode: the lease, block production through the fence, and the
+//! stream publisher. Data flows engine → producer → store; nothing here
+//! reads the sync API.
+
+pub mod error;
+pub mod failpoint;
+pub mod lease;
+pub mod pool_watch;
+pub mod producer;
+pub mod publish;
