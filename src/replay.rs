@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::block::BlockRecord;
 use crate::codec::Hash32;
 use crate::engine::{BlockTag, EngineClient, EngineError, ForkchoiceState, PayloadStatus};
+use crate::resume::{plan_resume, ResumePlan};
 use crate::shutdown::Shutdown;
 use crate::store::{ChainHead, Store, StoreError};
 
@@ -117,7 +118,7 @@ impl From<ReplayError> for CatchUpError {
 }
 
 /// The hash the store holds at `number` (genesis from the client for 0).
-fn stored_hash_at(engine: &EngineClient, store: &mut Store, number: u64) -> Result<Option<Hash32>, CatchUpError> {
+pub fn stored_hash_at(engine: &EngineClient, store: &mut Store, number: u64) -> Result<Option<Hash32>, CatchUpError> {
     if number == 0 {
         let genesis = engine
             .block_by_number(BlockTag::Number(0))
@@ -125,6 +126,14 @@ fn stored_hash_at(engine: &EngineClient, store: &mut Store, number: u64) -> Resu
         return Ok(genesis.map(|g| g.hash));
     }
     Ok(store.block_by_number(number)?.and_then(|b| Hash32::parse(&b.hash).ok()))
+}
+
+/// The hash of the client's canonical block at `number`, if it has one.
+pub fn el_hash_at(engine: &EngineClient, number: u64) -> Result<Option<Hash32>, CatchUpError> {
+    let block = engine
+        .block_by_number(BlockTag::Number(number))
+        .map_err(|source| CatchUpError::Replay(ReplayError::Engine { block_number: number, source }))?;
+    Ok(block.map(|b| b.hash))
 }
 
 /// Replays the stored blocks after `el_head` (the client's canonical head)
@@ -139,24 +148,26 @@ pub fn catch_up_from_store(
     shutdown: &Shutdown,
     mut progress: impl FnMut(ChainHead, usize),
 ) -> Result<ChainHead, CatchUpError> {
-    if el_head == target {
-        return Ok(el_head);
-    }
-    if el_head.number > target.number {
-        return Err(CatchUpError::Diverged(format!(
-            "execution client head {} ({}) is above the stored head {} ({}): \
-             it holds blocks that were never committed here; refusing to guess",
-            el_head.number, el_head.hash, target.number, target.hash
-        )));
-    }
-    let stored = stored_hash_at(engine, store, el_head.number)?;
-    if stored != Some(el_head.hash) {
-        return Err(CatchUpError::Diverged(format!(
-            "execution client head {} ({}) is not the stored block at that height ({}); refusing to guess",
-            el_head.number,
-            el_head.hash,
-            stored.map(|h| h.to_hex()).unwrap_or_else(|| "none".into())
-        )));
+    let plan = plan_resume(
+        el_head,
+        target,
+        |number| stored_hash_at(engine, store, number),
+        |number| el_hash_at(engine, number),
+    )?;
+    match plan {
+        ResumePlan::InStep(head) => return Ok(head),
+        ResumePlan::ReplayStored { .. } => {}
+        // A caller that replays from its store never makes a block canonical
+        // before storing it, so a client ahead of the store holds blocks that
+        // were never committed here.
+        ResumePlan::StoreExecuted { .. } => {
+            return Err(CatchUpError::Diverged(format!(
+                "execution client head {} ({}) is above the stored head {} ({}): \
+                 it holds blocks that were never committed here; refusing to guess",
+                el_head.number, el_head.hash, target.number, target.hash
+            )))
+        }
+        ResumePlan::Diverged(reason) => return Err(CatchUpError::Diverged(reason)),
     }
     let mut parent = el_head;
     while parent.number < target.number && !shutdown.is_requested() {

@@ -1,9 +1,11 @@
 //! Why producing or following failed: the leader's one error type.
 //!
 //! The variant decides what the producer does next (back off, start over
-//! from the database, or step down): see `decide.rs`.
+//! from the database, or step down): [`ProduceError::failure_kind`] feeds
+//! the rule in `step_down.rs`.
 
-use crate::engine::EngineError;
+use super::step_down::FailureKind;
+use crate::engine::{EngineError, EngineErrorKind};
 use crate::replay::ReplayError;
 use crate::status::Component;
 use crate::store::StoreError;
@@ -60,6 +62,55 @@ impl ProduceError {
             ProduceError::Store(_) => Component::Database,
             ProduceError::Diverged(_) => Component::Chain,
             _ => Component::ExecutionClient,
+        }
+    }
+
+    /// The failure as the step-down rule sees it. Only a direct build or
+    /// read call that timed out counts as a hung client; a replay's timeout
+    /// counts with the other client failures, as before.
+    pub fn failure_kind(&self) -> FailureKind {
+        match self {
+            ProduceError::Engine { source, .. } | ProduceError::EngineRead(source)
+                if matches!(source.kind, EngineErrorKind::Timeout { .. }) =>
+            {
+                FailureKind::EngineHung
+            }
+            ProduceError::Engine { .. }
+            | ProduceError::EngineRead(_)
+            | ProduceError::EngineRefused { .. }
+            | ProduceError::Replay(_) => FailureKind::EngineFailed,
+            ProduceError::Store(_) => FailureKind::Store,
+            ProduceError::Diverged(_) => FailureKind::Diverged,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine_error(kind: EngineErrorKind) -> EngineError {
+        EngineError { url: "http://127.0.0.1:8551".into(), method: "engine_getPayloadV4", kind }
+    }
+
+    #[test]
+    fn only_a_timed_out_build_or_read_is_a_hung_client() {
+        let timeout = || engine_error(EngineErrorKind::Timeout { timeout_ms: 1000 });
+        let refused = || engine_error(EngineErrorKind::Transport("connection refused".into()));
+        let table = [
+            (ProduceError::Engine { block_number: 7, source: timeout() }, FailureKind::EngineHung),
+            (ProduceError::EngineRead(timeout()), FailureKind::EngineHung),
+            (ProduceError::Engine { block_number: 7, source: refused() }, FailureKind::EngineFailed),
+            (ProduceError::EngineRead(refused()), FailureKind::EngineFailed),
+            (ProduceError::EngineRefused { block_number: 7, reason: "no id".into() }, FailureKind::EngineFailed),
+            (
+                ProduceError::Replay(ReplayError::Engine { block_number: 7, source: timeout() }),
+                FailureKind::EngineFailed,
+            ),
+            (ProduceError::Diverged("other chain".into()), FailureKind::Diverged),
+        ];
+        for (error, expected) in table {
+            assert_eq!(error.failure_kind(), expected, "{error}");
         }
     }
 }

@@ -8,3 +8,4 @@ pub mod lease;
 pub mod pool_watch;
 pub mod producer;
 pub mod publish;
+pub mod step_down;

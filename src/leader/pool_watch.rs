@@ -1,10 +1,43 @@
 //! Idle detection: whether an idle leader's execution client has new
 //! pending transactions worth a build.
+//!
+//! The decision is a small state machine over two client calls, reached
+//! through [`PendingPool`] so that it can be tested against a fake client
+//! and with an explicit clock (`now`) instead of sleeping.
 
 use std::time::{Duration, Instant};
 
-use crate::engine::{rpc_code, EngineClient};
+use crate::engine::{rpc_code, EngineClient, EngineError};
 use crate::log;
+
+/// Empty builds in a row before an idle leader trusts the filter alone.
+pub const EMPTY_BUILDS_BEFORE_IDLE: u32 = 3;
+/// An idle leader still builds this often, whatever the filter says.
+pub const IDLE_REBUILD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The two pool calls idle detection needs from an execution client.
+pub trait PendingPool {
+    /// `eth_newPendingTransactionFilter`: a filter id.
+    fn new_pending_transaction_filter(&self) -> Result<String, EngineError>;
+    /// `eth_getFilterChanges`: whether anything arrived since the last poll.
+    fn pending_transactions_arrived(&self, filter_id: &str) -> Result<bool, EngineError>;
+    /// Names the client in the one log line about a missing filter.
+    fn name(&self) -> &str;
+}
+
+impl PendingPool for EngineClient {
+    fn new_pending_transaction_filter(&self) -> Result<String, EngineError> {
+        EngineClient::new_pending_transaction_filter(self)
+    }
+
+    fn pending_transactions_arrived(&self, filter_id: &str) -> Result<bool, EngineError> {
+        EngineClient::pending_transactions_arrived(self, filter_id)
+    }
+
+    fn name(&self) -> &str {
+        self.url()
+    }
+}
 
 /// Tells an idle leader whether its execution client's pool has changed
 /// since the last build that found nothing, so that while idle it polls one
@@ -33,32 +66,25 @@ pub struct PoolWatch {
     last_build_at: Instant,
 }
 
-/// Empty builds in a row before an idle leader trusts the filter alone.
-const EMPTY_BUILDS_BEFORE_IDLE: u32 = 3;
-/// An idle leader still builds this often, whatever the filter says.
-const IDLE_REBUILD_INTERVAL: Duration = Duration::from_secs(1);
-
-impl Default for PoolWatch {
-    fn default() -> Self {
-        PoolWatch { filter_id: None, unsupported: false, empty_builds: 0, last_build_at: Instant::now() }
-    }
-}
-
 impl PoolWatch {
+    pub fn new(now: Instant) -> PoolWatch {
+        PoolWatch { filter_id: None, unsupported: false, empty_builds: 0, last_build_at: now }
+    }
+
     /// Before every build: make sure the filter exists before it.
-    pub fn before_build(&mut self, engine: &EngineClient) {
-        self.last_build_at = Instant::now();
+    pub fn before_build(&mut self, pool: &impl PendingPool, now: Instant) {
+        self.last_build_at = now;
         if self.filter_id.is_some() || self.unsupported {
             return;
         }
         // Builds before the filter existed prove nothing about arrivals.
         self.empty_builds = 0;
-        match engine.new_pending_transaction_filter() {
+        match pool.new_pending_transaction_filter() {
             Ok(id) => self.filter_id = Some(id),
             Err(error) if error.rpc_code() == Some(rpc_code::METHOD_NOT_FOUND) => {
                 log::info(&format!(
                     "leader: {} has no pending-transaction filter; idle polls build and discard instead",
-                    engine.url()
+                    pool.name()
                 ));
                 self.unsupported = true;
             }
@@ -80,16 +106,17 @@ impl PoolWatch {
     /// Right after a commit or an arrival: build. After an empty build:
     /// read (and so drain) the filter first, and build again on an arrival,
     /// until [`EMPTY_BUILDS_BEFORE_IDLE`], or every [`IDLE_REBUILD_INTERVAL`].
-    pub fn worth_building(&mut self, engine: &EngineClient) -> bool {
+    pub fn worth_building(&mut self, pool: &impl PendingPool, now: Instant) -> bool {
         let Some(filter_id) = &self.filter_id else {
             return true;
         };
         if self.empty_builds == 0 {
             return true;
         }
-        match engine.pending_transactions_arrived(filter_id) {
+        match pool.pending_transactions_arrived(filter_id) {
             Ok(false) => {
-                self.empty_builds < EMPTY_BUILDS_BEFORE_IDLE || self.last_build_at.elapsed() >= IDLE_REBUILD_INTERVAL
+                self.empty_builds < EMPTY_BUILDS_BEFORE_IDLE
+                    || now.saturating_duration_since(self.last_build_at) >= IDLE_REBUILD_INTERVAL
             }
             Ok(true) => {
                 self.empty_builds = 0;
@@ -102,5 +129,158 @@ impl PoolWatch {
                 true
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::{Cell, RefCell};
+
+    use super::*;
+    use crate::engine::EngineErrorKind;
+
+    /// A pool whose answers the test scripts, counting the calls made.
+    struct FakePool {
+        /// The answer to the next filter creation.
+        filter: RefCell<Result<String, EngineError>>,
+        /// Answers to the next polls, in order; empty means "nothing arrived".
+        polls: RefCell<Vec<Result<bool, EngineError>>>,
+        filters_created: Cell<u32>,
+        polls_made: Cell<u32>,
+    }
+
+    fn rpc_error(code: i64) -> EngineError {
+        EngineError {
+            url: "fake".into(),
+            method: "eth_test",
+            kind: EngineErrorKind::Rpc { code, message: "scripted".into() },
+        }
+    }
+
+    impl FakePool {
+        fn with_filter() -> FakePool {
+            FakePool {
+                filter: RefCell::new(Ok("0x1".into())),
+                polls: RefCell::new(Vec::new()),
+                filters_created: Cell::new(0),
+                polls_made: Cell::new(0),
+            }
+        }
+
+        fn without_filter() -> FakePool {
+            let pool = FakePool::with_filter();
+            *pool.filter.borrow_mut() = Err(rpc_error(rpc_code::METHOD_NOT_FOUND));
+            pool
+        }
+
+        fn next_polls(&self, answers: Vec<Result<bool, EngineError>>) {
+            *self.polls.borrow_mut() = answers;
+        }
+    }
+
+    impl PendingPool for FakePool {
+        fn new_pending_transaction_filter(&self) -> Result<String, EngineError> {
+            self.filters_created.set(self.filters_created.get() + 1);
+            self.filter.borrow().clone()
+        }
+
+        fn pending_transactions_arrived(&self, _filter_id: &str) -> Result<bool, EngineError> {
+            self.polls_made.set(self.polls_made.get() + 1);
+            let mut polls = self.polls.borrow_mut();
+            if polls.is_empty() {
+                Ok(false)
+            } else {
+                polls.remove(0)
+            }
+        }
+
+        fn name(&self) -> &str {
+            "fake"
+        }
+    }
+
+    /// Builds once and finds nothing, `times` times, all at `at`.
+    fn empty_builds(watch: &mut PoolWatch, pool: &FakePool, at: Instant, times: u32) {
+        for _ in 0..times {
+            watch.before_build(pool, at);
+            watch.found_nothing();
+        }
+    }
+
+    #[test]
+    fn idle_after_three_empty_builds_until_an_arrival_or_the_rebuild_interval() {
+        let start = Instant::now();
+        let soon = start + Duration::from_millis(10);
+        // (empty builds so far, seconds since the last build, poll answer, build?)
+        let table: [(u32, u64, Result<bool, EngineError>, bool); 9] = [
+            (0, 0, Ok(false), true),                                  // right after a commit: build
+            (1, 0, Ok(false), true),                                  // one empty build proves nothing
+            (2, 0, Ok(false), true),                                  // nor two
+            (3, 0, Ok(false), false),                                 // three, and the filter is quiet: idle
+            (3, 0, Ok(true), true),                                   // an arrival: build
+            (3, 1, Ok(false), true),                                  // quiet, but a second has passed: build
+            (7, 0, Ok(false), false),                                 // still idle
+            (3, 0, Err(rpc_error(-32000)), true),                     // a forgotten filter: build
+            (3, 0, Err(rpc_error(rpc_code::METHOD_NOT_FOUND)), true), // any error: build
+        ];
+        for (row, (empties, seconds, answer, expected)) in table.into_iter().enumerate() {
+            let pool = FakePool::with_filter();
+            let mut watch = PoolWatch::new(start);
+            empty_builds(&mut watch, &pool, start, empties);
+            pool.next_polls(vec![answer]);
+            let now = if seconds == 0 { soon } else { start + Duration::from_secs(seconds) };
+            assert_eq!(watch.worth_building(&pool, now), expected, "row {row}");
+            let polled = empties > 0;
+            assert_eq!(pool.polls_made.get(), u32::from(polled), "row {row}: polls made");
+        }
+    }
+
+    #[test]
+    fn an_arrival_restarts_the_count_and_a_commit_forgets_idleness() {
+        let start = Instant::now();
+        let pool = FakePool::with_filter();
+        let mut watch = PoolWatch::new(start);
+        empty_builds(&mut watch, &pool, start, 3);
+        pool.next_polls(vec![Ok(true)]);
+        assert!(watch.worth_building(&pool, start), "arrival");
+        assert!(watch.worth_building(&pool, start), "count restarted: no poll needed");
+        empty_builds(&mut watch, &pool, start, 3);
+        assert!(!watch.worth_building(&pool, start));
+        watch.forget_idle();
+        let polls = pool.polls_made.get();
+        assert!(watch.worth_building(&pool, start), "after a commit");
+        assert_eq!(pool.polls_made.get(), polls, "no poll right after a commit");
+    }
+
+    #[test]
+    fn a_client_without_the_filter_always_builds_and_is_asked_once() {
+        let start = Instant::now();
+        let pool = FakePool::without_filter();
+        let mut watch = PoolWatch::new(start);
+        empty_builds(&mut watch, &pool, start, 10);
+        assert!(watch.worth_building(&pool, start));
+        assert_eq!(pool.filters_created.get(), 1, "asked once, then remembered");
+        assert_eq!(pool.polls_made.get(), 0);
+    }
+
+    #[test]
+    fn a_lost_filter_is_created_again_and_builds_before_it_prove_nothing() {
+        let start = Instant::now();
+        let pool = FakePool::with_filter();
+        let mut watch = PoolWatch::new(start);
+        empty_builds(&mut watch, &pool, start, 3);
+        pool.next_polls(vec![Err(rpc_error(-32000))]);
+        assert!(watch.worth_building(&pool, start), "lost filter: build");
+        // The next build makes a new filter, and the count starts over.
+        empty_builds(&mut watch, &pool, start, 2);
+        assert_eq!(pool.filters_created.get(), 2);
+        assert!(watch.worth_building(&pool, start), "two empty builds after the new filter prove nothing");
+        // A filter that could not be made (transient error) means build.
+        let broken = FakePool::with_filter();
+        *broken.filter.borrow_mut() = Err(rpc_error(-32000));
+        let mut watch = PoolWatch::new(start);
+        empty_builds(&mut watch, &broken, start, 5);
+        assert!(watch.worth_building(&broken, start));
+        assert_eq!(broken.filters_created.get(), 5, "tried again before every build");
     }
 }

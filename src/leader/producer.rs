@@ -20,6 +20,7 @@ use super::failpoint::Step;
 use super::lease::LeaseHandle;
 use super::pool_watch::PoolWatch;
 use super::publish::Publisher;
+use super::step_down::{after_failure, AfterFailure};
 use crate::backoff::Backoff;
 use crate::block::BlockRecord;
 use crate::codec::Hash32;
@@ -37,8 +38,11 @@ use crate::store::{ChainHead, CommitOutcome, FenceOutcome, Store, StoreError};
 const STANDBY_WAIT: Duration = Duration::from_millis(20);
 /// A standby re-reads the committed head at least this often.
 const STANDBY_RECHECK_INTERVAL: Duration = Duration::from_secs(1);
-/// Consecutive execution-client failures after which the leader steps down.
-const MAX_CONSECUTIVE_ENGINE_FAILURES: u32 = 5;
+/// How long a stepping-down producer waits for the lease thread to let go.
+const STEP_DOWN_WAIT: Duration = Duration::from_secs(2);
+/// While block time runs `--max-timestamp-lead` ahead of the clock, how
+/// often the producer looks at the clock again.
+const TIMESTAMP_LEAD_RECHECK: Duration = Duration::from_millis(50);
 /// Back-off after a failure: doubles from the first to the last value.
 const FAILURE_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const FAILURE_BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -124,7 +128,7 @@ impl Producer {
         };
         Producer {
             settings,
-            pool_watch: PoolWatch::default(),
+            pool_watch: PoolWatch::new(Instant::now()),
             pending_canonical: None,
             took_over_from_ms: None,
             ctx,
@@ -293,7 +297,52 @@ impl Producer {
                 return;
             }
         };
-        let takeover_ms = u64::try_from(acquired_at.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.begin_term(term, parent, acquired_at.elapsed());
+        let mut parent = parent;
+        self.consecutive_failures = 0;
+        self.pool_watch.forget_idle();
+        while !self.ctx.shutdown.is_requested() && self.ctx.lease.held_term() == Some(term) {
+            let lease_remaining = self.ctx.lease.remaining(term);
+            self.ctx.status.update(|s| s.lease_remaining_ms = u64::try_from(lease_remaining.as_millis()).unwrap_or(0));
+            match self.produce_one(term, &mut parent) {
+                Ok(Outcome::Committed | Outcome::NothingToDo) => {
+                    if self.consecutive_failures > 0 {
+                        log::info("leader: recovered");
+                        self.ctx.status.clear_problem(Component::ExecutionClient);
+                        self.ctx.status.clear_problem(Component::Database);
+                    }
+                    self.consecutive_failures = 0;
+                }
+                Ok(Outcome::Refused) => break,
+                Err(error) => match self.leader_failed(&error) {
+                    AfterFailure::StepDown | AfterFailure::StartOver => break,
+                    AfterFailure::Retry => match self.refresh_parent() {
+                        Ok(fresh) => parent = fresh,
+                        Err(error) => {
+                            self.leader_failed(&error);
+                            break;
+                        }
+                    },
+                },
+            }
+        }
+        if let Err(error) = self.flush_canonical() {
+            self.pending_canonical = None;
+            self.record_failure("leader", &error);
+        }
+        self.ctx.metrics.is_leader.set(0);
+        self.ctx.status.update(|s| {
+            if s.role == Role::Leader {
+                s.role = Role::Standby;
+            }
+            s.lease_remaining_ms = 0;
+        });
+    }
+
+    /// Announces a term that is ready to build on `parent`: log, metrics,
+    /// `/health`, and the failover gap to report at its first commit.
+    fn begin_term(&mut self, term: u64, parent: Parent, ready_in: Duration) {
+        let takeover_ms = u64::try_from(ready_in.as_millis()).unwrap_or(u64::MAX);
         log::info(&format!(
             "leader: term {term}, building on block {} ({}), ready {takeover_ms} ms after acquiring",
             parent.number, parent.hash
@@ -319,75 +368,16 @@ impl Producer {
         if self.consecutive_failures > 0 {
             log::info("leader: recovered");
         }
-        let mut parent = parent;
-        self.consecutive_failures = 0;
-        self.pool_watch.forget_idle();
-        while !self.ctx.shutdown.is_requested() && self.ctx.lease.held_term() == Some(term) {
-            let lease_remaining = self.ctx.lease.remaining(term);
-            self.ctx.status.update(|s| s.lease_remaining_ms = u64::try_from(lease_remaining.as_millis()).unwrap_or(0));
-            match self.produce_one(term, &mut parent) {
-                Ok(Outcome::Committed | Outcome::NothingToDo) => {
-                    if self.consecutive_failures > 0 {
-                        log::info("leader: recovered");
-                        self.ctx.status.clear_problem(Component::ExecutionClient);
-                        self.ctx.status.clear_problem(Component::Database);
-                    }
-                    self.consecutive_failures = 0;
-                }
-                Ok(Outcome::Refused) => break,
-                Err(error) => {
-                    if self.leader_failed(&error) {
-                        break;
-                    }
-                    if matches!(error, ProduceError::Store(_)) {
-                        // The commit may or may not have happened: start over
-                        // from what the database says.
-                        break;
-                    }
-                    match self.refresh_parent() {
-                        Ok(fresh) => parent = fresh,
-                        Err(error) => {
-                            self.leader_failed(&error);
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        if let Err(error) = self.flush_canonical() {
-            self.pending_canonical = None;
-            self.record_failure("leader", &error);
-        }
-        self.ctx.metrics.is_leader.set(0);
-        self.ctx.status.update(|s| {
-            if s.role == Role::Leader {
-                s.role = Role::Standby;
-            }
-            s.lease_remaining_ms = 0;
-        });
     }
 
-    /// Records a failure while holding the lease, then either backs off or,
-    /// when this node cannot lead (its execution client failed too often in
-    /// a row, or its chain disagrees with the committed one), steps down and
-    /// stops offering itself until a standby round proves it healthy again.
-    /// Returns true when it stepped down.
-    fn leader_failed(&mut self, error: &ProduceError) -> bool {
+    /// Records a failure while holding the lease and acts on the step-down
+    /// rule ([`after_failure`]): back off (retry or start over from the
+    /// database), or step down and stop offering itself until a standby
+    /// round proves it healthy again.
+    fn leader_failed(&mut self, error: &ProduceError) -> AfterFailure {
         self.record_failure("leader", error);
-        let hung = matches!(
-            error,
-            ProduceError::Engine { source, .. } | ProduceError::EngineRead(source)
-                if matches!(source.kind, crate::engine::EngineErrorKind::Timeout { .. })
-        );
-        let cannot_lead = match error {
-            ProduceError::Store(_) => false,
-            ProduceError::Diverged(_) => true,
-            // A call that ran into its (spec-length) timeout means a hung
-            // client: waiting for more of them only prolongs the outage.
-            _ if hung => true,
-            _ => self.consecutive_failures >= MAX_CONSECUTIVE_ENGINE_FAILURES,
-        };
-        if cannot_lead {
+        let action = after_failure(error.failure_kind(), self.consecutive_failures);
+        if action == AfterFailure::StepDown {
             log::warn(&format!(
                 "leader: stepping down after {} consecutive failures: {error}",
                 self.consecutive_failures
@@ -396,16 +386,16 @@ impl Producer {
             self.ctx.lease.request_step_down();
             // Wait for the lease thread to let go, so this thread does not
             // try to lead the same term again.
-            let deadline = Instant::now() + Duration::from_secs(2);
+            let deadline = Instant::now() + STEP_DOWN_WAIT;
             while self.ctx.lease.held_term().is_some() && Instant::now() < deadline && !self.ctx.shutdown.is_requested()
             {
-                self.ctx.lease.wait_for_change(Duration::from_millis(20));
+                self.ctx.lease.wait_for_change(STANDBY_WAIT);
             }
-            return true;
+            return action;
         }
         let pause = self.backoff();
         self.ctx.shutdown.sleep(pause);
-        false
+        action
     }
 
     /// Raises the fence, catches the execution client up and reads the
@@ -465,31 +455,62 @@ impl Producer {
         !interval.is_zero() && self.last_commit_at.elapsed() >= interval
     }
 
+    /// One step of the block loop: build on `parent`, validate, commit
+    /// through the fence, and record the block (ARCHITECTURE.md, steps 4-8).
     fn produce_one(&mut self, term: u64, parent: &mut Parent) -> Result<Outcome, ProduceError> {
+        let Some(timestamp) = self.next_build_timestamp(term, *parent)? else {
+            return Ok(Outcome::NothingToDo);
+        };
+        let Some(built) = self.build(term, *parent, timestamp)? else {
+            return Ok(Outcome::NothingToDo);
+        };
+        match self.validate_and_commit(term, built)? {
+            CommitStep::Committed(committed) => {
+                self.after_commit(term, parent, committed);
+                Ok(Outcome::Committed)
+            }
+            CommitStep::LeaseLapsed => Ok(Outcome::NothingToDo),
+            CommitStep::Refused => Ok(Outcome::Refused),
+        }
+    }
+
+    /// The timestamp of the next block, or `None` when this is not the
+    /// moment to build: paced by `--min-block-interval`, bounded by
+    /// `--max-timestamp-lead`, stopping, the lease gone, or an idle pool.
+    /// Whenever it waits, it first makes the last commit canonical.
+    fn next_build_timestamp(&mut self, term: u64, parent: Parent) -> Result<Option<u64>, ProduceError> {
         let config = self.settings;
         let since_last = self.last_block_started_at.elapsed();
         if since_last < config.min_block_interval {
             self.flush_canonical()?;
             self.ctx.shutdown.sleep(config.min_block_interval - since_last);
-            return Ok(Outcome::NothingToDo);
+            return Ok(None);
         }
         let now_s = unix_now_s();
         let timestamp = (parent.timestamp + 1).max(now_s);
         if timestamp > now_s + config.max_timestamp_lead.as_secs() {
             // Block time may not run further ahead of the clock: wait.
             self.flush_canonical()?;
-            self.ctx.shutdown.sleep(Duration::from_millis(50));
-            return Ok(Outcome::NothingToDo);
+            self.ctx.shutdown.sleep(TIMESTAMP_LEAD_RECHECK);
+            return Ok(None);
         }
         if self.ctx.shutdown.is_requested() || self.ctx.lease.held_term() != Some(term) {
             self.flush_canonical()?;
-            return Ok(Outcome::NothingToDo);
+            return Ok(None);
         }
-        if !self.heartbeat_due() && !self.pool_watch.worth_building(&self.ctx.engine) {
+        if !self.heartbeat_due() && !self.pool_watch.worth_building(self.ctx.engine.as_ref(), Instant::now()) {
             self.ctx.shutdown.sleep(config.idle_poll_interval);
-            return Ok(Outcome::NothingToDo);
+            return Ok(None);
         }
-        self.pool_watch.before_build(&self.ctx.engine);
+        Ok(Some(timestamp))
+    }
+
+    /// Step 4: forkchoiceUpdated with attributes on `parent`, the build
+    /// delay, getPayload. `None`: an empty build that is not due as a
+    /// heartbeat (discarded), or a stop during the build delay.
+    fn build(&mut self, term: u64, parent: Parent, timestamp: u64) -> Result<Option<BuiltBlock>, ProduceError> {
+        let config = self.settings;
+        self.pool_watch.before_build(self.ctx.engine.as_ref(), Instant::now());
         let number = parent.number + 1;
         self.build_attempt += 1;
         let attributes = PayloadAttributes {
@@ -500,13 +521,13 @@ impl Producer {
             // EIP-4788 contract still holds a verifiable history.
             parent_beacon_block_root: parent.hash,
         };
-        let build_started = Instant::now();
+        let started = Instant::now();
         let engine = Arc::clone(&self.ctx.engine);
         let engine_error = |source| ProduceError::Engine { block_number: number, source };
         let updated = engine
             .forkchoice_updated(&ForkchoiceState::all_at(parent.hash), Some(&attributes))
             .map_err(engine_error)?;
-        let build_requested_in = build_started.elapsed();
+        let requested_in = started.elapsed();
         self.failpoint(Step::Build);
         if updated.payload_status.is_valid() {
             // This call made the parent canonical (it may be the block just
@@ -524,7 +545,7 @@ impl Producer {
             }
         };
         if !self.ctx.shutdown.sleep(config.build_delay) {
-            return Ok(Outcome::NothingToDo);
+            return Ok(None);
         }
         let get_payload_started = Instant::now();
         let built = engine.get_payload(&payload_id, timestamp).map_err(engine_error)?;
@@ -537,7 +558,7 @@ impl Producer {
             self.ctx.metrics.empty_builds_discarded.inc();
             self.pool_watch.found_nothing();
             self.ctx.shutdown.sleep(config.idle_poll_interval);
-            return Ok(Outcome::NothingToDo);
+            return Ok(None);
         }
         if built.payload.number() != number || built.payload.parent_hash() != parent.hash {
             return Err(ProduceError::EngineRefused {
@@ -551,88 +572,130 @@ impl Producer {
             });
         }
         let record = BlockRecord::from_built(built, parent.hash, term);
-        let executed_in = replay::execute(&engine, &record)?;
+        Ok(Some(BuiltBlock { record, timestamp, started, requested_in, get_payload_in }))
+    }
+
+    /// Steps 5 and 6: newPayload (VALID only), the local lease check, the
+    /// fenced commit. A refused commit makes this node step down.
+    fn validate_and_commit(&mut self, term: u64, built: BuiltBlock) -> Result<CommitStep, ProduceError> {
+        let number = built.record.number();
+        let executed_in = replay::execute(&self.ctx.engine, &built.record)?;
         self.failpoint(Step::Execute);
         if self.ctx.lease.remaining(term).is_zero() {
             // The lease lapsed while building: never commit without it.
             log::warn(&format!("leader: lease for term {term} lapsed before committing block {number}"));
-            return Ok(Outcome::NothingToDo);
+            return Ok(CommitStep::LeaseLapsed);
         }
-        let stored = Arc::new(record.to_stored());
+        let stored = Arc::new(built.record.to_stored());
         self.failpoint(Step::Commit);
         let commit_started = Instant::now();
         let outcome = self.store()?.commit_block(term, &stored)?;
         let committed_in = commit_started.elapsed();
         self.ctx.metrics.database_write_seconds.observe(committed_in);
-        match outcome {
-            CommitOutcome::Committed => {}
-            refused => {
-                let reason = match refused {
-                    CommitOutcome::Fenced { fence_term } => {
-                        format!("the fence holds term {fence_term}")
-                    }
-                    CommitOutcome::NotHead { head_number, head_hash } => {
-                        format!("the committed head is {head_number} ({head_hash})")
-                    }
-                    CommitOutcome::Committed => String::new(),
-                };
-                log::warn(&format!(
-                    "leader: commit of block {number} ({}) with term {term} refused: {reason}; stepping down",
-                    record.hash()
-                ));
-                self.ctx.metrics.commit_refusals.inc();
-                self.ctx.status.set_problem(Component::Commit, format!("block {number} refused: {reason}"));
-                self.ctx.lease.request_step_down();
-                self.known_committed = None;
-                return Ok(Outcome::Refused);
+        let reason = match outcome {
+            CommitOutcome::Committed => {
+                return Ok(CommitStep::Committed(Box::new(CommittedBlock {
+                    built,
+                    stored,
+                    executed_in,
+                    committed_in,
+                })));
             }
-        }
-        // Committed: from here on the block exists whatever happens next.
+            CommitOutcome::Fenced { fence_term } => format!("the fence holds term {fence_term}"),
+            CommitOutcome::NotHead { head_number, head_hash } => {
+                format!("the committed head is {head_number} ({head_hash})")
+            }
+        };
+        log::warn(&format!(
+            "leader: commit of block {number} ({}) with term {term} refused: {reason}; stepping down",
+            built.record.hash()
+        ));
+        self.ctx.metrics.commit_refusals.inc();
+        self.ctx.status.set_problem(Component::Commit, format!("block {number} refused: {reason}"));
+        self.ctx.lease.request_step_down();
+        self.known_committed = None;
+        Ok(CommitStep::Refused)
+    }
+
+    /// Steps 7 and 8 and the bookkeeping of a committed block: from here on
+    /// the block exists whatever happens next, so nothing here can fail.
+    fn after_commit(&mut self, term: u64, parent: &mut Parent, committed: Box<CommittedBlock>) {
+        let CommittedBlock { built, stored, executed_in, committed_in } = *committed;
+        let (record, number) = (&built.record, built.record.number());
         if log::debug_enabled() {
             log::debug(&format!(
                 "leader: committed block {number} ({}, {} txs, term {term}): forkchoiceUpdated {:.3} ms, \
                  getPayload {:.3} ms, newPayload {:.3} ms, commit {:.3} ms",
                 record.hash(),
                 record.payload.transaction_count(),
-                log::millis(build_requested_in),
-                log::millis(get_payload_in),
+                log::millis(built.requested_in),
+                log::millis(built.get_payload_in),
                 log::millis(executed_in),
                 log::millis(committed_in)
             ));
         }
-        assert_eq!(record.number(), parent.number + 1, "committed a block that does not extend its parent");
-        *parent = Parent { number, hash: record.hash(), timestamp };
+        assert_eq!(number, parent.number + 1, "committed a block that does not extend its parent");
+        *parent = Parent { number, hash: record.hash(), timestamp: built.timestamp };
         self.last_commit_at = Instant::now();
-        self.last_block_started_at = build_started;
+        self.last_block_started_at = built.started;
         self.pool_watch.forget_idle();
         self.known_committed = Some((ChainHead { number, hash: record.hash() }, Instant::now()));
         self.ctx.watch.committed(Arc::clone(&stored));
         self.ctx.metrics.blocks_produced.inc();
         self.ctx.metrics.committed_head.set_u64(number);
         self.ctx.metrics.transactions_committed.add(record.payload.transaction_count() as u64);
-        self.ctx.metrics.block_production_seconds.observe(build_started.elapsed());
-        let failover_ms = self.took_over_from_ms.take().map(|from| {
-            let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0);
-            (now_ms - from).max(0.0) as u64
-        });
-        if let Some(gap) = failover_ms {
-            log::info(&format!("leader: first block of term {term} committed {gap} ms after the previous term's last"));
-        }
-        self.ctx.status.update(|s| {
-            s.committed_head = Some((number, record.hash()));
-            if let Some(gap) = failover_ms {
-                s.last_failover_ms = Some(gap);
-                s.last_failover_at_unix_s = Some(unix_now_s());
-            }
-        });
+        self.ctx.metrics.block_production_seconds.observe(built.started.elapsed());
+        self.report_failover_gap(term);
+        self.ctx.status.update(|s| s.committed_head = Some((number, record.hash())));
         self.ctx.publisher.publish(stored);
         self.failpoint(Step::Canonical);
         // The next build's forkchoiceUpdated (with attributes, on this block)
         // makes it canonical one round trip sooner; whenever the producer is
         // about to wait or stop instead, `flush_canonical` does it alone.
         self.pending_canonical = Some(ChainHead { number, hash: record.hash() });
-        Ok(Outcome::Committed)
     }
+
+    /// At a term's first commit: the gap since the previous term's last
+    /// block, as operators see a failover.
+    fn report_failover_gap(&mut self, term: u64) {
+        let Some(from_ms) = self.took_over_from_ms.take() else {
+            return;
+        };
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0);
+        let gap = (now_ms - from_ms).max(0.0) as u64;
+        log::info(&format!("leader: first block of term {term} committed {gap} ms after the previous term's last"));
+        self.ctx.status.update(|s| {
+            s.last_failover_ms = Some(gap);
+            s.last_failover_at_unix_s = Some(unix_now_s());
+        });
+    }
+}
+
+/// A block built and checked against its parent, not yet executed.
+struct BuiltBlock {
+    record: BlockRecord,
+    timestamp: u64,
+    /// When its build started: blocks are paced start to start.
+    started: Instant,
+    requested_in: Duration,
+    get_payload_in: Duration,
+}
+
+/// A block whose commit returned `committed`.
+struct CommittedBlock {
+    built: BuiltBlock,
+    stored: Arc<crate::block::StoredBlock>,
+    executed_in: Duration,
+    committed_in: Duration,
+}
+
+/// How validate-and-commit ended.
+enum CommitStep {
+    Committed(Box<CommittedBlock>),
+    /// The local lease deadline passed before the commit: nothing committed.
+    LeaseLapsed,
+    /// The fence or the parent check refused the commit: stop leading.
+    Refused,
 }
 
 /// A fresh, deterministic prevRandao per build attempt. Varying it makes

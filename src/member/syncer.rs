@@ -25,6 +25,7 @@ use crate::log;
 use crate::metrics::Metrics;
 use crate::notify::HeadWatch;
 use crate::replay::{self, CatchUpError, ReplayError};
+use crate::resume::{plan_resume, ResumePlan};
 use crate::shutdown::Shutdown;
 use crate::status::{Component, NodeStatus, Role};
 use crate::store::{ChainHead, Store, StoreError};
@@ -205,32 +206,41 @@ impl Syncer {
     }
 
     /// Exact resume: make the execution client and the database agree, then
-    /// return the head both hold (ARCHITECTURE.md, "Member resume rules").
+    /// return the head both hold (the rules: `resume.rs`).
     fn reconcile(&mut self) -> Result<ChainHead, SyncError> {
         let el = self.el_head()?;
         let stored = self.store()?.committed_head()?;
-        if el.number <= stored.number {
-            // The database is ahead (or equal): replay locally.
-            let engine = Arc::clone(&self.ctx.engine);
-            let shutdown = self.ctx.shutdown.clone();
-            let metrics = Arc::clone(&self.ctx.metrics);
-            let store = self.store()?;
-            let head = replay::catch_up_from_store(&engine, store, el, stored, &shutdown, |_, count| {
-                metrics.blocks_replayed.add(count as u64);
-            })?;
-            if head != el {
-                log::info(&format!(
-                    "member: replayed blocks {}..={} from the local database",
-                    el.number + 1,
-                    head.number
-                ));
-            }
-            return Ok(head);
+        let engine = Arc::clone(&self.ctx.engine);
+        let store = self.store()?;
+        let plan = plan_resume(
+            el,
+            stored,
+            |number| replay::stored_hash_at(&engine, store, number),
+            |number| replay::el_hash_at(&engine, number),
+        )?;
+        match plan {
+            ResumePlan::InStep(head) => Ok(head),
+            ResumePlan::ReplayStored { from, to } => self.replay_stored(from, to),
+            // The client executed blocks the database never stored (a crash
+            // between the two): store them, each checked against the client.
+            ResumePlan::StoreExecuted { from, to } => self.store_blocks_the_client_has(from, to),
+            ResumePlan::Diverged(reason) => Err(SyncError::Diverged(reason)),
         }
-        // The execution client is ahead: it executed blocks the database
-        // never stored (a crash between the two). Store them, after checking
-        // each against the client.
-        self.store_blocks_the_client_has(stored, el)
+    }
+
+    /// E < D: replay the member's own stored blocks after `el` (no network).
+    fn replay_stored(&mut self, el: ChainHead, stored: ChainHead) -> Result<ChainHead, SyncError> {
+        let engine = Arc::clone(&self.ctx.engine);
+        let shutdown = self.ctx.shutdown.clone();
+        let metrics = Arc::clone(&self.ctx.metrics);
+        let store = self.store()?;
+        let head = replay::catch_up_from_store(&engine, store, el, stored, &shutdown, |_, count| {
+            metrics.blocks_replayed.add(count as u64);
+        })?;
+        if head != el {
+            log::info(&format!("member: replayed blocks {}..={} from the local database", el.number + 1, head.number));
+        }
+        Ok(head)
     }
 
     fn store_blocks_the_client_has(&mut self, stored: ChainHead, el: ChainHead) -> Result<ChainHead, SyncError> {
