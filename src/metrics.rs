@@ -192,6 +192,13 @@ impl Metrics {
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
+        self.render_gauges(&mut out);
+        self.render_counters(&mut out);
+        self.render_histograms(&mut out);
+        out
+    }
+
+    fn render_gauges(&self, out: &mut String) {
         let gauges: [(&str, &str, &Gauge); 8] = [
             ("clnode_is_leader", "1 while this node holds the lease and may produce blocks.", &self.is_leader),
             ("clnode_term", "Fencing term this node last held (0 if never).", &self.term),
@@ -220,6 +227,9 @@ impl Metrics {
                 let _ = writeln!(out, "{name} {}", gauge.get());
             }
         }
+    }
+
+    fn render_counters(&self, out: &mut String) {
         let counters: [(&str, &str, &Counter); 11] = [
             ("clnode_blocks_produced_total", "Blocks this node built and committed as leader.", &self.blocks_produced),
             (
@@ -261,10 +271,13 @@ impl Metrics {
         for (kind, counter) in ERROR_KINDS.iter().zip(&self.errors) {
             let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {}", counter.get());
         }
+    }
+
+    fn render_histograms(&self, out: &mut String) {
         let name = "clnode_engine_request_duration_seconds";
         let _ = writeln!(out, "# HELP {name} Engine API and eth_ call latency by method.\n# TYPE {name} histogram");
         for (method, histogram) in ENGINE_METHODS.iter().zip(&self.engine_latency) {
-            histogram.render(&mut out, name, &format!("method=\"{method}\""), &LATENCY_BUCKETS_S, 1e-6);
+            histogram.render(out, name, &format!("method=\"{method}\""), &LATENCY_BUCKETS_S, 1e-6);
         }
         let timing: [(&str, &str, &Histogram); 3] = [
             (
@@ -285,12 +298,11 @@ impl Metrics {
         ];
         for (name, help, histogram) in timing {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-            histogram.render(&mut out, name, "", &LATENCY_BUCKETS_S, 1e-6);
+            histogram.render(out, name, "", &LATENCY_BUCKETS_S, 1e-6);
         }
         let name = "clnode_sync_batch_size";
         let _ = writeln!(out, "# HELP {name} Member: blocks per fetched batch.\n# TYPE {name} histogram");
-        self.sync_batch_size.render(&mut out, name, "", &SIZE_BUCKETS, 1.0);
-        out
+        self.sync_batch_size.render(out, name, "", &SIZE_BUCKETS, 1.0);
     }
 }
 

@@ -90,50 +90,69 @@ pub fn start(config: Config, shutdown: Shutdown) -> Result<RunningNode, String> 
         );
         threads.push(spawn("notifier", move || run_notifier(url, watch, status, metrics, shutdown))?);
     }
+    let shared = Shared { engine, status: Arc::clone(&status), metrics: Arc::clone(&metrics), watch };
     match config.mode {
-        Mode::Leader => {
-            let lease = lease.unwrap_or_default();
-            let (publisher, publish_thread) = Publisher::start(&config.leader, Arc::clone(&metrics), shutdown.clone())?;
-            threads.push(publish_thread);
-            let lease_loop = LeaseLoop::new(
-                config.leader.clone(),
-                config.instance_id.clone(),
-                Arc::clone(&lease),
-                Arc::clone(&metrics),
-                Arc::clone(&status),
-                shutdown.clone(),
-            );
-            threads.push(spawn("lease", move || lease_loop.run())?);
-            let producer = Producer::new(ProducerContext {
-                instance_id: config.instance_id.clone(),
-                config: config.leader.clone(),
-                postgres_url: config.postgres_url.clone(),
-                engine,
-                lease,
-                status: Arc::clone(&status),
-                metrics: Arc::clone(&metrics),
-                watch,
-                publisher,
-                shutdown: shutdown.clone(),
-            });
-            threads.push(spawn("producer", move || producer.run())?);
-        }
-        Mode::Member => {
-            let syncer = Syncer::new(SyncerContext {
-                instance_id: config.instance_id.clone(),
-                config: config.member.clone(),
-                sync_keys: config.sync_keys.clone(),
-                postgres_url: config.postgres_url.clone(),
-                engine,
-                status: Arc::clone(&status),
-                metrics: Arc::clone(&metrics),
-                watch,
-                shutdown: shutdown.clone(),
-            });
-            threads.push(spawn("syncer", move || syncer.run())?);
-        }
+        Mode::Leader => threads.extend(start_leader_roles(&config, shared, lease.unwrap_or_default(), &shutdown)?),
+        Mode::Member => threads.push(start_syncer(&config, shared, &shutdown)?),
     }
     Ok(RunningNode { status, metrics, shutdown, threads })
+}
+
+/// What the roles of one node share.
+struct Shared {
+    engine: Arc<EngineClient>,
+    status: Arc<NodeStatus>,
+    metrics: Arc<Metrics>,
+    watch: Arc<HeadWatch>,
+}
+
+/// Leader mode: the stream publisher, the lease thread and the producer.
+fn start_leader_roles(
+    config: &Config,
+    shared: Shared,
+    lease: Arc<LeaseHandle>,
+    shutdown: &Shutdown,
+) -> Result<Vec<JoinHandle<()>>, String> {
+    let (publisher, publish_thread) = Publisher::start(&config.leader, Arc::clone(&shared.metrics), shutdown.clone())?;
+    let lease_loop = LeaseLoop::new(
+        config.leader.clone(),
+        config.instance_id.clone(),
+        Arc::clone(&lease),
+        Arc::clone(&shared.metrics),
+        Arc::clone(&shared.status),
+        shutdown.clone(),
+    );
+    let lease_thread = spawn("lease", move || lease_loop.run())?;
+    let producer = Producer::new(ProducerContext {
+        instance_id: config.instance_id.clone(),
+        config: config.leader.clone(),
+        postgres_url: config.postgres_url.clone(),
+        engine: shared.engine,
+        lease,
+        status: shared.status,
+        metrics: shared.metrics,
+        watch: shared.watch,
+        publisher,
+        shutdown: shutdown.clone(),
+    });
+    let producer_thread = spawn("producer", move || producer.run())?;
+    Ok(vec![publish_thread, lease_thread, producer_thread])
+}
+
+/// Member mode: the syncer (which starts its own fetch thread).
+fn start_syncer(config: &Config, shared: Shared, shutdown: &Shutdown) -> Result<JoinHandle<()>, String> {
+    let syncer = Syncer::new(SyncerContext {
+        instance_id: config.instance_id.clone(),
+        config: config.member.clone(),
+        sync_keys: config.sync_keys.clone(),
+        postgres_url: config.postgres_url.clone(),
+        engine: shared.engine,
+        status: shared.status,
+        metrics: shared.metrics,
+        watch: shared.watch,
+        shutdown: shutdown.clone(),
+    });
+    spawn("syncer", move || syncer.run())
 }
 
 /// Waits until the execution client and the database answer, then checks

@@ -75,94 +75,89 @@ pub fn run(args: &StatusArgs, shutdown: &Shutdown) -> u8 {
     }
 }
 
+/// The table's columns, in order.
+const COLUMNS: [&str; 10] =
+    ["NODE", "MODE", "ROLE", "TERM", "COMMITTED", "EL HEAD", "LAG", "LAST FAILOVER", "STATUS", "URL"];
+
 fn render(views: &[NodeView], tx_per_second: Option<f64>) -> String {
-    let mut rows: Vec<[String; 10]> = vec![[
-        "NODE".into(),
-        "MODE".into(),
-        "ROLE".into(),
-        "TERM".into(),
-        "COMMITTED".into(),
-        "EL HEAD".into(),
-        "LAG".into(),
-        "LAST FAILOVER".into(),
-        "STATUS".into(),
-        "URL".into(),
-    ]];
     let now_s = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    for view in views {
-        let Some(h) = &view.health else {
-            rows.push([
-                "?".into(),
-                "?".into(),
-                "down".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "no answer".into(),
-                view.url.clone(),
-            ]);
-            continue;
-        };
-        let number = |field: &str| h[field]["number"].as_u64().map(|n| n.to_string()).unwrap_or_else(|| "-".into());
-        let lag = match h["mode"].as_str() {
-            Some("member") => format!(
-                "{} blk / {:.1}s",
-                h["lag_blocks"].as_u64().unwrap_or(0),
-                h["lag_seconds"].as_f64().unwrap_or(0.0)
-            ),
-            _ => {
-                let committed = h["committed_head"]["number"].as_u64();
-                let el = h["el_head"]["number"].as_u64();
-                match (committed, el) {
-                    (Some(c), Some(e)) => format!("{} blk", c.saturating_sub(e)),
-                    _ => "-".into(),
-                }
-            }
-        };
-        let failover = match (h["last_failover_ms"].as_u64(), h["last_failover_at_unix_s"].as_u64()) {
-            (Some(gap), Some(at)) => format!("{}s ago, {gap} ms gap", now_s.saturating_sub(at)),
-            _ => "-".into(),
-        };
-        let problems: Vec<String> = h["problems"]
-            .as_object()
-            .map(|p| p.iter().map(|(k, v)| format!("{k}: {}", v.as_str().unwrap_or(""))).collect())
-            .unwrap_or_default();
-        let status = if h["healthy"] == true { "ok".to_owned() } else { problems.join("; ") };
-        rows.push([
-            h["instance_id"].as_str().unwrap_or("?").to_owned(),
-            h["mode"].as_str().unwrap_or("?").to_owned(),
-            h["role"].as_str().unwrap_or("?").to_owned(),
-            h["term"].as_u64().map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
-            number("committed_head"),
-            number("el_head"),
-            lag,
-            failover,
-            truncate(&status, 60),
-            view.url.clone(),
-        ]);
+    let mut rows: Vec<[String; 10]> = vec![COLUMNS.map(str::to_owned)];
+    rows.extend(views.iter().map(|view| row(view, now_s)));
+    let mut out = align(&rows);
+    match tx_per_second {
+        Some(rate) => {
+            let _ = writeln!(out, "\ncommitted transactions per second: {rate:.1}");
+        }
+        None => out.push_str("\ncommitted transactions per second: (measuring)\n"),
     }
+    out
+}
+
+/// One node's row; a node that did not answer reads "down".
+fn row(view: &NodeView, now_s: u64) -> [String; 10] {
+    let Some(h) = &view.health else {
+        let mut cells = ["-"; 10].map(str::to_owned);
+        cells[0] = "?".into();
+        cells[1] = "?".into();
+        cells[2] = "down".into();
+        cells[8] = "no answer".into();
+        cells[9] = view.url.clone();
+        return cells;
+    };
+    let number = |field: &str| h[field]["number"].as_u64().map(|n| n.to_string()).unwrap_or_else(|| "-".into());
+    let failover = match (h["last_failover_ms"].as_u64(), h["last_failover_at_unix_s"].as_u64()) {
+        (Some(gap), Some(at)) => format!("{}s ago, {gap} ms gap", now_s.saturating_sub(at)),
+        _ => "-".into(),
+    };
+    let problems: Vec<String> = h["problems"]
+        .as_object()
+        .map(|p| p.iter().map(|(k, v)| format!("{k}: {}", v.as_str().unwrap_or(""))).collect())
+        .unwrap_or_default();
+    let status = if h["healthy"] == true { "ok".to_owned() } else { problems.join("; ") };
+    [
+        h["instance_id"].as_str().unwrap_or("?").to_owned(),
+        h["mode"].as_str().unwrap_or("?").to_owned(),
+        h["role"].as_str().unwrap_or("?").to_owned(),
+        h["term"].as_u64().map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
+        number("committed_head"),
+        number("el_head"),
+        lag(h),
+        failover,
+        truncate(&status, 60),
+        view.url.clone(),
+    ]
+}
+
+/// A member's lag as it reports it; a leader-mode node's client behind the
+/// committed head.
+fn lag(h: &Value) -> String {
+    match h["mode"].as_str() {
+        Some("member") => {
+            format!("{} blk / {:.1}s", h["lag_blocks"].as_u64().unwrap_or(0), h["lag_seconds"].as_f64().unwrap_or(0.0))
+        }
+        _ => match (h["committed_head"]["number"].as_u64(), h["el_head"]["number"].as_u64()) {
+            (Some(committed), Some(el)) => format!("{} blk", committed.saturating_sub(el)),
+            _ => "-".into(),
+        },
+    }
+}
+
+/// Left-aligned columns two spaces apart, no trailing blanks.
+fn align(rows: &[[String; 10]]) -> String {
     let mut widths: HashMap<usize, usize> = HashMap::new();
-    for row in &rows {
+    for row in rows {
         for (index, cell) in row.iter().enumerate() {
             let width = widths.entry(index).or_insert(0);
             *width = (*width).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    for row in &rows {
+    for row in rows {
         for (index, cell) in row.iter().enumerate() {
             let _ = write!(out, "{cell:<width$}  ", width = widths[&index]);
         }
         out.truncate(out.trim_end().len());
         out.push('\n');
-    }
-    match tx_per_second {
-        Some(rate) => {
-            let _ = writeln!(out, "\ncommitted transactions per second: {rate:.1}");
-        }
-        None => out.push_str("\ncommitted transactions per second: (measuring)\n"),
     }
     out
 }

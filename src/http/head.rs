@@ -71,63 +71,14 @@ pub fn rewrite_head(head: &[u8]) -> Result<ForwardedHead, (u16, &'static str)> {
     let mut lines = text.split("\r\n");
     let request_line = lines.next().unwrap_or("");
     let (method, target, version) = parse_request_line(request_line)?;
-    let mut keep_alive = version == "HTTP/1.1";
     let mut rewritten = String::with_capacity(head.len() + 64);
-    let mut body_announced = false;
-    let (mut bearer, mut accepts_json, mut names_transfer_coding) = (None, false, false);
-    let mut authorization_seen = false;
     rewritten.push_str(request_line);
     rewritten.push_str("\r\n");
     let target_range = range_within(request_line, target);
-    for line in lines.filter(|l| !l.is_empty()) {
-        let Some((name, value)) = line.split_once(':') else {
-            return Err((400, "malformed header line"));
-        };
-        if name.is_empty() || !name.bytes().all(is_token_byte) {
-            return Err((400, "malformed header name"));
-        }
-        let name = name.trim().to_ascii_lowercase();
-        let value = value.trim();
-        match name.as_str() {
-            // No route takes a body: it is never read or forwarded. The
-            // handler answers 405 or 413, whichever applies first.
-            "content-length" => {
-                if value != "0" {
-                    body_announced = true;
-                }
-                continue;
-            }
-            "transfer-encoding" => {
-                body_announced = true;
-                continue;
-            }
-            "connection" => {
-                let value = value.to_ascii_lowercase();
-                if value.contains("close") {
-                    keep_alive = false;
-                } else if value.contains("keep-alive") {
-                    keep_alive = true;
-                }
-                continue;
-            }
-            "keep-alive" | BODY_REFUSED_HEADER_LOWER => continue,
-            // As check_and_handle reads them from tiny_http: the first
-            // Authorization header, any Accept header.
-            "authorization" if !authorization_seen => {
-                authorization_seen = true;
-                bearer = value
-                    .strip_prefix("Bearer ")
-                    .map(str::trim)
-                    .map(|token| shift(range_within(line, token), rewritten.len()));
-            }
-            "accept" => accepts_json |= value.to_ascii_lowercase().contains("application/json"),
-            "te" => names_transfer_coding = true,
-            _ => {}
-        }
-        rewritten.push_str(line);
-        rewritten.push_str("\r\n");
-    }
-    if body_announced {
+    let facts = copy_headers(lines, &mut rewritten)?;
+    // HTTP/1.1 keeps the connection unless told otherwise; 1.0 closes it.
+    let mut keep_alive = facts.connection_keep_alive.unwrap_or(version == "HTTP/1.1");
+    if facts.body_announced {
         // The unread body would be taken for the next request: close after.
         keep_alive = false;
         rewritten.push_str(BODY_REFUSED_HEADER);
@@ -141,11 +92,80 @@ pub fn rewrite_head(head: &[u8]) -> Result<ForwardedHead, (u16, &'static str)> {
         method: method.parse().map_err(|()| (400, "malformed request method"))?,
         http_1_0: version == "HTTP/1.0",
         target: target_range,
-        bearer,
-        accepts_json,
-        body_refused: body_announced,
-        names_transfer_coding,
+        bearer: facts.bearer,
+        accepts_json: facts.accepts_json,
+        body_refused: facts.body_announced,
+        names_transfer_coding: facts.names_transfer_coding,
     })
+}
+
+/// What the guard learns from the header lines while copying them.
+#[derive(Default)]
+struct HeaderFacts {
+    /// The last `Connection` header's say, if any.
+    connection_keep_alive: Option<bool>,
+    body_announced: bool,
+    /// The first Authorization header's bearer token, within the rewritten head.
+    bearer: Option<Range<usize>>,
+    accepts_json: bool,
+    names_transfer_coding: bool,
+}
+
+/// Copies the header lines into `rewritten`, dropping hop-by-hop and body
+/// headers and a client's copy of the body marker, and notes what they say.
+fn copy_headers<'a>(
+    lines: impl Iterator<Item = &'a str>,
+    rewritten: &mut String,
+) -> Result<HeaderFacts, (u16, &'static str)> {
+    let mut facts = HeaderFacts::default();
+    let mut authorization_seen = false;
+    for line in lines.filter(|l| !l.is_empty()) {
+        let Some((name, value)) = line.split_once(':') else {
+            return Err((400, "malformed header line"));
+        };
+        if name.is_empty() || !name.bytes().all(is_token_byte) {
+            return Err((400, "malformed header name"));
+        }
+        let name = name.trim().to_ascii_lowercase();
+        let value = value.trim();
+        match name.as_str() {
+            // No route takes a body: it is never read or forwarded. The
+            // handler answers 405 or 413, whichever applies first.
+            "content-length" => {
+                facts.body_announced |= value != "0";
+                continue;
+            }
+            "transfer-encoding" => {
+                facts.body_announced = true;
+                continue;
+            }
+            "connection" => {
+                let value = value.to_ascii_lowercase();
+                if value.contains("close") {
+                    facts.connection_keep_alive = Some(false);
+                } else if value.contains("keep-alive") {
+                    facts.connection_keep_alive = Some(true);
+                }
+                continue;
+            }
+            "keep-alive" | BODY_REFUSED_HEADER_LOWER => continue,
+            // As check_and_handle reads them from tiny_http: the first
+            // Authorization header, any Accept header.
+            "authorization" if !authorization_seen => {
+                authorization_seen = true;
+                facts.bearer = value
+                    .strip_prefix("Bearer ")
+                    .map(str::trim)
+                    .map(|token| shift(range_within(line, token), rewritten.len()));
+            }
+            "accept" => facts.accepts_json |= value.to_ascii_lowercase().contains("application/json"),
+            "te" => facts.names_transfer_coding = true,
+            _ => {}
+        }
+        rewritten.push_str(line);
+        rewritten.push_str("\r\n");
+    }
+    Ok(facts)
 }
 
 /// Where `part` (a slice of `whole`) lies within `whole`.

@@ -30,7 +30,7 @@
 
 use std::io::Cursor;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::mpsc::{sync_channel, TrySendError};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -157,7 +157,8 @@ pub type CachedAnswers = Arc<dyn Fn(&Incoming<'_>) -> Option<Reply> + Send + Syn
 
 /// Starts the guard on `addr` and `workers` handler threads behind it. Each
 /// handler thread makes its own handler (so it can own a database
-/// connection). `guards` bounds the connections served at once.
+/// connection). Twice `workers` guard threads bound the connections served
+/// at once; [`PENDING_CONNECTIONS`] more may wait.
 pub fn serve<H, F>(
     name: &str,
     addr: SocketAddr,
@@ -193,20 +194,14 @@ where
     // Every thread below blocks until there is work (no polling while
     // idle); the stopper wakes them all when the node stops.
     for index in 0..workers {
-        let server = Arc::clone(&server);
-        let shutdown = shutdown.clone();
-        let mut handler = make_handler();
-        let handle = std::thread::Builder::new()
-            .name(format!("{name}-{index}"))
-            .spawn(move || {
-                while !shutdown.is_requested() {
-                    if let Ok(request) = server.recv() {
-                        answer(request, &mut handler);
-                    }
+        let (server, shutdown, mut handler) = (Arc::clone(&server), shutdown.clone(), make_handler());
+        handles.push(spawn_named(format!("{name}-{index}"), move || {
+            while !shutdown.is_requested() {
+                if let Ok(request) = server.recv() {
+                    answer(request, &mut handler);
                 }
-            })
-            .map_err(|e| format!("cannot start {name} worker: {e}"))?;
-        handles.push(handle);
+            }
+        })?);
     }
     // Twice as many guards as handlers: a guard waits on its handler, and
     // some requests (long polls) hold a handler for a while.
@@ -215,11 +210,9 @@ where
     for index in 0..workers * 2 {
         let (receiver, socket_path, shutdown) = (Arc::clone(&receiver), socket_path.clone(), shutdown.clone());
         let cached = cached.clone();
-        let handle = std::thread::Builder::new()
-            .name(format!("{name}-guard-{index}"))
-            .spawn(move || guard_loop(&receiver, &socket_path, cached.as_ref(), &shutdown))
-            .map_err(|e| format!("cannot start {name} guard: {e}"))?;
-        handles.push(handle);
+        handles.push(spawn_named(format!("{name}-guard-{index}"), move || {
+            guard_loop(&receiver, &socket_path, cached.as_ref(), &shutdown)
+        })?);
     }
     let wake_addr = match listener.local_addr() {
         Ok(local) if local.ip().is_unspecified() => SocketAddr::new([127, 0, 0, 1].into(), local.port()),
@@ -227,40 +220,40 @@ where
         Err(e) => return Err(format!("{name}: {e}")),
     };
     let accept_shutdown = shutdown.clone();
-    let accept = std::thread::Builder::new()
-        .name(format!("{name}-accept"))
-        .spawn(move || {
-            // Dropping the sender on the way out ends the guards.
-            while !accept_shutdown.is_requested() {
-                match listener.accept() {
-                    Ok((stream, _)) if accept_shutdown.is_requested() => drop(stream),
-                    Ok((stream, _)) => match sender.try_send(stream) {
-                        Ok(()) => {}
-                        Err(TrySendError::Full(stream)) => refuse_busy(stream),
-                        Err(TrySendError::Disconnected(_)) => return,
-                    },
-                    // Out of descriptors and the like: pause instead of spinning.
-                    Err(_) => std::thread::sleep(ACCEPT_POLL),
-                }
-            }
-        })
-        .map_err(|e| format!("cannot start {name} acceptor: {e}"))?;
-    handles.push(accept);
+    handles.push(spawn_named(format!("{name}-accept"), move || accept_loop(&listener, &sender, &accept_shutdown))?);
     let shutdown = shutdown.clone();
-    let stopper = std::thread::Builder::new()
-        .name(format!("{name}-stop"))
-        .spawn(move || {
-            shutdown.wait();
-            // Wake the acceptor with a connection, and every handler.
-            let _ = TcpStream::connect_timeout(&wake_addr, Duration::from_millis(200));
-            for _ in 0..workers {
-                server.unblock();
-            }
-            let _ = std::fs::remove_file(&socket_path);
-        })
-        .map_err(|e| format!("cannot start {name} stopper: {e}"))?;
-    handles.push(stopper);
+    handles.push(spawn_named(format!("{name}-stop"), move || {
+        shutdown.wait();
+        // Wake the acceptor with a connection, and every handler.
+        let _ = TcpStream::connect_timeout(&wake_addr, Duration::from_millis(200));
+        for _ in 0..workers {
+            server.unblock();
+        }
+        let _ = std::fs::remove_file(&socket_path);
+    })?);
     Ok(handles)
+}
+
+fn spawn_named(name: String, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, String> {
+    std::thread::Builder::new().name(name.clone()).spawn(body).map_err(|e| format!("cannot start thread {name}: {e}"))
+}
+
+/// Hands each accepted connection to the guards' bounded queue; a full
+/// queue is answered 503 at once. Dropping the sender on the way out ends
+/// the guards.
+fn accept_loop(listener: &TcpListener, sender: &SyncSender<TcpStream>, shutdown: &Shutdown) {
+    while !shutdown.is_requested() {
+        match listener.accept() {
+            Ok((stream, _)) if shutdown.is_requested() => drop(stream),
+            Ok((stream, _)) => match sender.try_send(stream) {
+                Ok(()) => {}
+                Err(TrySendError::Full(stream)) => refuse_busy(stream),
+                Err(TrySendError::Disconnected(_)) => return,
+            },
+            // Out of descriptors and the like: pause instead of spinning.
+            Err(_) => std::thread::sleep(ACCEPT_POLL),
+        }
+    }
 }
 
 fn answer<H>(request: Request, handler: &mut H)
