@@ -33,9 +33,13 @@ fuzz:
 unit-test:
 	$(CARGO) test --lib
 
+## Formatting, clippy (the [lints] table in Cargo.toml, warnings denied), rustdoc with
+## warnings denied (private items too), and a build on the declared rust-version.
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --lib --document-private-items --quiet
+	scripts/msrv.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -32,7 +32,7 @@ pub const MAX_CONCURRENT_LONG_POLLS: usize = API_WORKERS - 4;
 /// The longest `wait_ms` accepted.
 pub const MAX_WAIT_MS: u64 = 30_000;
 /// The seed's default page size.
-pub const DEFAULT_LIMIT: u64 = 100;
+pub const DEFAULT_LIMIT: u32 = 100;
 /// Rendered pages kept; a page is cached only once every block in it is
 /// committed, after which it can never change.
 pub const MAX_CACHED_PAGES: usize = 32;
@@ -190,7 +190,7 @@ pub struct ListQuery {
 /// Parses the list query strictly; the error is the 400 message.
 pub fn parse_list_query(query: &str) -> Result<ListQuery, String> {
     let pairs = parse_query(query, &["after", "limit", "wait_ms"])?;
-    let mut parsed = ListQuery { after: 0, limit: DEFAULT_LIMIT as u32, wait_ms: 0 };
+    let mut parsed = ListQuery { after: 0, limit: DEFAULT_LIMIT, wait_ms: 0 };
     for (name, value) in pairs {
         match name {
             "after" => parsed.after = parse_decimal("after", value, i64::MAX as u64)?,

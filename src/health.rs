@@ -101,7 +101,7 @@ fn handle_admin(request: &Incoming<'_>, action: &str, status: &NodeStatus, admin
                 let held = lease.held_term();
                 view["lease"] = json!({
                     "held_term": held,
-                    "remaining_ms": held.map(|term| lease.remaining(term).as_millis() as u64).unwrap_or(0),
+                    "remaining_ms": held.map(|term| u64::try_from(lease.remaining(term).as_millis()).unwrap_or(u64::MAX)).unwrap_or(0),
                     "ready_to_lead": lease.is_ready_to_lead(),
                     "redis_reachable": lease.redis_ok(),
                 });

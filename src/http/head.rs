@@ -9,7 +9,7 @@ use tiny_http::Method;
 use super::{Incoming, BODY_REFUSED_HEADER, BODY_REFUSED_HEADER_LOWER, MAX_HEAD_BYTES, MAX_TARGET_LEN};
 
 /// A request head as the guard forwards it, how to frame its answer, and
-/// what a handler would see of it (for [`CachedAnswers`]).
+/// what a handler would see of it (for [`super::CachedAnswers`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardedHead {
     pub bytes: Vec<u8>,
@@ -34,7 +34,7 @@ pub struct ForwardedHead {
 
 impl ForwardedHead {
     /// The request as a handler sees it (the same fields tiny_http would
-    /// give [`check_and_handle`]).
+    /// give `check_and_handle` in `http/mod.rs`).
     pub fn incoming(&self) -> Option<Incoming<'_>> {
         let text = std::str::from_utf8(&self.bytes).ok()?;
         let target = text.get(self.target.clone())?;

@@ -662,6 +662,9 @@ impl Producer {
             return;
         };
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0);
+        // Clamped at zero (clocks of two nodes may disagree by a little);
+        // `as` saturates at u64::MAX and maps NaN to 0.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let gap = (now_ms - from_ms).max(0.0) as u64;
         log::info(&format!("leader: first block of term {term} committed {gap} ms after the previous term's last"));
         self.ctx.status.update(|s| {
