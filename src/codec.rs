@@ -116,7 +116,7 @@ pub fn decode_data(text: &str) -> Result<Vec<u8>, CodecError> {
 /// Decodes bare hex digits (no prefix), as found in JWT secret files.
 pub fn decode_hex_digits(digits: &str) -> Result<Vec<u8>, CodecError> {
     let bytes = digits.as_bytes();
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return Err(CodecError::OddLength);
     }
     let nibble = |b: u8| -> Result<u8, CodecError> {

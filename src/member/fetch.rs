@@ -206,7 +206,7 @@ impl Fetcher {
                 Err(reason) => {
                     failures_in_a_row = failures_in_a_row.saturating_add(1);
                     self.metrics.count_error("sync_fetch");
-                    if failures_in_a_row == 1 || failures_in_a_row % 10 == 0 {
+                    if failures_in_a_row == 1 || failures_in_a_row.is_multiple_of(10) {
                         log::warn(&format!("member: fetch failed: {reason}"));
                     }
                     let urls = self.config.leader_urls.len();
@@ -218,7 +218,7 @@ impl Fetcher {
                     }
                     // Back off only once every URL has failed in this round.
                     let rounds = failures_in_a_row.div_ceil(u32::try_from(urls).unwrap_or(1));
-                    if failures_in_a_row as usize % urls == 0 || urls == 1 {
+                    if (failures_in_a_row as usize).is_multiple_of(urls) || urls == 1 {
                         self.shutdown.sleep(self.backoff.delay(rounds));
                     }
                 }
