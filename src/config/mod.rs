@@ -3,14 +3,25 @@
 //!
 //! Precedence: flag, then environment variable (the seed's names), then the
 //! seed's default. Every error is one readable line; no secret is echoed.
+//!
+//! `flags` holds the one definition of each flag (name, variable, default,
+//! kind, help); `values` reads one flag by its definition; this file checks
+//! flags against each other and builds [`Config`].
+
+pub mod flags;
+mod values;
 
 use std::ffi::OsString;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::engine::jwt::JwtSecret;
 use crate::secret::Secret;
+pub use flags::usage;
+use flags::{Kind, FLAGS, STATUS_FLAGS};
+pub use values::duration;
+use values::Input;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -87,64 +98,6 @@ pub struct MemberConfig {
     pub long_poll_wait: Duration,
 }
 
-pub const USAGE: &str = "\
-clnode: a consensus-layer node for Ethereum execution clients
-
-USAGE:
-    clnode --instance-id ID --mode leader [FLAGS]
-    clnode --instance-id ID --mode member --leader-url URL[,URL...] [FLAGS]
-    clnode status [--url HEALTH_URL[,HEALTH_URL...]] [--watch] [--interval DURATION]
-                                 the cluster view from nodes' /health (default http://127.0.0.1:8080)
-
-Every flag can also be set by the environment variable in brackets.
-Addresses written as :PORT bind to 127.0.0.1; give 0.0.0.0:PORT to expose.
-
-COMMON:
-    --instance-id ID             unique node name (required) [INSTANCE_ID]
-    --mode leader|member         role (default leader) [NODE_MODE]
-    --eth-client-url URL         execution client Engine API (default http://localhost:8551) [ETH_CLIENT_URL]
-    --jwt-secret-file PATH       file holding the 32-byte hex Engine API secret [JWT_SECRET_FILE]
-    --jwt-secret HEX             the secret itself (prefer the file) [JWT_SECRET]
-    --postgres-url URL           PostgreSQL (leader default ...@localhost:5432/consensus,
-                                 member default ...@localhost:5433/consensus) [POSTGRES_URL]
-    --health-addr ADDR           /health and /metrics (default :8080) [HEALTH_ADDR]
-    --api-addr ADDR              block sync API (leader default :8090; member: off unless set) [API_ADDR]
-    --log-level info|debug       debug adds a line per block with each step's time (default info) [LOG_LEVEL]
-
-LEADER:
-    --redis-addr HOST:PORT       (default localhost:6379) [REDIS_ADDR]
-    --redis-password PASSWORD    [REDIS_PASSWORD]
-    --redis-stream NAME          stream of committed blocks (default consensus:blocks) [REDIS_STREAM]
-    --redis-stream-max-len N     approximate MAXLEN of that stream (default 10000) [REDIS_STREAM_MAX_LEN]
-    --priority-fee-recipient ADDR  fee recipient (default the zero address) [PRIORITY_FEE_RECIPIENT]
-    --evm-build-delay DURATION   wait between starting a build and fetching it (default 20ms) [EVM_BUILD_DELAY]
-    --lease-ttl DURATION         leader lease TTL (default 1s) [LEASE_TTL]
-    --lease-renew-interval DURATION  (default 200ms) [LEASE_RENEW_INTERVAL]
-    --lease-safety-margin DURATION   (default 200ms) [LEASE_SAFETY_MARGIN]
-    --min-block-interval DURATION    shortest time from one block's build start to the next (default 0) [MIN_BLOCK_INTERVAL]
-    --empty-block-interval DURATION  heartbeat for empty blocks; 0 = never (default 0) [EMPTY_BLOCK_INTERVAL]
-    --idle-poll-interval DURATION    how often an idle leader looks for transactions (default 50ms) [IDLE_POLL_INTERVAL]
-    --max-timestamp-lead DURATION    how far block time may run ahead of the clock (default 2s) [MAX_TIMESTAMP_LEAD]
-
-MEMBER:
-    --leader-url URL[,URL...]    sync API URLs, tried in order (default http://localhost:8090) [LEADER_URL]
-    --sync-batch-limit N         blocks per request near the head, 1..1000 (default 100); a member
-                                 far behind asks for full pages of 1000 [SYNC_BATCH_LIMIT]
-    --sync-wait DURATION         long-poll wait per request (default 5s) [SYNC_WAIT]
-
-SECURITY (a SECRET is the value itself, or @PATH to read it from a file; at least 16 bytes):
-    --api-token SECRET           bearer token the sync API requires [API_TOKEN]
-    --sync-token SECRET          member: bearer token sent to the sync API [SYNC_TOKEN]
-    --sync-secret SECRET         HMAC key: serving nodes sign records, members verify them [SYNC_SECRET]
-    --sync-secret-previous SECRET  also accepted when verifying, during a key rotation [SYNC_SECRET_PREVIOUS]
-    --admin-token SECRET         enables /admin/status and /admin/step-down on the health port [ADMIN_TOKEN]
-
-DURATION is a number with a unit: 250ms, 2s, 1m (a bare number means milliseconds).
-
-    -h, --help                   print this help
-    -V, --version                print the version
-";
-
 /// What the command line asked for.
 #[derive(Debug)]
 pub enum Command {
@@ -170,53 +123,8 @@ fn err<T>(message: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError(message.into()))
 }
 
-/// Raw values as given, before validation. Each names its flag in errors.
-#[derive(Default)]
-struct RawArgs {
-    values: std::collections::BTreeMap<&'static str, String>,
-}
-
-/// (flag, environment variable). The flag is the key in `RawArgs`.
-const FLAGS: [(&str, &str); 30] = [
-    ("instance-id", "INSTANCE_ID"),
-    ("mode", "NODE_MODE"),
-    ("eth-client-url", "ETH_CLIENT_URL"),
-    ("jwt-secret-file", "JWT_SECRET_FILE"),
-    ("jwt-secret", "JWT_SECRET"),
-    ("postgres-url", "POSTGRES_URL"),
-    ("health-addr", "HEALTH_ADDR"),
-    ("api-addr", "API_ADDR"),
-    ("log-level", "LOG_LEVEL"),
-    ("redis-addr", "REDIS_ADDR"),
-    ("redis-password", "REDIS_PASSWORD"),
-    ("redis-stream", "REDIS_STREAM"),
-    ("redis-stream-max-len", "REDIS_STREAM_MAX_LEN"),
-    ("priority-fee-recipient", "PRIORITY_FEE_RECIPIENT"),
-    ("evm-build-delay", "EVM_BUILD_DELAY"),
-    ("lease-ttl", "LEASE_TTL"),
-    ("lease-renew-interval", "LEASE_RENEW_INTERVAL"),
-    ("lease-safety-margin", "LEASE_SAFETY_MARGIN"),
-    ("min-block-interval", "MIN_BLOCK_INTERVAL"),
-    ("empty-block-interval", "EMPTY_BLOCK_INTERVAL"),
-    ("idle-poll-interval", "IDLE_POLL_INTERVAL"),
-    ("max-timestamp-lead", "MAX_TIMESTAMP_LEAD"),
-    ("leader-url", "LEADER_URL"),
-    ("sync-batch-limit", "SYNC_BATCH_LIMIT"),
-    ("sync-wait", "SYNC_WAIT"),
-    ("api-token", "API_TOKEN"),
-    ("sync-token", "SYNC_TOKEN"),
-    ("sync-secret", "SYNC_SECRET"),
-    ("sync-secret-previous", "SYNC_SECRET_PREVIOUS"),
-    ("admin-token", "ADMIN_TOKEN"),
-];
-
-impl RawArgs {
-    fn get(&self, flag: &str) -> Option<&str> {
-        self.values.get(flag).map(String::as_str)
-    }
-}
-
-/// Parses `args` (without the program name) and the environment.
+/// `clnode`'s arguments and environment into a node's settings, or help.
+/// `args` excludes the program name.
 pub fn parse<I>(args: I, env: &dyn Fn(&str) -> Option<String>) -> Result<Command, ConfigError>
 where
     I: IntoIterator<Item = OsString>,
@@ -227,18 +135,18 @@ where
         args.next();
         return parse_status(args, env);
     }
-    let mut raw = RawArgs::default();
+    let mut input = Input::new(FLAGS, "");
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next().map_err(|e| ConfigError(e.to_string()))? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help),
             Short('V') | Long("version") => return Ok(Command::Version),
             Long(name) => {
-                let Some((flag, _)) = FLAGS.iter().find(|(f, _)| *f == name) else {
+                let Some(flag) = flags::find(FLAGS, name) else {
                     return err(format!("unknown flag --{name} (see --help)"));
                 };
-                let value = flag_value(&mut parser, flag)?;
-                raw.values.insert(flag, value);
+                let value = flag_value(&mut parser, flag.name)?;
+                input.set(flag, value);
             }
             Short(c) => return err(format!("unknown flag -{c} (see --help)")),
             Value(value) => {
@@ -246,14 +154,9 @@ where
             }
         }
     }
-    for (flag, var) in FLAGS {
-        if !raw.values.contains_key(flag) {
-            if let Some(value) = env(var).filter(|v| !v.is_empty()) {
-                raw.values.insert(flag, value);
-            }
-        }
-    }
-    validate(&raw).map(|config| Command::Run(Box::new(config)))
+    // An empty variable counts as unset, as a shell's `VAR=` usually means.
+    input.fill_from_env(|var| env(var).filter(|value| !value.is_empty()));
+    validate(input).map(|config| Command::Run(Box::new(config)))
 }
 
 fn flag_value(parser: &mut lexopt::Parser, flag: &str) -> Result<String, ConfigError> {
@@ -270,158 +173,118 @@ where
     I: IntoIterator<Item = OsString>,
 {
     use lexopt::prelude::*;
+    let mut input = Input::new(STATUS_FLAGS, "status: ");
     let mut parser = lexopt::Parser::from_args(args);
-    let mut urls = env("CLNODE_STATUS_URLS").unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
-    let mut watch = false;
-    let mut interval = Duration::from_secs(1);
     while let Some(arg) = parser.next().map_err(|e| ConfigError(e.to_string()))? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help),
-            Long("url") => urls = flag_value(&mut parser, "url")?,
-            Long("watch") => watch = true,
-            Long("interval") => interval = duration("interval", &flag_value(&mut parser, "interval")?)?,
-            Long(other) => return err(format!("status: unknown flag --{other} (use --url, --watch, --interval)")),
+            Long(name) => match flags::find(STATUS_FLAGS, name) {
+                Some(flag) if flag.kind == Kind::Switch => input.set(flag, String::new()),
+                Some(flag) => {
+                    let value = flag_value(&mut parser, flag.name)?;
+                    input.set(flag, value);
+                }
+                None => {
+                    let known: Vec<String> = STATUS_FLAGS.iter().map(|flag| format!("--{}", flag.name)).collect();
+                    return err(format!("status: unknown flag --{name} (use {})", known.join(", ")));
+                }
+            },
             Short(c) => return err(format!("status: unknown flag -{c}")),
             Value(v) => return err(format!("status: unexpected argument {:?}", v.to_string_lossy())),
         }
     }
-    let urls = url_list("url", &urls, 64, "status: --url needs between 1 and 64 comma-separated health URLs")?;
-    if interval < Duration::from_millis(100) {
-        return err("status: --interval must be at least 100ms");
-    }
+    // Unlike a node's, an empty CLNODE_STATUS_URLS is kept: it has always
+    // been an error (no URLs), not a silent fall-back to the default.
+    input.fill_from_env(env);
+    let urls = input.url_list("url")?;
+    let watch = input.given("watch").is_some();
+    let interval = input.duration("interval")?;
     Ok(Command::Status(crate::status_cli::StatusArgs { urls, watch, interval }))
 }
 
-fn validate(raw: &RawArgs) -> Result<Config, ConfigError> {
-    let instance_id = match raw.get("instance-id") {
-        Some(id) if valid_instance_id(id) => id.to_owned(),
-        Some(id) => {
-            return err(format!("--instance-id {id:?}: use 1 to 64 characters of letters, digits, '-', '_' or '.'"))
-        }
-        None => return err("--instance-id is required (or set INSTANCE_ID)"),
-    };
-    let mode = match raw.get("mode").unwrap_or("leader") {
-        "leader" => Mode::Leader,
+/// The given values and defaults into a node's settings; the first problem
+/// found is the error.
+fn validate(mut input: Input) -> Result<Config, ConfigError> {
+    let instance_id = input.instance_id("instance-id")?;
+    input.mode = match input.choice("mode")?.as_str() {
         "member" => Mode::Member,
-        other => return err(format!("--mode {other:?}: expected leader or member")),
+        _ => Mode::Leader,
     };
-    // Case-insensitive: LOG_LEVEL is a name other programs use too.
-    let log_level = match raw.get("log-level").unwrap_or("info").to_ascii_lowercase().as_str() {
-        "info" => crate::log::Level::Info,
+    let log_level = match input.choice("log-level")?.as_str() {
         "debug" => crate::log::Level::Debug,
-        other => return err(format!("--log-level {other:?}: expected info or debug")),
+        _ => crate::log::Level::Info,
     };
-    let eth_client_url = http_url("eth-client-url", raw.get("eth-client-url").unwrap_or("http://localhost:8551"))?;
-    let jwt_secret_path = raw.get("jwt-secret-file").map(PathBuf::from);
-    let jwt_secret = match (raw.get("jwt-secret-file"), raw.get("jwt-secret")) {
-        (Some(_), Some(_)) => return err("give --jwt-secret-file or --jwt-secret, not both"),
-        (Some(path), None) => JwtSecret::from_file(&PathBuf::from(path)).map_err(|e| ConfigError(e.to_string()))?,
-        (None, Some(hex)) => JwtSecret::from_hex(hex).map_err(|e| ConfigError(format!("--jwt-secret: {e}")))?,
-        (None, None) => return err("an Engine API secret is required: --jwt-secret-file PATH (or JWT_SECRET_FILE)"),
-    };
-    let default_postgres = match mode {
-        Mode::Leader => "postgres://postgres:postgres@localhost:5432/consensus?sslmode=disable",
-        Mode::Member => "postgres://postgres:postgres@localhost:5433/consensus?sslmode=disable",
-    };
-    let postgres_url = raw.get("postgres-url").unwrap_or(default_postgres).to_owned();
-    if !(postgres_url.starts_with("postgres://") || postgres_url.starts_with("postgresql://")) {
-        return err("--postgres-url must start with postgres:// or postgresql://");
-    }
-    let health_addr = socket_addr("health-addr", raw.get("health-addr").unwrap_or(":8080"))?;
-    let api_addr = match (mode, raw.get("api-addr")) {
-        (_, Some(addr)) => Some(socket_addr("api-addr", addr)?),
-        (Mode::Leader, None) => Some(socket_addr("api-addr", ":8090")?),
-        (Mode::Member, None) => None,
-    };
-
-    let redis_stream_max_len = number("redis-stream-max-len", raw.get("redis-stream-max-len").unwrap_or("10000"))?;
-    if redis_stream_max_len == 0 {
-        return err("--redis-stream-max-len must be at least 1");
-    }
-    let secret = |flag: &str| -> Result<Option<Secret>, ConfigError> {
-        raw.get(flag).map(|value| Secret::parse(flag, value).map_err(ConfigError)).transpose()
-    };
-    let api_token = secret("api-token")?;
-    let admin_token = secret("admin-token")?;
-    let sync_keys = SyncKeys { current: secret("sync-secret")?, previous: secret("sync-secret-previous")? };
-    if sync_keys.previous.is_some() && sync_keys.current.is_none() {
-        return err("--sync-secret-previous needs --sync-secret (the key in use)");
-    }
-    // Redis passwords are the operator's choice: no length rule (empty
-    // values never reach here: the environment filter drops them).
-    let redis_password = raw.get("redis-password").map(|value| Secret::from_bytes(value.as_bytes()));
-    let leader = LeaderConfig {
-        redis_addr: raw.get("redis-addr").unwrap_or("localhost:6379").to_owned(),
-        redis_password,
-        redis_stream: raw.get("redis-stream").unwrap_or("consensus:blocks").to_owned(),
-        redis_stream_max_len,
-        fee_recipient: address(
-            "priority-fee-recipient",
-            raw.get("priority-fee-recipient").unwrap_or("0x0000000000000000000000000000000000000000"),
-        )?,
-        build_delay: duration("evm-build-delay", raw.get("evm-build-delay").unwrap_or("20ms"))?,
-        lease_ttl: duration("lease-ttl", raw.get("lease-ttl").unwrap_or("1s"))?,
-        lease_renew_interval: duration("lease-renew-interval", raw.get("lease-renew-interval").unwrap_or("200ms"))?,
-        lease_safety_margin: duration("lease-safety-margin", raw.get("lease-safety-margin").unwrap_or("200ms"))?,
-        min_block_interval: duration("min-block-interval", raw.get("min-block-interval").unwrap_or("0"))?,
-        empty_block_interval: duration("empty-block-interval", raw.get("empty-block-interval").unwrap_or("0"))?,
-        idle_poll_interval: duration("idle-poll-interval", raw.get("idle-poll-interval").unwrap_or("50ms"))?,
-        max_timestamp_lead: duration("max-timestamp-lead", raw.get("max-timestamp-lead").unwrap_or("2s"))?,
-    };
-    if leader.redis_addr.is_empty() || leader.redis_addr.contains('/') {
-        return err(format!("--redis-addr {:?}: expected HOST:PORT", leader.redis_addr));
-    }
-    validate_lease(&leader)?;
-    if leader.build_delay > Duration::from_secs(10) {
-        return err("--evm-build-delay must be at most 10s (the payload would be discarded by the client)");
-    }
-    if leader.idle_poll_interval < Duration::from_millis(1) || leader.idle_poll_interval > Duration::from_secs(10) {
-        return err("--idle-poll-interval must be between 1ms and 10s");
-    }
-
-    let leader_urls = url_list(
-        "leader-url",
-        raw.get("leader-url").unwrap_or("http://localhost:8090"),
-        16,
-        "--leader-url needs between 1 and 16 comma-separated URLs",
-    )?;
-    let batch_limit = number("sync-batch-limit", raw.get("sync-batch-limit").unwrap_or("100"))?;
-    if !(1..=1000).contains(&batch_limit) {
-        return err("--sync-batch-limit must be between 1 and 1000");
-    }
-    let long_poll_wait = duration("sync-wait", raw.get("sync-wait").unwrap_or("5s"))?;
-    if long_poll_wait > Duration::from_secs(30) {
-        return err("--sync-wait must be at most 30s (the server caps long polls there)");
-    }
-    let member = MemberConfig {
-        leader_urls,
-        sync_token: secret("sync-token")?,
-        batch_limit: u32::try_from(batch_limit).unwrap_or(1000),
-        long_poll_wait,
-    };
+    let eth_client_url = input.http_url("eth-client-url")?;
+    let (jwt_secret, jwt_secret_path) = jwt_secret(&input)?;
     Ok(Config {
         instance_id,
-        mode,
+        mode: input.mode,
         log_level,
         eth_client_url,
         jwt_secret,
         jwt_secret_path,
-        health_addr,
-        api_addr,
-        postgres_url,
-        api_token,
-        admin_token,
-        sync_keys,
-        leader,
-        member,
+        postgres_url: input.postgres_url("postgres-url")?,
+        health_addr: input.listen("health-addr")?,
+        api_addr: input.listen_if_set("api-addr")?,
+        api_token: input.secret("api-token")?,
+        admin_token: input.secret("admin-token")?,
+        sync_keys: sync_keys(&input)?,
+        leader: leader(&input)?,
+        member: member(&input)?,
     })
 }
 
+/// Exactly one of the secret's file and the secret itself; the path is kept
+/// so its permissions can be checked at start.
+fn jwt_secret(input: &Input) -> Result<(JwtSecret, Option<PathBuf>), ConfigError> {
+    match (input.given("jwt-secret-file"), input.given("jwt-secret")) {
+        (Some(_), Some(_)) => err("give --jwt-secret-file or --jwt-secret, not both"),
+        (Some(path), None) => {
+            let path = PathBuf::from(path);
+            let secret = JwtSecret::from_file(&path).map_err(|e| ConfigError(e.to_string()))?;
+            Ok((secret, Some(path)))
+        }
+        (None, Some(hex)) => {
+            let secret = JwtSecret::from_hex(hex).map_err(|e| ConfigError(format!("--jwt-secret: {e}")))?;
+            Ok((secret, None))
+        }
+        (None, None) => err("an Engine API secret is required: --jwt-secret-file PATH (or JWT_SECRET_FILE)"),
+    }
+}
+
+/// A previous key alone would verify records nobody signs any more.
+fn sync_keys(input: &Input) -> Result<SyncKeys, ConfigError> {
+    let keys = SyncKeys { current: input.secret("sync-secret")?, previous: input.secret("sync-secret-previous")? };
+    if keys.previous.is_some() && keys.current.is_none() {
+        return err("--sync-secret-previous needs --sync-secret (the key in use)");
+    }
+    Ok(keys)
+}
+
+fn leader(input: &Input) -> Result<LeaderConfig, ConfigError> {
+    let leader = LeaderConfig {
+        redis_addr: input.host_port("redis-addr")?,
+        redis_password: input.password("redis-password"),
+        redis_stream: input.string("redis-stream"),
+        redis_stream_max_len: input.count("redis-stream-max-len")?,
+        fee_recipient: input.address("priority-fee-recipient")?,
+        build_delay: input.duration("evm-build-delay")?,
+        lease_ttl: input.duration("lease-ttl")?,
+        lease_renew_interval: input.duration("lease-renew-interval")?,
+        lease_safety_margin: input.duration("lease-safety-margin")?,
+        min_block_interval: input.duration("min-block-interval")?,
+        empty_block_interval: input.duration("empty-block-interval")?,
+        idle_poll_interval: input.duration("idle-poll-interval")?,
+        max_timestamp_lead: input.duration("max-timestamp-lead")?,
+    };
+    validate_lease(&leader)?;
+    Ok(leader)
+}
+
+/// The lease flags against each other (each one's own range is in the
+/// table).
 fn validate_lease(leader: &LeaderConfig) -> Result<(), ConfigError> {
     let ttl = leader.lease_ttl;
-    if ttl < Duration::from_millis(200) || ttl > Duration::from_secs(60) {
-        return err("--lease-ttl must be between 200ms and 60s");
-    }
     if leader.lease_safety_margin >= ttl / 2 {
         return err("--lease-safety-margin must be less than half of --lease-ttl");
     }
@@ -437,76 +300,17 @@ fn validate_lease(leader: &LeaderConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn valid_instance_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-}
-
-/// A comma-separated list of 1 to `max` http(s) URLs; `count_error` when
-/// there are none or too many.
-fn url_list(flag: &str, text: &str, max: usize, count_error: &str) -> Result<Vec<String>, ConfigError> {
-    let urls = text
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(|u| http_url(flag, u))
-        .collect::<Result<Vec<_>, _>>()?;
-    if urls.is_empty() || urls.len() > max {
-        return err(count_error);
-    }
-    Ok(urls)
-}
-
-fn http_url(flag: &str, url: &str) -> Result<String, ConfigError> {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .ok_or_else(|| ConfigError(format!("--{flag} {url:?}: expected an http:// URL")))?;
-    if url.starts_with("https://") {
-        return err(format!("--{flag} {url:?}: https is not built in; put a TLS proxy on loopback in front"));
-    }
-    let host = rest.split('/').next().unwrap_or("");
-    if host.is_empty() || host.contains(char::is_whitespace) {
-        return err(format!("--{flag} {url:?}: missing host"));
-    }
-    Ok(url.trim_end_matches('/').to_owned())
-}
-
-/// `:PORT` means loopback; `HOST:PORT` is resolved once, at start.
-fn socket_addr(flag: &str, text: &str) -> Result<SocketAddr, ConfigError> {
-    let full = if text.starts_with(':') { format!("127.0.0.1{text}") } else { text.to_owned() };
-    full.to_socket_addrs()
-        .map_err(|e| ConfigError(format!("--{flag} {text:?}: {e}")))?
-        .next()
-        .ok_or_else(|| ConfigError(format!("--{flag} {text:?}: resolves to no address")))
-}
-
-fn number(flag: &str, text: &str) -> Result<u64, ConfigError> {
-    text.trim().parse::<u64>().map_err(|_| ConfigError(format!("--{flag} {text:?}: expected a whole number")))
-}
-
-/// Parses `250ms`, `2s`, `1m`, or a bare number of milliseconds.
-pub fn duration(flag: &str, text: &str) -> Result<Duration, ConfigError> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let bad = || ConfigError(format!("--{flag} {text:?}: expected a duration such as 250ms, 2s or 1m"));
-    let value: u64 = digits.parse().map_err(|_| bad())?;
-    // One hour is far above any sensible setting and keeps the math in range.
-    const MAX_MS: u64 = 3_600_000;
-    let ms = match unit {
-        "" | "ms" => Some(value),
-        "s" => value.checked_mul(1000),
-        "m" => value.checked_mul(60_000),
-        _ => None,
-    }
-    .filter(|ms| *ms <= MAX_MS)
-    .ok_or_else(bad)?;
-    Ok(Duration::from_millis(ms))
-}
-
-fn address(flag: &str, text: &str) -> Result<[u8; 20], ConfigError> {
-    let bytes = crate::codec::decode_data(text).map_err(|e| ConfigError(format!("--{flag} {text:?}: {e}")))?;
-    bytes.try_into().map_err(|_| ConfigError(format!("--{flag} {text:?}: an address is 20 bytes")))
+fn member(input: &Input) -> Result<MemberConfig, ConfigError> {
+    let leader_urls = input.url_list("leader-url")?;
+    let batch_limit = input.count("sync-batch-limit")?;
+    Ok(MemberConfig {
+        leader_urls,
+        // The table bounds it to 1..=1000; the check only guards the type.
+        batch_limit: u32::try_from(batch_limit)
+            .map_err(|_| ConfigError("--sync-batch-limit must be between 1 and 1000".to_owned()))?,
+        long_poll_wait: input.duration("sync-wait")?,
+        sync_token: input.secret("sync-token")?,
+    })
 }
 
 #[cfg(test)]
@@ -593,6 +397,58 @@ mod tests {
             assert!(error.contains(expected), "{args:?}: {error}");
             assert!(!error.contains('\n'), "not one line: {error}");
             assert!(!error.contains("1111111111"), "secret echoed: {error}");
+        }
+    }
+
+    #[test]
+    fn out_of_range_values_are_errors_naming_the_bound() {
+        let cases: [(&str, &str, &str); 7] = [
+            ("--sync-batch-limit", "0", "--sync-batch-limit must be between 1 and 1000"),
+            ("--sync-batch-limit", "1001", "--sync-batch-limit must be between 1 and 1000"),
+            ("--redis-stream-max-len", "0", "--redis-stream-max-len must be at least 1"),
+            ("--sync-wait", "31s", "--sync-wait must be at most 30s (the server caps long polls there)"),
+            ("--lease-ttl", "100ms", "--lease-ttl must be between 200ms and 60s"),
+            ("--idle-poll-interval", "0", "--idle-poll-interval must be between 1ms and 10s"),
+            (
+                "--evm-build-delay",
+                "11s",
+                "--evm-build-delay must be at most 10s (the payload would be discarded by the client)",
+            ),
+        ];
+        for (flag, value, expected) in cases {
+            let error = run(&["--instance-id", "x", "--jwt-secret", SECRET, flag, value]).unwrap_err();
+            assert_eq!(error.to_string(), expected);
+        }
+        let none = |_: &str| None;
+        let error = parse(["status", "--interval", "50ms"].map(OsString::from), &none).unwrap_err();
+        assert_eq!(error.to_string(), "status: --interval must be at least 100ms");
+        let error = parse(["status", "--url", ","].map(OsString::from), &none).unwrap_err();
+        assert_eq!(error.to_string(), "status: --url needs between 1 and 64 comma-separated health URLs");
+        let error = parse(["status", "--bogus"].map(OsString::from), &none).unwrap_err();
+        assert_eq!(error.to_string(), "status: unknown flag --bogus (use --url, --watch, --interval)");
+    }
+
+    #[test]
+    fn defaults_come_from_the_table() {
+        let config = run(&["--instance-id", "x", "--jwt-secret", SECRET]).unwrap();
+        assert_eq!(config.leader.redis_stream_max_len, 10_000);
+        assert_eq!(config.leader.build_delay, Duration::from_millis(20));
+        assert_eq!(config.leader.idle_poll_interval, Duration::from_millis(50));
+        assert_eq!(config.leader.max_timestamp_lead, Duration::from_secs(2));
+        assert_eq!(config.leader.fee_recipient, [0; 20]);
+        assert_eq!(config.member.batch_limit, 100);
+        assert_eq!(config.member.long_poll_wait, Duration::from_secs(5));
+        assert_eq!(config.member.leader_urls, vec!["http://localhost:8090".to_owned()]);
+        assert_eq!(config.log_level, crate::log::Level::Info);
+        assert!(config.api_token.is_none() && config.leader.redis_password.is_none());
+        let none = |_: &str| None;
+        match parse([OsString::from("status")], &none).unwrap() {
+            Command::Status(status) => {
+                assert_eq!(status.urls, vec!["http://127.0.0.1:8080".to_owned()]);
+                assert_eq!(status.interval, Duration::from_secs(1));
+                assert!(!status.watch);
+            }
+            other => panic!("{other:?}"),
         }
     }
 
