@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clnode::config::{self, Command, USAGE};
+use clnode::config::{self, Command};
 use clnode::shutdown::{install_signal_handlers, Shutdown};
 use clnode::{log, node};
 
@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     let config = match command {
         Ok(Command::Run(config)) => config,
         Ok(Command::Help) => {
-            print!("{USAGE}");
+            print!("{}", config::usage());
             return ExitCode::SUCCESS;
         }
         Ok(Command::Status(args)) => {

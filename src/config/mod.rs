@@ -1,0 +1,487 @@
+//! Command line and environment: parsed with lexopt, then validated into a
+//! [`Config`] that is passed explicitly to every role.
+//!
+//! Precedence: flag, then environment variable (the seed's names), then the
+//! seed's default. Every error is one readable line; no secret is echoed.
+//!
+//! `flags` holds the one definition of each flag (name, variable, default,
+//! kind, help); `values` reads one flag by its definition; this file checks
+//! flags against each other and builds [`Config`].
+
+pub mod flags;
+mod values;
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::engine::jwt::JwtSecret;
+use crate::secret::Secret;
+pub use flags::usage;
+use flags::{Kind, FLAGS, STATUS_FLAGS};
+pub use values::duration;
+use values::Input;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Leader,
+    Member,
+}
+
+/// Settings every node has.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub instance_id: String,
+    pub mode: Mode,
+    /// `debug` adds one line per committed or applied block, with the time
+    /// of each step.
+    pub log_level: crate::log::Level,
+    pub eth_client_url: String,
+    pub jwt_secret: JwtSecret,
+    /// Where the JWT secret came from, when it was a file (checked for
+    /// loose permissions at start).
+    pub jwt_secret_path: Option<PathBuf>,
+    pub health_addr: SocketAddr,
+    /// Leader-mode nodes always serve the sync API; members only when given.
+    pub api_addr: Option<SocketAddr>,
+    pub postgres_url: String,
+    /// Bearer token the sync API requires (when set).
+    pub api_token: Option<Secret>,
+    /// Bearer token for /admin/* on the health port (admin is off without it).
+    pub admin_token: Option<Secret>,
+    /// Keys for signing served records and verifying fetched ones.
+    pub sync_keys: SyncKeys,
+    pub leader: LeaderConfig,
+    pub member: MemberConfig,
+}
+
+/// The record-signing keys: sign with `current`; accept `current` or
+/// `previous` (so a rotation needs no flag day).
+#[derive(Debug, Clone, Default)]
+pub struct SyncKeys {
+    pub current: Option<Secret>,
+    pub previous: Option<Secret>,
+}
+
+/// Settings only leader-mode nodes use.
+#[derive(Debug, Clone)]
+pub struct LeaderConfig {
+    pub redis_addr: String,
+    pub redis_password: Option<Secret>,
+    pub redis_stream: String,
+    pub redis_stream_max_len: u64,
+    pub fee_recipient: [u8; 20],
+    pub build_delay: Duration,
+    pub lease_ttl: Duration,
+    pub lease_renew_interval: Duration,
+    /// The lease is treated as lost this long before Redis would expire it,
+    /// to absorb clock-rate differences and the renew round trip.
+    pub lease_safety_margin: Duration,
+    pub min_block_interval: Duration,
+    /// Zero: never build empty blocks. Otherwise build one when no block has
+    /// been committed for this long (a heartbeat).
+    pub empty_block_interval: Duration,
+    /// How often an idle leader builds to look for new transactions.
+    pub idle_poll_interval: Duration,
+    /// How far block timestamps may run ahead of the wall clock.
+    pub max_timestamp_lead: Duration,
+}
+
+/// Settings only members use.
+#[derive(Debug, Clone)]
+pub struct MemberConfig {
+    pub leader_urls: Vec<String>,
+    /// Bearer token sent to the sync API.
+    pub sync_token: Option<Secret>,
+    pub batch_limit: u32,
+    pub long_poll_wait: Duration,
+}
+
+/// What the command line asked for.
+#[derive(Debug)]
+pub enum Command {
+    Run(Box<Config>),
+    Status(crate::status_cli::StatusArgs),
+    Help,
+    Version,
+}
+
+/// One readable line: what is wrong and with which flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err<T>(message: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(message.into()))
+}
+
+/// `clnode`'s arguments and environment into a node's settings, or help.
+/// `args` excludes the program name.
+pub fn parse<I>(args: I, env: &dyn Fn(&str) -> Option<String>) -> Result<Command, ConfigError>
+where
+    I: IntoIterator<Item = OsString>,
+{
+    use lexopt::prelude::*;
+    let mut args = args.into_iter().peekable();
+    if args.peek().is_some_and(|first| first == "status") {
+        args.next();
+        return parse_status(args, env);
+    }
+    let mut input = Input::new(FLAGS, "");
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next().map_err(|e| ConfigError(e.to_string()))? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Short('V') | Long("version") => return Ok(Command::Version),
+            Long(name) => {
+                let Some(flag) = flags::find(FLAGS, name) else {
+                    return err(format!("unknown flag --{name} (see --help)"));
+                };
+                let value = flag_value(&mut parser, flag.name)?;
+                input.set(flag, value);
+            }
+            Short(c) => return err(format!("unknown flag -{c} (see --help)")),
+            Value(value) => {
+                return err(format!("unexpected argument {:?} (see --help)", value.to_string_lossy()));
+            }
+        }
+    }
+    // An empty variable counts as unset, as a shell's `VAR=` usually means.
+    input.fill_from_env(|var| env(var).filter(|value| !value.is_empty()));
+    validate(input).map(|config| Command::Run(Box::new(config)))
+}
+
+fn flag_value(parser: &mut lexopt::Parser, flag: &str) -> Result<String, ConfigError> {
+    parser
+        .value()
+        .map_err(|_| ConfigError(format!("--{flag} needs a value")))?
+        .into_string()
+        .map_err(|_| ConfigError(format!("--{flag}: value is not valid UTF-8")))
+}
+
+/// `clnode status [--url URL[,URL...]] [--watch] [--interval DURATION]`.
+fn parse_status<I>(args: I, env: &dyn Fn(&str) -> Option<String>) -> Result<Command, ConfigError>
+where
+    I: IntoIterator<Item = OsString>,
+{
+    use lexopt::prelude::*;
+    let mut input = Input::new(STATUS_FLAGS, "status: ");
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next().map_err(|e| ConfigError(e.to_string()))? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Long(name) => match flags::find(STATUS_FLAGS, name) {
+                Some(flag) if flag.kind == Kind::Switch => input.set(flag, String::new()),
+                Some(flag) => {
+                    let value = flag_value(&mut parser, flag.name)?;
+                    input.set(flag, value);
+                }
+                None => {
+                    let known: Vec<String> = STATUS_FLAGS.iter().map(|flag| format!("--{}", flag.name)).collect();
+                    return err(format!("status: unknown flag --{name} (use {})", known.join(", ")));
+                }
+            },
+            Short(c) => return err(format!("status: unknown flag -{c}")),
+            Value(v) => return err(format!("status: unexpected argument {:?}", v.to_string_lossy())),
+        }
+    }
+    // Unlike a node's, an empty CLNODE_STATUS_URLS is kept: it has always
+    // been an error (no URLs), not a silent fall-back to the default.
+    input.fill_from_env(env);
+    let urls = input.url_list("url")?;
+    let watch = input.given("watch").is_some();
+    let interval = input.duration("interval")?;
+    Ok(Command::Status(crate::status_cli::StatusArgs { urls, watch, interval }))
+}
+
+/// The given values and defaults into a node's settings; the first problem
+/// found is the error.
+fn validate(mut input: Input) -> Result<Config, ConfigError> {
+    let instance_id = input.instance_id("instance-id")?;
+    input.mode = match input.choice("mode")?.as_str() {
+        "member" => Mode::Member,
+        _ => Mode::Leader,
+    };
+    let log_level = match input.choice("log-level")?.as_str() {
+        "debug" => crate::log::Level::Debug,
+        _ => crate::log::Level::Info,
+    };
+    let eth_client_url = input.http_url("eth-client-url")?;
+    let (jwt_secret, jwt_secret_path) = jwt_secret(&input)?;
+    Ok(Config {
+        instance_id,
+        mode: input.mode,
+        log_level,
+        eth_client_url,
+        jwt_secret,
+        jwt_secret_path,
+        postgres_url: input.postgres_url("postgres-url")?,
+        health_addr: input.listen("health-addr")?,
+        api_addr: input.listen_if_set("api-addr")?,
+        api_token: input.secret("api-token")?,
+        admin_token: input.secret("admin-token")?,
+        sync_keys: sync_keys(&input)?,
+        leader: leader(&input)?,
+        member: member(&input)?,
+    })
+}
+
+/// Exactly one of the secret's file and the secret itself; the path is kept
+/// so its permissions can be checked at start.
+fn jwt_secret(input: &Input) -> Result<(JwtSecret, Option<PathBuf>), ConfigError> {
+    match (input.given("jwt-secret-file"), input.given("jwt-secret")) {
+        (Some(_), Some(_)) => err("give --jwt-secret-file or --jwt-secret, not both"),
+        (Some(path), None) => {
+            let path = PathBuf::from(path);
+            let secret = JwtSecret::from_file(&path).map_err(|e| ConfigError(e.to_string()))?;
+            Ok((secret, Some(path)))
+        }
+        (None, Some(hex)) => {
+            let secret = JwtSecret::from_hex(hex).map_err(|e| ConfigError(format!("--jwt-secret: {e}")))?;
+            Ok((secret, None))
+        }
+        (None, None) => err("an Engine API secret is required: --jwt-secret-file PATH (or JWT_SECRET_FILE)"),
+    }
+}
+
+/// A previous key alone would verify records nobody signs any more.
+fn sync_keys(input: &Input) -> Result<SyncKeys, ConfigError> {
+    let keys = SyncKeys { current: input.secret("sync-secret")?, previous: input.secret("sync-secret-previous")? };
+    if keys.previous.is_some() && keys.current.is_none() {
+        return err("--sync-secret-previous needs --sync-secret (the key in use)");
+    }
+    Ok(keys)
+}
+
+fn leader(input: &Input) -> Result<LeaderConfig, ConfigError> {
+    let leader = LeaderConfig {
+        redis_addr: input.host_port("redis-addr")?,
+        redis_password: input.password("redis-password"),
+        redis_stream: input.string("redis-stream"),
+        redis_stream_max_len: input.count("redis-stream-max-len")?,
+        fee_recipient: input.address("priority-fee-recipient")?,
+        build_delay: input.duration("evm-build-delay")?,
+        lease_ttl: input.duration("lease-ttl")?,
+        lease_renew_interval: input.duration("lease-renew-interval")?,
+        lease_safety_margin: input.duration("lease-safety-margin")?,
+        min_block_interval: input.duration("min-block-interval")?,
+        empty_block_interval: input.duration("empty-block-interval")?,
+        idle_poll_interval: input.duration("idle-poll-interval")?,
+        max_timestamp_lead: input.duration("max-timestamp-lead")?,
+    };
+    validate_lease(&leader)?;
+    Ok(leader)
+}
+
+/// The lease flags against each other (each one's own range is in the
+/// table).
+fn validate_lease(leader: &LeaderConfig) -> Result<(), ConfigError> {
+    let ttl = leader.lease_ttl;
+    if leader.lease_safety_margin >= ttl / 2 {
+        return err("--lease-safety-margin must be less than half of --lease-ttl");
+    }
+    // Two renew attempts must fit in the usable part of the lease, so one
+    // lost renew does not cost the lease.
+    let usable = ttl - leader.lease_safety_margin;
+    if leader.lease_renew_interval.is_zero() || leader.lease_renew_interval * 2 > usable {
+        return err(format!(
+            "--lease-renew-interval must be above 0 and at most half of (--lease-ttl - --lease-safety-margin) = {} ms",
+            usable.as_millis() / 2
+        ));
+    }
+    Ok(())
+}
+
+fn member(input: &Input) -> Result<MemberConfig, ConfigError> {
+    let leader_urls = input.url_list("leader-url")?;
+    let batch_limit = input.count("sync-batch-limit")?;
+    Ok(MemberConfig {
+        leader_urls,
+        // The table bounds it to 1..=1000; the check only guards the type.
+        batch_limit: u32::try_from(batch_limit)
+            .map_err(|_| ConfigError("--sync-batch-limit must be between 1 and 1000".to_owned()))?,
+        long_poll_wait: input.duration("sync-wait")?,
+        sync_token: input.secret("sync-token")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Config, ConfigError> {
+        run_env(args, &[])
+    }
+
+    fn run_env(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        match parse(args.iter().map(OsString::from), &lookup)? {
+            Command::Run(config) => Ok(*config),
+            other => panic!("expected Run, got {other:?}"),
+        }
+    }
+
+    const SECRET: &str = "0x1111111111111111111111111111111111111111111111111111111111111111";
+
+    #[test]
+    fn seed_defaults_apply() {
+        let config = run(&["--instance-id", "leader-1", "--jwt-secret", SECRET]).unwrap();
+        assert_eq!(config.mode, Mode::Leader);
+        assert_eq!(config.eth_client_url, "http://localhost:8551");
+        assert_eq!(config.health_addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.api_addr, Some("127.0.0.1:8090".parse().unwrap()));
+        assert_eq!(config.leader.redis_addr, "localhost:6379");
+        assert_eq!(config.leader.redis_stream, "consensus:blocks");
+        assert!(config.postgres_url.contains("5432/consensus"));
+        // A killed leader's lease must lapse well inside the 1.5 s fail-over goal.
+        assert_eq!(config.leader.lease_ttl, Duration::from_secs(1));
+        assert!(config.leader.lease_renew_interval * 4 <= config.leader.lease_ttl);
+    }
+
+    #[test]
+    fn member_defaults_and_url_list() {
+        let config = run(&[
+            "--instance-id",
+            "m1",
+            "--mode",
+            "member",
+            "--jwt-secret",
+            SECRET,
+            "--leader-url",
+            "http://a:8090, http://b:8092/",
+        ])
+        .unwrap();
+        assert_eq!(config.mode, Mode::Member);
+        assert_eq!(config.api_addr, None);
+        assert!(config.postgres_url.contains("5433/consensus"));
+        assert_eq!(config.member.leader_urls, vec!["http://a:8090".to_owned(), "http://b:8092".to_owned()]);
+    }
+
+    #[test]
+    fn environment_fills_in_and_flags_win() {
+        let config = run_env(
+            &["--health-addr", ":9000"],
+            &[("INSTANCE_ID", "env-node"), ("JWT_SECRET", SECRET), ("HEALTH_ADDR", ":7000"), ("NODE_MODE", "member")],
+        )
+        .unwrap();
+        assert_eq!(config.instance_id, "env-node");
+        assert_eq!(config.mode, Mode::Member);
+        assert_eq!(config.health_addr.port(), 9000);
+    }
+
+    #[test]
+    fn bad_input_gives_one_line_naming_the_flag() {
+        let cases: [(&[&str], &str); 10] = [
+            (&["--jwt-secret", SECRET], "--instance-id is required"),
+            (&["--instance-id", "x"], "secret is required"),
+            (&["--instance-id", "x", "--jwt-secret", "0x12"], "--jwt-secret"),
+            (&["--instance-id", "x", "--jwt-secret", SECRET, "--mode", "boss"], "--mode"),
+            (&["--instance-id", "x", "--jwt-secret", SECRET, "--lease-ttl", "fast"], "--lease-ttl"),
+            (&["--instance-id", "x", "--jwt-secret", SECRET, "--bogus", "1"], "unknown flag --bogus"),
+            (&["--instance-id", "x", "--jwt-secret", SECRET, "--eth-client-url", "localhost:8551"], "http://"),
+            (&["--instance-id", "x", "--jwt-secret", SECRET, "--lease-renew-interval", "2s"], "--lease-renew-interval"),
+            (&["--instance-id", "x y", "--jwt-secret", SECRET], "--instance-id"),
+            (&["--instance-id", "x", "--jwt-secret", SECRET, "--log-level", "warn"], "--log-level"),
+        ];
+        for (args, expected) in cases {
+            let error = run(args).unwrap_err().to_string();
+            assert!(error.contains(expected), "{args:?}: {error}");
+            assert!(!error.contains('\n'), "not one line: {error}");
+            assert!(!error.contains("1111111111"), "secret echoed: {error}");
+        }
+    }
+
+    #[test]
+    fn out_of_range_values_are_errors_naming_the_bound() {
+        let cases: [(&str, &str, &str); 7] = [
+            ("--sync-batch-limit", "0", "--sync-batch-limit must be between 1 and 1000"),
+            ("--sync-batch-limit", "1001", "--sync-batch-limit must be between 1 and 1000"),
+            ("--redis-stream-max-len", "0", "--redis-stream-max-len must be at least 1"),
+            ("--sync-wait", "31s", "--sync-wait must be at most 30s (the server caps long polls there)"),
+            ("--lease-ttl", "100ms", "--lease-ttl must be between 200ms and 60s"),
+            ("--idle-poll-interval", "0", "--idle-poll-interval must be between 1ms and 10s"),
+            (
+                "--evm-build-delay",
+                "11s",
+                "--evm-build-delay must be at most 10s (the payload would be discarded by the client)",
+            ),
+        ];
+        for (flag, value, expected) in cases {
+            let error = run(&["--instance-id", "x", "--jwt-secret", SECRET, flag, value]).unwrap_err();
+            assert_eq!(error.to_string(), expected);
+        }
+        let none = |_: &str| None;
+        let error = parse(["status", "--interval", "50ms"].map(OsString::from), &none).unwrap_err();
+        assert_eq!(error.to_string(), "status: --interval must be at least 100ms");
+        let error = parse(["status", "--url", ","].map(OsString::from), &none).unwrap_err();
+        assert_eq!(error.to_string(), "status: --url needs between 1 and 64 comma-separated health URLs");
+        let error = parse(["status", "--bogus"].map(OsString::from), &none).unwrap_err();
+        assert_eq!(error.to_string(), "status: unknown flag --bogus (use --url, --watch, --interval)");
+    }
+
+    #[test]
+    fn defaults_come_from_the_table() {
+        let config = run(&["--instance-id", "x", "--jwt-secret", SECRET]).unwrap();
+        assert_eq!(config.leader.redis_stream_max_len, 10_000);
+        assert_eq!(config.leader.build_delay, Duration::from_millis(20));
+        assert_eq!(config.leader.idle_poll_interval, Duration::from_millis(50));
+        assert_eq!(config.leader.max_timestamp_lead, Duration::from_secs(2));
+        assert_eq!(config.leader.fee_recipient, [0; 20]);
+        assert_eq!(config.member.batch_limit, 100);
+        assert_eq!(config.member.long_poll_wait, Duration::from_secs(5));
+        assert_eq!(config.member.leader_urls, vec!["http://localhost:8090".to_owned()]);
+        assert_eq!(config.log_level, crate::log::Level::Info);
+        assert!(config.api_token.is_none() && config.leader.redis_password.is_none());
+        let none = |_: &str| None;
+        match parse([OsString::from("status")], &none).unwrap() {
+            Command::Status(status) => {
+                assert_eq!(status.urls, vec!["http://127.0.0.1:8080".to_owned()]);
+                assert_eq!(status.interval, Duration::from_secs(1));
+                assert!(!status.watch);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(duration("x", "250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(duration("x", "2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(duration("x", "1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(duration("x", "40").unwrap(), Duration::from_millis(40));
+        assert!(duration("x", "2h").is_err());
+        assert!(duration("x", "-1s").is_err());
+        assert!(duration("x", "99999999999999999999s").is_err());
+    }
+
+    #[test]
+    fn status_subcommand() {
+        let none = |_: &str| None;
+        let args = ["status", "--url", "http://a:8080,http://b:8082/", "--watch"].map(OsString::from);
+        match parse(args, &none).unwrap() {
+            Command::Status(status) => {
+                assert_eq!(status.urls, vec!["http://a:8080".to_owned(), "http://b:8082".to_owned()]);
+                assert!(status.watch);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(["status", "--url", "a:8080"].map(OsString::from), &none).is_err());
+        assert!(parse(["status", "--bogus"].map(OsString::from), &none).is_err());
+    }
+
+    #[test]
+    fn help_and_version() {
+        let none = |_: &str| None;
+        assert!(matches!(parse([OsString::from("--help")], &none), Ok(Command::Help)));
+        assert!(matches!(parse([OsString::from("-V")], &none), Ok(Command::Version)));
+    }
+}
