@@ -116,7 +116,7 @@ pub type UnitText = fn(u64) -> String;
 /// Writes a bound in milliseconds as the shortest duration text: `10s`,
 /// `200ms`.
 pub fn millis_text(ms: u64) -> String {
-    if ms > 0 && ms % 1000 == 0 {
+    if ms > 0 && ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
