@@ -21,6 +21,7 @@ use crate::http::{parse_decimal, parse_query, serve_with_cached_answers, CachedA
 use crate::log;
 use crate::metrics::Metrics;
 use crate::notify::HeadWatch;
+use crate::reconnect::Reconnecting;
 use crate::secret::Secret;
 use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError, MAX_BLOCKS_PER_QUERY};
@@ -127,12 +128,18 @@ pub fn start(addr: SocketAddr, ctx: ApiContext, shutdown: &Shutdown) -> Result<V
     serve_with_cached_answers("api", addr, API_WORKERS, Some(cached), shutdown, || {
         let mut handler = ApiHandler {
             ctx: Arc::clone(&ctx),
-            store: None,
+            store: connection_for(&ctx),
             long_polls: Arc::clone(&long_polls),
             cache: Arc::clone(&cache),
         };
         move |request: &Incoming<'_>| handler.handle(request)
     })
+}
+
+/// A worker's database connection, made when its first request needs it.
+fn connection_for(ctx: &ApiContext) -> Reconnecting<Store, StoreError> {
+    let (url, application) = (ctx.postgres_url.clone(), format!("clnode-api-{}", ctx.instance_id));
+    Reconnecting::new(move || Store::connect(&url, &application))
 }
 
 /// The answer to `request` if it is already rendered and valid for the
@@ -164,7 +171,8 @@ pub fn cached_answer(ctx: &ApiContext, cache: &RenderCache, request: &Incoming<'
 
 struct ApiHandler {
     ctx: Arc<ApiContext>,
-    store: Option<Store>,
+    /// This worker's own connection.
+    store: Reconnecting<Store, StoreError>,
     long_polls: Arc<AtomicUsize>,
     cache: Arc<RenderCache>,
 }
@@ -341,37 +349,28 @@ impl ApiHandler {
         self.long_polls.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Runs `query` on this worker's connection, connecting (once) if needed.
-    /// Any failure becomes a 503; the next request reconnects.
+    /// Runs `query` on this worker's connection, connecting if needed.
+    /// Any failure becomes a 503, and the next request starts on a fresh
+    /// connection; a lost connection is retried once at once (it is most
+    /// often an idle one the server or a proxy dropped).
     fn with_store<T>(&mut self, query: impl Fn(&mut Store) -> Result<T, StoreError>) -> Result<T, Reply> {
-        for attempt in 0..2 {
-            if self.store.is_none() {
-                match Store::connect(&self.ctx.postgres_url, &format!("clnode-api-{}", self.ctx.instance_id)) {
-                    Ok(store) => self.store = Some(store),
-                    Err(error) => {
-                        self.ctx.metrics.count_error("database");
-                        log::warn(&format!("api: {error}"));
-                        return Err(Reply::error(503, "database unavailable"));
-                    }
-                }
-            }
-            let Some(store) = self.store.as_mut() else {
-                continue;
-            };
-            match query(store) {
+        let mut retried = false;
+        loop {
+            let result = self.store.get().and_then(&query);
+            let error = match result {
                 Ok(value) => return Ok(value),
-                Err(error) => {
-                    self.ctx.metrics.count_error("database");
-                    self.store = None;
-                    // A dropped idle connection is retried once on a fresh one.
-                    if !(error.connection_lost && attempt == 0) {
-                        log::warn(&format!("api: {error}"));
-                        return Err(Reply::error(503, "database unavailable"));
-                    }
-                }
+                Err(error) => error,
+            };
+            self.ctx.metrics.count_error("database");
+            let connected = self.store.is_connected();
+            self.store.invalidate();
+            // A connect that failed is not retried: the database is down.
+            if !connected || !error.is_connection_lost() || retried {
+                log::warn(&format!("api: {error}"));
+                return Err(Reply::error(503, "database unavailable"));
             }
+            retried = true;
         }
-        Err(Reply::error(503, "database unavailable"))
     }
 }
 
@@ -429,7 +428,7 @@ mod tests {
         let cache = Arc::new(RenderCache::default());
         let mut handler = ApiHandler {
             ctx: Arc::clone(&ctx),
-            store: None,
+            store: connection_for(&ctx),
             long_polls: Arc::new(AtomicUsize::new(0)),
             cache: Arc::clone(&cache),
         };

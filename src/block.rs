@@ -231,6 +231,8 @@ impl StoredBlock {
     /// and `requests_data` are base64 of the JSON the leader stored) plus the
     /// fields an exact replay needs.
     pub fn to_wire_json(&self) -> Value {
+        // Always a JSON list: written by `BlockRecord::to_stored`, checked
+        // when read back (store.rs), so the fallback is never taken.
         let versioned_hashes: Value =
             serde_json::from_str(&self.blob_versioned_hashes_json).unwrap_or_else(|_| Value::Array(Vec::new()));
         json!({

@@ -18,6 +18,7 @@ pub mod member;
 pub mod metrics;
 pub mod node;
 pub mod notify;
+pub mod reconnect;
 pub mod replay;
 pub mod resume;
 pub mod secret;

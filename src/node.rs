@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::notify::{run_notifier, HeadWatch};
 use crate::shutdown::Shutdown;
 use crate::status::{Component, NodeStatus};
-use crate::store::Store;
+use crate::store::{Store, StoreErrorKind};
 use crate::{api, health};
 
 /// How long startup waits between attempts to reach a service.
@@ -191,7 +191,11 @@ fn check_chain(config: &Config, engine: &EngineClient, status: &NodeStatus, shut
                 log::info(&format!("startup: chain {chain_id}, genesis {genesis_hash}"));
                 return Ok(());
             }
-            Err(error) if !error.connection_lost && error.what == "chain check" => return Err(error.to_string()),
+            // Another chain, or a chain id PostgreSQL cannot hold: retrying
+            // cannot fix either. Anything else is waited out.
+            Err(error) if matches!(error.kind, StoreErrorKind::ChainMismatch | StoreErrorKind::OutOfRange) => {
+                return Err(error.to_string())
+            }
             Err(error) => {
                 status.set_problem(Component::Database, error.to_string());
                 if !announced_database {

@@ -168,7 +168,7 @@ fn listen(store: &mut Store, watch: &HeadWatch, shutdown: &Shutdown) {
         if Instant::now() >= next_poll {
             match store.committed_head() {
                 Ok(head) => watch.advance_to(head.number),
-                Err(error) if error.connection_lost => return,
+                Err(error) if error.is_connection_lost() => return,
                 Err(_) => {} // no chain recorded yet
             }
             next_poll = Instant::now() + HEAD_POLL_INTERVAL;

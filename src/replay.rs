@@ -12,7 +12,7 @@ use crate::codec::Hash32;
 use crate::engine::{BlockTag, EngineClient, EngineError, ForkchoiceState, PayloadStatus};
 use crate::resume::{plan_resume, ResumePlan};
 use crate::shutdown::Shutdown;
-use crate::store::{ChainHead, Store, StoreError};
+use crate::store::{ChainHead, Store, StoreError, StoreErrorKind};
 
 /// Blocks replayed per forkchoiceUpdated while catching up from a store.
 pub const REPLAY_BATCH_LEN: u32 = 64;
@@ -125,7 +125,13 @@ pub fn stored_hash_at(engine: &EngineClient, store: &mut Store, number: u64) -> 
             .map_err(|source| CatchUpError::Replay(ReplayError::Engine { block_number: 0, source }))?;
         return Ok(genesis.map(|g| g.hash));
     }
-    Ok(store.block_by_number(number)?.and_then(|b| Hash32::parse(&b.hash).ok()))
+    let Some(block) = store.block_by_number(number)? else { return Ok(None) };
+    // A stored hash that does not parse is a corrupt row, not a missing one.
+    let hash = Hash32::parse(&block.hash).map_err(|e| {
+        StoreError::new(StoreErrorKind::Corrupt, store.url(), "read block", format!("block_hash {:?}: {e}", block.hash))
+            .at_block(number)
+    })?;
+    Ok(Some(hash))
 }
 
 /// The hash of the client's canonical block at `number`, if it has one.

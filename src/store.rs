@@ -8,10 +8,12 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use postgres::error::SqlState;
 use postgres::{Client, NoTls, Row, Statement};
 
 use crate::block::StoredBlock;
 use crate::codec::Hash32;
+use crate::reconnect::ConnectionError;
 
 pub const SCHEMA_SQL: &str = include_str!("../schema.sql");
 /// Serialises schema application between nodes starting together
@@ -61,23 +63,126 @@ pub enum FenceOutcome {
     },
 }
 
+/// What kind of failure a [`StoreError`] is: callers decide on this, never
+/// on the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// The database URL does not parse.
+    Url,
+    /// No usable connection: connecting, applying the schema or preparing
+    /// the statements on a new connection failed.
+    Connect,
+    /// The connection broke during a statement (I/O error, closed, or the
+    /// server ending the session): reconnect before retrying.
+    ConnectionLost,
+    /// The server refused or failed a statement on a working connection
+    /// (constraint, statement timeout, permissions...).
+    Query,
+    /// A value read from the database is out of range or unparsable (a
+    /// negative number, a malformed hash, an unknown outcome).
+    Corrupt,
+    /// A value to be written does not fit its column.
+    OutOfRange,
+    /// `ensure_chain`: the database records another chain than the
+    /// execution client's.
+    ChainMismatch,
+    /// No chain is recorded yet (`chain_meta` is empty: `ensure_chain` has
+    /// not run on this database).
+    NoChain,
+    /// A write does not extend the stored chain (a page that does not link
+    /// to the stored head, or within itself).
+    NotHead,
+}
+
+impl StoreErrorKind {
+    /// From what the postgres crate says about a failed statement: whether
+    /// the connection is closed, and the server's SQLSTATE when the server
+    /// answered (`None`: the failure was the client's or the socket's).
+    pub fn of_failed_statement(closed: bool, sqlstate: Option<&SqlState>) -> StoreErrorKind {
+        let Some(code) = sqlstate else {
+            // No answer from the server (I/O error, protocol error): the
+            // connection is in an unknown state and is not reused.
+            return StoreErrorKind::ConnectionLost;
+        };
+        let session_ended = code.code().starts_with("08") // connection exception
+            || [
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CRASH_SHUTDOWN,
+                SqlState::CANNOT_CONNECT_NOW,
+                SqlState::IDLE_SESSION_TIMEOUT,
+                SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
+            ]
+            .contains(code);
+        if closed || session_ended {
+            StoreErrorKind::ConnectionLost
+        } else {
+            StoreErrorKind::Query
+        }
+    }
+}
+
+/// A failed database operation: its kind, and the context to report it.
 #[derive(Debug, Clone)]
 pub struct StoreError {
+    pub kind: StoreErrorKind,
     /// The database URL with its password removed.
     pub url: String,
+    /// What was being done ("commit", "read head", ...).
     pub what: &'static str,
-    pub reason: String,
-    /// True when the connection itself failed: reconnect before retrying.
-    pub connection_lost: bool,
+    /// The block concerned, where there is one.
+    pub block: Option<u64>,
+    /// The server's message, or what was wrong with a value.
+    pub detail: String,
+}
+
+impl StoreError {
+    pub fn new(kind: StoreErrorKind, url: &str, what: &'static str, detail: impl Into<String>) -> StoreError {
+        StoreError { kind, url: url.to_owned(), what, block: None, detail: detail.into() }
+    }
+
+    /// The same error, about block `number`.
+    pub fn at_block(mut self, number: u64) -> StoreError {
+        self.block = Some(number);
+        self
+    }
+
+    /// True when the connection is unusable (or none was made): drop it and
+    /// connect again before retrying.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(self.kind, StoreErrorKind::Url | StoreErrorKind::Connect | StoreErrorKind::ConnectionLost)
+    }
+}
+
+impl ConnectionError for StoreError {
+    fn is_connection_lost(&self) -> bool {
+        StoreError::is_connection_lost(self)
+    }
 }
 
 impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PostgreSQL {} ({}): {}", self.what, self.url, self.reason)
+        write!(f, "PostgreSQL {}", self.what)?;
+        if let Some(number) = self.block {
+            write!(f, " of block {number}")?;
+        }
+        write!(f, " ({}): {}", self.url, self.detail)
     }
 }
 
 impl std::error::Error for StoreError {}
+
+/// A number read from `column` as BIGINT that must not be negative.
+fn column_u64(url: &str, what: &'static str, column: &str, value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value)
+        .map_err(|_| StoreError::new(StoreErrorKind::Corrupt, url, what, format!("{column} is {value}, out of range")))
+}
+
+/// A number to be written as BIGINT.
+fn to_bigint(url: &str, what: &'static str, name: &str, value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| {
+        StoreError::new(StoreErrorKind::OutOfRange, url, what, format!("{name} {value} does not fit BIGINT"))
+    })
+}
 
 pub struct Store {
     client: Client,
@@ -116,13 +221,10 @@ pub fn redact_url(url: &str) -> String {
 impl Store {
     pub fn connect(url: &str, application: &str) -> Result<Store, StoreError> {
         let redacted = redact_url(url);
-        let fail = |what: &'static str, reason: String| StoreError {
-            url: redacted.clone(),
-            what,
-            reason,
-            connection_lost: true,
-        };
-        let mut config = postgres::Config::from_str(url).map_err(|e| fail("URL", e.to_string()))?;
+        let fail =
+            |what: &'static str, detail: String| StoreError::new(StoreErrorKind::Connect, &redacted, what, detail);
+        let mut config = postgres::Config::from_str(url)
+            .map_err(|e| StoreError::new(StoreErrorKind::Url, &redacted, "URL", e.to_string()))?;
         config
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_user_timeout(TCP_USER_TIMEOUT)
@@ -152,12 +254,12 @@ impl Store {
     }
 
     fn fail(&self, what: &'static str, error: &postgres::Error) -> StoreError {
-        StoreError {
-            url: self.url.clone(),
-            what,
-            reason: error_text(error),
-            connection_lost: self.client.is_closed() || error.is_closed() || error.as_db_error().is_none(),
-        }
+        let closed = self.client.is_closed() || error.is_closed();
+        StoreError::new(StoreErrorKind::of_failed_statement(closed, error.code()), &self.url, what, error_text(error))
+    }
+
+    fn error(&self, kind: StoreErrorKind, what: &'static str, detail: impl Into<String>) -> StoreError {
+        StoreError::new(kind, &self.url, what, detail)
     }
 
     /// Applies schema.sql (idempotent).
@@ -167,12 +269,7 @@ impl Store {
 
     /// Records which chain this database holds, or checks it is the same one.
     pub fn ensure_chain(&mut self, genesis_hash: Hash32, chain_id: u64) -> Result<(), StoreError> {
-        let chain_id_i64 = i64::try_from(chain_id).map_err(|_| StoreError {
-            url: self.url.clone(),
-            what: "chain check",
-            reason: format!("chain id {chain_id} does not fit BIGINT"),
-            connection_lost: false,
-        })?;
+        let chain_id_i64 = to_bigint(&self.url, "chain check", "chain id", chain_id)?;
         self.client
             .execute(
                 "INSERT INTO chain_meta (id, genesis_hash, chain_id) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING",
@@ -186,15 +283,14 @@ impl Store {
         let stored_genesis: String = row.get(0);
         let stored_chain_id: i64 = row.get(1);
         if stored_genesis != genesis_hash.to_hex() || stored_chain_id != chain_id_i64 {
-            return Err(StoreError {
-                url: self.url.clone(),
-                what: "chain check",
-                reason: format!(
+            return Err(self.error(
+                StoreErrorKind::ChainMismatch,
+                "chain check",
+                format!(
                     "database holds chain {stored_chain_id} with genesis {stored_genesis}, \
                      but the execution client has chain {chain_id} with genesis {genesis_hash}"
                 ),
-                connection_lost: false,
-            });
+            ));
         }
         Ok(())
     }
@@ -202,28 +298,21 @@ impl Store {
     /// The committed head; genesis (from `chain_meta`) when nothing is committed.
     pub fn committed_head(&mut self) -> Result<ChainHead, StoreError> {
         let rows = self.client.query(&self.statements.head, &[]).map_err(|e| self.fail("read head", &e))?;
-        let row = rows.first().ok_or_else(|| StoreError {
-            url: self.url.clone(),
-            what: "read head",
-            reason: "no chain recorded yet (chain_meta is empty)".into(),
-            connection_lost: false,
+        let row = rows.first().ok_or_else(|| {
+            self.error(StoreErrorKind::NoChain, "read head", "no chain recorded yet (chain_meta is empty)")
         })?;
-        let number: i64 = row.get(0);
+        let number = column_u64(&self.url, "read head", "block_number", row.get(0))?;
         let hash: String = row.get(1);
-        Ok(ChainHead {
-            number: u64::try_from(number).unwrap_or(0),
-            hash: Hash32::parse(&hash).map_err(|e| self.corrupt("read head", format!("stored hash {hash:?}: {e}")))?,
-        })
-    }
-
-    fn corrupt(&self, what: &'static str, reason: String) -> StoreError {
-        StoreError { url: self.url.clone(), what, reason, connection_lost: false }
+        let hash = Hash32::parse(&hash).map_err(|e| {
+            self.error(StoreErrorKind::Corrupt, "read head", format!("block_hash {hash:?}: {e}")).at_block(number)
+        })?;
+        Ok(ChainHead { number, hash })
     }
 
     /// The term that committed block `number` and when (ms since the epoch,
     /// the database's clock).
-    pub fn commit_time(&mut self, number: u64) -> Result<Option<(u64, f64)>, StoreError> {
-        let Ok(number) = i64::try_from(number) else { return Ok(None) };
+    pub fn commit_time(&mut self, block: u64) -> Result<Option<(u64, f64)>, StoreError> {
+        let Ok(number) = i64::try_from(block) else { return Ok(None) };
         let rows = self
             .client
             .query(
@@ -231,20 +320,20 @@ impl Store {
                 &[&number],
             )
             .map_err(|e| self.fail("read commit time", &e))?;
-        Ok(rows.first().map(|row| (u64::try_from(row.get::<_, i64>(0)).unwrap_or(0), row.get::<_, f64>(1))))
+        let Some(row) = rows.first() else { return Ok(None) };
+        let term = column_u64(&self.url, "read commit time", "term", row.get(0)).map_err(|e| e.at_block(block))?;
+        Ok(Some((term, row.get(1))))
     }
 
     pub fn fence_term(&mut self) -> Result<u64, StoreError> {
         let row = self.client.query_one(&self.statements.fence_term, &[]).map_err(|e| self.fail("read fence", &e))?;
-        let term: i64 = row.get(0);
-        Ok(u64::try_from(term).unwrap_or(0))
+        column_u64(&self.url, "read fence", "fence.term", row.get(0))
     }
 
     /// Raises the fence to `term`. After this returns `Raised`, no commit with
     /// a lower term can succeed (commits re-read the fence under its lock).
     pub fn raise_fence(&mut self, term: u64, holder: &str) -> Result<FenceOutcome, StoreError> {
-        let term_i64 =
-            i64::try_from(term).map_err(|_| self.corrupt("raise fence", format!("term {term} too large")))?;
+        let term_i64 = to_bigint(&self.url, "raise fence", "term", term)?;
         let rows = self
             .client
             .query(
@@ -260,11 +349,10 @@ impl Store {
 
     /// The fenced commit (schema.sql `clnode_commit_block`), one round trip.
     pub fn commit_block(&mut self, term: u64, block: &StoredBlock) -> Result<CommitOutcome, StoreError> {
-        let term_i64 = i64::try_from(term).map_err(|_| self.corrupt("commit", format!("term {term} too large")))?;
-        let number =
-            i64::try_from(block.number).map_err(|_| self.corrupt("commit", "block number too large".into()))?;
-        let timestamp =
-            i64::try_from(block.timestamp).map_err(|_| self.corrupt("commit", "timestamp too large".into()))?;
+        let at_block = |e: StoreError| e.at_block(block.number);
+        let term_i64 = to_bigint(&self.url, "commit", "term", term).map_err(at_block)?;
+        let number = to_bigint(&self.url, "commit", "block number", block.number).map_err(at_block)?;
+        let timestamp = to_bigint(&self.url, "commit", "timestamp", block.timestamp).map_err(at_block)?;
         let version = i16::from(block.payload_version);
         let row = self
             .client
@@ -283,17 +371,22 @@ impl Store {
                     &version,
                 ],
             )
-            .map_err(|e| self.fail("commit", &e))?;
+            .map_err(|e| self.fail("commit", &e).at_block(block.number))?;
         let outcome: String = row.get(0);
-        parse_commit_outcome(&outcome).ok_or_else(|| self.corrupt("commit", format!("unexpected outcome {outcome:?}")))
+        parse_commit_outcome(&outcome).ok_or_else(|| {
+            self.error(StoreErrorKind::Corrupt, "commit", format!("unexpected outcome {outcome:?}"))
+                .at_block(block.number)
+        })
     }
 
-    pub fn block_by_number(&mut self, number: u64) -> Result<Option<StoredBlock>, StoreError> {
-        let Ok(number) = i64::try_from(number) else {
+    pub fn block_by_number(&mut self, block: u64) -> Result<Option<StoredBlock>, StoreError> {
+        let Ok(number) = i64::try_from(block) else {
             return Ok(None);
         };
-        let rows =
-            self.client.query(&self.statements.block_by_number, &[&number]).map_err(|e| self.fail("read block", &e))?;
+        let rows = self
+            .client
+            .query(&self.statements.block_by_number, &[&number])
+            .map_err(|e| self.fail("read block", &e).at_block(block))?;
         rows.first().map(|row| self.stored_block(row)).transpose()
     }
 
@@ -311,6 +404,7 @@ impl Store {
 
     /// Up to `limit` (capped at [`MAX_BLOCKS_PER_QUERY`]) blocks after `after`, in order.
     pub fn blocks_after(&mut self, after: u64, limit: u32) -> Result<Vec<StoredBlock>, StoreError> {
+        // A query bound, not a value: nothing is stored after i64::MAX.
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         let limit = i64::from(limit.clamp(1, MAX_BLOCKS_PER_QUERY));
         let rows = self
@@ -334,7 +428,8 @@ impl Store {
         let mut previous = first;
         for block in &blocks[1..] {
             if block.number != previous.number + 1 || block.parent_hash != previous.hash {
-                return Err(self.corrupt(
+                return Err(self.error(
+                    StoreErrorKind::NotHead,
                     "append",
                     format!(
                         "block {} ({}) does not extend block {} ({}) of the same page",
@@ -345,16 +440,22 @@ impl Store {
             previous = block;
         }
         // One statement for the whole page: column arrays, unnested.
-        let numbers: Vec<i64> = blocks.iter().map(|b| i64::try_from(b.number).unwrap_or(i64::MAX)).collect();
+        let bigints = |name: &str, value: fn(&StoredBlock) -> u64| -> Result<Vec<i64>, StoreError> {
+            blocks
+                .iter()
+                .map(|b| to_bigint(&self.url, "append", name, value(b)).map_err(|e| e.at_block(b.number)))
+                .collect()
+        };
+        let numbers = bigints("block number", |b| b.number)?;
         let hashes: Vec<&str> = blocks.iter().map(|b| b.hash.as_str()).collect();
         let parents: Vec<&str> = blocks.iter().map(|b| b.parent_hash.as_str()).collect();
         let payloads: Vec<&str> = blocks.iter().map(|b| b.payload_json.as_str()).collect();
         let requests: Vec<&str> = blocks.iter().map(|b| b.requests_json.as_str()).collect();
-        let timestamps: Vec<i64> = blocks.iter().map(|b| i64::try_from(b.timestamp).unwrap_or(i64::MAX)).collect();
+        let timestamps = bigints("timestamp", |b| b.timestamp)?;
         let roots: Vec<&str> = blocks.iter().map(|b| b.parent_beacon_block_root.as_str()).collect();
         let versioned: Vec<&str> = blocks.iter().map(|b| b.blob_versioned_hashes_json.as_str()).collect();
         let versions: Vec<i16> = blocks.iter().map(|b| i16::from(b.payload_version)).collect();
-        let terms: Vec<i64> = blocks.iter().map(|b| i64::try_from(b.term).unwrap_or(i64::MAX)).collect();
+        let terms = bigints("term", |b| b.term)?;
         let row = self
             .client
             .query_one(
@@ -372,20 +473,25 @@ impl Store {
                     &terms,
                 ],
             )
-            .map_err(|e| self.fail("append", &e))?;
+            .map_err(|e| self.fail("append", &e).at_block(first.number))?;
         let outcome: String = row.get(0);
+        let unexpected = || {
+            self.error(StoreErrorKind::Corrupt, "append", format!("unexpected outcome {outcome:?}"))
+                .at_block(first.number)
+        };
         if let Some(number) = outcome.strip_prefix("appended:") {
-            return number.parse().map_err(|_| self.corrupt("append", format!("unexpected outcome {outcome:?}")));
+            return number.parse().map_err(|_| unexpected());
         }
         match parse_commit_outcome(&outcome) {
-            Some(CommitOutcome::NotHead { head_number, head_hash }) => Err(self.corrupt(
+            Some(CommitOutcome::NotHead { head_number, head_hash }) => Err(self.error(
+                StoreErrorKind::NotHead,
                 "append",
                 format!(
                     "block {} ({}) does not extend stored head {head_number} ({head_hash})",
                     first.number, first.hash
                 ),
             )),
-            _ => Err(self.corrupt("append", format!("unexpected outcome {outcome:?}"))),
+            _ => Err(unexpected()),
         }
     }
 
@@ -394,20 +500,34 @@ impl Store {
         let timestamp: i64 = row.get(5);
         let version: i16 = row.get(8);
         let term: i64 = row.get(9);
-        let non_negative = |value: i64, name: &str| {
-            u64::try_from(value).map_err(|_| self.corrupt("read block", format!("negative {name} {value}")))
-        };
+        let number = column_u64(&self.url, "read block", "block_number", number)?;
+        let non_negative =
+            |value: i64, name: &str| column_u64(&self.url, "read block", name, value).map_err(|e| e.at_block(number));
+        // Served as a JSON list (`StoredBlock::to_wire_json`): checked here,
+        // where it leaves the database, rather than rendered as an empty list.
+        let versioned_hashes: String = row.get(7);
+        if !matches!(serde_json::from_str(&versioned_hashes), Ok(serde_json::Value::Array(_))) {
+            return Err(self
+                .error(
+                    StoreErrorKind::Corrupt,
+                    "read block",
+                    format!("blob_versioned_hashes {versioned_hashes:?} is not a JSON list"),
+                )
+                .at_block(number));
+        }
         Ok(StoredBlock {
-            number: non_negative(number, "block_number")?,
+            number,
             hash: row.get(1),
             parent_hash: row.get(2),
             payload_json: row.get(3),
             requests_json: row.get(4),
             timestamp: non_negative(timestamp, "timestamp")?,
             parent_beacon_block_root: row.get(6),
-            blob_versioned_hashes_json: row.get(7),
-            payload_version: u8::try_from(version)
-                .map_err(|_| self.corrupt("read block", format!("payload_version {version}")))?,
+            blob_versioned_hashes_json: versioned_hashes,
+            payload_version: u8::try_from(version).map_err(|_| {
+                self.error(StoreErrorKind::Corrupt, "read block", format!("payload_version is {version}, out of range"))
+                    .at_block(number)
+            })?,
             term: non_negative(term, "term")?,
         })
     }
@@ -453,8 +573,8 @@ fn parse_commit_outcome(text: &str) -> Option<CommitOutcome> {
         return Some(CommitOutcome::Committed);
     }
     if let Some(term) = text.strip_prefix("fenced:") {
-        let term: i64 = term.parse().ok()?;
-        return Some(CommitOutcome::Fenced { fence_term: u64::try_from(term).unwrap_or(0) });
+        // A negative term is no outcome the function can give: unparsable.
+        return Some(CommitOutcome::Fenced { fence_term: term.parse().ok()? });
     }
     let rest = text.strip_prefix("not_head:")?;
     let (number, hash) = rest.split_once(':')?;
@@ -490,6 +610,77 @@ mod tests {
             "postgres://postgres:***@localhost:5432/consensus?sslmode=disable"
         );
         assert_eq!(redact_url("postgres://postgres@h/db"), "postgres://postgres@h/db");
+    }
+
+    #[test]
+    fn failed_statements_are_classified_by_connection_state_and_sqlstate() {
+        use StoreErrorKind::{ConnectionLost, Query};
+        let code = SqlState::from_code;
+        let cases: [(bool, Option<SqlState>, StoreErrorKind); 9] = [
+            // No server answer (I/O, protocol): the connection is suspect.
+            (false, None, ConnectionLost),
+            (true, None, ConnectionLost),
+            // The server refused the statement on a working connection.
+            (false, Some(SqlState::UNIQUE_VIOLATION), Query),
+            (false, Some(SqlState::QUERY_CANCELED), Query), // statement_timeout
+            (false, Some(code("42P01")), Query),            // undefined table
+            // ...unless the connection closed as well, or the server ends the session.
+            (true, Some(SqlState::UNIQUE_VIOLATION), ConnectionLost),
+            (false, Some(SqlState::ADMIN_SHUTDOWN), ConnectionLost),
+            (false, Some(SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT), ConnectionLost),
+            (false, Some(code("08006")), ConnectionLost), // connection failure
+        ];
+        for (closed, sqlstate, expected) in cases {
+            assert_eq!(
+                StoreErrorKind::of_failed_statement(closed, sqlstate.as_ref()),
+                expected,
+                "{closed} {sqlstate:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_connection_kinds_drop_the_connection() {
+        use StoreErrorKind::*;
+        for (kind, lost) in [
+            (Url, true),
+            (Connect, true),
+            (ConnectionLost, true),
+            (Query, false),
+            (Corrupt, false),
+            (OutOfRange, false),
+            (ChainMismatch, false),
+            (NoChain, false),
+            (NotHead, false),
+        ] {
+            assert_eq!(StoreError::new(kind, "u", "w", "d").is_connection_lost(), lost, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn unusable_urls_and_unreachable_servers_are_told_apart() {
+        let error = Store::connect("postgres://u@localhost:port/db", "test").err().map(|e| e.kind);
+        assert_eq!(error, Some(StoreErrorKind::Url));
+        // Port 1 on loopback: refused at once, nothing listens there.
+        let error = Store::connect("postgres://u:hunter2@127.0.0.1:1/db", "test").err();
+        let error = error.as_ref().map(|e| (e.kind, e.is_connection_lost(), e.to_string().contains("hunter2")));
+        assert_eq!(error, Some((StoreErrorKind::Connect, true, false)));
+    }
+
+    #[test]
+    fn out_of_range_values_are_errors_never_zero() {
+        assert_eq!(column_u64("u", "read head", "block_number", 7).ok(), Some(7));
+        let error = column_u64("u", "read fence", "fence.term", -3).err();
+        assert_eq!(error.as_ref().map(|e| e.kind), Some(StoreErrorKind::Corrupt));
+        let text = error.map(|e| e.to_string()).unwrap_or_default();
+        assert!(text.contains("fence.term") && text.contains("-3"), "{text}");
+        assert_eq!(column_u64("u", "w", "term", i64::MIN).err().map(|e| e.kind), Some(StoreErrorKind::Corrupt));
+        assert_eq!(to_bigint("u", "commit", "term", 9).ok(), Some(9));
+        let error = to_bigint("u", "commit", "term", u64::MAX).err().map(|e| e.at_block(5));
+        assert_eq!(error.as_ref().map(|e| e.kind), Some(StoreErrorKind::OutOfRange));
+        let text = error.map(|e| e.to_string()).unwrap_or_default();
+        assert!(text.starts_with("PostgreSQL commit of block 5 (u): term 18446744073709551615"), "{text}");
+        assert_eq!(parse_commit_outcome("fenced:-1"), None, "a negative fence term is no outcome");
     }
 
     #[test]

@@ -179,6 +179,8 @@ impl EngineClient {
         let mut reply: Value = serde_json::from_str(&text)
             .map_err(|e| self.error(method, EngineErrorKind::Malformed(format!("not JSON: {e}"))))?;
         if let Some(error) = reply.get("error").filter(|e| !e.is_null()) {
+            // Still the client's refusal without an integer code (the spec
+            // requires one): 0 is no JSON-RPC code, so it matches nothing.
             let code = error.get("code").and_then(Value::as_i64).unwrap_or(0);
             let message = error.get("message").and_then(Value::as_str).unwrap_or("").to_owned();
             return Err(self.error(method, EngineErrorKind::Rpc { code, message: shorten(&message) }));

@@ -19,6 +19,7 @@ use redis::{IntoConnectionInfo, Script};
 use crate::config::LeaderConfig;
 use crate::log;
 use crate::metrics::Metrics;
+use crate::reconnect::Reconnecting;
 use crate::secret::Secret;
 use crate::shutdown::Shutdown;
 use crate::status::{Component, NodeStatus};
@@ -74,16 +75,86 @@ end
 return 0
 ";
 
+/// What kind of failure a [`RedisError`] is: callers decide on this, never
+/// on the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisErrorKind {
+    /// The address (or the client configuration) is unusable.
+    Address,
+    /// Nothing accepts connections there.
+    Refused,
+    /// Redis refused the password (or the user lacks a permission).
+    Auth,
+    /// No answer in time (connect, read or write timeout).
+    Timeout,
+    /// A signal interrupted a blocking read or write (EINTR, e.g. the
+    /// process was stopped and continued): Redis is not at fault, but a
+    /// reply may still be owed on the connection.
+    Interrupted,
+    /// The connection broke (reset, closed, or another I/O error).
+    ConnectionLost,
+    /// Redis answered with an error (a script error, busy loading, read-only...).
+    Server,
+    /// Redis answered something this client cannot read or did not expect.
+    Protocol,
+}
+
+impl RedisErrorKind {
+    pub fn of(error: &redis::RedisError) -> RedisErrorKind {
+        use redis::{ErrorKind, ServerErrorKind};
+        if let Some(io) = io_error_kind(error) {
+            return match io {
+                std::io::ErrorKind::Interrupted => RedisErrorKind::Interrupted,
+                _ if error.is_timeout() => RedisErrorKind::Timeout,
+                _ if error.is_connection_refusal() => RedisErrorKind::Refused,
+                _ => RedisErrorKind::ConnectionLost,
+            };
+        }
+        match error.kind() {
+            ErrorKind::AuthenticationFailed | ErrorKind::Server(ServerErrorKind::NoPerm) => RedisErrorKind::Auth,
+            ErrorKind::InvalidClientConfig => RedisErrorKind::Address,
+            ErrorKind::Server(_) | ErrorKind::Extension => RedisErrorKind::Server,
+            ErrorKind::Parse | ErrorKind::UnexpectedReturnType | ErrorKind::RESP3NotSupported | ErrorKind::Client => {
+                RedisErrorKind::Protocol
+            }
+            // I/O without an io::Error to look at, and the cluster and
+            // sentinel kinds this client never uses.
+            _ => RedisErrorKind::ConnectionLost,
+        }
+    }
+}
+
+/// The io::ErrorKind behind a Redis I/O error. The redis crate keeps the
+/// io::Error in an `Arc<dyn Error>` and its `source()` hands out that Arc,
+/// so both are tried (a unit test pins this down).
+fn io_error_kind(error: &redis::RedisError) -> Option<std::io::ErrorKind> {
+    type Shared = Arc<dyn std::error::Error + Send + Sync>;
+    let source = std::error::Error::source(error)?;
+    let io = source
+        .downcast_ref::<std::io::Error>()
+        .or_else(|| source.downcast_ref::<Shared>().and_then(|shared| shared.downcast_ref::<std::io::Error>()))?;
+    Some(io.kind())
+}
+
+/// A failed Redis operation: its kind, and the context to report it.
 #[derive(Debug, Clone)]
 pub struct RedisError {
+    pub kind: RedisErrorKind,
     pub addr: String,
+    /// What was being done ("acquire", "renew", "wait", ...).
     pub what: &'static str,
-    pub reason: String,
+    pub detail: String,
+}
+
+impl RedisError {
+    pub fn new(addr: &str, what: &'static str, error: &redis::RedisError) -> RedisError {
+        RedisError { kind: RedisErrorKind::of(error), addr: addr.to_owned(), what, detail: error.to_string() }
+    }
 }
 
 impl std::fmt::Display for RedisError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Redis {} ({}): {}", self.what, self.addr, self.reason)
+        write!(f, "Redis {} ({}): {}", self.what, self.addr, self.detail)
     }
 }
 
@@ -95,8 +166,7 @@ pub fn connect_redis(
     password: Option<&Secret>,
     read_timeout: Duration,
 ) -> Result<redis::Connection, RedisError> {
-    let fail =
-        |what: &'static str, e: redis::RedisError| RedisError { addr: addr.to_owned(), what, reason: e.to_string() };
+    let fail = |what: &'static str, e: redis::RedisError| RedisError::new(addr, what, &e);
     let mut info = format!("redis://{addr}/").into_connection_info().map_err(|e| fail("address", e))?;
     if let Some(password) = password {
         let settings = info.redis_settings().clone().set_password(String::from_utf8_lossy(password.expose()));
@@ -206,7 +276,9 @@ pub struct LeaseLoop {
     metrics: Arc<Metrics>,
     status: Arc<NodeStatus>,
     shutdown: Shutdown,
-    connection: Option<redis::Connection>,
+    /// Dropped after every failure: whatever failed, a reply may still be
+    /// owed on it.
+    connection: Reconnecting<redis::Connection, RedisError>,
     last_term: u64,
     /// After a voluntary step-down, give the others one TTL to take over.
     cooldown_until: Option<Instant>,
@@ -221,6 +293,9 @@ impl LeaseLoop {
         status: Arc<NodeStatus>,
         shutdown: Shutdown,
     ) -> LeaseLoop {
+        let (addr, password) = (config.redis_addr.clone(), config.redis_password.clone());
+        // Reads may block for one standby wait (BLPOP) plus slack.
+        let read_timeout = config.lease_renew_interval + REDIS_IO_TIMEOUT;
         LeaseLoop {
             config,
             instance_id,
@@ -228,7 +303,7 @@ impl LeaseLoop {
             metrics,
             status,
             shutdown,
-            connection: None,
+            connection: Reconnecting::new(move || connect_redis(&addr, password.as_ref(), read_timeout)),
             last_term: 0,
             cooldown_until: None,
         }
@@ -236,20 +311,6 @@ impl LeaseLoop {
 
     fn holder_value(&self, term: u64) -> String {
         format!("{}/{term}", self.instance_id)
-    }
-
-    fn connection(&mut self) -> Result<&mut redis::Connection, RedisError> {
-        if self.connection.is_none() {
-            // Reads may block for one standby wait (BLPOP) plus slack.
-            let read_timeout = self.config.lease_renew_interval + REDIS_IO_TIMEOUT;
-            let connection = connect_redis(&self.config.redis_addr, self.config.redis_password.as_ref(), read_timeout)?;
-            self.connection = Some(connection);
-        }
-        self.connection.as_mut().ok_or_else(|| RedisError {
-            addr: String::new(),
-            what: "connect",
-            reason: "no connection".into(),
-        })
     }
 
     fn redis_reachable(&self) {
@@ -264,7 +325,7 @@ impl LeaseLoop {
         }
         self.status.set_problem(Component::Redis, error.to_string());
         self.metrics.count_error("redis");
-        self.connection = None;
+        self.connection.invalidate();
     }
 
     fn run_script(
@@ -275,14 +336,14 @@ impl LeaseLoop {
         what: &'static str,
     ) -> Result<i64, RedisError> {
         let addr = self.config.redis_addr.clone();
-        let connection = self.connection()?;
+        let connection = self.connection.get()?;
         let mut invocation = script.prepare_invoke();
         invocation.key(keys[0]).key(keys[1]);
         for arg in args {
             invocation.arg(arg);
         }
         let result: Result<i64, _> = invocation.invoke(connection);
-        result.map_err(|e| RedisError { addr, what, reason: e.to_string() })
+        result.map_err(|e| RedisError::new(&addr, what, &e))
     }
 
     pub fn run(mut self) {
@@ -401,19 +462,19 @@ impl LeaseLoop {
         };
         let seconds = format!("{:.3}", blocking_wait.as_secs_f64());
         let addr = self.config.redis_addr.clone();
-        let outcome = self.connection().and_then(|connection| {
+        let outcome = self.connection.get().and_then(|connection| {
             redis::cmd("BLPOP")
                 .arg(HANDOFF_KEY)
                 .arg(&seconds)
                 .query::<Option<(String, String)>>(connection)
-                .map_err(|e| RedisError { addr, what: "wait", reason: e.to_string() })
+                .map_err(|e| RedisError::new(&addr, "wait", &e))
         });
         if let Err(error) = outcome {
             // A signal (SIGSTOP/SIGCONT) interrupts the blocking read: the
             // reply is still owed, so the connection is dropped, but Redis
-            // is not at fault.
-            if error.reason.contains("os error 4") {
-                self.connection = None;
+            // is not at fault (no problem reported, no back-off).
+            if error.kind == RedisErrorKind::Interrupted {
+                self.connection.invalidate();
                 return;
             }
             self.redis_failed(&error);
@@ -495,6 +556,54 @@ mod tests {
         // ...and inside the last tick the standby sleeps locally instead.
         assert_eq!(standby_blocking_wait(renew, Some(Duration::from_millis(115))), None);
         assert_eq!(standby_blocking_wait(renew, Some(Duration::from_millis(40))), None);
+    }
+
+    #[test]
+    fn io_errors_map_to_kinds() {
+        use std::io::{Error, ErrorKind};
+        let cases = [
+            // EINTR: what a SIGSTOP/SIGCONT does to a blocking BLPOP.
+            (Error::from_raw_os_error(4), RedisErrorKind::Interrupted),
+            (Error::from(ErrorKind::Interrupted), RedisErrorKind::Interrupted),
+            (Error::from(ErrorKind::WouldBlock), RedisErrorKind::Timeout), // SO_RCVTIMEO on Linux
+            (Error::from(ErrorKind::TimedOut), RedisErrorKind::Timeout),
+            (Error::from(ErrorKind::ConnectionRefused), RedisErrorKind::Refused),
+            (Error::from(ErrorKind::ConnectionReset), RedisErrorKind::ConnectionLost),
+            (Error::from(ErrorKind::BrokenPipe), RedisErrorKind::ConnectionLost),
+            (Error::from(ErrorKind::UnexpectedEof), RedisErrorKind::ConnectionLost),
+        ];
+        for (io, expected) in cases {
+            let text = io.to_string();
+            assert_eq!(RedisErrorKind::of(&redis::RedisError::from(io)), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn redis_errors_map_to_kinds() {
+        use redis::{ErrorKind, ServerErrorKind};
+        let cases = [
+            (ErrorKind::AuthenticationFailed, RedisErrorKind::Auth),
+            (ErrorKind::Server(ServerErrorKind::NoPerm), RedisErrorKind::Auth),
+            (ErrorKind::InvalidClientConfig, RedisErrorKind::Address),
+            (ErrorKind::Server(ServerErrorKind::ResponseError), RedisErrorKind::Server),
+            (ErrorKind::Server(ServerErrorKind::BusyLoading), RedisErrorKind::Server),
+            (ErrorKind::Parse, RedisErrorKind::Protocol),
+            (ErrorKind::UnexpectedReturnType, RedisErrorKind::Protocol),
+            // An I/O kind without an io::Error behind it.
+            (ErrorKind::Io, RedisErrorKind::ConnectionLost),
+        ];
+        for (kind, expected) in cases {
+            assert_eq!(RedisErrorKind::of(&redis::RedisError::from((kind, "test"))), expected, "{kind:?}");
+        }
+        let script_error = redis::make_extension_error("ERRSCRIPT".into(), Some("boom".into()));
+        assert_eq!(RedisErrorKind::of(&script_error), RedisErrorKind::Server);
+    }
+
+    #[test]
+    fn a_closed_port_is_refused() {
+        // Port 1 on loopback: nothing listens, the connect is refused at once.
+        let error = connect_redis("127.0.0.1:1", None, REDIS_IO_TIMEOUT).err();
+        assert_eq!(error.as_ref().map(|e| (e.kind, e.what)), Some((RedisErrorKind::Refused, "connect")), "{error:?}");
     }
 
     #[test]

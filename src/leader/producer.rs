@@ -29,6 +29,7 @@ use crate::engine::{EngineClient, ForkchoiceState, PayloadAttributes};
 use crate::log;
 use crate::metrics::Metrics;
 use crate::notify::HeadWatch;
+use crate::reconnect::Reconnecting;
 use crate::replay::{self, CatchUpError};
 use crate::shutdown::Shutdown;
 use crate::status::{Component, NodeStatus, Role};
@@ -78,7 +79,7 @@ pub struct ProducerContext {
 
 pub struct Producer {
     ctx: ProducerContext,
-    store: Option<Store>,
+    store: Reconnecting<Store, StoreError>,
     /// The execution client's canonical head as this thread last set or
     /// read it; `None` forces a fresh read (after any engine error).
     el_head: Option<ChainHead>,
@@ -126,13 +127,14 @@ impl Producer {
             idle_poll_interval: ctx.config.idle_poll_interval,
             max_timestamp_lead: ctx.config.max_timestamp_lead,
         };
+        let (url, application) = (ctx.postgres_url.clone(), format!("clnode-producer-{}", ctx.instance_id));
         Producer {
             settings,
             pool_watch: PoolWatch::new(Instant::now()),
             pending_canonical: None,
             took_over_from_ms: None,
             ctx,
-            store: None,
+            store: Reconnecting::new(move || Store::connect(&url, &application)),
             el_head: None,
             known_committed: None,
             last_commit_at: Instant::now(),
@@ -157,12 +159,7 @@ impl Producer {
     }
 
     fn store(&mut self) -> Result<&mut Store, StoreError> {
-        if self.store.is_none() {
-            let store = Store::connect(&self.ctx.postgres_url, &format!("clnode-producer-{}", self.ctx.instance_id))?;
-            self.store = Some(store);
-        }
-        // Just set above when it was empty.
-        self.store.as_mut().ok_or_else(unreachable_store)
+        self.store.get()
     }
 
     fn committed_head(&mut self) -> Result<ChainHead, StoreError> {
@@ -230,9 +227,7 @@ impl Producer {
         match error {
             ProduceError::Store(e) => {
                 self.ctx.metrics.count_error("database");
-                if e.connection_lost {
-                    self.store = None;
-                }
+                self.store.drop_if_lost(e);
             }
             ProduceError::Diverged(_) => self.ctx.metrics.count_error("internal"),
             _ => self.el_head = None,
@@ -714,10 +709,6 @@ fn prev_randao(parent: Hash32, timestamp: u64, term: u64, attempt: u64) -> Hash3
 
 fn unix_now_s() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-fn unreachable_store() -> StoreError {
-    StoreError { url: String::new(), what: "connect", reason: "no connection".into(), connection_lost: true }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use crate::config::LeaderConfig;
 use crate::leader::lease::connect_redis;
 use crate::log;
 use crate::metrics::Metrics;
+use crate::reconnect::Reconnecting;
 use crate::shutdown::Shutdown;
 
 /// Blocks waiting to be published; beyond this they are dropped.
@@ -52,7 +53,9 @@ impl Publisher {
 }
 
 fn run(config: &LeaderConfig, receiver: &Receiver<Arc<StoredBlock>>, metrics: &Metrics, shutdown: &Shutdown) {
-    let mut connection = None;
+    let (addr, password) = (config.redis_addr.clone(), config.redis_password.clone());
+    let mut connection =
+        Reconnecting::new(move || connect_redis(&addr, password.as_ref(), crate::leader::lease::REDIS_IO_TIMEOUT));
     let mut reported = false;
     while !shutdown.is_requested() {
         let block = match receiver.recv_timeout(Duration::from_millis(100)) {
@@ -60,25 +63,16 @@ fn run(config: &LeaderConfig, receiver: &Receiver<Arc<StoredBlock>>, metrics: &M
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
         };
-        if connection.is_none() {
-            match connect_redis(
-                &config.redis_addr,
-                config.redis_password.as_ref(),
-                crate::leader::lease::REDIS_IO_TIMEOUT,
-            ) {
-                Ok(c) => connection = Some(c),
-                Err(error) => {
-                    if !reported {
-                        log::warn(&format!("publish: {error}; block {} not published", block.number));
-                        reported = true;
-                    }
-                    metrics.count_error("redis");
-                    continue;
+        let conn = match connection.get() {
+            Ok(conn) => conn,
+            Err(error) => {
+                if !reported {
+                    log::warn(&format!("publish: {error}; block {} not published", block.number));
+                    reported = true;
                 }
+                metrics.count_error("redis");
+                continue;
             }
-        }
-        let Some(conn) = connection.as_mut() else {
-            continue;
         };
         let record = block.to_wire_json().to_string();
         let result: Result<String, _> = redis::cmd("XADD")
@@ -106,7 +100,8 @@ fn run(config: &LeaderConfig, receiver: &Receiver<Arc<StoredBlock>>, metrics: &M
                     reported = true;
                 }
                 metrics.count_error("redis");
-                connection = None;
+                // A reply may still be owed on it: start afresh.
+                connection.invalidate();
             }
         }
     }

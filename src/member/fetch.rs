@@ -148,7 +148,15 @@ fn fetch_page(
         Some(Value::Array(records)) => records,
         _ => return Err(format!("GET {target}: no blocks list")),
     };
-    let head = value.get("head").and_then(Value::as_u64).unwrap_or(0);
+    // `head` only tells how far behind the member is (clnode's API always
+    // sends it; a source may not): absent, the source is taken to be at the
+    // last block it sent. Present, it must be a block number.
+    let head = match value.get("head") {
+        None | Some(Value::Null) => 0,
+        Some(head) => head.as_u64().ok_or_else(|| format!("GET {target}: head {head} is not a block number"))?,
+    };
+    // Only an estimate of the source's head: a record without a valid
+    // number is refused when the page is decoded.
     let last = records.last().and_then(|r| r.get("block_number")).and_then(Value::as_u64).unwrap_or(after);
     Ok((head.max(last), records))
 }

@@ -18,12 +18,12 @@ use super::fetch::{fetch_from_any, Batch, Cursor, Fetcher, PIPELINE_DEPTH};
 use super::verify::{verification_keys, verify_batch, verify_links};
 use crate::backoff::Backoff;
 use crate::block::BlockRecord;
-use crate::codec::Hash32;
 use crate::config::{MemberConfig, SyncKeys};
 use crate::engine::{BlockTag, EngineClient};
 use crate::log;
 use crate::metrics::Metrics;
 use crate::notify::HeadWatch;
+use crate::reconnect::Reconnecting;
 use crate::replay::{self, CatchUpError, ReplayError};
 use crate::resume::{plan_resume, ResumePlan};
 use crate::shutdown::Shutdown;
@@ -94,7 +94,7 @@ impl From<StoreError> for SyncError {
 
 pub struct Syncer {
     ctx: SyncerContext,
-    store: Option<Store>,
+    store: Reconnecting<Store, StoreError>,
     /// The last block executed and stored (genesis at first).
     head: Option<ChainHead>,
     cursor: Arc<Cursor>,
@@ -108,9 +108,10 @@ pub struct Syncer {
 impl Syncer {
     pub fn new(ctx: SyncerContext) -> Syncer {
         let backoff = Backoff::with_jitter(BACKOFF_MIN, BACKOFF_MAX, &ctx.instance_id);
+        let (url, application) = (ctx.postgres_url.clone(), format!("clnode-syncer-{}", ctx.instance_id));
         Syncer {
             ctx,
-            store: None,
+            store: Reconnecting::new(move || Store::connect(&url, &application)),
             head: None,
             cursor: Arc::new(Cursor::default()),
             consecutive_failures: 0,
@@ -168,9 +169,7 @@ impl Syncer {
         match error {
             SyncError::Store(e) => {
                 self.ctx.metrics.count_error("database");
-                if e.connection_lost {
-                    self.store = None;
-                }
+                self.store.drop_if_lost(e);
             }
             SyncError::Refused(_) => {
                 self.ctx.metrics.sync_refusals.inc();
@@ -184,16 +183,7 @@ impl Syncer {
     }
 
     fn store(&mut self) -> Result<&mut Store, StoreError> {
-        if self.store.is_none() {
-            self.store =
-                Some(Store::connect(&self.ctx.postgres_url, &format!("clnode-syncer-{}", self.ctx.instance_id))?);
-        }
-        self.store.as_mut().ok_or_else(|| StoreError {
-            url: String::new(),
-            what: "connect",
-            reason: "no connection".into(),
-            connection_lost: true,
-        })
+        self.store.get()
     }
 
     fn el_head(&self) -> Result<ChainHead, SyncError> {
@@ -256,6 +246,9 @@ impl Syncer {
                 return Err(SyncError::Refused(format!("the sync API has no block after {}", head.number)));
             }
             let mut batch = Vec::new();
+            // The last record's typed number and hash (verified above), never
+            // parsed back from its stored text.
+            let mut last = None;
             for record in records.into_iter().take_while(|r| r.number() <= el.number) {
                 let at_el = self.ctx.engine.block_by_number(BlockTag::Number(record.number())).map_err(|source| {
                     SyncError::Replay(ReplayError::Engine { block_number: record.number(), source })
@@ -268,10 +261,9 @@ impl Syncer {
                         record.hash()
                     )));
                 }
+                last = Some(ChainHead { number: record.number(), hash: record.hash() });
                 batch.push(record.to_stored());
             }
-            let last =
-                batch.last().map(|b| ChainHead { number: b.number, hash: Hash32::parse(&b.hash).unwrap_or_default() });
             self.store()?.append_replica_batch(&batch)?;
             if let Some(last) = last {
                 log::info(&format!(
@@ -398,7 +390,7 @@ impl Syncer {
         match &finished.stored {
             Ok(_) => self.ctx.metrics.database_write_seconds.observe(finished.stored_in),
             // Whatever else failed, a dead connection is not reused.
-            Err(error) if error.connection_lost => self.store = None,
+            Err(error) if error.is_connection_lost() => self.store.invalidate(),
             Err(_) => {}
         }
         finished.canonical.map_err(SyncError::Replay)?;

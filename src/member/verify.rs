@@ -17,8 +17,11 @@ pub fn decode_page(records: &[Value], keys: &[&Secret]) -> Result<Vec<BlockRecor
         .map(|value| {
             if !keys.is_empty() {
                 verify_wire_record(keys, value).map_err(|e| {
-                    let number = value.get("block_number").and_then(Value::as_u64).unwrap_or(0);
-                    format!("block {number}: {e}")
+                    // For the message only; an unsigned record's number is unchecked.
+                    match value.get("block_number").and_then(Value::as_u64) {
+                        Some(number) => format!("block {number}: {e}"),
+                        None => format!("block record: {e}"),
+                    }
                 })?;
             }
             BlockRecord::from_wire_json(value).map_err(|e| e.to_string())
