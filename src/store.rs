@@ -425,19 +425,8 @@ impl Store {
         };
         // The page links within itself; the database checks its first block
         // against the stored head, in the same statement as the insert.
-        let mut previous = first;
-        for block in &blocks[1..] {
-            if block.number != previous.number + 1 || block.parent_hash != previous.hash {
-                return Err(self.error(
-                    StoreErrorKind::NotHead,
-                    "append",
-                    format!(
-                        "block {} ({}) does not extend block {} ({}) of the same page",
-                        block.number, block.hash, previous.number, previous.hash
-                    ),
-                ));
-            }
-            previous = block;
+        if let Err(reason) = page_links(blocks) {
+            return Err(self.error(StoreErrorKind::NotHead, "append", reason));
         }
         // One statement for the whole page: column arrays, unnested.
         let bigints = |name: &str, value: fn(&StoredBlock) -> u64| -> Result<Vec<i64>, StoreError> {
@@ -566,6 +555,20 @@ impl Statements {
             )?,
         })
     }
+}
+
+/// Heights consecutive and parents linked within one page.
+fn page_links(blocks: &[StoredBlock]) -> Result<(), String> {
+    for pair in blocks.windows(2) {
+        let (previous, block) = (&pair[0], &pair[1]);
+        if block.number != previous.number + 1 || block.parent_hash != previous.hash {
+            return Err(format!(
+                "block {} ({}) does not extend block {} ({}) of the same page",
+                block.number, block.hash, previous.number, previous.hash
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn parse_commit_outcome(text: &str) -> Option<CommitOutcome> {
