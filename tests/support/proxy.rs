@@ -25,7 +25,8 @@ pub enum ProxyMode {
     /// Answer every request with a 200 page of garbage records.
     Garbage,
     /// Forward each request as its own GET and rewrite the first record of
-    /// each page the upstream answers (`Fault::None`: forward unchanged).
+    /// each page the upstream answers with the fault set when the answer
+    /// arrives (`Fault::None`: forward unchanged).
     /// Only real HTTP on loopback; the bytes of the records are what is
     /// tampered with.
     Tamper(Fault),
@@ -155,15 +156,17 @@ impl TcpProxy {
 
     /// Request by request (keep-alive, as the member's client uses it): each
     /// GET is fetched from the upstream and its page rewritten with the
-    /// fault current at that moment. Ends when the client closes, or when
-    /// the mode leaves `Tamper` (the next connection gets the new mode).
+    /// fault current once the answer is in. Ends when the client closes, or
+    /// when the mode has left `Tamper` (the next connection gets the new mode).
     fn tamper_connection(mut client: TcpStream, shared: &ProxyShared) {
         let upstream = format!("http://127.0.0.1:{}", shared.upstream);
         let mut pending = Vec::new();
         while let Some(head) = read_head(&mut client, &mut pending) {
-            let ProxyMode::Tamper(fault) = TcpProxy::mode(shared) else { return };
             let target = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
             let (status, body) = super::http_get(&format!("{upstream}{target}")).unwrap_or((502, String::new()));
+            // The fault is read when the answer is in, not when the request
+            // came: a long poll asked before `set` still gets the new fault.
+            let ProxyMode::Tamper(fault) = TcpProxy::mode(shared) else { return };
             let body = match (status, serde_json::from_str::<Value>(&body)) {
                 (200, Ok(mut page)) if page.get("blocks").is_some() => {
                     tamper(&mut page, fault);
