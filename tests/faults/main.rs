@@ -15,7 +15,6 @@
 //!   on every execution client;
 //! - no clnode process exits on its own.
 //!
-//!
 //! `cargo test` runs the quick subset (a few minutes); `make faults`
 //! (`CLNODE_FAULTS=full`) runs everything many times and writes the figures
 //! to target/faults-report.json. `CLNODE_FAULT_SEED=N` replays the random
@@ -41,7 +40,8 @@ mod random;
 mod report;
 mod startup;
 
-// Each module takes the others' items (and the harness's) with `use crate::*`.
+// Each module takes the others' items with `use crate::*` (and the
+// harness's with `use crate::support::*`).
 use cluster::*;
 use ledger::*;
 use load::*;
