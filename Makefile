@@ -75,8 +75,9 @@ bench: deps
 	scripts/deps.sh bench
 	$(CARGO) bench --bench cluster
 
-## The full fault-injection run (tests/faults.rs; `make test` runs its quick subset):
+## The full fault-injection run (tests/faults/; `make test` runs its quick subset):
 ## every case of the failure matrix many times and the randomized mode, 20-30 min.
 ## Figures in target/faults-report.json; CLNODE_FAULT_SEED=N replays a run's choices.
+## CLNODE_FAULT_CASES=sigkill,redis-kill runs only those cases (names: docs/FAULTS.md).
 faults: deps
 	CLNODE_FAULTS=full $(CARGO) test --release --test faults -- --test-threads=1 --nocapture

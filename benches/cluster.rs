@@ -37,14 +37,9 @@ struct Figure {
     note: String,
 }
 
+/// The nearest-rank percentile of `support::stats` (NaN without samples).
 fn percentile(samples: &[f64], p: f64) -> f64 {
-    if samples.is_empty() {
-        return f64::NAN;
-    }
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
+    support::percentile(samples, p).unwrap_or(f64::NAN)
 }
 
 fn median(samples: &[f64]) -> f64 {
@@ -183,28 +178,27 @@ fn durable_commit_ms(postgres: &Postgres, dir: &TestDir) -> f64 {
     1000.0 / tps
 }
 
+/// No build wait and empty blocks on every build: the loop measures the
+/// consensus layer's own cost per block, on both sides.
+const P1_FLAGS: [&str; 10] = [
+    "--evm-build-delay",
+    "0",
+    "--empty-block-interval",
+    "1ms",
+    "--max-timestamp-lead",
+    "60m",
+    "--idle-poll-interval",
+    "1ms",
+    "--log-level",
+    "debug",
+];
+
 fn p1_leader_throughput(figures: &mut Vec<Figure>) {
     eprintln!("P1: leader throughput vs a direct Engine API loop");
-    let dir = TestDir::new("bench-p1");
-    let redis = Redis::start(&dir);
-    let postgres = Postgres::start(&dir, "pg");
-    let leader_el = El::start(&dir, "geth-leader", ElKind::Geth, "osaka");
-    let loop_el = El::start(&dir, "geth-loop", ElKind::Geth, "osaka");
-    // No build wait and empty blocks on every build: the loop measures the
-    // consensus layer's own cost per block, on both sides.
-    let flags = [
-        "--evm-build-delay",
-        "0",
-        "--empty-block-interval",
-        "1ms",
-        "--max-timestamp-lead",
-        "60m",
-        "--idle-poll-interval",
-        "1ms",
-        "--log-level",
-        "debug",
-    ];
-    let mut node = Node::leader(&dir, "leader", &leader_el, &postgres, &redis, &flags);
+    let mut cluster = Cluster::builder("bench-p1").flags(&P1_FLAGS).start();
+    let (dir, postgres) = (&cluster.dir, &cluster.postgres);
+    let loop_el = El::start(dir, "geth-loop", ElKind::Geth, "osaka");
+    let node = &mut cluster.nodes[0];
     wait_for(Duration::from_secs(30), "leader", || node.is_leader().then_some(()));
     let engine = loop_el.engine();
     let window = Duration::from_secs(5);
@@ -220,13 +214,13 @@ fn p1_leader_throughput(figures: &mut Vec<Figure>) {
         node.proc.signal("CONT");
         wait_for(Duration::from_secs(30), "leader again", || node.is_leader().then_some(()));
         std::thread::sleep(Duration::from_millis(500));
-        let (before, log_offset, started) = (head(&postgres), node.proc.log_len(), Instant::now());
+        let (before, log_offset, started) = (head(postgres), node.proc.log_len(), Instant::now());
         std::thread::sleep(window);
-        clnode_rates.push((head(&postgres) - before) as f64 / started.elapsed().as_secs_f64());
+        clnode_rates.push((head(postgres) - before) as f64 / started.elapsed().as_secs_f64());
         clnode_steps.push(leader_step_times(&node.proc.log_since(log_offset)));
     }
     node.proc.kill();
-    let commit_floor_ms = durable_commit_ms(&postgres, &dir);
+    let commit_floor_ms = durable_commit_ms(postgres, dir);
     let (value, baseline) = (median(&clnode_rates), median(&loop_rates));
     // Per-block step times of the median window on each side.
     let median_steps = |rates: &[f64], steps: &[StepTimes]| {
@@ -268,25 +262,14 @@ fn round(values: &[f64]) -> Vec<f64> {
     values.iter().map(|v| (v * 10.0).round() / 10.0).collect()
 }
 
-/// A leader cluster with a chain of `blocks` blocks, each with transactions.
-struct Chain {
-    dir: TestDir,
-    _redis: Redis,
-    postgres: Postgres,
-    els: Vec<El>,
-    nodes: Vec<Node>,
-}
-
-fn build_chain(name: &str, blocks: u64) -> Chain {
-    let dir = TestDir::new(name);
-    let redis = Redis::start(&dir);
-    let postgres = Postgres::start(&dir, "pg");
-    let el = El::start(&dir, "geth-leader", ElKind::Geth, "osaka");
-    let node = Node::leader(&dir, "leader", &el, &postgres, &redis, &["--max-timestamp-lead", "60m"]);
-    wait_for(Duration::from_secs(30), "leader", || node.is_leader().then_some(()));
+/// A one-leader cluster with a chain of `blocks` blocks, each with transactions.
+fn build_chain(name: &str, blocks: u64) -> Cluster {
+    let chain = Cluster::builder(name).fast().start();
+    let (postgres, el) = (&chain.postgres, &chain.els[0]);
+    wait_for(Duration::from_secs(30), "leader", || chain.nodes[0].is_leader().then_some(()));
     let started = Instant::now();
-    while head(&postgres) < blocks {
-        let missing = (blocks - head(&postgres)) as usize;
+    while head(postgres) < blocks {
+        let missing = (blocks - head(postgres)) as usize;
         let senders: Vec<_> = (0..2).map(|k| send_transactions_at(&el.rpc_url(), missing.max(20), 60, k)).collect();
         for sender in senders {
             sender.join().unwrap();
@@ -294,8 +277,8 @@ fn build_chain(name: &str, blocks: u64) -> Chain {
         assert!(started.elapsed() < Duration::from_secs(600), "could not build {blocks} blocks");
     }
     std::thread::sleep(Duration::from_secs(2));
-    eprintln!("  chain of {} blocks in {:.0}s", head(&postgres), started.elapsed().as_secs_f64());
-    Chain { dir, _redis: redis, postgres, els: vec![el], nodes: vec![node] }
+    eprintln!("  chain of {} blocks in {:.0}s", head(postgres), started.elapsed().as_secs_f64());
+    chain
 }
 
 fn fetch_records(api: &str, to: u64) -> Vec<(Value, BlockRecord)> {
@@ -384,7 +367,7 @@ fn raw_loop(engine: &EngineClient, records: &[(Value, BlockRecord)], canonical_a
     started.elapsed().as_secs_f64()
 }
 
-fn p2_member_catch_up(chain: &Chain, figures: &mut Vec<Figure>) {
+fn p2_member_catch_up(chain: &Cluster, figures: &mut Vec<Figure>) {
     eprintln!("P2: member catch-up of the backlog vs a raw newPayload loop and the seed's pattern");
     // The whole chain (the leader is idle now, so it stays put).
     let backlog = head(&chain.postgres);
@@ -498,7 +481,7 @@ fn p2_member_catch_up(chain: &Chain, figures: &mut Vec<Figure>) {
     figures.push(against_seed);
 }
 
-fn p3_replication_lag(chain: &mut Chain, figures: &mut Vec<Figure>) {
+fn p3_replication_lag(chain: &mut Cluster, figures: &mut Vec<Figure>) {
     eprintln!("P3: replication lag at 10 blocks/s");
     // Restart the leader paced at 10 blocks/s.
     chain.nodes[0].proc.kill();
@@ -508,7 +491,7 @@ fn p3_replication_lag(chain: &mut Chain, figures: &mut Vec<Figure>) {
         "leader-paced",
         &chain.els[0],
         postgres,
-        &chain._redis,
+        &chain.redis,
         &["--max-timestamp-lead", "60m", "--min-block-interval", "100ms", "--log-level", "debug"],
     );
     wait_for(Duration::from_secs(30), "paced leader", || chain.nodes[0].is_leader().then_some(()));
@@ -643,11 +626,8 @@ fn p3_replication_lag(chain: &mut Chain, figures: &mut Vec<Figure>) {
 fn p4_inclusion_latency(figures: &mut Vec<Figure>) {
     eprintln!("P4: transaction inclusion latency and idle CPU at default settings");
     // A fresh chain: block time at the wall clock, every flag at its default.
-    let dir = TestDir::new("bench-p4");
-    let redis = Redis::start(&dir);
-    let postgres = Postgres::start(&dir, "pg");
-    let el = El::start(&dir, "geth", ElKind::Geth, "osaka");
-    let node = Node::leader(&dir, "leader", &el, &postgres, &redis, &[]);
+    let cluster = Cluster::builder("bench-p4").start();
+    let (node, el) = (&cluster.nodes[0], &cluster.els[0]);
     wait_for(Duration::from_secs(30), "default leader", || node.is_leader().then_some(()));
     std::thread::sleep(Duration::from_secs(3));
     // Idle CPU: no transactions for 10 s.
@@ -655,8 +635,9 @@ fn p4_inclusion_latency(figures: &mut Vec<Figure>) {
     let (cpu_before, started) = (cpu_seconds(pid), Instant::now());
     std::thread::sleep(Duration::from_secs(10));
     let idle_percent = (cpu_seconds(pid) - cpu_before) / started.elapsed().as_secs_f64() * 100.0;
-    let el = &el;
     let mut latencies = Vec::new();
+    // A fixed seed: every run spreads its transactions the same way.
+    let mut rng = Rng::new(4);
     for i in 0..40 {
         let output = Command::new("node")
             .arg(script("node/sendtx.mjs"))
@@ -678,7 +659,7 @@ fn p4_inclusion_latency(figures: &mut Vec<Figure>) {
         // Isolated transactions: one block-time (1 s timestamps) apart, so
         // the block time never runs ahead of the clock, and spread over
         // the leader's idle-poll cycle.
-        std::thread::sleep(Duration::from_millis(1000 + (i * 13) % 50));
+        std::thread::sleep(rng.millis(1000, 1049));
     }
     figures.push(Figure {
         id: "P4",
@@ -715,12 +696,8 @@ fn p4_inclusion_latency(figures: &mut Vec<Figure>) {
 
 fn p5_p6_failover(figures: &mut Vec<Figure>) {
     eprintln!("P5/P6: failover after SIGKILL and SIGTERM");
-    let dir = TestDir::new("bench-failover");
-    let redis = Redis::start(&dir);
-    let postgres = Postgres::start(&dir, "pg");
-    let els: Vec<El> = (0..2).map(|i| El::start(&dir, &format!("geth{i}"), ElKind::Geth, "osaka")).collect();
-    let mut nodes: Vec<Node> =
-        (0..2).map(|i| Node::leader(&dir, &format!("leader-{i}"), &els[i], &postgres, &redis, &[])).collect();
+    let Cluster { mut nodes, els, postgres, redis: _redis, dir } =
+        Cluster::builder("bench-failover").leaders(2).start();
     // A steady load on both clients (they do not gossip: each one's
     // transactions wait in its own pool until its node leads). Below one
     // block per second per client, so block time stays at the clock (faster,
@@ -741,11 +718,7 @@ fn p5_p6_failover(figures: &mut Vec<Figure>) {
                     "--rate".into(),
                     "0.4".into(),
                     "--key".into(),
-                    [
-                        "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba",
-                        "0x92db14e403b83dfe3df233f83dfa3a0d7096f21ca9b0d6d6b8d88b2b4ec1564e",
-                    ][i]
-                        .into(),
+                    support::keys::key(&support::keys::PACED_KEYS, i).into(),
                 ],
             )
         })
@@ -877,7 +850,7 @@ fn pgbench_clients(postgres: &Postgres, dir: &TestDir, name: &str, sql: &str, se
         .unwrap_or_else(|| panic!("no tps in pgbench output:\n{text}{}", String::from_utf8_lossy(&output.stderr)))
 }
 
-fn p7_api_throughput(chain: &Chain, figures: &mut Vec<Figure>) {
+fn p7_api_throughput(chain: &Cluster, figures: &mut Vec<Figure>) {
     eprintln!("P7: sync API throughput vs the same queries straight against PostgreSQL");
     let api = chain.nodes[0].api_url();
     let columns = "block_number, block_hash, parent_hash, payload_data, requests_data, timestamp, \
@@ -959,6 +932,8 @@ fn report(figures: &[Figure], started: Instant) {
         md,
         "Produced by `make bench` (`cargo bench --bench cluster`) on {} in {:.0} s, on this project's 2-core machine. \
          Every ratio is against a baseline measured in the same run; absolute times drift on a shared machine, ratios much less. \
+         Medians and p99s are nearest-rank percentiles (always one of the samples: with fewer than 100 trials \
+         p99 is the slowest; the median of an even count is the lower middle one). \
          Raw figures: [benchmarks.json](benchmarks.json).\n",
         support_date(),
         started.elapsed().as_secs_f64()

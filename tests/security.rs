@@ -4,9 +4,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -17,36 +15,16 @@ const SYNC_KEY_OLD: &str = "sync-secret-old-0123456789";
 const SYNC_KEY_NEW: &str = "sync-secret-new-9876543210";
 const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
 
-struct Setup {
-    dir: TestDir,
-    _redis: Redis,
-    postgres: Postgres,
-    els: Vec<El>,
-    nodes: Vec<Node>,
+/// `leaders` fast leader-mode nodes on geth (osaka), with `extra` flags.
+fn start(name: &str, leaders: usize, extra: &[&str]) -> Cluster {
+    Cluster::builder(name).leaders(leaders).fast().flags(extra).start()
 }
 
-fn start(name: &str, leaders: usize, extra: &[&str]) -> Setup {
-    let dir = TestDir::new(name);
-    let redis = Redis::start(&dir);
-    let postgres = Postgres::start(&dir, "pg");
-    let els: Vec<El> = (0..leaders).map(|i| El::start(&dir, &format!("geth{i}"), ElKind::Geth, "osaka")).collect();
-    let mut flags: Vec<&str> = FAST_LEADER.to_vec();
-    flags.extend_from_slice(extra);
-    let nodes =
-        (0..leaders).map(|i| Node::leader(&dir, &format!("leader-{i}"), &els[i], &postgres, &redis, &flags)).collect();
-    Setup { dir, _redis: redis, postgres, els, nodes }
-}
-
-impl Setup {
-    fn leader(&self) -> usize {
-        wait_for(Duration::from_secs(30), "a leader", || (0..self.nodes.len()).find(|&i| self.nodes[i].is_leader()))
-    }
-
-    fn commit(&self, count: usize) {
-        let leader = self.leader();
-        for hash in send_transactions(&self.els[leader].rpc_url(), count, leader) {
-            wait_for(Duration::from_secs(20), "committed", || self.els[leader].receipt_block(&hash));
-        }
+/// Sends `count` transactions to the leader's client and waits until each is committed.
+fn commit(setup: &Cluster, count: usize) {
+    let leader = setup.leader();
+    for hash in send_transactions(&setup.els[leader].rpc_url(), count, leader) {
+        wait_for(Duration::from_secs(20), "committed", || setup.els[leader].receipt_block(&hash));
     }
 }
 
@@ -85,7 +63,7 @@ fn post_with_token(url: &str, token: Option<&str>) -> (u16, Value) {
 #[test]
 fn the_sync_api_requires_its_bearer_token() {
     let setup = start("security-token", 1, &["--api-token", API_TOKEN]);
-    setup.commit(1);
+    commit(&setup, 1);
     let url = format!("{}/blocks/latest", setup.nodes[0].api_url());
     let (status, body) = get_with_token(&url, None);
     assert_eq!(status, 401);
@@ -124,7 +102,7 @@ fn the_sync_api_requires_its_bearer_token() {
 #[test]
 fn signed_records_forgery_is_refused_and_keys_rotate() {
     let setup = start("security-signed", 1, &["--sync-secret", SYNC_KEY_OLD]);
-    setup.commit(2);
+    commit(&setup, 2);
     let (_, latest) = setup.nodes[0].api("/blocks/latest");
     assert!(latest["signature"].as_str().is_some_and(|s| s.len() == 66), "records are signed: {latest}");
 
@@ -206,7 +184,7 @@ fn admin_step_down_hands_over_well_under_the_ttl() {
     );
     let leader = setup.leader();
     let standby = 1 - leader;
-    setup.commit(1);
+    commit(&setup, 1);
     let admin =
         |index: usize, action: &str| format!("http://127.0.0.1:{}/admin/{action}", setup.nodes[index].health_port);
     let (status, _) = get_with_token(&admin(leader, "status"), None);
@@ -238,21 +216,10 @@ fn admin_step_down_hands_over_well_under_the_ttl() {
     eprintln!("admin step-down: standby leading {} ms after the request", handed_over.as_millis());
 }
 
-/// Sends raw bytes, returns the status code of the answer (0 if none).
-fn raw_status(port: u16, request: &[u8], read_timeout: Duration) -> u16 {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(read_timeout)).unwrap();
-    let _ = stream.write_all(request);
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    let text = String::from_utf8_lossy(&answer);
-    text.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
-}
-
 #[test]
 fn hostile_requests_get_4xx_and_change_nothing() {
     let setup = start("security-hostile", 1, &[]);
-    setup.commit(2);
+    commit(&setup, 2);
     let chain_before = stored_chain(&setup.postgres);
     let node = &setup.nodes[0];
     let port = node.api_port.unwrap();
@@ -271,13 +238,13 @@ fn hostile_requests_get_4xx_and_change_nothing() {
         ("percent junk", b"GET /blocks/%ff%fe HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 400),
     ];
     for (name, request, expected) in &cases {
-        let status = raw_status(port, request, Duration::from_secs(10));
-        assert_eq!(status, *expected, "{name}");
+        let (status, _) = raw_http(port, request, Duration::from_secs(10));
+        assert_eq!(status, Some(*expected), "{name}");
     }
     // A client that never finishes its head is cut off (408), not kept.
     let started = Instant::now();
-    let status = raw_status(port, b"GET /blocks/latest HTTP/1.1\r\nHost: x\r\n", Duration::from_secs(20));
-    assert_eq!(status, 408);
+    let (status, _) = raw_http(port, b"GET /blocks/latest HTTP/1.1\r\nHost: x\r\n", Duration::from_secs(20));
+    assert_eq!(status, Some(408));
     assert!(started.elapsed() < Duration::from_secs(15));
     // Many idle connections at once: the node keeps answering (some may be
     // told 503), and recovers once they go.
@@ -289,13 +256,8 @@ fn hostile_requests_get_4xx_and_change_nothing() {
     // Nothing changed, and the node still does its job.
     assert_eq!(stored_chain(&setup.postgres), chain_before);
     assert!(node.is_leader());
-    setup.commit(1);
+    commit(&setup, 1);
     assert_eq!(stored_chain(&setup.postgres).len(), chain_before.len() + 1);
-}
-
-fn run_clnode(args: &[&str]) -> (Option<i32>, String) {
-    let output = Command::new(clnode_binary()).args(args).env_clear().output().unwrap();
-    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
 #[test]
@@ -316,7 +278,7 @@ fn startup_errors_are_one_line_and_a_nonzero_exit() {
         (&["--instance-id", "x", "--jwt-secret", &"ab".repeat(32), "--api-token", "short"], "--api-token"),
     ];
     for (args, expected) in cases {
-        let (code, stderr) = run_clnode(args);
+        let (code, _, stderr) = run_clnode(args);
         assert_eq!(code, Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: not one line: {stderr}");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
@@ -362,7 +324,7 @@ fn startup_errors_are_one_line_and_a_nonzero_exit() {
         .unwrap();
     let geth = El::start(&dir, "geth", ElKind::Geth, "osaka");
     let jwt_path = geth.jwt.display().to_string();
-    let (code, stderr) = run_clnode(&[
+    let (code, _, stderr) = run_clnode(&[
         "--instance-id",
         "x",
         "--jwt-secret-file",

@@ -8,6 +8,26 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod cluster;
+pub mod http;
+pub mod keys;
+pub mod proxy;
+pub mod rng;
+pub mod stats;
+
+// The test crates `use support::*`: the parts they share, by name (each
+// crate uses some of them).
+#[allow(unused_imports)]
+pub use cluster::{Cluster, Member};
+#[allow(unused_imports)]
+pub use http::{http_get, http_get_within, http_request, raw_http};
+#[allow(unused_imports)]
+pub use proxy::{Fault, ProxyMode, TcpProxy};
+#[allow(unused_imports)]
+pub use rng::Rng;
+#[allow(unused_imports)]
+pub use stats::percentile;
+
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -159,14 +179,19 @@ impl Drop for Proc {
 }
 
 /// Polls `check` every 20 ms until it returns Some, or panics after `timeout`.
-pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(timeout: Duration, what: &str, check: impl FnMut() -> Option<T>) -> T {
+    poll(timeout, Duration::from_millis(20), what, check)
+}
+
+/// Polls `check` every `every` until it returns Some, or panics after `timeout`.
+pub fn poll<T>(timeout: Duration, every: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = check() {
             return value;
         }
         assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(every);
     }
 }
 
@@ -353,38 +378,13 @@ pub fn rpc(url: &str, method: &str, params: Value) -> Result<Value, String> {
     Ok(value["result"].clone())
 }
 
-/// HTTP GET; returns (status, body).
-pub fn http_get(url: &str) -> Result<(u16, String), String> {
-    http_request("GET", url)
-}
-
-pub fn http_request(method: &str, url: &str) -> Result<(u16, String), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(40)))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let request = ureq::http::Request::builder().method(method).uri(url).body(()).map_err(|e| e.to_string())?;
-    let mut response = agent.run(request).map_err(|e| e.to_string())?;
-    let status = response.status().as_u16();
-    let body = response.body_mut().read_to_string().unwrap_or_default();
-    Ok((status, body))
-}
-
 /// Signs and sends `count` value transfers with the project's tx tool;
-/// returns their hashes. `key_index` picks one of the funded dev accounts so
-/// concurrent senders do not share nonces.
+/// returns their hashes. `key_index` picks one of the funded dev accounts
+/// (`keys::SEND_KEYS`) so concurrent senders do not share nonces.
 pub fn send_transactions(rpc_url: &str, count: usize, key_index: usize) -> Vec<String> {
-    const KEYS: [&str; 5] = [
-        "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
-        "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
-        "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
-        "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
-        "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a",
-    ];
     let output = Command::new("node")
         .arg(script("node/sendtx.mjs"))
-        .args(["--rpc", rpc_url, "--count", &count.to_string(), "--key", KEYS[key_index % KEYS.len()]])
+        .args(["--rpc", rpc_url, "--count", &count.to_string(), "--key", keys::key(&keys::SEND_KEYS, key_index)])
         .output()
         .unwrap();
     assert!(output.status.success(), "sendtx failed: {}", String::from_utf8_lossy(&output.stderr));
@@ -404,6 +404,46 @@ pub struct Node {
 
 pub fn clnode_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_clnode"))
+}
+
+/// Runs the binary with `args` and no environment, for command lines that
+/// must end on their own (bad flags, bad secrets); returns (exit code,
+/// stdout, stderr). Panics if it still runs after 20 s.
+pub fn run_clnode(args: &[&str]) -> (Option<i32>, String, String) {
+    let mut child = Command::new(clnode_binary())
+        .args(args)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Drained by threads: a child that fills a pipe would block before it exits.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+        text
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("clnode {args:?} still running after 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (status.code(), out.join().unwrap(), err.join().unwrap())
 }
 
 impl Node {
@@ -514,7 +554,8 @@ impl Node {
 /// hundreds of blocks take seconds, not minutes.
 pub const FAST_LEADER: [&str; 2] = ["--max-timestamp-lead", "60m"];
 
-/// Sends `count` transactions at `rate` per second in the background.
+/// Sends `count` transactions at `rate` per second in the background, from
+/// `keys::PACED_KEYS[key_index]`.
 pub fn send_transactions_at(
     rpc_url: &str,
     count: usize,
@@ -523,14 +564,10 @@ pub fn send_transactions_at(
 ) -> std::thread::JoinHandle<Vec<String>> {
     let rpc_url = rpc_url.to_owned();
     std::thread::spawn(move || {
-        const KEYS: [&str; 2] = [
-            "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba",
-            "0x92db14e403b83dfe3df233f83dfa3a0d7096f21ca9b0d6d6b8d88b2b4ec1564e",
-        ];
         let output = Command::new("node")
             .arg(script("node/sendtx.mjs"))
             .args(["--rpc", &rpc_url, "--count", &count.to_string(), "--rate", &rate.to_string()])
-            .args(["--key", KEYS[key_index % KEYS.len()]])
+            .args(["--key", keys::key(&keys::SEND_KEYS, key_index)])
             .output()
             .unwrap();
         assert!(output.status.success(), "sendtx failed: {}", String::from_utf8_lossy(&output.stderr));
@@ -542,7 +579,7 @@ pub fn send_transactions_at(
 }
 
 // ---------------------------------------------------------------------------
-// Additions for the fault-injection suite (tests/faults.rs).
+// Process control and short-timeout probes (the fault suite's, mostly).
 
 impl Proc {
     /// (Re)starts the same command with extra environment variables (for
@@ -591,17 +628,6 @@ impl Proc {
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
-}
-
-/// HTTP GET with an overall timeout: a stopped (SIGSTOP) process accepts
-/// connections but never answers, so probes of it must give up quickly.
-pub fn http_get_within(url: &str, timeout: Duration) -> Result<(u16, String), String> {
-    let agent: ureq::Agent =
-        ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().into();
-    let mut response = agent.get(url).call().map_err(|e| e.to_string())?;
-    let status = response.status().as_u16();
-    let body = response.body_mut().read_to_string().unwrap_or_default();
-    Ok((status, body))
 }
 
 impl Node {

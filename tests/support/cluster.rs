@@ -1,0 +1,169 @@
+//! The one cluster builder: Redis, the leader PostgreSQL and leader-mode
+//! nodes each with its own execution client, as the integration tests, the
+//! fault suite and the benchmarks start them; members on top.
+
+use std::time::Duration;
+
+use super::{
+    assert_continuous, send_transactions, send_transactions_at, stored_chain, wait_for, El, ElKind, Node, Postgres,
+    Redis, TestDir, FAST_LEADER,
+};
+
+/// How to start a cluster: `Cluster::builder(name)`, then what differs from
+/// the defaults (one leader-mode node on geth with the osaka genesis, no
+/// extra flags), then `start()`.
+pub struct ClusterBuilder {
+    name: String,
+    leaders: usize,
+    kind: ElKind,
+    genesis: String,
+    flags: Vec<String>,
+}
+
+impl ClusterBuilder {
+    /// How many leader-mode nodes (each with its own execution client).
+    pub fn leaders(mut self, count: usize) -> ClusterBuilder {
+        self.leaders = count;
+        self
+    }
+
+    /// The leader-mode nodes' execution client and genesis.
+    pub fn el(mut self, kind: ElKind, genesis: &str) -> ClusterBuilder {
+        self.kind = kind;
+        self.genesis = genesis.to_owned();
+        self
+    }
+
+    /// Block time may run far ahead of the clock (`FAST_LEADER`), so
+    /// hundreds of blocks take seconds, not minutes.
+    pub fn fast(self) -> ClusterBuilder {
+        self.flags(&FAST_LEADER)
+    }
+
+    /// Flags for every leader-mode node, after the ones given before.
+    pub fn flags(mut self, flags: &[&str]) -> ClusterBuilder {
+        self.flags.extend(flags.iter().map(|s| s.to_string()));
+        self
+    }
+
+    /// Starts the services and the nodes; does not wait for a leader.
+    pub fn start(self) -> Cluster {
+        let dir = TestDir::new(&self.name);
+        let redis = Redis::start(&dir);
+        let postgres = Postgres::start(&dir, "pg");
+        let prefix = match self.kind {
+            ElKind::Geth => "geth",
+            ElKind::EthereumJs => "ejs",
+        };
+        let els: Vec<El> =
+            (0..self.leaders).map(|i| El::start(&dir, &format!("{prefix}{i}"), self.kind, &self.genesis)).collect();
+        let flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
+        let nodes = (0..self.leaders)
+            .map(|i| Node::leader(&dir, &format!("leader-{i}"), &els[i], &postgres, &redis, &flags))
+            .collect();
+        Cluster { nodes, els, postgres, redis, dir }
+    }
+}
+
+/// Leader-mode nodes `leader-i` on execution clients `els[i]`, sharing one
+/// Redis and one PostgreSQL. Fields drop in order: processes first, the
+/// directory (kept on failure) last.
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    pub els: Vec<El>,
+    pub postgres: Postgres,
+    pub redis: Redis,
+    pub dir: TestDir,
+}
+
+impl Cluster {
+    pub fn builder(name: &str) -> ClusterBuilder {
+        ClusterBuilder {
+            name: name.to_owned(),
+            leaders: 1,
+            kind: ElKind::Geth,
+            genesis: "osaka".to_owned(),
+            flags: Vec::new(),
+        }
+    }
+
+    /// Index of a node that reports itself leader (the first found).
+    pub fn leader(&self) -> usize {
+        wait_for(Duration::from_secs(30), "a leader", || (0..self.nodes.len()).find(|&i| self.nodes[i].is_leader()))
+    }
+
+    /// Index of the node that reports itself leader, once exactly one does.
+    pub fn wait_for_leader(&self, timeout: Duration) -> usize {
+        wait_for(timeout, "exactly one leader", || {
+            let leaders: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].is_leader()).collect();
+            (leaders.len() == 1).then(|| leaders[0])
+        })
+    }
+
+    /// (number, hash) of the committed head; (0, "") before the first block.
+    pub fn head(&self) -> (u64, String) {
+        let chain = stored_chain(&self.postgres);
+        chain.last().map(|(n, h, _)| (*n, h.clone())).unwrap_or((0, String::new()))
+    }
+
+    /// Sends `count` transactions to node `index`'s client (with the key of
+    /// that index) and waits until each is in a block.
+    pub fn commit_transactions(&self, index: usize, count: usize, timeout: Duration) -> Vec<String> {
+        let hashes = send_transactions(&self.els[index].rpc_url(), count, index);
+        for hash in &hashes {
+            wait_for(timeout, &format!("transaction {hash} committed"), || self.els[index].receipt_block(hash));
+        }
+        hashes
+    }
+
+    /// Commits blocks (bursts of transactions at 25/s to the leader) until
+    /// the chain has at least `blocks` of them.
+    pub fn grow_to(&self, blocks: u64) {
+        while self.head().0 < blocks {
+            let leader = self.leader();
+            let missing = usize::try_from(blocks - self.head().0).unwrap();
+            let sender = send_transactions_at(&self.els[leader].rpc_url(), missing, 25, 0);
+            let hashes = sender.join().unwrap();
+            if let Some(last) = hashes.last() {
+                wait_for(Duration::from_secs(60), "last transaction committed", || {
+                    self.els[leader].receipt_block(last)
+                });
+            }
+        }
+    }
+}
+
+/// A member with its own execution client (`<id>-el`) and database (`<id>-pg`).
+pub struct Member {
+    pub node: Node,
+    pub el: El,
+    pub postgres: Postgres,
+}
+
+impl Member {
+    pub fn start(dir: &TestDir, id: &str, kind: ElKind, genesis: &str, urls: &[String], extra: &[&str]) -> Member {
+        let el = El::start(dir, &format!("{id}-el"), kind, genesis);
+        let postgres = Postgres::start(dir, &format!("{id}-pg"));
+        let node = Node::member(dir, id, &el, &postgres, urls, extra);
+        Member { node, el, postgres }
+    }
+
+    /// Waits until the member's client and database both hold `head`.
+    pub fn wait_caught_up(&self, head: &(u64, String), timeout: Duration) {
+        wait_for(timeout, &format!("{} at block {}", self.node.id, head.0), || {
+            (self.el.head() == *head && stored_chain(&self.postgres).last().map(|b| b.0) == Some(head.0)).then_some(())
+        });
+    }
+
+    /// The member's chain is a prefix of the cluster's, in its database and
+    /// (for its last 20 blocks) on its client.
+    pub fn assert_same_chain(&self, cluster: &Cluster) {
+        let leader_chain = stored_chain(&cluster.postgres);
+        let member_chain = stored_chain(&self.postgres);
+        assert_continuous(&member_chain);
+        assert_eq!(member_chain, leader_chain[..member_chain.len()], "{} stored a different chain", self.node.id);
+        for (number, hash, _) in member_chain.iter().rev().take(20) {
+            assert_eq!(self.el.block_hash(*number).as_ref(), Some(hash), "{} client differs at {number}", self.node.id);
+        }
+    }
+}
