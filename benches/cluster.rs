@@ -5,6 +5,11 @@
 //!
 //! `CLNODE_BENCH_ONLY=P1,P4` runs a subset (the report then holds only those).
 
+// Test code: a failed unwrap, expect or panic is a failed test, and casts
+// of measured figures are checked by the figures themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
+
 #[path = "../tests/support/mod.rs"]
 mod support;
 

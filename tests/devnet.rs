@@ -3,6 +3,11 @@
 //! checks blocks and transactions flow and exactly one leader leads, and
 //! that nothing it started is left running afterwards.
 
+// Test code: a failed unwrap, expect or panic is a failed test, and casts
+// of measured figures are checked by the figures themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
+
 mod support;
 
 use std::process::Command;

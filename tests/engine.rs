@@ -1,6 +1,11 @@
 //! The Engine API client against real execution clients: geth (Osaka and
 //! Prague) and EthereumJS (Prague), including cross-client replay.
 
+// Test code: a failed unwrap, expect or panic is a failed test, and casts
+// of measured figures are checked by the figures themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
+
 mod support;
 
 use std::time::Duration;

@@ -2,6 +2,11 @@
 //! several, hand-over on SIGTERM and SIGKILL, the fence against the real
 //! database, restart from scratch, and the sync API and health contract.
 
+// Test code: a failed unwrap, expect or panic is a failed test, and casts
+// of measured figures are checked by the figures themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
+
 mod support;
 
 use std::time::{Duration, Instant};

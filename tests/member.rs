@@ -2,6 +2,11 @@
 //! resume after SIGKILL, sync URL failover, refusal of bad records served
 //! by a tampering proxy, and long-poll latency.
 
+// Test code: a failed unwrap, expect or panic is a failed test, and casts
+// of measured figures are checked by the figures themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
+
 mod support;
 
 use std::time::{Duration, Instant};

@@ -2,6 +2,11 @@
 //! (a forged record is refused by a real member; key rotation), the admin
 //! hand-over, hostile HTTP against a live node, and startup errors.
 
+// Test code: a failed unwrap, expect or panic is a failed test, and casts
+// of measured figures are checked by the figures themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
+
 mod support;
 
 use std::net::TcpStream;

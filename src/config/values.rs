@@ -42,9 +42,10 @@ impl Input {
         }
     }
 
+    // Names here are the program's own, never the user's: a miss is a bug
+    // that every validation test would hit, so it is a panic, not an error.
+    #[allow(clippy::panic)]
     fn def(&self, name: &str) -> &'static Flag {
-        // Names here are the program's own, never the user's: a miss is a
-        // bug that every validation test would hit.
         flags::find(self.table, name).unwrap_or_else(|| panic!("--{name} is read but not defined"))
     }
 
@@ -68,6 +69,8 @@ impl Input {
     }
 
     /// One of the kind's options (lower-cased when the kind ignores case).
+    /// Asking for a flag of another kind is the program's bug (a panic).
+    #[allow(clippy::panic)]
     pub fn choice(&self, name: &str) -> Result<String, ConfigError> {
         let Kind::Choice { options, ignore_case } = self.def(name).kind else {
             panic!("--{name} is not a choice");
@@ -84,7 +87,9 @@ impl Input {
         http_url(name, self.text(name).unwrap_or_default())
     }
 
-    /// A comma-separated list of 1 to the kind's `max` http URLs.
+    /// A comma-separated list of 1 to the kind's `max` http URLs. Asking
+    /// for a flag of another kind is the program's bug (a panic).
+    #[allow(clippy::panic)]
     pub fn url_list(&self, name: &str) -> Result<Vec<String>, ConfigError> {
         let Kind::HttpUrls { max, noun } = self.def(name).kind else {
             panic!("--{name} is not a URL list");

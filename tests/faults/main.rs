@@ -29,6 +29,11 @@
 //! randomized mode). The processes, the proxy, the PRNG and the percentile
 //! are shared with the other tests, in tests/support.
 
+// Test code: a failed unwrap, expect or panic is a failed test, and casts
+// of measured figures are checked by the figures themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
+
 #[path = "../support/mod.rs"]
 mod support;
 
