@@ -62,6 +62,15 @@ DECLARE
     head_number BIGINT;
     head_hash   TEXT;
 BEGIN
+    -- Durable whatever the server's or the session's default: this commit
+    -- returns only once its WAL is flushed here and, where the server has
+    -- synchronous standbys, there too ('on'). 'off' or 'local' would let a
+    -- crash or a failover take back a block already reported committed;
+    -- 'remote_write' would let an operating-system crash of the standby do
+    -- it. A stronger setting ('remote_apply') is left as it is.
+    IF current_setting('synchronous_commit') IN ('off', 'local', 'remote_write') THEN
+        PERFORM set_config('synchronous_commit', 'on', true);
+    END IF;
     SELECT term INTO fence_term FROM fence WHERE id = 1 FOR UPDATE;
     IF fence_term IS DISTINCT FROM p_term THEN
         RETURN 'fenced:' || COALESCE(fence_term, -1);

@@ -152,6 +152,11 @@ pub fn cached_answer(ctx: &ApiContext, cache: &RenderCache, request: &Incoming<'
     if !request.is_read() || request.body_refused || request.check_bearer(ctx.token.as_ref()).is_some() {
         return None;
     }
+    // Cached renderings are of blocks seen committed; after a regression the
+    // handler refuses everything instead.
+    if ctx.watch.regression().is_some() {
+        return None;
+    }
     let reply = if request.path == "/blocks/latest" && request.query.is_empty() {
         Reply::json_bytes(200, cache.latest(ctx.watch.get())?)
     } else if request.path == "/blocks" || request.path == "/blocks/" {
@@ -227,6 +232,11 @@ impl ApiHandler {
         }
         if let Some(refusal) = request.check_bearer(self.ctx.token.as_ref()) {
             return refusal;
+        }
+        // The database went back below a block this node saw committed:
+        // serve nothing it holds now (regression.rs).
+        if let Some(reason) = self.ctx.watch.regression() {
+            return Reply::error(503, format!("database regressed: {reason}"));
         }
         let path = request.path;
         if path == "/blocks" || path == "/blocks/" {

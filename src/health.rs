@@ -69,7 +69,14 @@ fn handle(request: &Incoming<'_>, status: &NodeStatus, metrics: &Metrics, admin:
             let snapshot = status.snapshot();
             let code = if snapshot.healthy() { 200 } else { 503 };
             if json {
-                Reply::json(code, &snapshot.to_json())
+                let mut view = snapshot.to_json();
+                // A leader-mode node says whether it would take the lease
+                // now (its client at the committed head, the database
+                // readable, no regression): operators and tests read it.
+                if let Some(lease) = &admin.lease {
+                    view["ready_to_lead"] = json!(lease.is_ready_to_lead());
+                }
+                Reply::json(code, &view)
             } else {
                 Reply::text(code, format!("{}\n", snapshot.health_line()))
             }

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod node;
 pub mod notify;
 pub mod reconnect;
+pub mod regression;
 pub mod replay;
 pub mod resume;
 pub mod secret;

@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use crate::config::{Config, Mode};
 use crate::engine::EngineClient;
-use crate::leader::lease::{LeaseHandle, LeaseLoop};
+use crate::leader::lease::{FenceFloor, LeaseHandle, LeaseLoop};
 use crate::leader::producer::{Producer, ProducerContext};
 use crate::leader::publish::Publisher;
 use crate::log;
 use crate::member::syncer::{Syncer, SyncerContext};
 use crate::metrics::Metrics;
 use crate::notify::{run_notifier, HeadWatch};
+use crate::reconnect::Reconnecting;
 use crate::shutdown::Shutdown;
 use crate::status::{Component, NodeStatus};
 use crate::store::{Store, StoreErrorKind};
@@ -88,7 +89,8 @@ pub fn start(config: Config, shutdown: Shutdown) -> Result<RunningNode, String> 
             Arc::clone(&metrics),
             shutdown.clone(),
         );
-        threads.push(spawn("notifier", move || run_notifier(url, watch, status, metrics, shutdown))?);
+        let guard = config.mode == Mode::Leader;
+        threads.push(spawn("notifier", move || run_notifier(url, watch, status, metrics, guard, shutdown))?);
     }
     let shared = Shared { engine, status: Arc::clone(&status), metrics: Arc::clone(&metrics), watch };
     match config.mode {
@@ -121,7 +123,8 @@ fn start_leader_roles(
         Arc::clone(&shared.metrics),
         Arc::clone(&shared.status),
         shutdown.clone(),
-    );
+    )
+    .with_fence_floor(fence_floor(config));
     let lease_thread = spawn("lease", move || lease_loop.run())?;
     let producer = Producer::new(ProducerContext {
         instance_id: config.instance_id.clone(),
@@ -137,6 +140,20 @@ fn start_leader_roles(
     });
     let producer_thread = spawn("producer", move || producer.run())?;
     Ok(vec![publish_thread, lease_thread, producer_thread])
+}
+
+/// The lease thread's fresh read of the fence term, on a connection of its
+/// own (made on first use, made again after it broke).
+fn fence_floor(config: &Config) -> FenceFloor {
+    let (url, application) = (config.postgres_url.clone(), format!("clnode-lease-{}", config.instance_id));
+    let mut store = Reconnecting::new(move || Store::connect(&url, &application));
+    Box::new(move || {
+        let read = store.get().and_then(Store::fence_term);
+        if let Err(error) = &read {
+            store.drop_if_lost(error);
+        }
+        read.map_err(|error| error.to_string())
+    })
 }
 
 /// Member mode: the syncer (which starts its own fetch thread).

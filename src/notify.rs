@@ -12,11 +12,13 @@ use std::time::{Duration, Instant};
 use postgres::fallible_iterator::FallibleIterator as _;
 
 use crate::block::StoredBlock;
+use crate::codec::Hash32;
 use crate::log;
 use crate::metrics::Metrics;
+use crate::regression::HighWater;
 use crate::shutdown::Shutdown;
 use crate::status::{Component, NodeStatus};
-use crate::store::Store;
+use crate::store::{ChainHead, Store, StoreError};
 
 /// The channel `clnode_commit_block` and the member's append notify on.
 pub const CHANNEL: &str = "clnode_blocks";
@@ -51,6 +53,9 @@ struct WatchState {
     head: u64,
     /// Consecutive blocks, oldest first, at most [`RECENT_BLOCKS`].
     recent: VecDeque<Arc<StoredBlock>>,
+    /// Leader mode: the highest committed head seen, and the database's
+    /// regression below it once found (`regression.rs`).
+    high_water: HighWater,
 }
 
 impl HeadWatch {
@@ -79,6 +84,9 @@ impl HeadWatch {
     /// new term, a restart) starts the run afresh.
     pub fn committed(&self, block: Arc<StoredBlock>) {
         let mut state = self.lock();
+        if state.high_water.regression().is_some() {
+            return;
+        }
         if state.recent.back().is_some_and(|last| last.number + 1 != block.number) {
             state.recent.clear();
         }
@@ -88,6 +96,35 @@ impl HeadWatch {
         let number = block.number;
         state.recent.push_back(block);
         self.raise(&mut state, number);
+    }
+
+    /// Leader mode: this node committed `head` itself.
+    pub fn committed_head(&self, head: ChainHead) {
+        self.lock().high_water.committed(head);
+    }
+
+    /// Leader mode: the shared database's committed head (and its hash at
+    /// the highest height seen, when looked up). Returns the regression the
+    /// first time one is found; from then on [`HeadWatch::regression`]
+    /// answers, the blocks kept for long polls are dropped, and nothing
+    /// more is kept.
+    pub fn observe_database_head(&self, head: ChainHead, hash_at_seen: Option<Option<Hash32>>) -> Option<String> {
+        let mut state = self.lock();
+        let found = state.high_water.observe(head, hash_at_seen);
+        if found.is_some() {
+            state.recent.clear();
+        }
+        found
+    }
+
+    /// The highest committed head this node has seen (leader mode).
+    pub fn highest_seen(&self) -> Option<ChainHead> {
+        self.lock().high_water.seen()
+    }
+
+    /// Why this node stopped leading and serving: the database went back.
+    pub fn regression(&self) -> Option<String> {
+        self.lock().high_water.regression().map(str::to_owned)
     }
 
     /// Blocks `first..=last` if every one of them is remembered.
@@ -123,11 +160,15 @@ impl HeadWatch {
 
 /// The notifier thread: LISTEN on [`CHANNEL`], poll the head as a fallback.
 /// Its connection doubles as the node's database liveness check.
+/// `guard`: leader mode, where the database's head must never go below
+/// what this node saw committed (`regression.rs`); members repair their own
+/// database instead.
 pub fn run_notifier(
     postgres_url: String,
     watch: Arc<HeadWatch>,
     status: Arc<NodeStatus>,
     metrics: Arc<Metrics>,
+    guard: bool,
     shutdown: Shutdown,
 ) {
     let mut reported_down = false;
@@ -155,19 +196,51 @@ pub fn run_notifier(
             shutdown.sleep(RECONNECT_DELAY);
             continue;
         }
-        listen(&mut store, &watch, &shutdown);
+        let observer = HeadObserver { watch: &watch, status: &status, guard };
+        listen(&mut store, &observer, &shutdown);
         if !shutdown.is_requested() {
             status.set_problem(Component::Database, format!("connection to {} lost", store.url()));
         }
     }
 }
 
-fn listen(store: &mut Store, watch: &HeadWatch, shutdown: &Shutdown) {
+/// What the notifier does with each head it reads.
+struct HeadObserver<'a> {
+    watch: &'a HeadWatch,
+    status: &'a NodeStatus,
+    guard: bool,
+}
+
+impl HeadObserver<'_> {
+    /// Raises the watch, and in leader mode checks the head against the
+    /// highest seen: when the database moved past it, the block seen is
+    /// looked up (one indexed read per head that moved).
+    fn observe(&self, store: &mut Store, head: ChainHead) -> Result<(), StoreError> {
+        if !self.guard {
+            self.watch.advance_to(head.number);
+            return Ok(());
+        }
+        let hash_at_seen = match self.watch.highest_seen() {
+            Some(seen) if head.number > seen.number => Some(store.hash_at(seen.number)?),
+            _ => None,
+        };
+        if let Some(reason) = self.watch.observe_database_head(head, hash_at_seen) {
+            log::error(&format!("notifier: {reason}; this node stops leading and serving until an operator acts"));
+            self.status.set_problem(Component::Chain, format!("database regressed: {reason}"));
+        }
+        if self.watch.regression().is_none() {
+            self.watch.advance_to(head.number);
+        }
+        Ok(())
+    }
+}
+
+fn listen(store: &mut Store, observer: &HeadObserver<'_>, shutdown: &Shutdown) {
     let mut next_poll = Instant::now();
     while !shutdown.is_requested() {
         if Instant::now() >= next_poll {
-            match store.committed_head() {
-                Ok(head) => watch.advance_to(head.number),
+            match store.committed_head().and_then(|head| observer.observe(store, head)) {
+                Ok(()) => {}
                 Err(error) if error.is_connection_lost() => return,
                 Err(_) => {} // no chain recorded yet
             }
@@ -176,11 +249,9 @@ fn listen(store: &mut Store, watch: &HeadWatch, shutdown: &Shutdown) {
         let client = store.client();
         let next = client.notifications().timeout_iter(Duration::from_millis(100)).next();
         match next {
-            Ok(Some(notification)) => {
-                if let Ok(number) = notification.payload().parse::<u64>() {
-                    watch.advance_to(number);
-                }
-            }
+            // A notification only says "read the head now"; the head read
+            // checks it like any other.
+            Ok(Some(_notification)) => next_poll = Instant::now(),
             Ok(None) => {}
             Err(_) => return,
         }

@@ -56,11 +56,11 @@ pub enum CommitOutcome {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FenceOutcome {
+    /// The fence now holds this term for this holder (raised now, or already
+    /// raised by this same holder: a retry after a lost reply).
     Raised,
-    /// The fence already holds this term or a higher one.
-    AlreadyAt {
-        fence_term: u64,
-    },
+    /// The fence holds a higher term, or this term for another holder.
+    AlreadyAt { fence_term: u64 },
 }
 
 /// What kind of failure a [`StoreError`] is: callers decide on this, never
@@ -325,19 +325,49 @@ impl Store {
         Ok(Some((term, row.get(1))))
     }
 
+    /// The hash of the committed block at `number` (genesis from
+    /// `chain_meta` for 0), if there is one.
+    pub fn hash_at(&mut self, number: u64) -> Result<Option<Hash32>, StoreError> {
+        if number == 0 {
+            return self.genesis_hash().map(Some);
+        }
+        let Some(block) = self.block_by_number(number)? else { return Ok(None) };
+        Hash32::parse(&block.hash).map(Some).map_err(|e| {
+            self.error(StoreErrorKind::Corrupt, "read block", format!("block_hash {:?}: {e}", block.hash))
+                .at_block(number)
+        })
+    }
+
+    fn genesis_hash(&mut self) -> Result<Hash32, StoreError> {
+        let rows = self
+            .client
+            .query("SELECT genesis_hash FROM chain_meta WHERE id = 1", &[])
+            .map_err(|e| self.fail("read genesis", &e))?;
+        let row = rows.first().ok_or_else(|| {
+            self.error(StoreErrorKind::NoChain, "read genesis", "no chain recorded yet (chain_meta is empty)")
+        })?;
+        let hash: String = row.get(0);
+        Hash32::parse(&hash)
+            .map_err(|e| self.error(StoreErrorKind::Corrupt, "read genesis", format!("genesis_hash {hash:?}: {e}")))
+    }
+
     pub fn fence_term(&mut self) -> Result<u64, StoreError> {
         let row = self.client.query_one(&self.statements.fence_term, &[]).map_err(|e| self.fail("read fence", &e))?;
         column_u64(&self.url, "read fence", "fence.term", row.get(0))
     }
 
-    /// Raises the fence to `term`. After this returns `Raised`, no commit with
-    /// a lower term can succeed (commits re-read the fence under its lock).
+    /// Raises the fence to `term` for `holder`. After this returns `Raised`,
+    /// no commit with a lower term can succeed (commits re-read the fence
+    /// under its lock). It succeeds only for a higher term, or for the term
+    /// the fence holds already when `holder` holds it: two nodes never hold
+    /// one term, even if Redis lost its counter and handed it out twice.
     pub fn raise_fence(&mut self, term: u64, holder: &str) -> Result<FenceOutcome, StoreError> {
         let term_i64 = to_bigint(&self.url, "raise fence", "term", term)?;
         let rows = self
             .client
             .query(
-                "UPDATE fence SET term = $1, holder = $2, updated_at = NOW() WHERE id = 1 AND term < $1 RETURNING term",
+                "UPDATE fence SET term = $1, holder = $2, updated_at = NOW() \
+                 WHERE id = 1 AND (term < $1 OR (term = $1 AND holder = $2)) RETURNING term",
                 &[&term_i64, &holder],
             )
             .map_err(|e| self.fail("raise fence", &e))?;

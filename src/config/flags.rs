@@ -337,6 +337,16 @@ pub const FLAGS: &[Flag] = &[
         help: "the lease counts as lost this long before Redis expires it; less than half of the TTL",
     },
     Flag {
+        name: "database-stall-limit",
+        env: Some("DATABASE_STALL_LIMIT"),
+        value: "DURATION",
+        default: DefaultValue::Unset,
+        kind: Kind::Duration(Bounds::ANY),
+        group: Group::Leader,
+        help: "a leader whose database calls fail or hang this long releases the lease until it reaches \
+               PostgreSQL again (default: half of --lease-ttl; above 0 and less than the TTL)",
+    },
+    Flag {
         name: "min-block-interval",
         env: Some("MIN_BLOCK_INTERVAL"),
         value: "DURATION",

@@ -78,6 +78,9 @@ pub struct LeaderConfig {
     /// The lease is treated as lost this long before Redis would expire it,
     /// to absorb clock-rate differences and the renew round trip.
     pub lease_safety_margin: Duration,
+    /// A leader whose database calls have failed or hung this long releases
+    /// the lease (it cannot commit; a standby that can should lead).
+    pub database_stall_limit: Duration,
     pub min_block_interval: Duration,
     /// Zero: never build empty blocks. Otherwise build one when no block has
     /// been committed for this long (a heartbeat).
@@ -272,6 +275,10 @@ fn leader(input: &Input) -> Result<LeaderConfig, ConfigError> {
         lease_ttl: input.duration("lease-ttl")?,
         lease_renew_interval: input.duration("lease-renew-interval")?,
         lease_safety_margin: input.duration("lease-safety-margin")?,
+        database_stall_limit: match input.given("database-stall-limit") {
+            Some(_) => input.duration("database-stall-limit")?,
+            None => input.duration("lease-ttl")? / 2,
+        },
         min_block_interval: input.duration("min-block-interval")?,
         empty_block_interval: input.duration("empty-block-interval")?,
         idle_poll_interval: input.duration("idle-poll-interval")?,
@@ -290,6 +297,10 @@ fn validate_lease(leader: &LeaderConfig) -> Result<(), ConfigError> {
     }
     // Two renew attempts must fit in the usable part of the lease, so one
     // lost renew does not cost the lease.
+    // Well under the TTL, so a standby takes over within two TTLs of the cut.
+    if leader.database_stall_limit.is_zero() || leader.database_stall_limit >= ttl {
+        return err("--database-stall-limit must be above 0 and less than --lease-ttl");
+    }
     let usable = ttl - leader.lease_safety_margin;
     if leader.lease_renew_interval.is_zero() || leader.lease_renew_interval * 2 > usable {
         return err(format!(

@@ -27,6 +27,9 @@ pub enum ProduceError {
     Store(StoreError),
     /// The execution client's chain disagrees with the committed chain.
     Diverged(String),
+    /// The shared database went back below a block this node saw committed
+    /// (`regression.rs`): stop leading until an operator acts.
+    Regressed(String),
 }
 
 impl std::fmt::Display for ProduceError {
@@ -40,6 +43,7 @@ impl std::fmt::Display for ProduceError {
             ProduceError::Replay(e) => write!(f, "replaying {e}"),
             ProduceError::Store(e) => write!(f, "{e}"),
             ProduceError::Diverged(reason) => write!(f, "{reason}"),
+            ProduceError::Regressed(reason) => write!(f, "database regressed: {reason}"),
         }
     }
 }
@@ -60,7 +64,7 @@ impl ProduceError {
     pub fn component(&self) -> Component {
         match self {
             ProduceError::Store(_) => Component::Database,
-            ProduceError::Diverged(_) => Component::Chain,
+            ProduceError::Diverged(_) | ProduceError::Regressed(_) => Component::Chain,
             _ => Component::ExecutionClient,
         }
     }
@@ -80,7 +84,7 @@ impl ProduceError {
             | ProduceError::EngineRefused { .. }
             | ProduceError::Replay(_) => FailureKind::EngineFailed,
             ProduceError::Store(_) => FailureKind::Store,
-            ProduceError::Diverged(_) => FailureKind::Diverged,
+            ProduceError::Diverged(_) | ProduceError::Regressed(_) => FailureKind::Diverged,
         }
     }
 }
@@ -108,6 +112,7 @@ mod tests {
                 FailureKind::EngineFailed,
             ),
             (ProduceError::Diverged("other chain".into()), FailureKind::Diverged),
+            (ProduceError::Regressed("went back".into()), FailureKind::Diverged),
         ];
         for (error, expected) in table {
             assert_eq!(error.failure_kind(), expected, "{error}");

@@ -199,6 +199,10 @@ pub struct LeaseHandle {
     step_down_requested: AtomicBool,
     /// Redis is reachable (for /health).
     redis_ok: AtomicBool,
+    /// When the producer's current run of database trouble began: the start
+    /// of a database call that has not returned yet, or of the first of a
+    /// row of failed ones. `None` while the database answers.
+    database_trouble_since: Mutex<Option<Instant>>,
 }
 
 impl Default for LeaseHandle {
@@ -210,6 +214,7 @@ impl Default for LeaseHandle {
             fence_term_seen: AtomicU64::new(0),
             step_down_requested: AtomicBool::new(false),
             redis_ok: AtomicBool::new(false),
+            database_trouble_since: Mutex::new(None),
         }
     }
 }
@@ -253,6 +258,24 @@ impl LeaseHandle {
         self.changed.notify_all();
     }
 
+    /// The producer starts a database call: from now on, until one
+    /// succeeds, the database counts as in trouble.
+    pub fn database_call_started(&self) {
+        let mut since = self.database_trouble_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        since.get_or_insert_with(Instant::now);
+    }
+
+    /// A database call succeeded: the database answers.
+    pub fn database_call_succeeded(&self) {
+        *self.database_trouble_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+
+    /// How long the producer's database calls have been hanging or failing.
+    pub fn database_trouble(&self) -> Duration {
+        let since = *self.database_trouble_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        since.map(|since| since.elapsed()).unwrap_or(Duration::ZERO)
+    }
+
     pub fn is_ready_to_lead(&self) -> bool {
         self.ready_to_lead.load(Ordering::Relaxed)
     }
@@ -282,7 +305,13 @@ pub struct LeaseLoop {
     last_term: u64,
     /// After a voluntary step-down, give the others one TTL to take over.
     cooldown_until: Option<Instant>,
+    /// The fresh floor for new terms (`with_fence_floor`).
+    fence_floor: Option<FenceFloor>,
 }
+
+/// Reads the fence's term from PostgreSQL (given to the lease thread by
+/// `node.rs`, so that this module holds no SQL).
+pub type FenceFloor = Box<dyn FnMut() -> Result<u64, String> + Send>;
 
 impl LeaseLoop {
     pub fn new(
@@ -306,7 +335,18 @@ impl LeaseLoop {
             connection: Reconnecting::new(move || connect_redis(&addr, password.as_ref(), read_timeout)),
             last_term: 0,
             cooldown_until: None,
+            fence_floor: None,
         }
+    }
+
+    /// Reads the fence term fresh right before every acquisition attempt,
+    /// so that a Redis that lost its term counter cannot hand this node a
+    /// term the current leader already holds (the producer reads the fence
+    /// only once a second). An attempt whose read fails does not acquire:
+    /// a node that cannot read the database could not lead anyway.
+    pub fn with_fence_floor(mut self, read: FenceFloor) -> LeaseLoop {
+        self.fence_floor = Some(read);
+        self
     }
 
     fn holder_value(&self, term: u64) -> String {
@@ -356,11 +396,12 @@ impl LeaseLoop {
         while !self.shutdown.is_requested() {
             match held {
                 Some(term) => {
-                    if self.handle.step_down_requested.swap(false, Ordering::Relaxed) {
-                        log::info(&format!("lease: stepping down from term {term}"));
-                        self.release(&release, term);
+                    let step_down = self.handle.step_down_requested.swap(false, Ordering::Relaxed);
+                    let action =
+                        held_lease_action(step_down, self.handle.database_trouble(), self.config.database_stall_limit);
+                    if let HeldLeaseAction::Release(reason) = action {
+                        self.release_for(&release, term, reason);
                         held = None;
-                        self.cooldown_until = Some(Instant::now() + self.config.lease_ttl);
                         continue;
                     }
                     let sent = Instant::now();
@@ -407,6 +448,12 @@ impl LeaseLoop {
     fn try_acquire(&mut self, acquire: &Script, ttl_ms: &str, usable: Duration) -> Acquire {
         if !self.handle.ready_to_lead.load(Ordering::Relaxed) || self.in_cooldown() {
             return Acquire::NotNow;
+        }
+        if let Some(read_fence) = &mut self.fence_floor {
+            match read_fence() {
+                Ok(fence_term) => self.handle.observe_fence_term(fence_term),
+                Err(_) => return Acquire::NotNow,
+            }
         }
         let floor = self.handle.fence_term_seen.load(Ordering::Relaxed).max(self.last_term);
         let sent = Instant::now();
@@ -504,6 +551,27 @@ impl LeaseLoop {
         log::info(&format!("lease: no longer leader (term {term})"));
     }
 
+    /// Gives the lease up on purpose: the producer asked, or it cannot reach
+    /// the database. No acquiring for one TTL (the others take over); after
+    /// a database stall, not until the producer has read the database again.
+    fn release_for(&mut self, release: &Script, term: u64, reason: ReleaseReason) {
+        match reason {
+            ReleaseReason::StepDown => log::info(&format!("lease: stepping down from term {term}")),
+            ReleaseReason::DatabaseStalled => {
+                let stalled_ms = self.handle.database_trouble().as_millis();
+                log::warn(&format!(
+                    "lease: releasing term {term}: the database has not answered for {stalled_ms} ms \
+                     (--database-stall-limit {} ms); not leading until it does",
+                    self.config.database_stall_limit.as_millis()
+                ));
+                self.handle.set_ready_to_lead(false);
+                self.metrics.count_error("database");
+            }
+        }
+        self.release(release, term);
+        self.cooldown_until = Some(Instant::now() + self.config.lease_ttl);
+    }
+
     fn release(&mut self, release: &Script, term: u64) {
         // Clear locally first: the producer must stop before anyone else can
         // acquire, and the fence covers a commit already in flight.
@@ -512,6 +580,34 @@ impl LeaseLoop {
             Ok(_) => log::info(&format!("lease: released term {term}")),
             Err(error) => self.redis_failed(&error),
         }
+    }
+}
+
+/// Why a held lease is given up on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReleaseReason {
+    /// The producer asked (commit refused, client broken, admin step-down).
+    StepDown,
+    /// The producer's database calls have hung or failed for longer than
+    /// `--database-stall-limit`: it cannot commit, so a standby that can
+    /// should lead.
+    DatabaseStalled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeldLeaseAction {
+    Renew,
+    Release(ReleaseReason),
+}
+
+/// The held-lease rule, pure: renew, or give the lease up on purpose.
+fn held_lease_action(step_down_requested: bool, database_trouble: Duration, stall_limit: Duration) -> HeldLeaseAction {
+    if step_down_requested {
+        HeldLeaseAction::Release(ReleaseReason::StepDown)
+    } else if database_trouble >= stall_limit {
+        HeldLeaseAction::Release(ReleaseReason::DatabaseStalled)
+    } else {
+        HeldLeaseAction::Renew
     }
 }
 
@@ -544,6 +640,36 @@ fn standby_blocking_wait(renew_interval: Duration, expires_in: Option<Duration>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_lease_is_released_on_request_or_when_the_database_stalls() {
+        use HeldLeaseAction::*;
+        let limit = Duration::from_millis(500);
+        let ms = Duration::from_millis;
+        let table = [
+            (false, ms(0), Renew),
+            (false, ms(499), Renew),
+            (false, ms(500), Release(ReleaseReason::DatabaseStalled)),
+            (false, ms(60_000), Release(ReleaseReason::DatabaseStalled)),
+            (true, ms(0), Release(ReleaseReason::StepDown)),
+            (true, ms(900), Release(ReleaseReason::StepDown)),
+        ];
+        for (requested, trouble, expected) in table {
+            assert_eq!(held_lease_action(requested, trouble, limit), expected, "{requested} {trouble:?}");
+        }
+    }
+
+    #[test]
+    fn database_trouble_runs_from_the_first_unanswered_call_to_the_next_success() {
+        let handle = LeaseHandle::default();
+        assert_eq!(handle.database_trouble(), Duration::ZERO);
+        handle.database_call_started();
+        std::thread::sleep(Duration::from_millis(20));
+        handle.database_call_started(); // a retry does not restart the clock
+        assert!(handle.database_trouble() >= Duration::from_millis(20));
+        handle.database_call_succeeded();
+        assert_eq!(handle.database_trouble(), Duration::ZERO);
+    }
 
     #[test]
     fn a_standby_wakes_before_the_holders_lease_expires() {

@@ -37,7 +37,8 @@ use crate::store::{ChainHead, CommitOutcome, FenceOutcome, Store, StoreError};
 
 /// How long a standby waits for news before looking at the lease again.
 const STANDBY_WAIT: Duration = Duration::from_millis(20);
-/// A standby re-reads the committed head at least this often.
+/// A standby re-reads the committed head and its client's head at least
+/// this often, and at least twice per lease TTL.
 const STANDBY_RECHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a stepping-down producer waits for the lease thread to let go.
 const STEP_DOWN_WAIT: Duration = Duration::from_secs(2);
@@ -93,6 +94,8 @@ pub struct Producer {
     build_attempt: u64,
     consecutive_failures: u32,
     backoff: Backoff,
+    /// When a database call last succeeded.
+    database_answered_at: Instant,
     /// Fault injection: the step at which the process stops itself once.
     failpoint: Option<Step>,
     settings: BuildSettings,
@@ -115,6 +118,12 @@ struct BuildSettings {
     empty_block_interval: Duration,
     idle_poll_interval: Duration,
     max_timestamp_lead: Duration,
+    /// How often a standby re-reads the committed head and its client.
+    standby_recheck: Duration,
+    /// An idle leader reads the fence when the database has not answered
+    /// for this long, so a cut is noticed (and the lease released) even
+    /// when there is nothing to commit.
+    database_check_interval: Duration,
 }
 
 impl Producer {
@@ -126,6 +135,8 @@ impl Producer {
             empty_block_interval: ctx.config.empty_block_interval,
             idle_poll_interval: ctx.config.idle_poll_interval,
             max_timestamp_lead: ctx.config.max_timestamp_lead,
+            standby_recheck: STANDBY_RECHECK_INTERVAL.min(ctx.config.lease_ttl / 2),
+            database_check_interval: ctx.config.database_stall_limit / 2,
         };
         let (url, application) = (ctx.postgres_url.clone(), format!("clnode-producer-{}", ctx.instance_id));
         Producer {
@@ -142,6 +153,7 @@ impl Producer {
             build_attempt: 0,
             consecutive_failures: 0,
             backoff: Backoff::new(FAILURE_BACKOFF_MIN, FAILURE_BACKOFF_MAX),
+            database_answered_at: Instant::now(),
             failpoint: std::env::var("CLNODE_FAILPOINT_STOP_AT").ok().and_then(|name| Step::from_name(&name)),
         }
     }
@@ -162,10 +174,28 @@ impl Producer {
         self.store.get()
     }
 
-    fn committed_head(&mut self) -> Result<ChainHead, StoreError> {
-        let store = self.store()?;
-        let head = store.committed_head()?;
-        let fence = store.fence_term()?;
+    /// One database call, timed for the lease thread: while calls hang or
+    /// fail for `--database-stall-limit`, it releases the lease.
+    fn database<T>(&mut self, call: impl FnOnce(&mut Store) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.ctx.lease.database_call_started();
+        let result = self.store.get().and_then(call);
+        if result.is_ok() {
+            self.ctx.lease.database_call_succeeded();
+            self.database_answered_at = Instant::now();
+        }
+        result
+    }
+
+    /// The committed head and the fence, checked against the highest head
+    /// this node has seen (the regression guard).
+    fn committed_head(&mut self) -> Result<ChainHead, ProduceError> {
+        let (head, fence) = self.database(|store| Ok((store.committed_head()?, store.fence_term()?)))?;
+        if let Some(reason) = self.ctx.watch.observe_database_head(head, None) {
+            log::error(&format!("producer: {reason}; not leading until an operator acts"));
+        }
+        if let Some(reason) = self.ctx.watch.regression() {
+            return Err(ProduceError::Regressed(reason));
+        }
         self.ctx.lease.observe_fence_term(fence);
         self.ctx.status.update(|s| {
             if s.role != Role::Leader {
@@ -187,12 +217,15 @@ impl Producer {
             None => true,
             Some((head, read_at)) => {
                 self.ctx.watch.get() > head.number
-                    || read_at.elapsed() >= STANDBY_RECHECK_INTERVAL
+                    || read_at.elapsed() >= self.settings.standby_recheck
                     || self.el_head != Some(head)
             }
         };
         if stale {
-            let result = self.committed_head().map_err(ProduceError::from).and_then(|head| self.sync_el_to(head));
+            // Read the client afresh too: a cached head would keep a standby
+            // whose client died "ready to lead" (and /health green).
+            self.el_head = None;
+            let result = self.committed_head().and_then(|head| self.sync_el_to(head));
             match result {
                 Ok(()) => {
                     self.consecutive_failures = 0;
@@ -229,7 +262,7 @@ impl Producer {
                 self.ctx.metrics.count_error("database");
                 self.store.drop_if_lost(e);
             }
-            ProduceError::Diverged(_) => self.ctx.metrics.count_error("internal"),
+            ProduceError::Diverged(_) | ProduceError::Regressed(_) => self.ctx.metrics.count_error("internal"),
             _ => self.el_head = None,
         }
     }
@@ -242,8 +275,9 @@ impl Producer {
         if let Some(head) = self.el_head {
             return Ok(head);
         }
-        let header =
-            self.ctx.engine.latest_header().map_err(|source| ProduceError::Engine { block_number: 0, source })?;
+        // A read, not a build: /health says "reading the execution client's
+        // chain", never "building block 0".
+        let header = self.ctx.engine.latest_header().map_err(ProduceError::EngineRead)?;
         let head = ChainHead { number: header.number, hash: header.hash };
         self.set_el_head(head);
         Ok(head)
@@ -299,7 +333,11 @@ impl Producer {
         while !self.ctx.shutdown.is_requested() && self.ctx.lease.held_term() == Some(term) {
             let lease_remaining = self.ctx.lease.remaining(term);
             self.ctx.status.update(|s| s.lease_remaining_ms = u64::try_from(lease_remaining.as_millis()).unwrap_or(0));
-            match self.produce_one(term, &mut parent) {
+            let step = self.check_still_leading(term).and_then(|leading| match leading {
+                true => self.produce_one(term, &mut parent),
+                false => Ok(Outcome::Refused),
+            });
+            match step {
                 Ok(Outcome::Committed | Outcome::NothingToDo) => {
                     if self.consecutive_failures > 0 {
                         log::info("leader: recovered");
@@ -344,7 +382,7 @@ impl Producer {
         ));
         // A failover, as operators see it, is the gap between the previous
         // leader's last block and this term's first; measured at that commit.
-        self.took_over_from_ms = match self.store().and_then(|store| store.commit_time(parent.number)) {
+        self.took_over_from_ms = match self.database(|store| store.commit_time(parent.number)) {
             Ok(Some((previous_term, committed_ms))) if previous_term != term => Some(committed_ms),
             _ => None,
         };
@@ -363,6 +401,27 @@ impl Producer {
         if self.consecutive_failures > 0 {
             log::info("leader: recovered");
         }
+    }
+
+    /// Between blocks: the regression guard, and on an idle chain a fence
+    /// read whenever the database has been quiet for a while, so that a
+    /// leader cut off from it (or fenced by a newer term) notices without a
+    /// commit to fail. `false`: another term holds the fence; step down.
+    fn check_still_leading(&mut self, term: u64) -> Result<bool, ProduceError> {
+        if let Some(reason) = self.ctx.watch.regression() {
+            return Err(ProduceError::Regressed(reason));
+        }
+        if self.database_answered_at.elapsed() < self.settings.database_check_interval {
+            return Ok(true);
+        }
+        let fence_term = self.database(Store::fence_term)?;
+        if fence_term == term {
+            return Ok(true);
+        }
+        log::warn(&format!("leader: fenced: the fence holds term {fence_term}, not {term}; stepping down"));
+        self.ctx.lease.observe_fence_term(fence_term);
+        self.ctx.lease.request_step_down();
+        Ok(false)
     }
 
     /// Records a failure while holding the lease and acts on the step-down
@@ -397,11 +456,15 @@ impl Producer {
     /// parent. `None`: this term is already stale.
     fn prepare_to_lead(&mut self, term: u64) -> Result<Option<Parent>, ProduceError> {
         let instance_id = self.ctx.instance_id.clone();
-        match self.store()?.raise_fence(term, &instance_id)? {
+        match self.database(|store| store.raise_fence(term, &instance_id))? {
             FenceOutcome::Raised => {}
-            FenceOutcome::AlreadyAt { fence_term } if fence_term == term => {}
             FenceOutcome::AlreadyAt { fence_term } => {
-                log::warn(&format!("leader: term {term} is below the fence ({fence_term}); stepping down"));
+                // A higher term, or this very term raised by another node
+                // (Redis lost its counter and handed the term out twice).
+                log::warn(&format!(
+                    "leader: fenced: the fence holds term {fence_term} (this node acquired {term}, \
+                     held by another node if equal); stepping down"
+                ));
                 self.ctx.lease.observe_fence_term(fence_term);
                 self.ctx.lease.request_step_down();
                 self.ctx.shutdown.sleep(Duration::from_millis(50));
@@ -584,7 +647,7 @@ impl Producer {
         let stored = Arc::new(built.record.to_stored());
         self.failpoint(Step::Commit);
         let commit_started = Instant::now();
-        let outcome = self.store()?.commit_block(term, &stored)?;
+        let outcome = self.database(|store| store.commit_block(term, &stored))?;
         let committed_in = commit_started.elapsed();
         self.ctx.metrics.database_write_seconds.observe(committed_in);
         let reason = match outcome {
@@ -635,6 +698,7 @@ impl Producer {
         self.last_block_started_at = built.started;
         self.pool_watch.forget_idle();
         self.known_committed = Some((ChainHead { number, hash: record.hash() }, Instant::now()));
+        self.ctx.watch.committed_head(ChainHead { number, hash: record.hash() });
         self.ctx.watch.committed(Arc::clone(&stored));
         self.ctx.metrics.blocks_produced.inc();
         self.ctx.metrics.committed_head.set_u64(number);

@@ -22,6 +22,10 @@ pub enum ProxyMode {
     Refuse,
     /// Accept and never answer (a stopped or hopelessly slow source).
     Hang,
+    /// A partition: new connections hang, and the open ones stop carrying
+    /// bytes both ways (held, and delivered once the mode leaves), so a
+    /// call in flight neither fails nor returns.
+    Blackhole,
     /// Answer every request with a 200 page of garbage records.
     Garbage,
     /// Forward each request as its own GET and rewrite the first record of
@@ -55,7 +59,8 @@ impl ProxyMode {
             ProxyMode::Refuse => 1,
             ProxyMode::Hang => 2,
             ProxyMode::Garbage => 3,
-            ProxyMode::Tamper(fault) => 4 + FAULTS.iter().position(|f| *f == fault).unwrap_or(0) as u8,
+            ProxyMode::Blackhole => 4,
+            ProxyMode::Tamper(fault) => 5 + FAULTS.iter().position(|f| *f == fault).unwrap_or(0) as u8,
         }
     }
 
@@ -64,7 +69,8 @@ impl ProxyMode {
             1 => ProxyMode::Refuse,
             2 => ProxyMode::Hang,
             3 => ProxyMode::Garbage,
-            n if n >= 4 => ProxyMode::Tamper(FAULTS[usize::from(n - 4).min(FAULTS.len() - 1)]),
+            4 => ProxyMode::Blackhole,
+            n if n >= 5 => ProxyMode::Tamper(FAULTS[usize::from(n - 5).min(FAULTS.len() - 1)]),
             _ => ProxyMode::Pass,
         }
     }
@@ -119,12 +125,12 @@ impl TcpProxy {
         ProxyMode::from_u8(shared.mode.load(Ordering::SeqCst))
     }
 
-    fn handle(client: TcpStream, shared: &ProxyShared) {
+    fn handle(client: TcpStream, shared: &Arc<ProxyShared>) {
         let _ = client.set_nonblocking(false);
         match TcpProxy::mode(shared) {
             ProxyMode::Refuse => drop(client),
-            ProxyMode::Hang => {
-                while TcpProxy::mode(shared) == ProxyMode::Hang && !shared.stop.load(Ordering::SeqCst) {
+            mode @ (ProxyMode::Hang | ProxyMode::Blackhole) => {
+                while TcpProxy::mode(shared) == mode && !shared.stop.load(Ordering::SeqCst) {
                     std::thread::sleep(Duration::from_millis(50));
                 }
             }
@@ -146,8 +152,9 @@ impl TcpProxy {
                 };
                 let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
                 shared.open.lock().unwrap_or_else(PoisonError::into_inner).insert(id, (client3, upstream3));
-                let back = std::thread::spawn(move || pump(upstream2, client2));
-                pump(client, upstream);
+                let back_shared = Arc::clone(shared);
+                let back = std::thread::spawn(move || pump(upstream2, client2, &back_shared));
+                pump(client, upstream, shared);
                 let _ = back.join();
                 shared.open.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
             }
@@ -204,8 +211,22 @@ impl Drop for TcpProxy {
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream) {
-    let _ = std::io::copy(&mut from, &mut to);
+/// Copies `from` to `to` until either side closes; while the proxy is in
+/// `Blackhole`, what arrives is held back.
+fn pump(mut from: TcpStream, mut to: TcpStream, shared: &ProxyShared) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        while TcpProxy::mode(shared) == ProxyMode::Blackhole && !shared.stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
     let _ = to.shutdown(Shutdown::Write);
 }
 
