@@ -113,12 +113,14 @@ fn a_committed_block_survives_a_postgres_crash_whatever_synchronous_commit_says(
     let mut cluster = Cluster::builder("durable-commit").start();
     cluster.leader();
     let mut client = cluster.postgres.client();
-    client
-        .batch_execute(
-            "ALTER SYSTEM SET synchronous_commit = off; ALTER SYSTEM SET wal_writer_delay = '10s'; \
-             SELECT pg_reload_conf();",
-        )
-        .unwrap();
+    // One statement at a time: ALTER SYSTEM refuses to run in a transaction.
+    for statement in [
+        "ALTER SYSTEM SET synchronous_commit = off",
+        "ALTER SYSTEM SET wal_writer_delay = '10s'",
+        "SELECT pg_reload_conf()",
+    ] {
+        client.batch_execute(statement).unwrap();
+    }
     drop(client);
     let hashes = cluster.commit_transactions(0, 1, Duration::from_secs(30));
     let block = cluster.els[0].receipt_block(&hashes[0]).unwrap();
