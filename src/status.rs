@@ -40,6 +40,9 @@ pub enum Component {
     Commit,
     SyncSource,
     SyncRecord,
+    /// A member behind its source and not moving: the syncer's own verdict,
+    /// set and cleared by it alone (the fetcher owns `SyncSource`).
+    SyncProgress,
     Chain,
 }
 
@@ -52,6 +55,7 @@ impl Component {
             Component::Commit => "commit",
             Component::SyncSource => "sync source",
             Component::SyncRecord => "sync record",
+            Component::SyncProgress => "sync progress",
             Component::Chain => "chain",
         }
     }

@@ -487,10 +487,14 @@ impl Syncer {
             s.source_head = Some(source);
             s.lag_blocks = lag_blocks;
             s.lag_ms = lag_ms;
+            // Set and cleared here on every update, so a member that caught
+            // up never keeps reporting an old stall.
             if stalled {
-                s.problems.entry(Component::SyncSource).or_insert_with(|| {
-                    format!("stalled: {lag_blocks} blocks behind with no progress for {} s", STALL_AFTER.as_secs())
-                });
+                let reason =
+                    format!("stalled: {lag_blocks} blocks behind with no progress for {} s", STALL_AFTER.as_secs());
+                s.problems.insert(Component::SyncProgress, reason);
+            } else {
+                s.problems.remove(&Component::SyncProgress);
             }
         });
     }
