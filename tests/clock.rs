@@ -94,7 +94,9 @@ fn committed(postgres: &Postgres) -> Vec<(u64, u64, f64, u64)> {
             &[],
         )
         .unwrap();
-    rows.iter().map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64, r.get(2), r.get::<_, i64>(3) as u64)).collect()
+    rows.iter()
+        .map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64, r.get(2), r.get::<_, i64>(3) as u64))
+        .collect()
 }
 
 /// The committed head's number; `None` until a node applied the schema.
@@ -164,7 +166,9 @@ fn kill_skewed_node_and_time_the_next_commit(cluster: &mut Cluster) -> f64 {
 fn skewed_node_case(name: &str, offset: &str) {
     let env = faketime_env(&libfaketime(), Some(offset), None);
     let (mut cluster, _relay) = cluster_with_skewed_node(name, &env);
-    wait_for(Duration::from_secs(30), "two committed blocks", || (committed_head(&cluster.postgres)? >= 2).then_some(()));
+    wait_for(Duration::from_secs(30), "two committed blocks", || {
+        (committed_head(&cluster.postgres)? >= 2).then_some(())
+    });
     assert_eq!(cluster.nodes[1].proc.terminate(Duration::from_secs(10)), Some(0), "the correct node's exit");
     let led = leave_alone(&cluster);
     assert_no_block_ahead_of_real_time(&cluster);
@@ -183,4 +187,73 @@ fn skewed_node_case(name: &str, offset: &str) {
 #[test]
 fn a_node_an_hour_ahead_never_commits_the_future() {
     skewed_node_case("clock-ahead-1h", "+3600");
+}
+
+/// Before the fix: it took the lease and waited an hour for its clock to
+/// pass the chain's block time, committing nothing.
+#[test]
+fn a_node_an_hour_behind_does_not_take_the_lease() {
+    skewed_node_case("clock-behind-1h", "-3600");
+}
+
+/// Five seconds: more than the 2 s lead cap, so before the fix its blocks
+/// ran 5 s ahead and the next leader waited for them.
+#[test]
+fn a_node_five_seconds_ahead_does_not_lead() {
+    skewed_node_case("clock-ahead-5s", "+5");
+}
+
+/// The leader's wall clock jumps an hour ahead while it leads: it steps
+/// down within about a second, no block is committed ahead of real time,
+/// and the standby carries on.
+#[test]
+fn a_clock_jump_makes_the_leader_step_down() {
+    let library = libfaketime();
+    let dir = TestDir::new("clock-jump-offset");
+    let offset_file = dir.join("faketime.rc");
+    write_offset(&offset_file, "+0");
+    let env = faketime_env(&library, None, Some(&offset_file));
+    let (mut cluster, _relay) = cluster_with_skewed_node("clock-jump", &env);
+    // Node 0 (clock still right) leads: the other one leaves and comes back as a standby.
+    wait_for(Duration::from_secs(30), "node 0 healthy", || {
+        cluster.nodes[0].health().is_some_and(|(code, _)| code == 200).then_some(())
+    });
+    if !cluster.nodes[0].is_leader() {
+        assert_eq!(cluster.nodes[1].proc.terminate(Duration::from_secs(10)), Some(0));
+        wait_for(Duration::from_secs(10), "node 0 leading", || cluster.nodes[0].is_leader().then_some(()));
+        cluster.nodes[1].proc.start();
+    }
+    let head = committed_head(&cluster.postgres).unwrap_or(0);
+    wait_for(Duration::from_secs(10), "node 0 committing", || {
+        (committed_head(&cluster.postgres)? > head + 1).then_some(())
+    });
+    wait_for(Duration::from_secs(30), "node 1 a healthy standby", || {
+        cluster.nodes[1].health().is_some_and(|(code, _)| code == 200).then_some(())
+    });
+    let jumped_at = Instant::now();
+    write_offset(&offset_file, "+3600");
+    wait_for(Duration::from_secs(5), "node 0 reporting its clock and stepping down", || {
+        let json = cluster.nodes[0].health_json()?;
+        (json["problems"]["clock"].is_string() && json["role"] != "leader").then_some(())
+    });
+    let stepped_down_in = jumped_at.elapsed();
+    wait_for(Duration::from_secs(5), "node 1 leading", || cluster.nodes[1].is_leader().then_some(()));
+    assert_reports_clock(&cluster.nodes[0]);
+    assert_no_block_ahead_of_real_time(&cluster);
+    let took = kill_skewed_node_and_time_the_next_commit(&mut cluster);
+    assert_no_block_ahead_of_real_time(&cluster);
+    assert_continuous(&stored_chain(&cluster.postgres));
+    eprintln!(
+        "clock-jump: stepped down {} ms after the jump; first commit {:.0} ms after the kill",
+        stepped_down_in.as_millis(),
+        took * 1000.0
+    );
+}
+
+/// Replaces libfaketime's offset file in one step (a reader never sees it
+/// half written).
+fn write_offset(file: &Path, offset: &str) {
+    let next = file.with_extension("next");
+    std::fs::write(&next, format!("{offset}\n")).unwrap();
+    std::fs::rename(&next, file).unwrap();
 }

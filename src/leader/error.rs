@@ -27,6 +27,9 @@ pub enum ProduceError {
     Store(StoreError),
     /// The execution client's chain disagrees with the committed chain.
     Diverged(String),
+    /// This node's wall clock is too far from the database's, or unknown
+    /// (`leader/clock.rs`): it must not lead.
+    Clock(String),
 }
 
 impl std::fmt::Display for ProduceError {
@@ -39,7 +42,7 @@ impl std::fmt::Display for ProduceError {
             }
             ProduceError::Replay(e) => write!(f, "replaying {e}"),
             ProduceError::Store(e) => write!(f, "{e}"),
-            ProduceError::Diverged(reason) => write!(f, "{reason}"),
+            ProduceError::Diverged(reason) | ProduceError::Clock(reason) => write!(f, "{reason}"),
         }
     }
 }
@@ -61,6 +64,7 @@ impl ProduceError {
         match self {
             ProduceError::Store(_) => Component::Database,
             ProduceError::Diverged(_) => Component::Chain,
+            ProduceError::Clock(_) => Component::Clock,
             _ => Component::ExecutionClient,
         }
     }
@@ -81,6 +85,7 @@ impl ProduceError {
             | ProduceError::Replay(_) => FailureKind::EngineFailed,
             ProduceError::Store(_) => FailureKind::Store,
             ProduceError::Diverged(_) => FailureKind::Diverged,
+            ProduceError::Clock(_) => FailureKind::Clock,
         }
     }
 }
@@ -108,6 +113,7 @@ mod tests {
                 FailureKind::EngineFailed,
             ),
             (ProduceError::Diverged("other chain".into()), FailureKind::Diverged),
+            (ProduceError::Clock("an hour ahead".into()), FailureKind::Clock),
         ];
         for (error, expected) in table {
             assert_eq!(error.failure_kind(), expected, "{error}");

@@ -80,7 +80,12 @@ fn relay_until_stopped(server: &tiny_http::Server, secret: &JwtSecret, target: &
 }
 
 /// (status, content type, body) of the execution client's answer.
-fn forward(agent: &ureq::Agent, secret: &JwtSecret, target: &str, body: &[u8]) -> Result<(u16, String, Vec<u8>), String> {
+fn forward(
+    agent: &ureq::Agent,
+    secret: &JwtSecret,
+    target: &str,
+    body: &[u8],
+) -> Result<(u16, String, Vec<u8>), String> {
     let mut response = agent
         .post(target)
         .header("Content-Type", "application/json")
@@ -88,12 +93,8 @@ fn forward(agent: &ureq::Agent, secret: &JwtSecret, target: &str, body: &[u8]) -
         .send(body)
         .map_err(|e| e.to_string())?;
     let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json")
-        .to_owned();
+    let content_type =
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_owned();
     let bytes = response.body_mut().with_config().limit(LARGEST_BODY).read_to_vec().map_err(|e| e.to_string())?;
     Ok((status, content_type, bytes))
 }
