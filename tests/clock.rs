@@ -7,6 +7,11 @@
 //! (PostgreSQL's clock at the commit, `created_at`); the skewed node says
 //! so on `/health` (503, `clock: ...`) and does not lead (or steps down);
 //! after it is killed a correct node commits within 2 x the lease TTL.
+//!
+//! The skewed node reaches its geth through `support::engine_relay`, which
+//! re-signs the Engine API JWT with the real clock: on a real machine the
+//! node and its client share the wrong clock, but geth (Go) cannot be put
+//! under libfaketime. All four cases run in `make test` (about 20 s).
 
 // Test code: a failed unwrap, expect or panic is a failed test, and casts
 // of measured figures are checked by the figures themselves.
