@@ -11,7 +11,7 @@
 //! The skewed node reaches its geth through `support::engine_relay`, which
 //! re-signs the Engine API JWT with the real clock: on a real machine the
 //! node and its client share the wrong clock, but geth (Go) cannot be put
-//! under libfaketime. All four cases run in `make test` (about 20 s).
+//! under libfaketime. All four cases run in `make test` (20-40 s).
 
 // Test code: a failed unwrap, expect or panic is a failed test, and casts
 // of measured figures are checked by the figures themselves.
