@@ -51,11 +51,23 @@ CREATE OR REPLACE TRIGGER payloads_no_truncate
 -- slow) ever holds the fence lock between round trips. Returns
 --   'committed'                      the block is now the committed head;
 --   'fenced:<term>'                  the fence holds another term: step down;
---   'not_head:<number>:<hash>'       the parent is not the committed head.
+--   'not_head:<number>:<hash>'       the parent is not the committed head;
+--   'clock:<now_s>'                  the block's timestamp is more than
+--                                    p_max_lead_ms ahead of this database's
+--                                    now() (whole seconds since the epoch
+--                                    given): the leader's clock is wrong.
+-- This database's clock is the cluster's one time reference
+-- (ARCHITECTURE.md, "Timestamps"): whatever a leader's clock says, no block
+-- is committed further ahead of it than the lead cap, so the next leader
+-- never waits longer than that for time to catch up.
+-- The version before the clock check took no p_max_lead_ms; a new parameter
+-- list is a new function (an overload), so the old one is dropped
+-- explicitly: left in place, it would still commit without the check.
+DROP FUNCTION IF EXISTS clnode_commit_block(BIGINT, BIGINT, TEXT, TEXT, TEXT, TEXT, BIGINT, TEXT, TEXT, SMALLINT);
 CREATE OR REPLACE FUNCTION clnode_commit_block(
     p_term BIGINT, p_number BIGINT, p_hash TEXT, p_parent TEXT, p_payload TEXT,
     p_requests TEXT, p_timestamp BIGINT, p_beacon_root TEXT, p_versioned_hashes TEXT,
-    p_payload_version SMALLINT
+    p_payload_version SMALLINT, p_max_lead_ms BIGINT
 ) RETURNS TEXT LANGUAGE plpgsql AS $$
 DECLARE
     fence_term  BIGINT;
@@ -82,6 +94,10 @@ BEGIN
     END IF;
     IF head_number IS NULL OR p_number <> head_number + 1 OR p_parent <> head_hash THEN
         RETURN 'not_head:' || COALESCE(head_number, -1) || ':' || COALESCE(head_hash, '');
+    END IF;
+    -- now(): the transaction's start, the same instant as created_at.
+    IF p_timestamp::NUMERIC * 1000 > extract(epoch FROM now()) * 1000 + p_max_lead_ms THEN
+        RETURN 'clock:' || floor(extract(epoch FROM now()))::BIGINT;
     END IF;
     INSERT INTO payloads (block_number, block_hash, parent_hash, payload_data, requests_data, timestamp,
                           parent_beacon_block_root, blob_versioned_hashes, payload_version, term)

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# deps.sh [redis] [postgres] [geth] [ejs] [bench] — install what the tests and the devnet need and is
+# deps.sh [redis] [postgres] [faketime] [geth] [ejs] [bench] — install what the tests and the devnet need and is
 # missing (no arguments: everything). Idempotent; quick when all is present.
 #   redis     redis-server            Debian package (bookworm: 7.0.x)
 #   postgres  postgresql-15           Debian package (server, psql, the "postgres" OS user)
+#   faketime  libfaketime.so.1        Debian package faketime (bookworm: 0.9.10); tests/clock.rs runs
+#                                     clnode under it (LD_PRELOAD) with its wall clock moved
 #   geth      geth v1.16.8            go install into <repo>/.tools/bin (needs Go >= 1.24; when
 #                                     absent, Go 1.24.13 is fetched from the Go module proxy
 #                                     into <repo>/.tools/go, sha256-checked; linux/amd64 only)
@@ -20,12 +22,12 @@ GO_FALLBACK=go1.24.13
 GO_FALLBACK_SHA256_linux_amd64=d2b048367a3d1a748b87f756fa06df12ce3b419e1d5f2a3612acb8950d615f9f
 NODE_DIR=$KIT_DIR/node
 
-all_parts=(redis postgres geth ejs)
+all_parts=(redis postgres faketime geth ejs)
 parts=()
 for a in "$@"; do
   case $a in
-    redis | postgres | geth | ejs | bench) parts+=("$a") ;;
-    *) usage_error "[redis] [postgres] [geth] [ejs] [bench]   (no arguments: all but bench)" ;;
+    redis | postgres | faketime | geth | ejs | bench) parts+=("$a") ;;
+    *) usage_error "[redis] [postgres] [faketime] [geth] [ejs] [bench]   (no arguments: all but bench)" ;;
   esac
 done
 ((${#parts[@]})) || parts=("${all_parts[@]}")
@@ -95,6 +97,27 @@ if want postgres; then
     apt_install postgresql-15
     bindir=$(pg_bindir) || die "PostgreSQL binaries still missing after apt-get install"
     echo "postgres: installed $(pg_version "$bindir") ($bindir)"
+  fi
+fi
+
+# --- faketime ---------------------------------------------------------------------------
+# The library, not the wrapper command: tests preload it into clnode alone (tests/clock.rs).
+faketime_lib() {
+  local path
+  for path in /usr/lib/*-linux-gnu/faketime/libfaketime.so.1 /usr/lib/faketime/libfaketime.so.1; do
+    [[ -f $path ]] && { echo "$path"; return 0; }
+  done
+  return 1
+}
+faketime_version() { dpkg-query -W -f='${Version}' libfaketime 2>/dev/null || echo unknown; }
+if want faketime; then
+  if lib=$(faketime_lib); then
+    echo "faketime: present $(faketime_version) ($lib)"
+  else
+    echo "faketime: installing faketime (apt) ..."
+    apt_install faketime
+    lib=$(faketime_lib) || die "libfaketime.so.1 still missing after apt-get install faketime"
+    echo "faketime: installed $(faketime_version) ($lib)"
   fi
 fi
 

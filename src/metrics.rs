@@ -146,6 +146,8 @@ pub struct Metrics {
     pub term: Gauge,
     pub committed_head: Gauge,
     pub el_head: Gauge,
+    /// This node's wall clock minus PostgreSQL's, as last measured (ms).
+    pub clock_offset_ms: Gauge,
     pub blocks_produced: Counter,
     pub transactions_committed: Counter,
     pub commit_refusals: Counter,
@@ -199,11 +201,16 @@ impl Metrics {
     }
 
     fn render_gauges(&self, out: &mut String) {
-        let gauges: [(&str, &str, &Gauge); 8] = [
+        let gauges: [(&str, &str, &Gauge); 9] = [
             ("clnode_is_leader", "1 while this node holds the lease and may produce blocks.", &self.is_leader),
             ("clnode_term", "Fencing term this node last held (0 if never).", &self.term),
             ("clnode_committed_head", "Highest block number this node knows is committed.", &self.committed_head),
             ("clnode_el_head", "Head block number of this node's execution client.", &self.el_head),
+            (
+                "clnode_clock_offset_seconds",
+                "Leader mode: this node's wall clock minus PostgreSQL's, as last measured.",
+                &self.clock_offset_ms,
+            ),
             ("clnode_synced_height", "Member: highest block executed and stored locally.", &self.synced_height),
             (
                 "clnode_sync_lag_blocks",
@@ -219,7 +226,7 @@ impl Metrics {
         ];
         for (name, help, gauge) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-            if name == "clnode_sync_lag_seconds" {
+            if name == "clnode_sync_lag_seconds" || name == "clnode_clock_offset_seconds" {
                 #[allow(clippy::cast_precision_loss)]
                 let seconds = gauge.get() as f64 / 1000.0;
                 let _ = writeln!(out, "{name} {seconds}");

@@ -38,6 +38,8 @@ pub enum Component {
     Database,
     Redis,
     Commit,
+    /// This node's wall clock disagrees with the cluster's (PostgreSQL's).
+    Clock,
     SyncSource,
     SyncRecord,
     /// A member behind its source and not moving: the syncer's own verdict,
@@ -53,6 +55,7 @@ impl Component {
             Component::Database => "database",
             Component::Redis => "redis",
             Component::Commit => "commit",
+            Component::Clock => "clock",
             Component::SyncSource => "sync source",
             Component::SyncRecord => "sync record",
             Component::SyncProgress => "sync progress",

@@ -52,6 +52,13 @@ pub enum CommitOutcome {
         head_number: i64,
         head_hash: String,
     },
+    /// The block's timestamp is more than the lead cap ahead of the
+    /// database's clock, the cluster's time reference: this leader's idea
+    /// of the time is wrong.
+    Clock {
+        /// The database's `now()` at the commit, whole seconds since the epoch.
+        database_now_s: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,6 +206,7 @@ struct Statements {
     commit: Statement,
     fence_term: Statement,
     append_replica: Statement,
+    clock: Statement,
 }
 
 const BLOCK_COLUMNS: &str = "block_number, block_hash, parent_hash, payload_data, requests_data, timestamp, \
@@ -351,6 +359,20 @@ impl Store {
             .map_err(|e| self.error(StoreErrorKind::Corrupt, "read genesis", format!("genesis_hash {hash:?}: {e}")))
     }
 
+    /// The database's clock (`clock_timestamp()`: the moment the statement
+    /// reads it, not the transaction's start), since the epoch.
+    pub fn database_time(&mut self) -> Result<Duration, StoreError> {
+        let row = self.client.query_one(&self.statements.clock, &[]).map_err(|e| self.fail("read clock", &e))?;
+        let seconds: f64 = row.get(0);
+        Duration::try_from_secs_f64(seconds).map_err(|_| {
+            self.error(
+                StoreErrorKind::Corrupt,
+                "read clock",
+                format!("clock_timestamp() is {seconds} s since the epoch"),
+            )
+        })
+    }
+
     pub fn fence_term(&mut self) -> Result<u64, StoreError> {
         let row = self.client.query_one(&self.statements.fence_term, &[]).map_err(|e| self.fail("read fence", &e))?;
         column_u64(&self.url, "read fence", "fence.term", row.get(0))
@@ -378,9 +400,18 @@ impl Store {
     }
 
     /// The fenced commit (schema.sql `clnode_commit_block`), one round trip.
-    pub fn commit_block(&mut self, term: u64, block: &StoredBlock) -> Result<CommitOutcome, StoreError> {
+    /// `max_lead` is `--max-timestamp-lead`: the database refuses a block
+    /// whose timestamp is further ahead of its own clock.
+    pub fn commit_block(
+        &mut self,
+        term: u64,
+        block: &StoredBlock,
+        max_lead: Duration,
+    ) -> Result<CommitOutcome, StoreError> {
         let at_block = |e: StoreError| e.at_block(block.number);
         let term_i64 = to_bigint(&self.url, "commit", "term", term).map_err(at_block)?;
+        let max_lead_ms = u64::try_from(max_lead.as_millis()).unwrap_or(u64::MAX);
+        let max_lead_ms = to_bigint(&self.url, "commit", "timestamp lead", max_lead_ms).map_err(at_block)?;
         let number = to_bigint(&self.url, "commit", "block number", block.number).map_err(at_block)?;
         let timestamp = to_bigint(&self.url, "commit", "timestamp", block.timestamp).map_err(at_block)?;
         let version = i16::from(block.payload_version);
@@ -399,6 +430,7 @@ impl Store {
                     &block.parent_beacon_block_root,
                     &block.blob_versioned_hashes_json,
                     &version,
+                    &max_lead_ms,
                 ],
             )
             .map_err(|e| self.fail("commit", &e).at_block(block.number))?;
@@ -576,13 +608,14 @@ impl Statements {
             )?,
             commit: client.prepare(
                 "SELECT clnode_commit_block($1::BIGINT, $2::BIGINT, $3::TEXT, $4::TEXT, $5::TEXT, $6::TEXT, \
-                 $7::BIGINT, $8::TEXT, $9::TEXT, $10::SMALLINT)",
+                 $7::BIGINT, $8::TEXT, $9::TEXT, $10::SMALLINT, $11::BIGINT)",
             )?,
             fence_term: client.prepare("SELECT term FROM fence WHERE id = 1")?,
             append_replica: client.prepare(
                 "SELECT clnode_append_replica($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
                  $6::BIGINT[], $7::TEXT[], $8::TEXT[], $9::SMALLINT[], $10::BIGINT[])",
             )?,
+            clock: client.prepare("SELECT extract(epoch FROM clock_timestamp())::FLOAT8")?,
         })
     }
 }
@@ -608,6 +641,10 @@ fn parse_commit_outcome(text: &str) -> Option<CommitOutcome> {
     if let Some(term) = text.strip_prefix("fenced:") {
         // A negative term is no outcome the function can give: unparsable.
         return Some(CommitOutcome::Fenced { fence_term: term.parse().ok()? });
+    }
+    if let Some(now_s) = text.strip_prefix("clock:") {
+        // A database clock before 1970 is no outcome either.
+        return Some(CommitOutcome::Clock { database_now_s: now_s.parse().ok()? });
     }
     let rest = text.strip_prefix("not_head:")?;
     let (number, hash) = rest.split_once(':')?;
@@ -724,6 +761,9 @@ mod tests {
             parse_commit_outcome("not_head:5:0xab"),
             Some(CommitOutcome::NotHead { head_number: 5, head_hash: "0xab".into() })
         );
+        assert_eq!(parse_commit_outcome("clock:1700000000"), Some(CommitOutcome::Clock { database_now_s: 1700000000 }));
+        assert_eq!(parse_commit_outcome("clock:-5"), None, "a clock before the epoch is no outcome");
+        assert_eq!(parse_commit_outcome("clock:"), None);
         assert_eq!(parse_commit_outcome("maybe"), None);
     }
 }

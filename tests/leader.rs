@@ -276,6 +276,9 @@ fn stored_block(number: u64, parent: Hash32, term: u64) -> StoredBlock {
     }
 }
 
+/// `--max-timestamp-lead` as the tests of the commit function pass it.
+const LEAD: Duration = Duration::from_secs(2);
+
 /// A fresh PostgreSQL with the schema and a chain whose genesis is `[7; 32]`.
 fn store_with_genesis(name: &str) -> (TestDir, Postgres, Store, Hash32) {
     let dir = TestDir::new(name);
@@ -293,22 +296,51 @@ fn the_fence_refuses_an_old_term_and_the_chain_is_append_only() {
     assert_eq!(store.raise_fence(5, "new-leader").unwrap(), FenceOutcome::Raised);
     // A producer still holding term 4 (paused past its lease) tries to commit.
     let stale = stored_block(1, genesis, 4);
-    assert_eq!(store.commit_block(4, &stale).unwrap(), CommitOutcome::Fenced { fence_term: 5 });
+    assert_eq!(store.commit_block(4, &stale, LEAD).unwrap(), CommitOutcome::Fenced { fence_term: 5 });
     assert_eq!(store.raise_fence(4, "old-leader").unwrap(), FenceOutcome::AlreadyAt { fence_term: 5 });
     let block1 = stored_block(1, genesis, 5);
-    assert_eq!(store.commit_block(5, &block1).unwrap(), CommitOutcome::Committed);
+    assert_eq!(store.commit_block(5, &block1, LEAD).unwrap(), CommitOutcome::Committed);
     // The same height again, even with the right term, is not the head's child.
     let rival = stored_block(1, genesis, 6);
-    assert!(matches!(store.commit_block(5, &rival).unwrap(), CommitOutcome::NotHead { head_number: 1, .. }));
+    assert!(matches!(store.commit_block(5, &rival, LEAD).unwrap(), CommitOutcome::NotHead { head_number: 1, .. }));
     // A block that skips a height is refused.
     let skip = stored_block(3, Hash32::parse(&block1.hash).unwrap(), 5);
-    assert!(matches!(store.commit_block(5, &skip).unwrap(), CommitOutcome::NotHead { .. }));
+    assert!(matches!(store.commit_block(5, &skip, LEAD).unwrap(), CommitOutcome::NotHead { .. }));
+    // A timestamp further ahead of the database's clock than the lead cap
+    // is refused, naming the database's time; within the cap it commits.
+    let database_now = |client: &mut postgres::Client| -> i64 {
+        client.query_one("SELECT floor(extract(epoch FROM now()))::BIGINT", &[]).unwrap().get(0)
+    };
     let mut client = postgres.client();
+    let mut future = stored_block(2, Hash32::parse(&block1.hash).unwrap(), 5);
+    future.timestamp = database_now(&mut client) as u64 + 3600;
+    match store.commit_block(5, &future, LEAD).unwrap() {
+        CommitOutcome::Clock { database_now_s } => {
+            assert!(database_now_s.abs_diff(database_now(&mut client) as u64) <= 2, "{database_now_s}");
+        }
+        other => panic!("a block an hour ahead: {other:?}"),
+    }
+    future.timestamp = database_now(&mut client) as u64 + 1;
+    assert_eq!(store.commit_block(5, &future, LEAD).unwrap(), CommitOutcome::Committed);
+    // A database from before the clock check holds the old commit function
+    // (no lead cap); applying the schema drops it, leaving only the new one.
+    client
+        .batch_execute(
+            "CREATE FUNCTION clnode_commit_block(BIGINT, BIGINT, TEXT, TEXT, TEXT, TEXT, BIGINT, TEXT, TEXT, \
+             SMALLINT) RETURNS TEXT LANGUAGE sql AS $$ SELECT 'committed' $$",
+        )
+        .unwrap();
+    store.apply_schema().unwrap();
+    let functions: i64 =
+        client.query_one("SELECT count(*) FROM pg_proc WHERE proname = 'clnode_commit_block'", &[]).unwrap().get(0);
+    assert_eq!(functions, 1);
     assert!(client.execute("UPDATE payloads SET block_hash = 'x' WHERE block_number = 1", &[]).is_err());
     assert!(client.execute("DELETE FROM payloads", &[]).is_err());
     assert!(client.execute("TRUNCATE payloads", &[]).is_err());
-    assert_eq!(stored_chain(&postgres), vec![(1, block1.hash.clone(), genesis.to_hex())]);
-    assert_eq!(store.committed_head().unwrap().number, 1);
+    let chain = stored_chain(&postgres);
+    assert_eq!(chain[0], (1, block1.hash.clone(), genesis.to_hex()));
+    assert_eq!(chain.len(), 2);
+    assert_eq!(store.committed_head().unwrap().number, 2);
 }
 
 #[test]

@@ -378,9 +378,19 @@ pub const FLAGS: &[Flag] = &[
         env: Some("MAX_TIMESTAMP_LEAD"),
         value: "DURATION",
         default: DefaultValue::Value("2s"),
-        kind: Kind::Duration(Bounds::ANY),
+        kind: Kind::Duration(Bounds::at_most(secs(86_400), "the commit compares it with the database clock")),
         group: Group::Leader,
-        help: "how far block time may run ahead of the clock",
+        help: "how far block time may run ahead of the cluster clock (PostgreSQL's); the commit refuses more",
+    },
+    Flag {
+        name: "max-clock-skew",
+        env: Some("MAX_CLOCK_SKEW"),
+        value: "DURATION",
+        default: DefaultValue::Value("1s"),
+        kind: Kind::Duration(Bounds::between(10, secs(600))),
+        group: Group::Leader,
+        help: "how far this node's wall clock may disagree with PostgreSQL's; beyond it the node says so on /health \
+               and does not lead",
     },
     Flag {
         name: "leader-url",

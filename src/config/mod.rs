@@ -87,8 +87,12 @@ pub struct LeaderConfig {
     pub empty_block_interval: Duration,
     /// How often an idle leader builds to look for new transactions.
     pub idle_poll_interval: Duration,
-    /// How far block timestamps may run ahead of the wall clock.
+    /// How far block timestamps may run ahead of the cluster's clock
+    /// (PostgreSQL's); the fenced commit refuses a block beyond it.
     pub max_timestamp_lead: Duration,
+    /// How far this node's wall clock may disagree with PostgreSQL's before
+    /// the node reports it and stops leading.
+    pub max_clock_skew: Duration,
 }
 
 /// Settings only members use.
@@ -283,6 +287,7 @@ fn leader(input: &Input) -> Result<LeaderConfig, ConfigError> {
         empty_block_interval: input.duration("empty-block-interval")?,
         idle_poll_interval: input.duration("idle-poll-interval")?,
         max_timestamp_lead: input.duration("max-timestamp-lead")?,
+        max_clock_skew: input.duration("max-clock-skew")?,
     };
     validate_lease(&leader)?;
     Ok(leader)
@@ -446,6 +451,7 @@ mod tests {
         assert_eq!(config.leader.build_delay, Duration::from_millis(20));
         assert_eq!(config.leader.idle_poll_interval, Duration::from_millis(50));
         assert_eq!(config.leader.max_timestamp_lead, Duration::from_secs(2));
+        assert_eq!(config.leader.max_clock_skew, Duration::from_secs(1));
         assert_eq!(config.leader.fee_recipient, [0; 20]);
         assert_eq!(config.member.batch_limit, 100);
         assert_eq!(config.member.long_poll_wait, Duration::from_secs(5));

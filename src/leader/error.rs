@@ -30,6 +30,9 @@ pub enum ProduceError {
     /// The shared database went back below a block this node saw committed
     /// (`regression.rs`): stop leading until an operator acts.
     Regressed(String),
+    /// This node's wall clock is too far from the database's, or unknown
+    /// (`leader/clock.rs`): it must not lead.
+    Clock(String),
 }
 
 impl std::fmt::Display for ProduceError {
@@ -42,7 +45,7 @@ impl std::fmt::Display for ProduceError {
             }
             ProduceError::Replay(e) => write!(f, "replaying {e}"),
             ProduceError::Store(e) => write!(f, "{e}"),
-            ProduceError::Diverged(reason) => write!(f, "{reason}"),
+            ProduceError::Diverged(reason) | ProduceError::Clock(reason) => write!(f, "{reason}"),
             ProduceError::Regressed(reason) => write!(f, "database regressed: {reason}"),
         }
     }
@@ -65,6 +68,7 @@ impl ProduceError {
         match self {
             ProduceError::Store(_) => Component::Database,
             ProduceError::Diverged(_) | ProduceError::Regressed(_) => Component::Chain,
+            ProduceError::Clock(_) => Component::Clock,
             _ => Component::ExecutionClient,
         }
     }
@@ -85,6 +89,7 @@ impl ProduceError {
             | ProduceError::Replay(_) => FailureKind::EngineFailed,
             ProduceError::Store(_) => FailureKind::Store,
             ProduceError::Diverged(_) | ProduceError::Regressed(_) => FailureKind::Diverged,
+            ProduceError::Clock(_) => FailureKind::Clock,
         }
     }
 }
@@ -113,6 +118,7 @@ mod tests {
             ),
             (ProduceError::Diverged("other chain".into()), FailureKind::Diverged),
             (ProduceError::Regressed("went back".into()), FailureKind::Diverged),
+            (ProduceError::Clock("an hour ahead".into()), FailureKind::Clock),
         ];
         for (error, expected) in table {
             assert_eq!(error.failure_kind(), expected, "{error}");

@@ -2,6 +2,7 @@
 //! stream publisher. Data flows engine → producer → store; nothing here
 //! reads the sync API.
 
+pub mod clock;
 pub mod error;
 pub mod failpoint;
 pub mod lease;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
+use super::clock::{self, ClockReference, ClockVerdict};
 use super::error::ProduceError;
 use super::failpoint::Step;
 use super::lease::LeaseHandle;
@@ -106,6 +107,11 @@ pub struct Producer {
     /// commit time (ms since the epoch), to report the failover gap at this
     /// term's first commit.
     took_over_from_ms: Option<f64>,
+    /// The database's clock, the cluster's time reference: block time
+    /// follows it, and this node leads only while its wall clock agrees.
+    clock: ClockReference,
+    /// The clock verdict last logged, so a log line marks each change.
+    clock_fit_logged: Option<bool>,
 }
 
 /// The block-building part of the leader configuration (Copy, so the hot
@@ -144,6 +150,8 @@ impl Producer {
             pool_watch: PoolWatch::new(Instant::now()),
             pending_canonical: None,
             took_over_from_ms: None,
+            clock: ClockReference::new(ctx.config.max_clock_skew),
+            clock_fit_logged: None,
             ctx,
             store: Reconnecting::new(move || Store::connect(&url, &application)),
             el_head: None,
@@ -230,7 +238,8 @@ impl Producer {
             match result {
                 Ok(()) => {
                     self.consecutive_failures = 0;
-                    self.ctx.lease.set_ready_to_lead(true);
+                    let clock_fit = self.check_clock().fit_to_lead();
+                    self.ctx.lease.set_ready_to_lead(clock_fit);
                     self.ctx.status.update(|s| {
                         if s.role != Role::Leader {
                             s.role = Role::Standby;
@@ -264,6 +273,7 @@ impl Producer {
                 self.store.drop_if_lost(e);
             }
             ProduceError::Diverged(_) | ProduceError::Regressed(_) => self.ctx.metrics.count_error("internal"),
+            ProduceError::Clock(_) => {}
             _ => self.el_head = None,
         }
     }
@@ -507,6 +517,57 @@ impl Producer {
         Ok(())
     }
 
+    /// Samples the database clock when due and judges this node's wall
+    /// clock: `/health`, the offset metric, a log line at each change. A
+    /// failed sample changes nothing (the last one ages out after
+    /// `clock::MAX_SAMPLE_AGE`); the database's own problems are reported
+    /// by the reads around it.
+    fn check_clock(&mut self) -> ClockVerdict {
+        let now = Instant::now();
+        if self.clock.due(now) {
+            self.clock.attempted(now);
+            if let Ok(sample) = self.store().and_then(clock::sample_database_clock) {
+                if self.clock.record(sample) {
+                    #[allow(clippy::cast_possible_truncation)] // as saturates; NaN gives 0
+                    self.ctx.metrics.clock_offset_ms.set((sample.offset_s() * 1000.0) as i64);
+                }
+            }
+        }
+        let verdict = self.clock.verdict(Instant::now());
+        let problem = verdict.problem(self.clock.bound());
+        if self.clock_fit_logged != Some(problem.is_none()) {
+            self.clock_fit_logged = Some(problem.is_none());
+            match (&problem, verdict) {
+                (Some(text), _) => log::warn(&format!("clock: {text}")),
+                (None, ClockVerdict::Agrees { offset_s }) => {
+                    log::info(&format!("clock: wall clock within {offset_s:+.3} s of PostgreSQL's"));
+                }
+                (None, _) => {}
+            }
+        }
+        match problem {
+            Some(text) => self.ctx.status.set_problem(Component::Clock, text),
+            None => self.ctx.status.clear_problem(Component::Clock),
+        }
+        verdict
+    }
+
+    /// The next block's timestamp on the database's clock; `None` while it
+    /// would run more than `--max-timestamp-lead` ahead (wait). An error
+    /// when this node's clock is unfit to lead: the leader steps down.
+    fn block_timestamp(&mut self, parent: Parent) -> Result<Option<u64>, ProduceError> {
+        let verdict = self.check_clock();
+        let bound = self.clock.bound();
+        if let Some(problem) = verdict.problem(bound) {
+            return Err(ProduceError::Clock(problem));
+        }
+        let (now, uncertainty) = self
+            .clock
+            .database_now(Instant::now())
+            .ok_or_else(|| ProduceError::Clock(ClockVerdict::Unknown.problem(bound).unwrap_or_default()))?;
+        Ok(clock::next_block_timestamp(parent.timestamp, now, uncertainty, self.settings.max_timestamp_lead))
+    }
+
     /// An empty block is due: `--empty-block-interval` is set and that long
     /// has passed since the last commit.
     fn heartbeat_due(&self) -> bool {
@@ -545,14 +606,12 @@ impl Producer {
             self.ctx.shutdown.sleep(config.min_block_interval - since_last);
             return Ok(None);
         }
-        let now_s = unix_now_s();
-        let timestamp = (parent.timestamp + 1).max(now_s);
-        if timestamp > now_s + config.max_timestamp_lead.as_secs() {
+        let Some(timestamp) = self.block_timestamp(parent)? else {
             // Block time may not run further ahead of the clock: wait.
             self.flush_canonical()?;
             self.ctx.shutdown.sleep(TIMESTAMP_LEAD_RECHECK);
             return Ok(None);
-        }
+        };
         if self.ctx.shutdown.is_requested() || self.ctx.lease.held_term() != Some(term) {
             self.flush_canonical()?;
             return Ok(None);
@@ -648,7 +707,8 @@ impl Producer {
         let stored = Arc::new(built.record.to_stored());
         self.failpoint(Step::Commit);
         let commit_started = Instant::now();
-        let outcome = self.database(|store| store.commit_block(term, &stored))?;
+        let max_lead = self.settings.max_timestamp_lead;
+        let outcome = self.database(|store| store.commit_block(term, &stored, max_lead))?;
         let committed_in = commit_started.elapsed();
         self.ctx.metrics.database_write_seconds.observe(committed_in);
         let reason = match outcome {
@@ -663,6 +723,17 @@ impl Producer {
             CommitOutcome::Fenced { fence_term } => format!("the fence holds term {fence_term}"),
             CommitOutcome::NotHead { head_number, head_hash } => {
                 format!("the committed head is {head_number} ({head_hash})")
+            }
+            CommitOutcome::Clock { database_now_s } => {
+                // The timestamp came from this node's reading of the
+                // database clock: that reading is wrong. Trust no reading
+                // older than this refusal before offering to lead again.
+                self.clock.forget();
+                self.ctx.lease.set_ready_to_lead(false);
+                format!(
+                    "timestamp {} is more than --max-timestamp-lead ahead of the database clock ({database_now_s})",
+                    built.timestamp
+                )
             }
         };
         log::warn(&format!(
@@ -721,8 +792,12 @@ impl Producer {
         let Some(from_ms) = self.took_over_from_ms.take() else {
             return;
         };
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0);
-        // Clamped at zero (clocks of two nodes may disagree by a little);
+        // On the database's clock, like the commit time it is compared with.
+        let now_ms = match self.clock.database_now(Instant::now()) {
+            Some((now, _)) => now.as_secs_f64() * 1000.0,
+            None => SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0),
+        };
+        // Clamped at zero (a reading of the clock is off by a little);
         // `as` saturates at u64::MAX and maps NaN to 0.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let gap = (now_ms - from_ms).max(0.0) as u64;

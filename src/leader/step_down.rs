@@ -23,6 +23,9 @@ pub enum FailureKind {
     Store,
     /// The execution client's chain disagrees with the committed chain.
     Diverged,
+    /// This node's wall clock disagrees with the cluster's (PostgreSQL's)
+    /// beyond `--max-clock-skew`, or the commit refused its timestamp.
+    Clock,
 }
 
 /// The leader's next move after a failure.
@@ -48,7 +51,7 @@ pub enum AfterFailure {
 /// term (the lease thread keeps renewing).
 pub fn after_failure(kind: FailureKind, consecutive: u32) -> AfterFailure {
     match kind {
-        FailureKind::EngineHung | FailureKind::Diverged => AfterFailure::StepDown,
+        FailureKind::EngineHung | FailureKind::Diverged | FailureKind::Clock => AfterFailure::StepDown,
         FailureKind::EngineFailed if consecutive >= MAX_CONSECUTIVE_ENGINE_FAILURES => AfterFailure::StepDown,
         FailureKind::EngineFailed => AfterFailure::Retry,
         FailureKind::Store => AfterFailure::StartOver,
@@ -72,6 +75,7 @@ mod tests {
             (EngineHung, 1, StepDown),
             (EngineHung, 9, StepDown),
             (Diverged, 1, StepDown),
+            (Clock, 1, StepDown),
             (EngineFailed, 1, Retry),
             (EngineFailed, MAX_CONSECUTIVE_ENGINE_FAILURES - 1, Retry),
             (EngineFailed, MAX_CONSECUTIVE_ENGINE_FAILURES, StepDown),

@@ -9,6 +9,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod cluster;
+pub mod engine_relay;
 pub mod http;
 pub mod keys;
 pub mod proxy;
@@ -115,10 +116,16 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, log: PathBuf, program: &Path, args: &[String]) -> Proc {
+        Proc::spawn_with_env(name, log, program, args, &[])
+    }
+
+    /// `spawn` with extra environment variables for its first start (a
+    /// restart with `start` goes without them).
+    pub fn spawn_with_env(name: &str, log: PathBuf, program: &Path, args: &[String], env: &[(&str, &str)]) -> Proc {
         let mut command = vec![program.display().to_string()];
         command.extend(args.iter().cloned());
         let mut proc = Proc { name: name.to_owned(), child: None, log, command };
-        proc.start();
+        proc.start_with_env(env);
         proc
     }
 
@@ -454,8 +461,35 @@ impl Node {
         Node::spawn(dir, id, el, postgres, &args)
     }
 
+    /// A leader-mode node started with extra environment variables (for
+    /// example libfaketime's); `extra` flags override.
+    pub fn leader_with_env(
+        dir: &TestDir,
+        id: &str,
+        el: &El,
+        postgres: &Postgres,
+        redis: &Redis,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Node {
+        let mut args = vec!["--mode".to_owned(), "leader".to_owned(), "--redis-addr".to_owned(), redis.addr()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Node::spawn_with_env(dir, id, el, postgres, &args, env)
+    }
+
     /// Any node: the flags every mode shares, then `args`.
     fn spawn(dir: &TestDir, id: &str, el: &El, postgres: &Postgres, args: &[String]) -> Node {
+        Node::spawn_with_env(dir, id, el, postgres, args, &[])
+    }
+
+    fn spawn_with_env(
+        dir: &TestDir,
+        id: &str,
+        el: &El,
+        postgres: &Postgres,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> Node {
         let (health_port, api_port) = (free_port(), free_port());
         let mut all: Vec<String> = vec![
             "--instance-id".into(),
@@ -472,7 +506,7 @@ impl Node {
             format!("127.0.0.1:{api_port}"),
         ];
         all.extend(args.iter().cloned());
-        let proc = Proc::spawn(id, dir.join(format!("{id}.log")), &clnode_binary(), &all);
+        let proc = Proc::spawn_with_env(id, dir.join(format!("{id}.log")), &clnode_binary(), &all, env);
         Node { proc, health_port, api_port: Some(api_port), id: id.to_owned() }
     }
 
