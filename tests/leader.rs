@@ -273,6 +273,7 @@ fn stored_block(number: u64, parent: Hash32, term: u64) -> StoredBlock {
         blob_versioned_hashes_json: "[]".into(),
         payload_version: 4,
         term,
+        leader_signature: None,
     }
 }
 

@@ -180,6 +180,38 @@ fn signed_records_forgery_is_refused_and_keys_rotate() {
     assert!(stored_chain(&other_pg).is_empty());
 }
 
+/// The issue-14 attack: a sync source (or anyone on the path) serves a
+/// different chain built from the same public genesis. Every record is
+/// valid, links to its parent and would execute; only the leader signature
+/// tells it apart. A member with the default configuration must store and
+/// execute nothing, and /health must say why.
+#[test]
+fn a_default_member_refuses_a_valid_chain_its_cluster_never_committed() {
+    // An independent single-node cluster on the same genesis: a real,
+    // executable chain that the member's cluster never committed.
+    let other = Cluster::builder("security-other-chain").fast().start();
+    commit(&other, 2);
+    let el = El::start(&other.dir, "member-el", ElKind::Geth, "osaka");
+    let pg = Postgres::start(&other.dir, "member-pg");
+    let member = Node::member(&other.dir, "member", &el, &pg, &[other.nodes[0].api_url()], &["--sync-wait", "1s"]);
+    // Either the member refuses (and says so) or it takes the chain in.
+    let (status, line) = wait_for(Duration::from_secs(30), "the member to refuse or to sync", || {
+        if member.synced_height().unwrap_or(0) > 0 {
+            return Some((200, "synced the other chain".to_owned()));
+        }
+        member.health().filter(|(status, _)| *status == 503)
+    });
+    // Time to do harm, had it been going to.
+    std::thread::sleep(Duration::from_secs(2));
+    let stored = stored_chain(&pg);
+    assert!(stored.is_empty(), "the member stored {} blocks of a chain its cluster never committed", stored.len());
+    assert_eq!(el.head().0, 0, "the member executed a block of a chain its cluster never committed");
+    assert_eq!(status, 503, "{line}");
+    assert!(line.contains("block 1") && line.contains("leader signature"), "/health does not say why: {line}");
+    let json = member.health_json().unwrap();
+    assert!(json["problems"].to_string().contains("leader signature"), "{json}");
+}
+
 #[test]
 fn admin_step_down_hands_over_well_under_the_ttl() {
     let setup = start(
