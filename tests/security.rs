@@ -187,9 +187,10 @@ fn signed_records_forgery_is_refused_and_keys_rotate() {
 /// execute nothing, and /health must say why.
 #[test]
 fn a_default_member_refuses_a_valid_chain_its_cluster_never_committed() {
-    // An independent single-node cluster on the same genesis: a real,
-    // executable chain that the member's cluster never committed.
-    let other = Cluster::builder("security-other-chain").fast().start();
+    // An independent single-node cluster on the same genesis, with its own
+    // key pair: a real, executable, signed chain that the member's cluster
+    // (whose public key the default test member pins) never committed.
+    let other = Cluster::builder("security-other-chain").signing_key(keys::OTHER_SIGNING_KEY).fast().start();
     commit(&other, 2);
     let el = El::start(&other.dir, "member-el", ElKind::Geth, "osaka");
     let pg = Postgres::start(&other.dir, "member-pg");
@@ -199,7 +200,7 @@ fn a_default_member_refuses_a_valid_chain_its_cluster_never_committed() {
         if member.synced_height().unwrap_or(0) > 0 {
             return Some((200, "synced the other chain".to_owned()));
         }
-        member.health().filter(|(status, _)| *status == 503)
+        member.health().filter(|(status, line)| *status == 503 && line.contains("refused"))
     });
     // Time to do harm, had it been going to.
     std::thread::sleep(Duration::from_secs(2));
@@ -210,6 +211,7 @@ fn a_default_member_refuses_a_valid_chain_its_cluster_never_committed() {
     assert!(line.contains("block 1") && line.contains("leader signature"), "/health does not say why: {line}");
     let json = member.health_json().unwrap();
     assert!(json["problems"].to_string().contains("leader signature"), "{json}");
+    assert_eq!(json["record_signatures"], "verified (pinned --leader-public-key)");
 }
 
 #[test]
@@ -303,8 +305,13 @@ fn startup_errors_are_one_line_and_a_nonzero_exit() {
     let secret_file = dir.join("jwt.hex");
     std::fs::write(&secret_file, "0x1234\n").unwrap();
     let short = secret_file.display().to_string();
-    let cases: [(&[&str], &str); 6] = [
+    let jwt = "ab".repeat(32);
+    let cases: [(&[&str], &str); 8] = [
         (&["--mode", "leader"], "--instance-id is required"),
+        // Record signatures are the default: without a key (or the loud
+        // opt-out) neither mode starts.
+        (&["--instance-id", "x", "--jwt-secret", &jwt], "leader mode needs --signing-key-file PATH"),
+        (&["--instance-id", "x", "--jwt-secret", &jwt, "--mode", "member"], "member mode needs --leader-public-key"),
         (
             &["--instance-id", "x", "--jwt-secret-file", "/nonexistent/jwt.hex"],
             "cannot read JWT secret file /nonexistent/jwt.hex",
@@ -323,7 +330,6 @@ fn startup_errors_are_one_line_and_a_nonzero_exit() {
     }
     // Services that may come later: the node waits and says so on /health.
     let health_port = free_port();
-    let jwt = "ab".repeat(32);
     let mut waiting = Proc::spawn(
         "waiting",
         dir.join("waiting.log"),
@@ -341,6 +347,7 @@ fn startup_errors_are_one_line_and_a_nonzero_exit() {
             format!("127.0.0.1:{health_port}"),
             "--api-addr".into(),
             format!("127.0.0.1:{}", free_port()),
+            "--insecure-unsigned-records".into(),
         ],
     );
     let (status, line) = wait_for(Duration::from_secs(15), "health explains the wait", || {
@@ -374,6 +381,7 @@ fn startup_errors_are_one_line_and_a_nonzero_exit() {
         &format!("127.0.0.1:{}", free_port()),
         "--api-addr",
         &format!("127.0.0.1:{}", free_port()),
+        "--insecure-unsigned-records",
     ]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("database holds chain 1337 with genesis 0x1111"), "{stderr}");
