@@ -36,9 +36,14 @@ const MAX_KEY_FILE_BYTES: u64 = 4096;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyError {
     /// The file could not be read or written; carries the path and the OS error text.
-    File { path: String, reason: String },
+    File {
+        path: String,
+        reason: String,
+    },
     NotHex(String),
-    WrongLength { actual_bytes: usize },
+    WrongLength {
+        actual_bytes: usize,
+    },
     /// 32 bytes, but not a valid Ed25519 public key (not a curve point).
     NotAPublicKey,
     /// The operating system's random source failed.
@@ -281,10 +286,7 @@ mod tests {
     fn keys_parse_strictly_and_never_print() {
         let key = BlockSigningKey::from_hex(SEED).unwrap();
         // RFC 8032 test vector 1: this seed's public key.
-        assert_eq!(
-            key.public_key().to_hex(),
-            "0xd75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
-        );
+        assert_eq!(key.public_key().to_hex(), "0xd75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
         assert!(!format!("{key:?}").contains("9d61"));
         assert_eq!(BlockSigningKey::from_hex("0x1234").unwrap_err(), KeyError::WrongLength { actual_bytes: 2 });
         assert!(matches!(BlockSigningKey::from_hex("zz"), Err(KeyError::NotHex(_))));

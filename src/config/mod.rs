@@ -462,7 +462,8 @@ mod tests {
 
     #[test]
     fn seed_defaults_apply() {
-        let config = run(&["--instance-id", "leader-1", "--jwt-secret", SECRET, "--insecure-unsigned-records"]).unwrap();
+        let config =
+            run(&["--instance-id", "leader-1", "--jwt-secret", SECRET, "--insecure-unsigned-records"]).unwrap();
         assert_eq!(config.mode, Mode::Leader);
         assert_eq!(config.eth_client_url, "http://localhost:8551");
         assert_eq!(config.health_addr, "127.0.0.1:8080".parse().unwrap());
