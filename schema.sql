@@ -21,8 +21,17 @@ CREATE TABLE IF NOT EXISTS payloads (
     -- committed it. NULL only for blocks committed without a signing key.
     leader_signature         TEXT
 );
--- Tables made before the column existed.
-ALTER TABLE payloads ADD COLUMN IF NOT EXISTS leader_signature TEXT;
+-- Tables made before the column existed. Guarded, because ALTER TABLE takes
+-- an ACCESS EXCLUSIVE lock on payloads even when the column is there, and
+-- every node applies this file at every start: unguarded, each restart would
+-- briefly block every commit and every read of the chain.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                   WHERE attrelid = 'payloads'::regclass AND attname = 'leader_signature' AND NOT attisdropped) THEN
+        ALTER TABLE payloads ADD COLUMN IF NOT EXISTS leader_signature TEXT;
+    END IF;
+END $$;
 
 -- The chain this database belongs to: set once, by the first node to start.
 CREATE TABLE IF NOT EXISTS chain_meta (

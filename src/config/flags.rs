@@ -611,9 +611,11 @@ pub fn usage() -> String {
 clnode: a consensus-layer node for Ethereum execution clients
 
 USAGE:
-    clnode --instance-id ID --mode leader [FLAGS]
-    clnode --instance-id ID --mode member --leader-url URL[,URL...] [FLAGS]
+    clnode --instance-id ID --mode leader --signing-key-file PATH [FLAGS]
+    clnode --instance-id ID --mode member --leader-url URL[,URL...] --leader-public-key HEX [FLAGS]
     clnode status [--url URL[,URL...]] [--watch] [--interval DURATION]
+    clnode keygen PATH             write a new block-signing key (mode 600), print its public key
+    clnode keygen --public PATH    print the public key of a block-signing key file
 
 Every flag can also be set by the environment variable in brackets.
 Addresses written as :PORT bind to 127.0.0.1; give 0.0.0.0:PORT to expose.
