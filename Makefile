@@ -53,15 +53,19 @@ static:
 run: deps
 	scripts/devnet.sh
 
-## One leader with the seed's defaults, against services you already run.
+## One leader with the seed's defaults, against services you already run; signs with the
+## devnet's key (.devnet/signing/leader.key, made by `make run` or `clnode keygen PATH`).
 run-leader:
 	$(CARGO) run --release -- --instance-id $${INSTANCE_ID:-leader-1} --mode leader \
-		--jwt-secret-file $${JWT_SECRET_FILE:-.devnet/jwt/leader-1.hex}
+		--jwt-secret-file $${JWT_SECRET_FILE:-.devnet/jwt/leader-1.hex} \
+		--signing-key-file $${SIGNING_KEY_FILE:-.devnet/signing/leader.key}
 
-## One member with the seed's defaults, against services you already run.
+## One member with the seed's defaults, against services you already run; pins the public
+## key of the devnet's signing key (.devnet/signing/leader.pub).
 run-member:
 	$(CARGO) run --release -- --instance-id $${INSTANCE_ID:-member-1} --mode member \
 		--jwt-secret-file $${JWT_SECRET_FILE:-.devnet/jwt/member-1.hex} \
+		--leader-public-key $${LEADER_PUBLIC_KEY:-$$(cat .devnet/signing/leader.pub)} \
 		--eth-client-url $${ETH_CLIENT_URL:-http://localhost:8552} --health-addr $${HEALTH_ADDR:-:8081}
 
 ## Removes .devnet/ (refused while a devnet from it runs; see scripts/devnet.sh) and build output.

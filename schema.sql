@@ -15,8 +15,23 @@ CREATE TABLE IF NOT EXISTS payloads (
     parent_beacon_block_root TEXT NOT NULL,
     blob_versioned_hashes    TEXT NOT NULL DEFAULT '[]',  -- JSON list
     payload_version          SMALLINT NOT NULL,           -- engine_getPayloadV4 or V5
-    term                     BIGINT NOT NULL              -- fencing term of the leader that committed it
+    term                     BIGINT NOT NULL,             -- fencing term of the leader that committed it
+    -- The committing leader's Ed25519 signature over the record (0x hex),
+    -- served unchanged by every node so members can check the cluster
+    -- committed it. NULL only for blocks committed without a signing key.
+    leader_signature         TEXT
 );
+-- Tables made before the column existed. Guarded, because ALTER TABLE takes
+-- an ACCESS EXCLUSIVE lock on payloads even when the column is there, and
+-- every node applies this file at every start: unguarded, each restart would
+-- briefly block every commit and every read of the chain.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                   WHERE attrelid = 'payloads'::regclass AND attname = 'leader_signature' AND NOT attisdropped) THEN
+        ALTER TABLE payloads ADD COLUMN IF NOT EXISTS leader_signature TEXT;
+    END IF;
+END $$;
 
 -- The chain this database belongs to: set once, by the first node to start.
 CREATE TABLE IF NOT EXISTS chain_meta (
@@ -60,14 +75,17 @@ CREATE OR REPLACE TRIGGER payloads_no_truncate
 -- (ARCHITECTURE.md, "Timestamps"): whatever a leader's clock says, no block
 -- is committed further ahead of it than the lead cap, so the next leader
 -- never waits longer than that for time to catch up.
--- The version before the clock check took no p_max_lead_ms; a new parameter
--- list is a new function (an overload), so the old one is dropped
--- explicitly: left in place, it would still commit without the check.
+-- Earlier versions took neither p_max_lead_ms nor p_leader_signature (or
+-- only one of them); a new parameter list is a new function (an overload),
+-- so every earlier one is dropped explicitly: left in place, an old binary
+-- could still commit without the clock check or the signature.
 DROP FUNCTION IF EXISTS clnode_commit_block(BIGINT, BIGINT, TEXT, TEXT, TEXT, TEXT, BIGINT, TEXT, TEXT, SMALLINT);
+DROP FUNCTION IF EXISTS clnode_commit_block(BIGINT, BIGINT, TEXT, TEXT, TEXT, TEXT, BIGINT, TEXT, TEXT, SMALLINT, BIGINT);
+DROP FUNCTION IF EXISTS clnode_commit_block(BIGINT, BIGINT, TEXT, TEXT, TEXT, TEXT, BIGINT, TEXT, TEXT, SMALLINT, TEXT);
 CREATE OR REPLACE FUNCTION clnode_commit_block(
     p_term BIGINT, p_number BIGINT, p_hash TEXT, p_parent TEXT, p_payload TEXT,
     p_requests TEXT, p_timestamp BIGINT, p_beacon_root TEXT, p_versioned_hashes TEXT,
-    p_payload_version SMALLINT, p_max_lead_ms BIGINT
+    p_payload_version SMALLINT, p_max_lead_ms BIGINT, p_leader_signature TEXT
 ) RETURNS TEXT LANGUAGE plpgsql AS $$
 DECLARE
     fence_term  BIGINT;
@@ -100,9 +118,10 @@ BEGIN
         RETURN 'clock:' || floor(extract(epoch FROM now()))::BIGINT;
     END IF;
     INSERT INTO payloads (block_number, block_hash, parent_hash, payload_data, requests_data, timestamp,
-                          parent_beacon_block_root, blob_versioned_hashes, payload_version, term)
+                          parent_beacon_block_root, blob_versioned_hashes, payload_version, term,
+                          leader_signature)
         VALUES (p_number, p_hash, p_parent, p_payload, p_requests, p_timestamp,
-                p_beacon_root, p_versioned_hashes, p_payload_version, p_term);
+                p_beacon_root, p_versioned_hashes, p_payload_version, p_term, p_leader_signature);
     PERFORM pg_notify('clnode_blocks', p_number::TEXT);
     RETURN 'committed';
 END $$;
@@ -119,9 +138,14 @@ END $$;
 -- ahead of the database, which the member's resume rules repair from the
 -- sync API (ARCHITECTURE.md, "Resume rules"). The leader's commit above
 -- always waits.
+DROP FUNCTION IF EXISTS clnode_append_replica(BIGINT[], TEXT[], TEXT[], TEXT[], TEXT[], BIGINT[], TEXT[], TEXT[],
+                                               SMALLINT[], BIGINT[]);
+-- p_signatures: the leader signatures the member verified, stored so that
+-- members of this member are served (and check) the same ones.
 CREATE OR REPLACE FUNCTION clnode_append_replica(
     p_numbers BIGINT[], p_hashes TEXT[], p_parents TEXT[], p_payloads TEXT[], p_requests TEXT[],
-    p_timestamps BIGINT[], p_roots TEXT[], p_versioned TEXT[], p_versions SMALLINT[], p_terms BIGINT[]
+    p_timestamps BIGINT[], p_roots TEXT[], p_versioned TEXT[], p_versions SMALLINT[], p_terms BIGINT[],
+    p_signatures TEXT[]
 ) RETURNS TEXT LANGUAGE plpgsql AS $$
 DECLARE
     head_number BIGINT;
@@ -137,9 +161,10 @@ BEGIN
         RETURN 'not_head:' || COALESCE(head_number, -1) || ':' || COALESCE(head_hash, '');
     END IF;
     INSERT INTO payloads (block_number, block_hash, parent_hash, payload_data, requests_data, timestamp,
-                          parent_beacon_block_root, blob_versioned_hashes, payload_version, term)
+                          parent_beacon_block_root, blob_versioned_hashes, payload_version, term,
+                          leader_signature)
         SELECT * FROM unnest(p_numbers, p_hashes, p_parents, p_payloads, p_requests, p_timestamps,
-                             p_roots, p_versioned, p_versions, p_terms);
+                             p_roots, p_versioned, p_versions, p_terms, p_signatures);
     -- Wakes this node's own API long polls (members serving members).
     PERFORM pg_notify('clnode_blocks', last_number::TEXT);
     PERFORM set_config('synchronous_commit', 'off', true);

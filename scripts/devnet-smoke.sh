@@ -7,6 +7,7 @@
 #   - blocks are committed (/blocks/latest block_number grows on both sync APIs);
 #   - transactions are included (committed payloads carry transactions, and a transaction the
 #     leader's load generator sent has a receipt on the leader's geth);
+#   - member-1 (when on) syncs, verifying the leaders' block signatures against the pinned key;
 # and after the devnet exits by itself: exit status 0, every process it wrote a pid file for
 # (and their children) is gone, no port is still listening, no clnode log line says "panicked".
 # Exit 0 when all pass, 1 with a "devnet-smoke: FAIL ..." line otherwise (the state dir is then
@@ -216,6 +217,16 @@ pass "transaction $tx_hash from loadgen-$n is in block $block"
 
 sleep 5
 check_health_and_one_leader "15 s later"
+
+# The member executes only blocks the leaders signed with the devnet's key (it pins its public key).
+if [[ ${DEVNET_MEMBER:-1} == 1 ]]; then
+  m1="http://127.0.0.1:$DEVNET_M1_HEALTH/health?format=json"
+  synced=$(json "$m1" 'j["last_synced"]') || fail "member-1's /health does not answer"
+  trust=$(json "$m1" 'j["record_signatures"]') || fail "member-1's /health does not answer"
+  ((synced > 0)) || fail "member-1 synced nothing: $(curl -s --max-time 3 "http://127.0.0.1:$DEVNET_M1_HEALTH/health")"
+  [[ $trust == verified* ]] || fail "member-1 does not verify leader signatures: record_signatures=$trust"
+  pass "member-1 synced to block $synced, records $trust"
+fi
 
 # --- the devnet stops by itself -----------------------------------------------------------
 deadline=$((t0 + READY_TIMEOUT_S + DURATION_S + 90))

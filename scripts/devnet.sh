@@ -11,6 +11,8 @@
 #   clean          remove DEVNET_DIR (refused while a devnet from it runs).
 #
 # All state lives in DEVNET_DIR (default <repo>/.devnet): data dirs, logs/*.log, jwt/*.hex,
+# signing/leader.key (the devnet's block-signing key, made once by `clnode keygen`; both
+# leaders sign with it) and signing/leader.pub (its public key, which member-1 pins),
 # pids/<name> (one PID per file, e.g. `kill -9 $(cat .devnet/pids/leader-1)`). A second run
 # on the same directory resumes the same chain.
 #
@@ -549,10 +551,25 @@ build() {
   say "build done in $(elapsed_s "$t0")s"
 }
 
+# signing_keys: the devnet's block-signing key pair, made once (a second run resumes the
+# chain, so it keeps the key its blocks were signed with).
+signing_keys() {
+  mkdir -p "$DIR/signing"
+  chmod 700 "$DIR/signing"
+  if [[ ! -s $DIR/signing/leader.key ]]; then
+    rm -f "$DIR/signing/leader.key"
+    "$CLNODE" keygen "$DIR/signing/leader.key" >"$DIR/signing/leader.pub" || die "clnode keygen failed"
+  else
+    "$CLNODE" keygen --public "$DIR/signing/leader.key" >"$DIR/signing/leader.pub" ||
+      die "$DIR/signing/leader.key is not a signing key (make clean starts over)"
+  fi
+}
+
 # leader_node NAME HEALTH API ENGINE: start one leader-mode clnode.
 leader_node() {
   start "$1" "$CLNODE" --instance-id "$1" --mode leader \
     --eth-client-url "http://127.0.0.1:$4" --jwt-secret-file "$DIR/jwt/$1.hex" \
+    --signing-key-file "$DIR/signing/leader.key" \
     --postgres-url "postgres://postgres@127.0.0.1:$DEVNET_PG_PORT/postgres" \
     --redis-addr "127.0.0.1:$DEVNET_REDIS_PORT" \
     --health-addr ":$2" --api-addr ":$3" "${EXTRA_FLAGS[@]}"
@@ -594,6 +611,7 @@ run() {
 
   local n
   for n in leader-1 leader-2 member-1; do "$KIT_DIR/jwt.sh" "$DIR/jwt/$n.hex"; done
+  signing_keys
 
   t_services=$(now_ms)
   say "starting Redis, PostgreSQL and geth in $DIR (logs in $DIR/logs/) ..."
@@ -625,6 +643,7 @@ run() {
     start member-1 "$CLNODE" --instance-id member-1 --mode member \
       --leader-url "http://127.0.0.1:$DEVNET_L1_API,http://127.0.0.1:$DEVNET_L2_API" \
       --eth-client-url "http://127.0.0.1:$DEVNET_M1_ENGINE" --jwt-secret-file "$DIR/jwt/member-1.hex" \
+      --leader-public-key "$(<"$DIR/signing/leader.pub")" \
       --postgres-url "postgres://postgres@127.0.0.1:$DEVNET_M1_PG_PORT/postgres" \
       --health-addr ":$DEVNET_M1_HEALTH" --api-addr ":$DEVNET_M1_API" "${EXTRA_FLAGS[@]}"
   fi

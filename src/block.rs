@@ -21,6 +21,12 @@ pub const SIGNATURE_FIELD: &str = "signature";
 /// Domain separation: a signature over a record can never be mistaken for
 /// an HMAC of anything else made with the same key.
 const SIGNATURE_DOMAIN: &[u8] = b"clnode sync record v1";
+/// The sync API field (and `payloads` column) that carries the committing
+/// leader's Ed25519 signature (`signing.rs`).
+pub const LEADER_SIGNATURE_FIELD: &str = "leader_signature";
+/// Domain of the leader's signature: "the cluster committed this block",
+/// never confusable with the HMAC's "a cluster node served this record".
+const COMMITTED_DOMAIN: &[u8] = b"clnode committed block v1";
 
 /// A row of `payloads`, as text. Hashes are lowercase `0x` hex.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +44,9 @@ pub struct StoredBlock {
     pub blob_versioned_hashes_json: String,
     pub payload_version: u8,
     pub term: u64,
+    /// The committing leader's signature (`0x` hex), stored and served as
+    /// committed; `None` on rows committed without a signing key.
+    pub leader_signature: Option<String>,
 }
 
 /// A block record that passed every check; safe to execute.
@@ -49,6 +58,9 @@ pub struct BlockRecord {
     pub blob_versioned_hashes: Vec<Hash32>,
     pub payload_version: u8,
     pub term: u64,
+    /// Carried unchanged from the committing leader to every store and
+    /// every member downstream; checked by members (`signing.rs`), not here.
+    pub leader_signature: Option<String>,
 }
 
 /// Why a record was refused. Carries the block number when it was readable.
@@ -88,6 +100,7 @@ impl BlockRecord {
             blob_versioned_hashes: built.blob_versioned_hashes,
             payload_version: built.get_payload_version,
             term,
+            leader_signature: None,
         }
     }
 
@@ -108,6 +121,7 @@ impl BlockRecord {
             .to_string(),
             payload_version: self.payload_version,
             term: self.term,
+            leader_signature: self.leader_signature.clone(),
         }
     }
 
@@ -132,6 +146,7 @@ impl BlockRecord {
             stored.payload_version,
             stored.term,
         )
+        .map(|record| BlockRecord { leader_signature: stored.leader_signature.clone(), ..record })
     }
 
     #[allow(clippy::too_many_arguments)] // one argument per record field, all checked here
@@ -187,6 +202,7 @@ impl BlockRecord {
             blob_versioned_hashes,
             payload_version,
             term,
+            leader_signature: None,
         })
     }
 
@@ -211,7 +227,12 @@ impl BlockRecord {
             value.get("blob_versioned_hashes").ok_or_else(|| fail("blob_versioned_hashes is missing".into()))?;
         let payload_version =
             u8::try_from(uint("payload_version")?).map_err(|_| fail("payload_version out of range".into()))?;
-        BlockRecord::from_parts(
+        let leader_signature = match value.get(LEADER_SIGNATURE_FIELD) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(text)) if is_signature_hex(text) => Some(text.clone()),
+            Some(_) => return Err(fail(format!("{LEADER_SIGNATURE_FIELD} is not 64 bytes of 0x hex"))),
+        };
+        let record = BlockRecord::from_parts(
             number,
             text("block_hash")?,
             text("parent_hash")?,
@@ -222,8 +243,15 @@ impl BlockRecord {
             hashes_json,
             payload_version,
             uint("term")?,
-        )
+        )?;
+        Ok(BlockRecord { leader_signature, ..record })
     }
+}
+
+/// `0x` and 128 lowercase hex digits: what a member stores and passes on.
+fn is_signature_hex(text: &str) -> bool {
+    text.strip_prefix("0x")
+        .is_some_and(|digits| digits.len() == 128 && digits.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
 }
 
 impl StoredBlock {
@@ -235,7 +263,7 @@ impl StoredBlock {
         // when read back (store.rs), so the fallback is never taken.
         let versioned_hashes: Value =
             serde_json::from_str(&self.blob_versioned_hashes_json).unwrap_or_else(|_| Value::Array(Vec::new()));
-        json!({
+        let mut wire = json!({
             "block_number": self.number,
             "block_hash": self.hash,
             "parent_hash": self.parent_hash,
@@ -246,19 +274,23 @@ impl StoredBlock {
             "blob_versioned_hashes": versioned_hashes,
             "payload_version": self.payload_version,
             "term": self.term,
-        })
+        });
+        if let Some(signature) = &self.leader_signature {
+            wire[LEADER_SIGNATURE_FIELD] = Value::String(signature.clone());
+        }
+        wire
     }
 }
 
 /// The bytes a record signature covers: every field a member uses, as
 /// served, each prefixed by its length so no two records share a message.
-fn signed_message(wire: &Value) -> Result<Vec<u8>, String> {
+fn signed_message(domain: &[u8], wire: &Value) -> Result<Vec<u8>, String> {
     let mut message = Vec::with_capacity(4096);
     let mut push = |bytes: &[u8]| {
         message.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
         message.extend_from_slice(bytes);
     };
-    push(SIGNATURE_DOMAIN);
+    push(domain);
     for name in ["block_number", "timestamp", "payload_version", "term"] {
         let number = wire.get(name).and_then(Value::as_u64).ok_or_else(|| format!("{name} is missing"))?;
         push(number.to_string().as_bytes());
@@ -276,10 +308,16 @@ fn signed_message(wire: &Value) -> Result<Vec<u8>, String> {
     Ok(message)
 }
 
+/// What the committing leader signs (Ed25519, `signing.rs`): the same
+/// fields as the HMAC, under the committed-block domain.
+pub fn committed_message(wire: &Value) -> Result<Vec<u8>, String> {
+    signed_message(COMMITTED_DOMAIN, wire)
+}
+
 /// Adds `signature` (hex HMAC-SHA256 under `key`) to a wire record.
 pub fn sign_wire_record(key: &Secret, wire: &mut Value) {
     // Records built by `to_wire_json` always have every signed field.
-    if let Ok(message) = signed_message(wire) {
+    if let Ok(message) = signed_message(SIGNATURE_DOMAIN, wire) {
         wire[SIGNATURE_FIELD] = Value::String(encode_data(&hs256(key.expose(), &message)));
     }
 }
@@ -292,7 +330,7 @@ pub fn verify_wire_record(keys: &[&Secret], wire: &Value) -> Result<(), String> 
         .and_then(Value::as_str)
         .ok_or("record is not signed (this member requires --sync-secret signatures)")?;
     let presented = decode_data(presented).map_err(|e| format!("signature is not hex: {e}"))?;
-    let message = signed_message(wire)?;
+    let message = signed_message(SIGNATURE_DOMAIN, wire)?;
     let any_matches = keys.iter().any(|key| constant_time_eq(&hs256(key.expose(), &message), &presented));
     if any_matches {
         Ok(())
@@ -325,6 +363,7 @@ pub(crate) mod tests {
             blob_versioned_hashes: vec![Hash32([1; 32])],
             payload_version: 4,
             term: 3,
+            leader_signature: None,
         }
     }
 

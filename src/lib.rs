@@ -24,6 +24,7 @@ pub mod replay;
 pub mod resume;
 pub mod secret;
 pub mod shutdown;
+pub mod signing;
 pub mod status;
 pub mod status_cli;
 pub mod store;

@@ -21,6 +21,18 @@ fn main() -> ExitCode {
         Ok(Command::Status(args)) => {
             return ExitCode::from(clnode::status_cli::run(&args, &Shutdown::new()));
         }
+        Ok(Command::Keygen(args)) => {
+            return match clnode::signing::run_keygen(&args) {
+                Ok(public_key) => {
+                    println!("{public_key}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("clnode: keygen: {error}");
+                    ExitCode::from(1)
+                }
+            };
+        }
         Ok(Command::Version) => {
             println!("clnode {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
@@ -35,6 +47,10 @@ fn main() -> ExitCode {
     if let Some(path) = &config.jwt_secret_path {
         clnode::secret::warn_if_world_readable(path, "JWT secret file");
     }
+    if let Some(path) = &config.signing_key_path {
+        clnode::secret::warn_if_world_readable(path, "block-signing key file");
+    }
+    warn_if_insecure(&config);
     let shutdown = Shutdown::new();
     log::info(&format!(
         "starting in {} mode: engine {}, health {}, api {}",
@@ -59,5 +75,25 @@ fn main() -> ExitCode {
             eprintln!("clnode: {error}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// The opt-out from record signatures is loud: a line at start (and a field
+/// on /health) so nobody runs it by accident.
+fn warn_if_insecure(config: &config::Config) {
+    let unsigned = match config.mode {
+        config::Mode::Leader => config.leader.signing_key.is_none(),
+        config::Mode::Member => config.member.record_trust == clnode::signing::RecordTrust::Unverified,
+    };
+    if unsigned {
+        log::warn(match config.mode {
+            config::Mode::Leader => {
+                "--insecure-unsigned-records: committing blocks WITHOUT a signature; members that pin a key refuse them"
+            }
+            config::Mode::Member => {
+                "--insecure-unsigned-records: executing records WITHOUT checking who committed them; any sync source \
+                 or anyone on the path can feed this member a different chain"
+            }
+        });
     }
 }

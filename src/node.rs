@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::notify::{run_notifier, HeadWatch};
 use crate::reconnect::Reconnecting;
 use crate::shutdown::Shutdown;
+use crate::signing::RecordTrust;
 use crate::status::{Component, NodeStatus};
 use crate::store::{Store, StoreErrorKind};
 use crate::{api, health};
@@ -61,6 +62,7 @@ fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<
 pub fn start(config: Config, shutdown: Shutdown) -> Result<RunningNode, String> {
     let metrics = Arc::new(Metrics::default());
     let status = Arc::new(NodeStatus::new(config.mode, &config.instance_id));
+    status.update(|s| s.record_signatures = record_signatures(&config));
     let watch = Arc::new(HeadWatch::default());
     let engine = Arc::new(
         EngineClient::new(&config.eth_client_url, config.jwt_secret.clone()).with_metrics(Arc::clone(&metrics)),
@@ -98,6 +100,17 @@ pub fn start(config: Config, shutdown: Shutdown) -> Result<RunningNode, String> 
         Mode::Member => threads.push(start_syncer(&config, shared, &shutdown)?),
     }
     Ok(RunningNode { status, metrics, shutdown, threads })
+}
+
+/// /health's `record_signatures`: what this node does with the committing
+/// leader's signatures; the opt-out is shouted.
+fn record_signatures(config: &Config) -> &'static str {
+    match (config.mode, config.leader.signing_key.is_some(), &config.member.record_trust) {
+        (Mode::Leader, true, _) => "signed",
+        (Mode::Leader, false, _) => "UNSIGNED (--insecure-unsigned-records)",
+        (Mode::Member, _, RecordTrust::Pinned(_)) => "verified (pinned --leader-public-key)",
+        (Mode::Member, _, RecordTrust::Unverified) => "UNVERIFIED (--insecure-unsigned-records)",
+    }
 }
 
 /// What the roles of one node share.

@@ -300,6 +300,7 @@ mod tests {
             blob_versioned_hashes_json: "[]".into(),
             payload_version: 5,
             term: 1,
+            leader_signature: None,
         })
     }
 

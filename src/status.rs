@@ -73,6 +73,9 @@ pub struct Snapshot {
     pub committed_head: Option<(u64, Hash32)>,
     pub el_head: Option<(u64, Hash32)>,
     pub problems: BTreeMap<Component, String>,
+    /// Whether this node signs (leader mode) or verifies (member) the
+    /// committing leader's record signatures, as /health JSON shows it.
+    pub record_signatures: &'static str,
     pub lease_remaining_ms: u64,
     /// Gap between the previous term's last block and this node's first
     /// block as leader (set at that first commit, only on a change of term).
@@ -106,6 +109,7 @@ impl NodeStatus {
                 committed_head: None,
                 el_head: None,
                 problems: BTreeMap::new(),
+                record_signatures: "",
                 lease_remaining_ms: 0,
                 last_failover_ms: None,
                 last_failover_at_unix_s: None,
@@ -184,6 +188,7 @@ impl Snapshot {
             "committed_head": head(&self.committed_head),
             "el_head": head(&self.el_head),
             "problems": problems,
+            "record_signatures": self.record_signatures,
             "uptime_s": self.started.elapsed().as_secs(),
             "now_unix_s": now_s,
         });

@@ -210,7 +210,8 @@ struct Statements {
 }
 
 const BLOCK_COLUMNS: &str = "block_number, block_hash, parent_hash, payload_data, requests_data, timestamp, \
-                             parent_beacon_block_root, blob_versioned_hashes, payload_version, term";
+                             parent_beacon_block_root, blob_versioned_hashes, payload_version, term, \
+                             leader_signature";
 
 /// Removes the password from a `postgres://user:password@host/db` URL.
 pub fn redact_url(url: &str) -> String {
@@ -431,6 +432,7 @@ impl Store {
                     &block.blob_versioned_hashes_json,
                     &version,
                     &max_lead_ms,
+                    &block.leader_signature,
                 ],
             )
             .map_err(|e| self.fail("commit", &e).at_block(block.number))?;
@@ -507,6 +509,7 @@ impl Store {
         let versioned: Vec<&str> = blocks.iter().map(|b| b.blob_versioned_hashes_json.as_str()).collect();
         let versions: Vec<i16> = blocks.iter().map(|b| i16::from(b.payload_version)).collect();
         let terms = bigints("term", |b| b.term)?;
+        let signatures: Vec<Option<&str>> = blocks.iter().map(|b| b.leader_signature.as_deref()).collect();
         let row = self
             .client
             .query_one(
@@ -522,6 +525,7 @@ impl Store {
                     &versioned,
                     &versions,
                     &terms,
+                    &signatures,
                 ],
             )
             .map_err(|e| self.fail("append", &e).at_block(first.number))?;
@@ -580,6 +584,7 @@ impl Store {
                     .at_block(number)
             })?,
             term: non_negative(term, "term")?,
+            leader_signature: row.get(10),
         })
     }
 
@@ -608,12 +613,12 @@ impl Statements {
             )?,
             commit: client.prepare(
                 "SELECT clnode_commit_block($1::BIGINT, $2::BIGINT, $3::TEXT, $4::TEXT, $5::TEXT, $6::TEXT, \
-                 $7::BIGINT, $8::TEXT, $9::TEXT, $10::SMALLINT, $11::BIGINT)",
+                 $7::BIGINT, $8::TEXT, $9::TEXT, $10::SMALLINT, $11::BIGINT, $12::TEXT)",
             )?,
             fence_term: client.prepare("SELECT term FROM fence WHERE id = 1")?,
             append_replica: client.prepare(
                 "SELECT clnode_append_replica($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
-                 $6::BIGINT[], $7::TEXT[], $8::TEXT[], $9::SMALLINT[], $10::BIGINT[])",
+                 $6::BIGINT[], $7::TEXT[], $8::TEXT[], $9::SMALLINT[], $10::BIGINT[], $11::TEXT[])",
             )?,
             clock: client.prepare("SELECT extract(epoch FROM clock_timestamp())::FLOAT8")?,
         })

@@ -273,6 +273,7 @@ fn stored_block(number: u64, parent: Hash32, term: u64) -> StoredBlock {
         blob_versioned_hashes_json: "[]".into(),
         payload_version: 4,
         term,
+        leader_signature: None,
     }
 }
 
@@ -341,6 +342,56 @@ fn the_fence_refuses_an_old_term_and_the_chain_is_append_only() {
     assert_eq!(chain[0], (1, block1.hash.clone(), genesis.to_hex()));
     assert_eq!(chain.len(), 2);
     assert_eq!(store.committed_head().unwrap().number, 2);
+}
+
+/// A database made by an older clnode (no `leader_signature` column, the
+/// commit functions without the signature parameter): applying the schema
+/// adds the column, keeps the old rows, drops the old overloads (none left
+/// for an old binary to commit unsigned blocks through), and stays
+/// idempotent.
+#[test]
+fn the_schema_migrates_an_older_table_and_leaves_no_stale_overload() {
+    let dir = TestDir::new("schema-migration");
+    let postgres = Postgres::start(&dir, "pg");
+    let genesis = Hash32([7; 32]);
+    let old_row = stored_block(1, genesis, 1);
+    let mut client = postgres.client();
+    client
+        .batch_execute(
+            "CREATE TABLE payloads (block_number BIGINT PRIMARY KEY, block_hash TEXT NOT NULL UNIQUE, \
+             parent_hash TEXT NOT NULL, payload_data TEXT NOT NULL, requests_data TEXT NOT NULL DEFAULT '[]', \
+             timestamp BIGINT NOT NULL, created_at TIMESTAMPTZ DEFAULT NOW(), \
+             parent_beacon_block_root TEXT NOT NULL, blob_versioned_hashes TEXT NOT NULL DEFAULT '[]', \
+             payload_version SMALLINT NOT NULL, term BIGINT NOT NULL); \
+             CREATE FUNCTION clnode_commit_block(BIGINT, BIGINT, TEXT, TEXT, TEXT, TEXT, BIGINT, TEXT, TEXT, \
+             SMALLINT) RETURNS TEXT LANGUAGE sql AS $$ SELECT 'committed' $$; \
+             CREATE FUNCTION clnode_append_replica(BIGINT[], TEXT[], TEXT[], TEXT[], TEXT[], BIGINT[], TEXT[], \
+             TEXT[], SMALLINT[], BIGINT[]) RETURNS TEXT LANGUAGE sql AS $$ SELECT 'appended:0' $$;",
+        )
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO payloads VALUES (1, $1, $2, $3, '[]', $4, NOW(), $2, '[]', 4, 1)",
+            &[&old_row.hash, &genesis.to_hex(), &old_row.payload_json, &i64::try_from(old_row.timestamp).unwrap()],
+        )
+        .unwrap();
+    let mut store = Store::connect(&postgres.url(), "test").unwrap();
+    store.apply_schema().unwrap();
+    store.apply_schema().unwrap();
+    store.ensure_chain(genesis, 1337).unwrap();
+    let mut overloads = |name: &str| -> i64 {
+        client.query_one("SELECT count(*) FROM pg_proc WHERE proname = $1", &[&name]).unwrap().get(0)
+    };
+    assert_eq!(overloads("clnode_commit_block"), 1, "a stale clnode_commit_block overload remains");
+    assert_eq!(overloads("clnode_append_replica"), 1, "a stale clnode_append_replica overload remains");
+    assert_eq!(store.block_by_number(1).unwrap(), Some(StoredBlock { leader_signature: None, ..old_row.clone() }));
+    // The new commit stores the signature with the row.
+    assert_eq!(store.raise_fence(2, "leader").unwrap(), FenceOutcome::Raised);
+    let key = clnode::signing::BlockSigningKey::from_hex(keys::SIGNING_KEY).unwrap();
+    let mut block2 = stored_block(2, Hash32::parse(&old_row.hash).unwrap(), 2);
+    block2.leader_signature = Some(key.sign(&block2));
+    assert_eq!(store.commit_block(2, &block2, LEAD).unwrap(), CommitOutcome::Committed);
+    assert_eq!(store.block_by_number(2).unwrap(), Some(block2));
 }
 
 #[test]

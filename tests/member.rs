@@ -262,6 +262,13 @@ fn members_serve_members() {
     // The member's API is the same read-only contract.
     let (status, latest) = first.node.api("/blocks/latest");
     assert_eq!((status, latest["block_number"].as_u64()), (200, Some(head.0)));
+    // Leader signatures travel unchanged: the second member (pinning the
+    // cluster's key, as every test member does) verified the ones the first
+    // stored and passed on, and stored them itself.
+    assert!(latest["leader_signature"].as_str().is_some_and(|s| s.len() == 130), "{latest}");
+    let leader_signatures = stored_signatures(&leaders.postgres);
+    assert!(leader_signatures.iter().all(Option::is_some), "every committed block is signed");
+    assert_eq!(stored_signatures(&second.postgres), leader_signatures);
     let (status, _) = first.node.api("/blocks?after=x");
     assert_eq!(status, 400);
 }

@@ -180,6 +180,40 @@ fn signed_records_forgery_is_refused_and_keys_rotate() {
     assert!(stored_chain(&other_pg).is_empty());
 }
 
+/// The issue-14 attack: a sync source (or anyone on the path) serves a
+/// different chain built from the same public genesis. Every record is
+/// valid, links to its parent and would execute; only the leader signature
+/// tells it apart. A member with the default configuration must store and
+/// execute nothing, and /health must say why.
+#[test]
+fn a_default_member_refuses_a_valid_chain_its_cluster_never_committed() {
+    // An independent single-node cluster on the same genesis, with its own
+    // key pair: a real, executable, signed chain that the member's cluster
+    // (whose public key the default test member pins) never committed.
+    let other = Cluster::builder("security-other-chain").signing_key(keys::OTHER_SIGNING_KEY).fast().start();
+    commit(&other, 2);
+    let el = El::start(&other.dir, "member-el", ElKind::Geth, "osaka");
+    let pg = Postgres::start(&other.dir, "member-pg");
+    let member = Node::member(&other.dir, "member", &el, &pg, &[other.nodes[0].api_url()], &["--sync-wait", "1s"]);
+    // Either the member refuses (and says so) or it takes the chain in.
+    let (status, line) = wait_for(Duration::from_secs(30), "the member to refuse or to sync", || {
+        if member.synced_height().unwrap_or(0) > 0 {
+            return Some((200, "synced the other chain".to_owned()));
+        }
+        member.health().filter(|(status, line)| *status == 503 && line.contains("refused"))
+    });
+    // Time to do harm, had it been going to.
+    std::thread::sleep(Duration::from_secs(2));
+    let stored = stored_chain(&pg);
+    assert!(stored.is_empty(), "the member stored {} blocks of a chain its cluster never committed", stored.len());
+    assert_eq!(el.head().0, 0, "the member executed a block of a chain its cluster never committed");
+    assert_eq!(status, 503, "{line}");
+    assert!(line.contains("block 1") && line.contains("leader signature"), "/health does not say why: {line}");
+    let json = member.health_json().unwrap();
+    assert!(json["problems"].to_string().contains("leader signature"), "{json}");
+    assert_eq!(json["record_signatures"], "verified (pinned --leader-public-key)");
+}
+
 #[test]
 fn admin_step_down_hands_over_well_under_the_ttl() {
     let setup = start(
@@ -271,8 +305,13 @@ fn startup_errors_are_one_line_and_a_nonzero_exit() {
     let secret_file = dir.join("jwt.hex");
     std::fs::write(&secret_file, "0x1234\n").unwrap();
     let short = secret_file.display().to_string();
-    let cases: [(&[&str], &str); 6] = [
+    let jwt = "ab".repeat(32);
+    let cases: [(&[&str], &str); 8] = [
         (&["--mode", "leader"], "--instance-id is required"),
+        // Record signatures are the default: without a key (or the loud
+        // opt-out) neither mode starts.
+        (&["--instance-id", "x", "--jwt-secret", &jwt], "leader mode needs --signing-key-file PATH"),
+        (&["--instance-id", "x", "--jwt-secret", &jwt, "--mode", "member"], "member mode needs --leader-public-key"),
         (
             &["--instance-id", "x", "--jwt-secret-file", "/nonexistent/jwt.hex"],
             "cannot read JWT secret file /nonexistent/jwt.hex",
@@ -291,7 +330,6 @@ fn startup_errors_are_one_line_and_a_nonzero_exit() {
     }
     // Services that may come later: the node waits and says so on /health.
     let health_port = free_port();
-    let jwt = "ab".repeat(32);
     let mut waiting = Proc::spawn(
         "waiting",
         dir.join("waiting.log"),
@@ -309,6 +347,7 @@ fn startup_errors_are_one_line_and_a_nonzero_exit() {
             format!("127.0.0.1:{health_port}"),
             "--api-addr".into(),
             format!("127.0.0.1:{}", free_port()),
+            "--insecure-unsigned-records".into(),
         ],
     );
     let (status, line) = wait_for(Duration::from_secs(15), "health explains the wait", || {
@@ -342,6 +381,7 @@ fn startup_errors_are_one_line_and_a_nonzero_exit() {
         &format!("127.0.0.1:{}", free_port()),
         "--api-addr",
         &format!("127.0.0.1:{}", free_port()),
+        "--insecure-unsigned-records",
     ]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("database holds chain 1337 with genesis 0x1111"), "{stderr}");

@@ -438,13 +438,44 @@ pub const FLAGS: &[Flag] = &[
         help: "member: bearer token sent to the sync API",
     },
     Flag {
+        name: "signing-key-file",
+        env: Some("SIGNING_KEY_FILE"),
+        value: "PATH",
+        default: DefaultValue::Unset,
+        kind: Kind::Path,
+        group: Group::Security,
+        help: "leader mode: file holding the cluster's Ed25519 block-signing key (clnode keygen PATH makes one); \
+               required unless --insecure-unsigned-records",
+    },
+    Flag {
+        name: "leader-public-key",
+        env: Some("LEADER_PUBLIC_KEY"),
+        value: "HEX[,HEX...]",
+        default: DefaultValue::Unset,
+        kind: Kind::Text,
+        group: Group::Security,
+        help: "member: public keys of the block-signing key; only blocks they signed are executed (1 to 8, a list \
+               for rotation); required unless --insecure-unsigned-records",
+    },
+    Flag {
+        name: "insecure-unsigned-records",
+        env: None,
+        value: "",
+        default: DefaultValue::Unset,
+        kind: Kind::Switch,
+        group: Group::Security,
+        help: "INSECURE: a leader commits unsigned blocks, a member executes any chain a sync source serves; \
+               only where every sync source and path is trusted",
+    },
+    Flag {
         name: "sync-secret",
         env: Some("SYNC_SECRET"),
         value: "SECRET",
         default: DefaultValue::Unset,
         kind: Kind::Secret,
         group: Group::Security,
-        help: "HMAC key: serving nodes sign records, members verify them",
+        help: "HMAC key: serving nodes sign records, members verify them (authenticates the serving node, \
+               not the commit)",
     },
     Flag {
         name: "sync-secret-previous",
@@ -600,9 +631,11 @@ pub fn usage() -> String {
 clnode: a consensus-layer node for Ethereum execution clients
 
 USAGE:
-    clnode --instance-id ID --mode leader [FLAGS]
-    clnode --instance-id ID --mode member --leader-url URL[,URL...] [FLAGS]
+    clnode --instance-id ID --mode leader --signing-key-file PATH [FLAGS]
+    clnode --instance-id ID --mode member --leader-url URL[,URL...] --leader-public-key HEX [FLAGS]
     clnode status [--url URL[,URL...]] [--watch] [--interval DURATION]
+    clnode keygen PATH             write a new block-signing key (mode 600), print its public key
+    clnode keygen --public PATH    print the public key of a block-signing key file
 
 Every flag can also be set by the environment variable in brackets.
 Addresses written as :PORT bind to 127.0.0.1; give 0.0.0.0:PORT to expose.

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use crate::engine::jwt::JwtSecret;
 use crate::secret::Secret;
+use crate::signing::{parse_public_keys, BlockSigningKey, KeygenArgs, RecordTrust};
 pub use flags::usage;
 use flags::{Kind, FLAGS, STATUS_FLAGS};
 pub use values::duration;
@@ -42,6 +43,9 @@ pub struct Config {
     /// Where the JWT secret came from, when it was a file (checked for
     /// loose permissions at start).
     pub jwt_secret_path: Option<PathBuf>,
+    /// Where the block-signing key came from (checked for loose
+    /// permissions at start, as the JWT secret file is).
+    pub signing_key_path: Option<PathBuf>,
     pub health_addr: SocketAddr,
     /// Leader-mode nodes always serve the sync API; members only when given.
     pub api_addr: Option<SocketAddr>,
@@ -93,6 +97,9 @@ pub struct LeaderConfig {
     /// How far this node's wall clock may disagree with PostgreSQL's before
     /// the node reports it and stops leading.
     pub max_clock_skew: Duration,
+    /// Signs every committed block; `None` only with
+    /// `--insecure-unsigned-records`.
+    pub signing_key: Option<BlockSigningKey>,
 }
 
 /// Settings only members use.
@@ -103,6 +110,8 @@ pub struct MemberConfig {
     pub sync_token: Option<Secret>,
     pub batch_limit: u32,
     pub long_poll_wait: Duration,
+    /// Whose signatures a record needs before anything is executed.
+    pub record_trust: RecordTrust,
 }
 
 /// What the command line asked for.
@@ -110,6 +119,7 @@ pub struct MemberConfig {
 pub enum Command {
     Run(Box<Config>),
     Status(crate::status_cli::StatusArgs),
+    Keygen(KeygenArgs),
     Help,
     Version,
 }
@@ -142,6 +152,10 @@ where
         args.next();
         return parse_status(args, env);
     }
+    if args.peek().is_some_and(|first| first == "keygen") {
+        args.next();
+        return parse_keygen(args);
+    }
     let mut input = Input::new(FLAGS, "");
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next().map_err(|e| ConfigError(e.to_string()))? {
@@ -152,7 +166,7 @@ where
                 let Some(flag) = flags::find(FLAGS, name) else {
                     return err(format!("unknown flag --{name} (see --help)"));
                 };
-                let value = flag_value(&mut parser, flag.name)?;
+                let value = if flag.kind == Kind::Switch { String::new() } else { flag_value(&mut parser, flag.name)? };
                 input.set(flag, value);
             }
             Short(c) => return err(format!("unknown flag -{c} (see --help)")),
@@ -209,6 +223,29 @@ where
     Ok(Command::Status(crate::status_cli::StatusArgs { urls, watch, interval }))
 }
 
+/// `clnode keygen PATH` (a new key file) or `clnode keygen --public PATH`.
+fn parse_keygen<I>(args: I) -> Result<Command, ConfigError>
+where
+    I: IntoIterator<Item = OsString>,
+{
+    use lexopt::prelude::*;
+    let usage = "keygen: usage: clnode keygen [--public] PATH";
+    let (mut path, mut public_only) = (None, false);
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next().map_err(|e| ConfigError(format!("keygen: {e}")))? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Long("public") => public_only = true,
+            Value(value) if path.is_none() => path = Some(PathBuf::from(value)),
+            _ => return err(usage),
+        }
+    }
+    match path {
+        Some(path) => Ok(Command::Keygen(KeygenArgs { path, public_only })),
+        None => err(usage),
+    }
+}
+
 /// The given values and defaults into a node's settings; the first problem
 /// found is the error.
 fn validate(mut input: Input) -> Result<Config, ConfigError> {
@@ -223,13 +260,14 @@ fn validate(mut input: Input) -> Result<Config, ConfigError> {
     };
     let eth_client_url = input.http_url("eth-client-url")?;
     let (jwt_secret, jwt_secret_path) = jwt_secret(&input)?;
-    Ok(Config {
+    let mut config = Config {
         instance_id,
         mode: input.mode,
         log_level,
         eth_client_url,
         jwt_secret,
         jwt_secret_path,
+        signing_key_path: None,
         postgres_url: input.postgres_url("postgres-url")?,
         health_addr: input.listen("health-addr")?,
         api_addr: input.listen_if_set("api-addr")?,
@@ -238,7 +276,53 @@ fn validate(mut input: Input) -> Result<Config, ConfigError> {
         sync_keys: sync_keys(&input)?,
         leader: leader(&input)?,
         member: member(&input)?,
-    })
+    };
+    // Last: every other mistake is reported before a missing key.
+    (config.leader.signing_key, config.signing_key_path) = signing_key(&input)?;
+    config.member.record_trust = record_trust(&input)?;
+    Ok(config)
+}
+
+const INSECURE: &str = "insecure-unsigned-records";
+
+/// Leader mode: the block-signing key, required unless the operator opted
+/// out by name (its blocks would then be refused by every default member,
+/// and an unsigned block, once committed, stays unsigned).
+fn signing_key(input: &Input) -> Result<(Option<BlockSigningKey>, Option<PathBuf>), ConfigError> {
+    if input.mode != Mode::Leader {
+        return Ok((None, None));
+    }
+    match (input.given("signing-key-file"), input.given(INSECURE)) {
+        (Some(_), Some(_)) => err("give --signing-key-file or --insecure-unsigned-records, not both"),
+        (Some(path), None) => {
+            let path = PathBuf::from(path);
+            let key = BlockSigningKey::from_file(&path).map_err(|e| ConfigError(format!("--signing-key-file: {e}")))?;
+            Ok((Some(key), Some(path)))
+        }
+        (None, Some(_)) => Ok((None, None)),
+        (None, None) => err("leader mode needs --signing-key-file PATH (the cluster's block-signing key; \
+             clnode keygen PATH makes one), or --insecure-unsigned-records to commit blocks no default member accepts"),
+    }
+}
+
+/// Member mode: the pinned public keys, required unless the operator opted
+/// out by name. Parsed in every mode so a bad value is always an error.
+fn record_trust(input: &Input) -> Result<RecordTrust, ConfigError> {
+    let pinned = input
+        .given("leader-public-key")
+        .map(|list| parse_public_keys(list).map_err(|e| ConfigError(format!("--leader-public-key: {e}"))))
+        .transpose()?;
+    match (pinned, input.given(INSECURE)) {
+        (Some(_), Some(_)) if input.mode == Mode::Member => {
+            err("give --leader-public-key or --insecure-unsigned-records, not both")
+        }
+        (Some(keys), _) => Ok(RecordTrust::Pinned(keys)),
+        (None, Some(_)) => Ok(RecordTrust::Unverified),
+        (None, None) if input.mode == Mode::Member => err("member mode needs --leader-public-key HEX[,HEX] (the \
+             public key of the cluster's block-signing key), or --insecure-unsigned-records to execute whatever \
+             chain a sync source serves"),
+        (None, None) => Ok(RecordTrust::Unverified),
+    }
 }
 
 /// Exactly one of the secret's file and the secret itself; the path is kept
@@ -288,6 +372,7 @@ fn leader(input: &Input) -> Result<LeaderConfig, ConfigError> {
         idle_poll_interval: input.duration("idle-poll-interval")?,
         max_timestamp_lead: input.duration("max-timestamp-lead")?,
         max_clock_skew: input.duration("max-clock-skew")?,
+        signing_key: None,
     };
     validate_lease(&leader)?;
     Ok(leader)
@@ -326,6 +411,7 @@ fn member(input: &Input) -> Result<MemberConfig, ConfigError> {
             .map_err(|_| ConfigError("--sync-batch-limit must be between 1 and 1000".to_owned()))?,
         long_poll_wait: input.duration("sync-wait")?,
         sync_token: input.secret("sync-token")?,
+        record_trust: RecordTrust::Unverified,
     })
 }
 
@@ -347,10 +433,53 @@ mod tests {
     }
 
     const SECRET: &str = "0x1111111111111111111111111111111111111111111111111111111111111111";
+    /// RFC 8032's first test key pair.
+    const SIGNING_SEED: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+    const PUBLIC_KEY: &str = "0xd75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+
+    #[test]
+    fn record_signing_is_required_unless_opted_out_by_name() {
+        let base = ["--instance-id", "x", "--jwt-secret", SECRET];
+        let member = ["--instance-id", "x", "--jwt-secret", SECRET, "--mode", "member"];
+        let with = |args: &[&str], more: &[&str]| -> Result<Config, ConfigError> {
+            run(&args.iter().chain(more).copied().collect::<Vec<_>>())
+        };
+        let path = std::env::temp_dir().join(format!("clnode-signing-key-test-{}", std::process::id()));
+        std::fs::write(&path, format!("{SIGNING_SEED}\n")).unwrap();
+        let key_file = path.display().to_string();
+        let leader = with(&base, &["--signing-key-file", &key_file]).unwrap();
+        assert_eq!(leader.leader.signing_key.map(|k| k.public_key().to_hex()).as_deref(), Some(PUBLIC_KEY));
+        assert_eq!(leader.signing_key_path, Some(path.clone()));
+        let pinned = with(&member, &["--leader-public-key", &format!("{PUBLIC_KEY},{PUBLIC_KEY}")]).unwrap();
+        assert!(matches!(&pinned.member.record_trust, RecordTrust::Pinned(keys) if keys.len() == 2));
+        let open = with(&member, &["--insecure-unsigned-records"]).unwrap();
+        assert_eq!(open.member.record_trust, RecordTrust::Unverified);
+        assert!(with(&base, &["--insecure-unsigned-records"]).unwrap().leader.signing_key.is_none());
+        let cases: [(&[&str], Vec<&str>, &str); 7] = [
+            (&base, vec![], "leader mode needs --signing-key-file PATH"),
+            (&member, vec![], "member mode needs --leader-public-key HEX[,HEX]"),
+            (&base, vec!["--signing-key-file", &key_file, "--insecure-unsigned-records"], "not both"),
+            (&member, vec!["--leader-public-key", PUBLIC_KEY, "--insecure-unsigned-records"], "not both"),
+            (&member, vec!["--leader-public-key", "0x1234"], "--leader-public-key: key must be 32 bytes"),
+            (&base, vec!["--signing-key-file", "/nonexistent/key"], "--signing-key-file: key file /nonexistent/key"),
+            (&member, vec!["--leader-public-key", SIGNING_SEED.get(..10).unwrap()], "--leader-public-key"),
+        ];
+        for (args, more, expected) in cases {
+            let error = with(args, &more).unwrap_err().to_string();
+            assert!(error.contains(expected), "{more:?}: {error}");
+            assert!(!error.contains('\n') && !error.contains(SIGNING_SEED), "{error}");
+        }
+        std::fs::remove_file(&path).unwrap();
+        let none = |_: &str| None;
+        let keygen = parse(["keygen", "--public", "k.key"].map(OsString::from), &none).unwrap();
+        assert!(matches!(keygen, Command::Keygen(KeygenArgs { public_only: true, .. })));
+        assert!(parse(["keygen"].map(OsString::from), &none).unwrap_err().to_string().contains("usage"));
+    }
 
     #[test]
     fn seed_defaults_apply() {
-        let config = run(&["--instance-id", "leader-1", "--jwt-secret", SECRET]).unwrap();
+        let config =
+            run(&["--instance-id", "leader-1", "--jwt-secret", SECRET, "--insecure-unsigned-records"]).unwrap();
         assert_eq!(config.mode, Mode::Leader);
         assert_eq!(config.eth_client_url, "http://localhost:8551");
         assert_eq!(config.health_addr, "127.0.0.1:8080".parse().unwrap());
@@ -374,6 +503,8 @@ mod tests {
             SECRET,
             "--leader-url",
             "http://a:8090, http://b:8092/",
+            "--leader-public-key",
+            PUBLIC_KEY,
         ])
         .unwrap();
         assert_eq!(config.mode, Mode::Member);
@@ -386,7 +517,13 @@ mod tests {
     fn environment_fills_in_and_flags_win() {
         let config = run_env(
             &["--health-addr", ":9000"],
-            &[("INSTANCE_ID", "env-node"), ("JWT_SECRET", SECRET), ("HEALTH_ADDR", ":7000"), ("NODE_MODE", "member")],
+            &[
+                ("INSTANCE_ID", "env-node"),
+                ("JWT_SECRET", SECRET),
+                ("HEALTH_ADDR", ":7000"),
+                ("NODE_MODE", "member"),
+                ("LEADER_PUBLIC_KEY", PUBLIC_KEY),
+            ],
         )
         .unwrap();
         assert_eq!(config.instance_id, "env-node");
@@ -446,7 +583,7 @@ mod tests {
 
     #[test]
     fn defaults_come_from_the_table() {
-        let config = run(&["--instance-id", "x", "--jwt-secret", SECRET]).unwrap();
+        let config = run(&["--instance-id", "x", "--jwt-secret", SECRET, "--insecure-unsigned-records"]).unwrap();
         assert_eq!(config.leader.redis_stream_max_len, 10_000);
         assert_eq!(config.leader.build_delay, Duration::from_millis(20));
         assert_eq!(config.leader.idle_poll_interval, Duration::from_millis(50));

@@ -498,6 +498,13 @@ impl Producer {
         Ok(Parent { number: head.number, hash: head.hash, timestamp: header.timestamp })
     }
 
+    /// The block with the cluster's signature, made before the commit so
+    /// that it is stored (and served by every node) with the row.
+    fn signed(&self, mut block: crate::block::StoredBlock) -> crate::block::StoredBlock {
+        block.leader_signature = self.ctx.config.signing_key.as_ref().map(|key| key.sign(&block));
+        block
+    }
+
     fn failpoint(&mut self, step: Step) {
         if self.failpoint == Some(step) {
             self.failpoint = None;
@@ -704,7 +711,7 @@ impl Producer {
             log::warn(&format!("leader: lease for term {term} lapsed before committing block {number}"));
             return Ok(CommitStep::LeaseLapsed);
         }
-        let stored = Arc::new(built.record.to_stored());
+        let stored = Arc::new(self.signed(built.record.to_stored()));
         self.failpoint(Step::Commit);
         let commit_started = Instant::now();
         let max_lead = self.settings.max_timestamp_lead;

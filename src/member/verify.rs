@@ -1,28 +1,34 @@
-//! Page verification: every record decodes completely and agrees with its
-//! payload, its signature verifies when keys are set, heights follow the
-//! member's head one by one and every parent links. Pure: no I/O.
+//! Page verification: every record carries a leader signature from a pinned
+//! key (unless the member runs with `--insecure-unsigned-records`), its
+//! HMAC verifies when sync secrets are set, it decodes completely and agrees
+//! with its payload, heights follow the member's head one by one and every
+//! parent links. Pure: no I/O.
 
 use serde_json::Value;
 
 use crate::block::{verify_wire_record, BlockRecord};
 use crate::config::SyncKeys;
 use crate::secret::Secret;
+use crate::signing::{verify_committed, RecordTrust};
 use crate::store::ChainHead;
 
-/// Decodes a page: each record's signature verifies (when keys are set) and
-/// it decodes completely, agreeing with its payload.
-pub fn decode_page(records: &[Value], keys: &[&Secret]) -> Result<Vec<BlockRecord>, String> {
+/// Decodes a page: each record's leader signature verifies against a pinned
+/// key (unless trust is off), its HMAC verifies (when keys are set), and it
+/// decodes completely, agreeing with its payload.
+pub fn decode_page(records: &[Value], trust: &RecordTrust, keys: &[&Secret]) -> Result<Vec<BlockRecord>, String> {
     records
         .iter()
         .map(|value| {
+            // For the message only; an unverified record's number is unchecked.
+            let refused = |e: String| match value.get("block_number").and_then(Value::as_u64) {
+                Some(number) => format!("block {number}: {e}"),
+                None => format!("block record: {e}"),
+            };
+            if let RecordTrust::Pinned(pinned) = trust {
+                verify_committed(pinned, value).map_err(refused)?;
+            }
             if !keys.is_empty() {
-                verify_wire_record(keys, value).map_err(|e| {
-                    // For the message only; an unsigned record's number is unchecked.
-                    match value.get("block_number").and_then(Value::as_u64) {
-                        Some(number) => format!("block {number}: {e}"),
-                        None => format!("block record: {e}"),
-                    }
-                })?;
+                verify_wire_record(keys, value).map_err(refused)?;
             }
             BlockRecord::from_wire_json(value).map_err(|e| e.to_string())
         })
@@ -55,8 +61,13 @@ pub fn verify_links(head: ChainHead, records: &[BlockRecord]) -> Result<(), Stri
 }
 
 /// Checks a page of records completely: decoding, signatures, links.
-pub fn verify_batch(head: ChainHead, records: &[Value], keys: &[&Secret]) -> Result<Vec<BlockRecord>, String> {
-    let decoded = decode_page(records, keys)?;
+pub fn verify_batch(
+    head: ChainHead,
+    records: &[Value],
+    trust: &RecordTrust,
+    keys: &[&Secret],
+) -> Result<Vec<BlockRecord>, String> {
+    let decoded = decode_page(records, trust, keys)?;
     verify_links(head, &decoded)?;
     Ok(decoded)
 }
@@ -74,6 +85,32 @@ mod tests {
     use super::*;
     use crate::block::tests::sample_record;
     use crate::codec::Hash32;
+    use crate::signing::BlockSigningKey;
+
+    const OPEN: &RecordTrust = &RecordTrust::Unverified;
+
+    #[test]
+    fn only_records_a_pinned_key_signed_are_accepted() {
+        let genesis = ChainHead { number: 0, hash: Hash32([9; 32]) };
+        let (ours, theirs) = (BlockSigningKey::generate().unwrap(), BlockSigningKey::generate().unwrap());
+        let signed_by = |key: &BlockSigningKey| {
+            let mut stored = sample_record(1, genesis.hash).to_stored();
+            stored.leader_signature = Some(key.sign(&stored));
+            stored.to_wire_json()
+        };
+        let pinned = RecordTrust::Pinned(vec![ours.public_key()]);
+        let accepted = verify_batch(genesis, &[signed_by(&ours)], &pinned, &[]).unwrap();
+        assert_eq!(accepted[0].leader_signature, signed_by(&ours)["leader_signature"].as_str().map(str::to_owned));
+        let cases = [
+            (signed_by(&theirs), "block 1: leader signature does not verify"),
+            (sample_record(1, genesis.hash).to_stored().to_wire_json(), "block 1: record carries no leader signature"),
+        ];
+        for (wire, expected) in cases {
+            let error = verify_batch(genesis, std::slice::from_ref(&wire), &pinned, &[]).unwrap_err();
+            assert!(error.starts_with(expected), "{error}");
+            assert!(verify_batch(genesis, &[wire], OPEN, &[]).is_ok(), "the opt-out accepts it");
+        }
+    }
 
     #[test]
     fn batches_must_follow_the_head_and_link() {
@@ -81,19 +118,19 @@ mod tests {
         let one = sample_record(1, genesis.hash);
         let two = sample_record(2, one.hash());
         let wire = |r: &BlockRecord| r.to_stored().to_wire_json();
-        assert_eq!(verify_batch(genesis, &[wire(&one), wire(&two)], &[]).unwrap().len(), 2);
-        let gap = verify_batch(genesis, &[wire(&two)], &[]).unwrap_err();
+        assert_eq!(verify_batch(genesis, &[wire(&one), wire(&two)], OPEN, &[]).unwrap().len(), 2);
+        let gap = verify_batch(genesis, &[wire(&two)], OPEN, &[]).unwrap_err();
         assert!(gap.contains("does not follow"), "{gap}");
         let unlinked = sample_record(2, Hash32([3; 32]));
-        let error = verify_batch(genesis, &[wire(&one), wire(&unlinked)], &[]).unwrap_err();
+        let error = verify_batch(genesis, &[wire(&one), wire(&unlinked)], OPEN, &[]).unwrap_err();
         assert!(error.contains("has parent"), "{error}");
         let wrong_genesis = ChainHead { number: 0, hash: Hash32([1; 32]) };
-        assert!(verify_batch(wrong_genesis, &[wire(&one)], &[]).is_err());
+        assert!(verify_batch(wrong_genesis, &[wire(&one)], OPEN, &[]).is_err());
         let key = Secret::from_bytes(b"sync-secret-for-tests");
-        let unsigned = verify_batch(genesis, &[wire(&one)], &[&key]).unwrap_err();
+        let unsigned = verify_batch(genesis, &[wire(&one)], OPEN, &[&key]).unwrap_err();
         assert!(unsigned.contains("not signed"), "{unsigned}");
         let mut signed = wire(&one);
         crate::block::sign_wire_record(&key, &mut signed);
-        assert_eq!(verify_batch(genesis, &[signed], &[&key]).unwrap().len(), 1);
+        assert_eq!(verify_batch(genesis, &[signed], OPEN, &[&key]).unwrap().len(), 1);
     }
 }

@@ -18,9 +18,19 @@ pub struct ClusterBuilder {
     kind: ElKind,
     genesis: String,
     flags: Vec<String>,
+    /// The leader-mode nodes' block-signing key (hex).
+    signing_key: &'static str,
 }
 
 impl ClusterBuilder {
+    /// The block-signing key of this cluster's leader-mode nodes, when it
+    /// is not `keys::SIGNING_KEY` (another cluster, whose blocks the default
+    /// test member refuses).
+    pub fn signing_key(mut self, signing_key: &'static str) -> ClusterBuilder {
+        self.signing_key = signing_key;
+        self
+    }
+
     /// How many leader-mode nodes (each with its own execution client).
     pub fn leaders(mut self, count: usize) -> ClusterBuilder {
         self.leaders = count;
@@ -57,7 +67,10 @@ impl ClusterBuilder {
         };
         let els: Vec<El> =
             (0..self.leaders).map(|i| El::start(&dir, &format!("{prefix}{i}"), self.kind, &self.genesis)).collect();
-        let flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
+        let key_file = super::signing_key_file(&dir, self.signing_key);
+        let unsigned = self.flags.iter().any(|flag| flag == "--insecure-unsigned-records");
+        let mut flags: Vec<&str> = if unsigned { Vec::new() } else { vec!["--signing-key-file", &key_file] };
+        flags.extend(self.flags.iter().map(String::as_str));
         let nodes = (0..self.leaders)
             .map(|i| Node::leader(&dir, &format!("leader-{i}"), &els[i], &postgres, &redis, &flags))
             .collect();
@@ -84,6 +97,7 @@ impl Cluster {
             kind: ElKind::Geth,
             genesis: "osaka".to_owned(),
             flags: Vec::new(),
+            signing_key: super::keys::SIGNING_KEY,
         }
     }
 

@@ -37,3 +37,16 @@ pub const LOAD_KEYS: [usize; 5] = [7, 8, 9, 4, 3];
 pub fn key(slots: &[usize], index: usize) -> &'static str {
     DEV_KEYS[slots[index % slots.len()]]
 }
+
+/// The test clusters' block-signing key (leader-mode nodes get it as
+/// `--signing-key-file`, members pin its public key): RFC 8032's first test
+/// key, so its public key is a known constant.
+pub const SIGNING_KEY: &str = "0x9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+/// Another cluster's key: its blocks are valid, but no member of the
+/// default test cluster pins it.
+pub const OTHER_SIGNING_KEY: &str = "0x4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb";
+
+/// The public key of a signing key given as hex.
+pub fn public_key(signing_key: &str) -> String {
+    clnode::signing::BlockSigningKey::from_hex(signing_key).unwrap().public_key().to_hex()
+}

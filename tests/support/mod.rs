@@ -453,10 +453,31 @@ pub fn run_clnode(args: &[&str]) -> (Option<i32>, String, String) {
     (status.code(), out.join().unwrap(), err.join().unwrap())
 }
 
+/// Whether `extra` already says how records are signed or trusted (then the
+/// test cluster's key is not added).
+fn decides_signing(extra: &[&str], flag: &str) -> bool {
+    extra.iter().any(|arg| *arg == flag || *arg == "--insecure-unsigned-records")
+}
+
+/// A key file (mode 600, as `clnode keygen` writes it) holding `signing_key`, in `dir`.
+pub fn signing_key_file(dir: &TestDir, signing_key: &str) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join(format!("signing-{}.key", &signing_key[2..10]));
+    if !path.exists() {
+        std::fs::write(&path, format!("{signing_key}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    path.display().to_string()
+}
+
 impl Node {
-    /// A leader-mode node; `extra` flags override.
+    /// A leader-mode node signing with `keys::SIGNING_KEY` unless `extra`
+    /// says otherwise; `extra` flags override.
     pub fn leader(dir: &TestDir, id: &str, el: &El, postgres: &Postgres, redis: &Redis, extra: &[&str]) -> Node {
         let mut args = vec!["--mode".to_owned(), "leader".to_owned(), "--redis-addr".to_owned(), redis.addr()];
+        if !decides_signing(extra, "--signing-key-file") {
+            args.extend(["--signing-key-file".to_owned(), signing_key_file(dir, keys::SIGNING_KEY)]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         Node::spawn(dir, id, el, postgres, &args)
     }
@@ -550,6 +571,17 @@ pub fn stored_chain(postgres: &Postgres) -> Vec<(u64, String, String)> {
         .collect()
 }
 
+/// The leader signature of every stored block, in order.
+pub fn stored_signatures(postgres: &Postgres) -> Vec<Option<String>> {
+    let mut client = postgres.client();
+    client
+        .query("SELECT leader_signature FROM payloads ORDER BY block_number", &[])
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
 /// Asserts heights 1..=n with no gap, each linked to its parent.
 pub fn assert_continuous(chain: &[(u64, String, String)]) {
     for (index, (number, _, parent)) in chain.iter().enumerate() {
@@ -561,7 +593,8 @@ pub fn assert_continuous(chain: &[(u64, String, String)]) {
 }
 
 impl Node {
-    /// A member with its own execution client and database.
+    /// A member with its own execution client and database, pinning the
+    /// public key of `keys::SIGNING_KEY` unless `extra` says otherwise.
     pub fn member(
         dir: &TestDir,
         id: &str,
@@ -571,6 +604,9 @@ impl Node {
         extra: &[&str],
     ) -> Node {
         let mut args = vec!["--mode".to_owned(), "member".to_owned(), "--leader-url".to_owned(), leader_urls.join(",")];
+        if !decides_signing(extra, "--leader-public-key") {
+            args.extend(["--leader-public-key".to_owned(), keys::public_key(keys::SIGNING_KEY)]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         Node::spawn(dir, id, el, postgres, &args)
     }
