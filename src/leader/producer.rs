@@ -533,7 +533,7 @@ impl Producer {
         let now = Instant::now();
         if self.clock.due(now) {
             self.clock.attempted(now);
-            if let Ok(sample) = self.store().and_then(clock::sample_database_clock) {
+            if let Ok(sample) = self.database(clock::sample_database_clock) {
                 if self.clock.record(sample) {
                     #[allow(clippy::cast_possible_truncation)] // as saturates; NaN gives 0
                     self.ctx.metrics.clock_offset_ms.set((sample.offset_s() * 1000.0) as i64);

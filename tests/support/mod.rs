@@ -474,12 +474,7 @@ impl Node {
     /// A leader-mode node signing with `keys::SIGNING_KEY` unless `extra`
     /// says otherwise; `extra` flags override.
     pub fn leader(dir: &TestDir, id: &str, el: &El, postgres: &Postgres, redis: &Redis, extra: &[&str]) -> Node {
-        let mut args = vec!["--mode".to_owned(), "leader".to_owned(), "--redis-addr".to_owned(), redis.addr()];
-        if !decides_signing(extra, "--signing-key-file") {
-            args.extend(["--signing-key-file".to_owned(), signing_key_file(dir, keys::SIGNING_KEY)]);
-        }
-        args.extend(extra.iter().map(|s| s.to_string()));
-        Node::spawn(dir, id, el, postgres, &args)
+        Node::leader_with_env(dir, id, el, postgres, redis, extra, &[])
     }
 
     /// A leader-mode node started with extra environment variables (for
@@ -494,6 +489,9 @@ impl Node {
         env: &[(&str, &str)],
     ) -> Node {
         let mut args = vec!["--mode".to_owned(), "leader".to_owned(), "--redis-addr".to_owned(), redis.addr()];
+        if !decides_signing(extra, "--signing-key-file") {
+            args.extend(["--signing-key-file".to_owned(), signing_key_file(dir, keys::SIGNING_KEY)]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         Node::spawn_with_env(dir, id, el, postgres, &args, env)
     }
