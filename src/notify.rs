@@ -108,9 +108,14 @@ impl HeadWatch {
     /// first time one is found; from then on [`HeadWatch::regression`]
     /// answers, the blocks kept for long polls are dropped, and nothing
     /// more is kept.
-    pub fn observe_database_head(&self, head: ChainHead, hash_at_seen: Option<Option<Hash32>>) -> Option<String> {
+    pub fn observe_database_head(
+        &self,
+        head: ChainHead,
+        hash_at_seen: Option<Option<Hash32>>,
+        read_started: Instant,
+    ) -> Option<String> {
         let mut state = self.lock();
-        let found = state.high_water.observe(head, hash_at_seen);
+        let found = state.high_water.observe(head, hash_at_seen, read_started);
         if found.is_some() {
             state.recent.clear();
         }
@@ -215,7 +220,7 @@ impl HeadObserver<'_> {
     /// Raises the watch, and in leader mode checks the head against the
     /// highest seen: when the database moved past it, the block seen is
     /// looked up (one indexed read per head that moved).
-    fn observe(&self, store: &mut Store, head: ChainHead) -> Result<(), StoreError> {
+    fn observe(&self, store: &mut Store, head: ChainHead, read_started: Instant) -> Result<(), StoreError> {
         if !self.guard {
             self.watch.advance_to(head.number);
             return Ok(());
@@ -224,7 +229,7 @@ impl HeadObserver<'_> {
             Some(seen) if head.number > seen.number => Some(store.hash_at(seen.number)?),
             _ => None,
         };
-        if let Some(reason) = self.watch.observe_database_head(head, hash_at_seen) {
+        if let Some(reason) = self.watch.observe_database_head(head, hash_at_seen, read_started) {
             log::error(&format!("notifier: {reason}; this node stops leading and serving until an operator acts"));
             self.status.set_problem(Component::Chain, format!("database regressed: {reason}"));
         }
@@ -239,7 +244,8 @@ fn listen(store: &mut Store, observer: &HeadObserver<'_>, shutdown: &Shutdown) {
     let mut next_poll = Instant::now();
     while !shutdown.is_requested() {
         if Instant::now() >= next_poll {
-            match store.committed_head().and_then(|head| observer.observe(store, head)) {
+            let read_started = Instant::now();
+            match store.committed_head().and_then(|head| observer.observe(store, head, read_started)) {
                 Ok(()) => {}
                 Err(error) if error.is_connection_lost() => return,
                 Err(_) => {} // no chain recorded yet

@@ -17,6 +17,8 @@
 //! What protects a member from a source that went back is the link check:
 //! it never accepts a block that does not extend the block it stored.
 
+use std::time::Instant;
+
 use crate::codec::Hash32;
 use crate::store::ChainHead;
 
@@ -60,6 +62,11 @@ pub fn check_database_head(
 #[derive(Debug, Default, Clone)]
 pub struct HighWater {
     seen: Option<ChainHead>,
+    /// When `seen` was raised. A read of the database that started before
+    /// this may miss the block without anything being lost (the producer's
+    /// commit returned while another thread's read was in flight), so only
+    /// reads started after it are compared.
+    seen_at: Option<Instant>,
     regression: Option<String>,
 }
 
@@ -74,17 +81,24 @@ impl HighWater {
         self.regression.as_deref()
     }
 
-    /// Records the database's head (and, when the caller looked it up, its
-    /// hash at the seen height). Returns the regression the first time one
-    /// is found; later calls keep the first reason.
-    pub fn observe(&mut self, database: ChainHead, hash_at_seen: Option<Option<Hash32>>) -> Option<String> {
-        if self.regression.is_some() {
+    /// Records the database's head read by a query that started at
+    /// `read_started` (and, when the caller looked it up, its hash at the
+    /// seen height). Returns the regression the first time one is found;
+    /// later calls keep the first reason. A read older than the high-water
+    /// mark proves nothing and is ignored.
+    pub fn observe(
+        &mut self,
+        database: ChainHead,
+        hash_at_seen: Option<Option<Hash32>>,
+        read_started: Instant,
+    ) -> Option<String> {
+        if self.regression.is_some() || self.seen_at.is_some_and(|seen_at| read_started < seen_at) {
             return None;
         }
         match check_database_head(self.seen, database, hash_at_seen) {
             Ok(()) => {
                 if self.seen.is_none_or(|seen| database.number > seen.number) {
-                    self.seen = Some(database);
+                    self.raise(database);
                 }
                 None
             }
@@ -98,8 +112,13 @@ impl HighWater {
     /// A block this node committed itself: it is the new highest.
     pub fn committed(&mut self, head: ChainHead) {
         if self.seen.is_none_or(|seen| head.number > seen.number) {
-            self.seen = Some(head);
+            self.raise(head);
         }
+    }
+
+    fn raise(&mut self, head: ChainHead) {
+        self.seen = Some(head);
+        self.seen_at = Some(Instant::now());
     }
 }
 
@@ -135,12 +154,16 @@ mod tests {
     #[test]
     fn a_regression_is_sticky_and_keeps_its_first_reason() {
         let mut water = HighWater::default();
-        assert_eq!(water.observe(head(5, 1), None), None);
+        assert_eq!(water.observe(head(5, 1), None, Instant::now()), None);
+        let before_commit = Instant::now();
         water.committed(head(6, 2));
         assert_eq!(water.seen(), Some(head(6, 2)));
-        let reason = water.observe(head(5, 1), None).expect("a regression");
+        // A read that was in flight while block 6's commit returned may
+        // still see block 5: nothing was lost.
+        assert_eq!(water.observe(head(5, 1), None, before_commit), None, "a stale read is ignored");
+        let reason = water.observe(head(5, 1), None, Instant::now()).expect("a regression");
         assert!(reason.contains("went back to block 5"), "{reason}");
-        assert_eq!(water.observe(head(7, 3), None), None, "reported once");
+        assert_eq!(water.observe(head(7, 3), None, Instant::now()), None, "reported once");
         assert_eq!(water.regression(), Some(reason.as_str()));
         assert_eq!(water.seen(), Some(head(6, 2)), "the high water does not move after a regression");
     }

@@ -189,8 +189,9 @@ impl Producer {
     /// The committed head and the fence, checked against the highest head
     /// this node has seen (the regression guard).
     fn committed_head(&mut self) -> Result<ChainHead, ProduceError> {
+        let read_started = Instant::now();
         let (head, fence) = self.database(|store| Ok((store.committed_head()?, store.fence_term()?)))?;
-        if let Some(reason) = self.ctx.watch.observe_database_head(head, None) {
+        if let Some(reason) = self.ctx.watch.observe_database_head(head, None, read_started) {
             log::error(&format!("producer: {reason}; not leading until an operator acts"));
         }
         if let Some(reason) = self.ctx.watch.regression() {
