@@ -203,6 +203,11 @@ pub struct LeaseHandle {
     /// of a database call that has not returned yet, or of the first of a
     /// row of failed ones. `None` while the database answers.
     database_trouble_since: Mutex<Option<Instant>>,
+    /// When the producer's Engine API call in flight began (`None`: none
+    /// is). Unlike the database, a failed call does not count: failures
+    /// have their own rule (`step_down.rs`); this catches the call that
+    /// neither fails nor returns.
+    engine_call_since: Mutex<Option<Instant>>,
 }
 
 impl Default for LeaseHandle {
@@ -215,6 +220,7 @@ impl Default for LeaseHandle {
             step_down_requested: AtomicBool::new(false),
             redis_ok: AtomicBool::new(false),
             database_trouble_since: Mutex::new(None),
+            engine_call_since: Mutex::new(None),
         }
     }
 }
@@ -276,6 +282,23 @@ impl LeaseHandle {
         since.map(|since| since.elapsed()).unwrap_or(Duration::ZERO)
     }
 
+    /// The producer starts an Engine API call; it counts as pending until
+    /// the returned guard drops (whatever the call answered).
+    pub fn engine_call(self: &Arc<Self>) -> EngineCall {
+        self.set_engine_call_since(Some(Instant::now()));
+        EngineCall { handle: Arc::clone(self) }
+    }
+
+    /// How long the producer's Engine API call in flight has been waiting.
+    pub fn engine_call_pending(&self) -> Duration {
+        let since = *self.engine_call_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        since.map(|since| since.elapsed()).unwrap_or(Duration::ZERO)
+    }
+
+    fn set_engine_call_since(&self, since: Option<Instant>) {
+        *self.engine_call_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = since;
+    }
+
     pub fn is_ready_to_lead(&self) -> bool {
         self.ready_to_lead.load(Ordering::Relaxed)
     }
@@ -287,6 +310,26 @@ impl LeaseHandle {
     fn set(&self, lease: Option<HeldLease>) {
         *self.lock() = lease;
         self.changed.notify_all();
+    }
+}
+
+/// An Engine API call in flight (`LeaseHandle::engine_call`): pending until
+/// dropped.
+pub struct EngineCall {
+    handle: Arc<LeaseHandle>,
+}
+
+impl EngineCall {
+    /// A call of a sequence (a catch-up's batch) answered and the next one
+    /// starts: only a single call that hangs counts, not a long replay.
+    pub fn answered_one(&self) {
+        self.handle.set_engine_call_since(Some(Instant::now()));
+    }
+}
+
+impl Drop for EngineCall {
+    fn drop(&mut self) {
+        self.handle.set_engine_call_since(None);
     }
 }
 
@@ -397,8 +440,11 @@ impl LeaseLoop {
             match held {
                 Some(term) => {
                     let step_down = self.handle.step_down_requested.swap(false, Ordering::Relaxed);
-                    let action =
-                        held_lease_action(step_down, self.handle.database_trouble(), self.config.database_stall_limit);
+                    let stalls =
+                        Stalls { database: self.handle.database_trouble(), engine: self.handle.engine_call_pending() };
+                    let limits =
+                        Stalls { database: self.config.database_stall_limit, engine: self.config.engine_stall_limit };
+                    let action = held_lease_action(step_down, stalls, limits);
                     if let HeldLeaseAction::Release(reason) = action {
                         self.release_for(&release, term, reason);
                         held = None;
@@ -567,6 +613,18 @@ impl LeaseLoop {
                 self.handle.set_ready_to_lead(false);
                 self.metrics.count_error("database");
             }
+            ReleaseReason::EngineStalled => {
+                let pending_ms = self.handle.engine_call_pending().as_millis();
+                log::warn(&format!(
+                    "lease: releasing term {term}: an Engine API call has not answered for {pending_ms} ms \
+                     (--engine-stall-limit {} ms); not leading until the execution client answers",
+                    self.config.engine_stall_limit.as_millis()
+                ));
+                // The producer offers itself again once a standby round has
+                // read its client (and caught it up).
+                self.handle.set_ready_to_lead(false);
+                self.metrics.count_error("engine_timeout");
+            }
         }
         self.release(release, term);
         self.cooldown_until = Some(Instant::now() + self.config.lease_ttl);
@@ -592,6 +650,19 @@ enum ReleaseReason {
     /// `--database-stall-limit`: it cannot commit, so a standby that can
     /// should lead.
     DatabaseStalled,
+    /// One Engine API call of the producer has been pending longer than
+    /// `--engine-stall-limit`: its client hangs (or the link to it), so it
+    /// cannot build, and a standby should lead long before the call's own
+    /// timeout (8 s for forkchoiceUpdated and newPayload) ends.
+    EngineStalled,
+}
+
+/// How long the database has been in trouble and the Engine API call in
+/// flight has been pending; and, for the limits, how long each may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stalls {
+    database: Duration,
+    engine: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -601,11 +672,13 @@ enum HeldLeaseAction {
 }
 
 /// The held-lease rule, pure: renew, or give the lease up on purpose.
-fn held_lease_action(step_down_requested: bool, database_trouble: Duration, stall_limit: Duration) -> HeldLeaseAction {
+fn held_lease_action(step_down_requested: bool, stalls: Stalls, limits: Stalls) -> HeldLeaseAction {
     if step_down_requested {
         HeldLeaseAction::Release(ReleaseReason::StepDown)
-    } else if database_trouble >= stall_limit {
+    } else if stalls.database >= limits.database {
         HeldLeaseAction::Release(ReleaseReason::DatabaseStalled)
+    } else if stalls.engine >= limits.engine {
+        HeldLeaseAction::Release(ReleaseReason::EngineStalled)
     } else {
         HeldLeaseAction::Renew
     }
@@ -642,21 +715,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_held_lease_is_released_on_request_or_when_the_database_stalls() {
+    fn a_held_lease_is_released_on_request_or_when_the_database_or_the_engine_stalls() {
         use HeldLeaseAction::*;
-        let limit = Duration::from_millis(500);
+        use ReleaseReason::*;
         let ms = Duration::from_millis;
+        let limits = Stalls { database: ms(500), engine: ms(1000) };
+        // (step-down requested, database trouble, engine call pending, action)
         let table = [
-            (false, ms(0), Renew),
-            (false, ms(499), Renew),
-            (false, ms(500), Release(ReleaseReason::DatabaseStalled)),
-            (false, ms(60_000), Release(ReleaseReason::DatabaseStalled)),
-            (true, ms(0), Release(ReleaseReason::StepDown)),
-            (true, ms(900), Release(ReleaseReason::StepDown)),
+            (false, ms(0), ms(0), Renew),
+            (false, ms(499), ms(0), Renew),
+            (false, ms(500), ms(0), Release(DatabaseStalled)),
+            (false, ms(60_000), ms(0), Release(DatabaseStalled)),
+            (true, ms(0), ms(0), Release(StepDown)),
+            (true, ms(900), ms(0), Release(StepDown)),
+            // A long but answering newPayload is not a stall...
+            (false, ms(0), ms(999), Renew),
+            // ...one pending for the limit is.
+            (false, ms(0), ms(1000), Release(EngineStalled)),
+            (false, ms(0), ms(8000), Release(EngineStalled)),
+            (false, ms(499), ms(999), Renew),
+            // The producer's own request and the database come first (both
+            // release; the reason is what the log and metrics say).
+            (true, ms(0), ms(5000), Release(StepDown)),
+            (false, ms(700), ms(5000), Release(DatabaseStalled)),
         ];
-        for (requested, trouble, expected) in table {
-            assert_eq!(held_lease_action(requested, trouble, limit), expected, "{requested} {trouble:?}");
+        for (requested, database, engine, expected) in table {
+            let stalls = Stalls { database, engine };
+            assert_eq!(held_lease_action(requested, stalls, limits), expected, "{requested} {database:?} {engine:?}");
         }
+    }
+
+    #[test]
+    fn an_engine_call_is_pending_until_its_guard_drops_and_each_batch_restarts_the_clock() {
+        let handle = Arc::new(LeaseHandle::default());
+        assert_eq!(handle.engine_call_pending(), Duration::ZERO);
+        let call = handle.engine_call();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(handle.engine_call_pending() >= Duration::from_millis(20));
+        call.answered_one();
+        assert!(handle.engine_call_pending() < Duration::from_millis(20));
+        drop(call);
+        assert_eq!(handle.engine_call_pending(), Duration::ZERO);
     }
 
     #[test]

@@ -170,6 +170,15 @@ impl Producer {
         self.ctx.metrics.is_leader.set(0);
     }
 
+    /// One Engine API call, pending on the lease handle until it returns:
+    /// one that hangs past `--engine-stall-limit` makes the lease thread
+    /// release the lease (a blackholed client would otherwise hold it for
+    /// the call's own timeout, 8 s).
+    fn engine<T>(&self, call: impl FnOnce(&EngineClient) -> T) -> T {
+        let _pending = self.ctx.lease.engine_call();
+        call(&self.ctx.engine)
+    }
+
     fn store(&mut self) -> Result<&mut Store, StoreError> {
         self.store.get()
     }
@@ -278,7 +287,7 @@ impl Producer {
         }
         // A read, not a build: /health says "reading the execution client's
         // chain", never "building block 0".
-        let header = self.ctx.engine.latest_header().map_err(ProduceError::EngineRead)?;
+        let header = self.engine(EngineClient::latest_header).map_err(ProduceError::EngineRead)?;
         let head = ChainHead { number: header.number, hash: header.hash };
         self.set_el_head(head);
         Ok(head)
@@ -300,12 +309,16 @@ impl Producer {
         let engine = Arc::clone(&self.ctx.engine);
         let shutdown = self.ctx.shutdown.clone();
         let metrics = Arc::clone(&self.ctx.metrics);
+        // A replay is many calls: each answered batch restarts the stall clock.
+        let call = self.ctx.lease.engine_call();
         let store = self.store()?;
         let mut reached = el;
         let result = replay::catch_up_from_store(&engine, store, el, target, &shutdown, |head, count| {
+            call.answered_one();
             metrics.blocks_replayed.add(count as u64);
             reached = head;
         });
+        drop(call);
         if reached != el {
             self.set_el_head(reached);
         }
@@ -481,10 +494,10 @@ impl Producer {
         self.sync_el_to(head)?;
         // The client is at the committed head now, canonical included.
         self.pending_canonical = None;
-        let header =
-            self.ctx.engine.block_by_hash(&head.hash).map_err(ProduceError::EngineRead)?.ok_or_else(|| {
-                ProduceError::Diverged(format!("execution client lacks committed block {}", head.number))
-            })?;
+        let header = self
+            .engine(|e| e.block_by_hash(&head.hash))
+            .map_err(ProduceError::EngineRead)?
+            .ok_or_else(|| ProduceError::Diverged(format!("execution client lacks committed block {}", head.number)))?;
         Ok(Parent { number: head.number, hash: head.hash, timestamp: header.timestamp })
     }
 
@@ -500,7 +513,7 @@ impl Producer {
     /// not already.
     fn flush_canonical(&mut self) -> Result<(), ProduceError> {
         if let Some(head) = self.pending_canonical {
-            replay::make_canonical(&self.ctx.engine, head.number, head.hash)?;
+            self.engine(|e| replay::make_canonical(e, head.number, head.hash))?;
             self.pending_canonical = None;
             self.set_el_head(head);
         }
@@ -557,7 +570,10 @@ impl Producer {
             self.flush_canonical()?;
             return Ok(None);
         }
-        if !self.heartbeat_due() && !self.pool_watch.worth_building(self.ctx.engine.as_ref(), Instant::now()) {
+        let call = self.ctx.lease.engine_call();
+        let worth_building = self.pool_watch.worth_building(self.ctx.engine.as_ref(), Instant::now());
+        drop(call);
+        if !self.heartbeat_due() && !worth_building {
             self.ctx.shutdown.sleep(config.idle_poll_interval);
             return Ok(None);
         }
@@ -569,7 +585,10 @@ impl Producer {
     /// heartbeat (discarded), or a stop during the build delay.
     fn build(&mut self, term: u64, parent: Parent, timestamp: u64) -> Result<Option<BuiltBlock>, ProduceError> {
         let config = self.settings;
-        self.pool_watch.before_build(self.ctx.engine.as_ref(), Instant::now());
+        {
+            let _call = self.ctx.lease.engine_call();
+            self.pool_watch.before_build(self.ctx.engine.as_ref(), Instant::now());
+        }
         let number = parent.number + 1;
         self.build_attempt += 1;
         let attributes = PayloadAttributes {
@@ -581,10 +600,9 @@ impl Producer {
             parent_beacon_block_root: parent.hash,
         };
         let started = Instant::now();
-        let engine = Arc::clone(&self.ctx.engine);
         let engine_error = |source| ProduceError::Engine { block_number: number, source };
-        let updated = engine
-            .forkchoice_updated(&ForkchoiceState::all_at(parent.hash), Some(&attributes))
+        let updated = self
+            .engine(|e| e.forkchoice_updated(&ForkchoiceState::all_at(parent.hash), Some(&attributes)))
             .map_err(engine_error)?;
         let requested_in = started.elapsed();
         self.failpoint(Step::Build);
@@ -607,7 +625,7 @@ impl Producer {
             return Ok(None);
         }
         let get_payload_started = Instant::now();
-        let built = engine.get_payload(&payload_id, timestamp).map_err(engine_error)?;
+        let built = self.engine(|e| e.get_payload(&payload_id, timestamp)).map_err(engine_error)?;
         let get_payload_in = get_payload_started.elapsed();
         if built.payload.transaction_count() > 0 {
             self.failpoint(Step::Payload);
@@ -638,7 +656,7 @@ impl Producer {
     /// fenced commit. A refused commit makes this node step down.
     fn validate_and_commit(&mut self, term: u64, built: BuiltBlock) -> Result<CommitStep, ProduceError> {
         let number = built.record.number();
-        let executed_in = replay::execute(&self.ctx.engine, &built.record)?;
+        let executed_in = self.engine(|e| replay::execute(e, &built.record))?;
         self.failpoint(Step::Execute);
         if self.ctx.lease.remaining(term).is_zero() {
             // The lease lapsed while building: never commit without it.

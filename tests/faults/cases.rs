@@ -904,6 +904,7 @@ pub fn failure_matrix() {
     c.case("member-services", &[9], |c| c.member_services_outage(1, "member-services"));
     c.case("sync-sources", &[10], |c| c.sync_sources_faults(0, full, "sync-sources"));
     c.case("followed-node-dies", &[11], |c| c.followed_node_dies(1, "followed-node-dies"));
+    crate::partitions::run_partitions(&mut c, rounds(1, 3));
 
     let figures = c.finish("failure_matrix");
     write_report("failure_matrix", figures);
