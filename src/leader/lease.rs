@@ -203,11 +203,12 @@ pub struct LeaseHandle {
     /// of a database call that has not returned yet, or of the first of a
     /// row of failed ones. `None` while the database answers.
     database_trouble_since: Mutex<Option<Instant>>,
-    /// When the producer's Engine API call in flight began (`None`: none
-    /// is). Unlike the database, a failed call does not count: failures
-    /// have their own rule (`step_down.rs`); this catches the call that
-    /// neither fails nor returns.
-    engine_call_since: Mutex<Option<Instant>>,
+    /// The same for the producer's Engine API calls: the start of a call
+    /// that has not returned yet, or of the first of a row of failed ones
+    /// (a hung client times out call after call: the filter polls of 2 s,
+    /// getPayload of 1 s, then forkchoiceUpdated; each alone may stay under
+    /// the limit). `None` while the client answers.
+    engine_trouble_since: Mutex<Option<Instant>>,
 }
 
 impl Default for LeaseHandle {
@@ -220,7 +221,7 @@ impl Default for LeaseHandle {
             step_down_requested: AtomicBool::new(false),
             redis_ok: AtomicBool::new(false),
             database_trouble_since: Mutex::new(None),
-            engine_call_since: Mutex::new(None),
+            engine_trouble_since: Mutex::new(None),
         }
     }
 }
@@ -282,21 +283,22 @@ impl LeaseHandle {
         since.map(|since| since.elapsed()).unwrap_or(Duration::ZERO)
     }
 
-    /// The producer starts an Engine API call; it counts as pending until
-    /// the returned guard drops (whatever the call answered).
-    pub fn engine_call(self: &Arc<Self>) -> EngineCall {
-        self.set_engine_call_since(Some(Instant::now()));
-        EngineCall { handle: Arc::clone(self) }
+    /// The producer starts an Engine API call: from now on, until one
+    /// succeeds, the execution client counts as in trouble.
+    pub fn engine_call_started(&self) {
+        let mut since = self.engine_trouble_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        since.get_or_insert_with(Instant::now);
     }
 
-    /// How long the producer's Engine API call in flight has been waiting.
-    pub fn engine_call_pending(&self) -> Duration {
-        let since = *self.engine_call_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    /// An Engine API call succeeded: the execution client answers.
+    pub fn engine_call_succeeded(&self) {
+        *self.engine_trouble_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+
+    /// How long the producer's Engine API calls have been hanging or failing.
+    pub fn engine_trouble(&self) -> Duration {
+        let since = *self.engine_trouble_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         since.map(|since| since.elapsed()).unwrap_or(Duration::ZERO)
-    }
-
-    fn set_engine_call_since(&self, since: Option<Instant>) {
-        *self.engine_call_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = since;
     }
 
     pub fn is_ready_to_lead(&self) -> bool {
@@ -310,26 +312,6 @@ impl LeaseHandle {
     fn set(&self, lease: Option<HeldLease>) {
         *self.lock() = lease;
         self.changed.notify_all();
-    }
-}
-
-/// An Engine API call in flight (`LeaseHandle::engine_call`): pending until
-/// dropped.
-pub struct EngineCall {
-    handle: Arc<LeaseHandle>,
-}
-
-impl EngineCall {
-    /// A call of a sequence (a catch-up's batch) answered and the next one
-    /// starts: only a single call that hangs counts, not a long replay.
-    pub fn answered_one(&self) {
-        self.handle.set_engine_call_since(Some(Instant::now()));
-    }
-}
-
-impl Drop for EngineCall {
-    fn drop(&mut self) {
-        self.handle.set_engine_call_since(None);
     }
 }
 
@@ -441,7 +423,7 @@ impl LeaseLoop {
                 Some(term) => {
                     let step_down = self.handle.step_down_requested.swap(false, Ordering::Relaxed);
                     let stalls =
-                        Stalls { database: self.handle.database_trouble(), engine: self.handle.engine_call_pending() };
+                        Stalls { database: self.handle.database_trouble(), engine: self.handle.engine_trouble() };
                     let limits =
                         Stalls { database: self.config.database_stall_limit, engine: self.config.engine_stall_limit };
                     let action = held_lease_action(step_down, stalls, limits);
@@ -614,9 +596,9 @@ impl LeaseLoop {
                 self.metrics.count_error("database");
             }
             ReleaseReason::EngineStalled => {
-                let pending_ms = self.handle.engine_call_pending().as_millis();
+                let stalled_ms = self.handle.engine_trouble().as_millis();
                 log::warn(&format!(
-                    "lease: releasing term {term}: an Engine API call has not answered for {pending_ms} ms \
+                    "lease: releasing term {term}: the execution client has not answered for {stalled_ms} ms \
                      (--engine-stall-limit {} ms); not leading until the execution client answers",
                     self.config.engine_stall_limit.as_millis()
                 ));
@@ -650,15 +632,15 @@ enum ReleaseReason {
     /// `--database-stall-limit`: it cannot commit, so a standby that can
     /// should lead.
     DatabaseStalled,
-    /// One Engine API call of the producer has been pending longer than
+    /// The producer's Engine API calls have hung or failed for longer than
     /// `--engine-stall-limit`: its client hangs (or the link to it), so it
-    /// cannot build, and a standby should lead long before the call's own
+    /// cannot build, and a standby should lead long before a call's own
     /// timeout (8 s for forkchoiceUpdated and newPayload) ends.
     EngineStalled,
 }
 
-/// How long the database has been in trouble and the Engine API call in
-/// flight has been pending; and, for the limits, how long each may.
+/// How long the database and the execution client have been in trouble
+/// (calls hanging or failing); and, for the limits, how long each may.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stalls {
     database: Duration,
@@ -730,7 +712,7 @@ mod tests {
             (true, ms(900), ms(0), Release(StepDown)),
             // A long but answering newPayload is not a stall...
             (false, ms(0), ms(999), Renew),
-            // ...one pending for the limit is.
+            // ...calls that hang or fail for the limit are.
             (false, ms(0), ms(1000), Release(EngineStalled)),
             (false, ms(0), ms(8000), Release(EngineStalled)),
             (false, ms(499), ms(999), Renew),
@@ -746,16 +728,15 @@ mod tests {
     }
 
     #[test]
-    fn an_engine_call_is_pending_until_its_guard_drops_and_each_batch_restarts_the_clock() {
-        let handle = Arc::new(LeaseHandle::default());
-        assert_eq!(handle.engine_call_pending(), Duration::ZERO);
-        let call = handle.engine_call();
+    fn engine_trouble_runs_from_the_first_unanswered_call_to_the_next_success() {
+        let handle = LeaseHandle::default();
+        assert_eq!(handle.engine_trouble(), Duration::ZERO);
+        handle.engine_call_started();
         std::thread::sleep(Duration::from_millis(20));
-        assert!(handle.engine_call_pending() >= Duration::from_millis(20));
-        call.answered_one();
-        assert!(handle.engine_call_pending() < Duration::from_millis(20));
-        drop(call);
-        assert_eq!(handle.engine_call_pending(), Duration::ZERO);
+        handle.engine_call_started(); // the next call after a timeout does not restart the clock
+        assert!(handle.engine_trouble() >= Duration::from_millis(20));
+        handle.engine_call_succeeded();
+        assert_eq!(handle.engine_trouble(), Duration::ZERO);
     }
 
     #[test]

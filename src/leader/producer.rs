@@ -18,14 +18,14 @@ use sha2::{Digest, Sha256};
 use super::error::ProduceError;
 use super::failpoint::Step;
 use super::lease::LeaseHandle;
-use super::pool_watch::PoolWatch;
+use super::pool_watch::{PendingPool, PoolWatch};
 use super::publish::Publisher;
 use super::step_down::{after_failure, AfterFailure};
 use crate::backoff::Backoff;
 use crate::block::BlockRecord;
 use crate::codec::Hash32;
 use crate::config::LeaderConfig;
-use crate::engine::{EngineClient, ForkchoiceState, PayloadAttributes};
+use crate::engine::{EngineClient, EngineError, ForkchoiceState, PayloadAttributes};
 use crate::log;
 use crate::metrics::Metrics;
 use crate::notify::HeadWatch;
@@ -170,13 +170,16 @@ impl Producer {
         self.ctx.metrics.is_leader.set(0);
     }
 
-    /// One Engine API call, pending on the lease handle until it returns:
-    /// one that hangs past `--engine-stall-limit` makes the lease thread
-    /// release the lease (a blackholed client would otherwise hold it for
-    /// the call's own timeout, 8 s).
-    fn engine<T>(&self, call: impl FnOnce(&EngineClient) -> T) -> T {
-        let _pending = self.ctx.lease.engine_call();
-        call(&self.ctx.engine)
+    /// One Engine API call, timed for the lease thread: while calls hang or
+    /// fail for `--engine-stall-limit`, it releases the lease (a blackholed
+    /// client would otherwise keep it for a call's own timeout, 8 s).
+    fn engine<T, E>(&self, call: impl FnOnce(&EngineClient) -> Result<T, E>) -> Result<T, E> {
+        self.ctx.lease.engine_call_started();
+        let result = call(&self.ctx.engine);
+        if result.is_ok() {
+            self.ctx.lease.engine_call_succeeded();
+        }
+        result
     }
 
     fn store(&mut self) -> Result<&mut Store, StoreError> {
@@ -309,16 +312,20 @@ impl Producer {
         let engine = Arc::clone(&self.ctx.engine);
         let shutdown = self.ctx.shutdown.clone();
         let metrics = Arc::clone(&self.ctx.metrics);
-        // A replay is many calls: each answered batch restarts the stall clock.
-        let call = self.ctx.lease.engine_call();
+        // A replay is many calls: each answered batch counts as an answer.
+        let lease = Arc::clone(&self.ctx.lease);
+        lease.engine_call_started();
         let store = self.store()?;
         let mut reached = el;
         let result = replay::catch_up_from_store(&engine, store, el, target, &shutdown, |head, count| {
-            call.answered_one();
+            lease.engine_call_succeeded();
+            lease.engine_call_started();
             metrics.blocks_replayed.add(count as u64);
             reached = head;
         });
-        drop(call);
+        if result.is_ok() {
+            lease.engine_call_succeeded();
+        }
         if reached != el {
             self.set_el_head(reached);
         }
@@ -570,10 +577,8 @@ impl Producer {
             self.flush_canonical()?;
             return Ok(None);
         }
-        let call = self.ctx.lease.engine_call();
-        let worth_building = self.pool_watch.worth_building(self.ctx.engine.as_ref(), Instant::now());
-        drop(call);
-        if !self.heartbeat_due() && !worth_building {
+        let pool = TimedPool { engine: &self.ctx.engine, lease: &self.ctx.lease };
+        if !self.heartbeat_due() && !self.pool_watch.worth_building(&pool, Instant::now()) {
             self.ctx.shutdown.sleep(config.idle_poll_interval);
             return Ok(None);
         }
@@ -585,10 +590,8 @@ impl Producer {
     /// heartbeat (discarded), or a stop during the build delay.
     fn build(&mut self, term: u64, parent: Parent, timestamp: u64) -> Result<Option<BuiltBlock>, ProduceError> {
         let config = self.settings;
-        {
-            let _call = self.ctx.lease.engine_call();
-            self.pool_watch.before_build(self.ctx.engine.as_ref(), Instant::now());
-        }
+        let pool = TimedPool { engine: &self.ctx.engine, lease: &self.ctx.lease };
+        self.pool_watch.before_build(&pool, Instant::now());
         let number = parent.number + 1;
         self.build_attempt += 1;
         let attributes = PayloadAttributes {
@@ -781,6 +784,39 @@ enum CommitStep {
 
 /// A fresh, deterministic prevRandao per build attempt. Varying it makes
 /// clients that cache one build per attribute set (EthereumJS) build anew.
+/// The client's pending-transaction filter, each call timed for the lease
+/// thread like `Producer::engine`'s (while a client hangs, these polls are
+/// what times out first).
+struct TimedPool<'a> {
+    engine: &'a EngineClient,
+    lease: &'a LeaseHandle,
+}
+
+impl TimedPool<'_> {
+    fn timed<T>(&self, call: impl FnOnce(&EngineClient) -> Result<T, EngineError>) -> Result<T, EngineError> {
+        self.lease.engine_call_started();
+        let result = call(self.engine);
+        if result.is_ok() {
+            self.lease.engine_call_succeeded();
+        }
+        result
+    }
+}
+
+impl PendingPool for TimedPool<'_> {
+    fn new_pending_transaction_filter(&self) -> Result<String, EngineError> {
+        self.timed(EngineClient::new_pending_transaction_filter)
+    }
+
+    fn pending_transactions_arrived(&self, filter_id: &str) -> Result<bool, EngineError> {
+        self.timed(|engine| engine.pending_transactions_arrived(filter_id))
+    }
+
+    fn name(&self) -> &str {
+        self.engine.url()
+    }
+}
+
 fn prev_randao(parent: Hash32, timestamp: u64, term: u64, attempt: u64) -> Hash32 {
     let mut hasher = Sha256::new();
     hasher.update(parent.0);
