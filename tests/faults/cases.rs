@@ -642,9 +642,11 @@ impl FaultCluster {
         self.wait_member_caught_up(m, label);
 
         if hang {
-            // The source in use hangs: the member gives up on it and moves on.
+            // The link to the source in use is blackholed (a partition: new
+            // connections hang, open ones go silent): the member gives up on
+            // it and moves on.
             let in_use = self.member_source(m);
-            self.proxies[m][in_use].set(ProxyMode::Hang, false);
+            self.proxies[m][in_use].set(ProxyMode::Blackhole, false);
             let hung_at = now_ms();
             self.wait_member_moves(m, in_use, label);
             eprintln!("    {label}: source {} hung; moved on after {} ms", self.nodes[in_use].id, now_ms() - hung_at);

@@ -38,6 +38,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod acks;
 mod cases;
 mod cluster;
 mod ledger;
