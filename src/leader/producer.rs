@@ -796,7 +796,8 @@ impl TimedPool<'_> {
     fn timed<T>(&self, call: impl FnOnce(&EngineClient) -> Result<T, EngineError>) -> Result<T, EngineError> {
         self.lease.engine_call_started();
         let result = call(self.engine);
-        if result.is_ok() {
+        // A JSON-RPC error is an answer too (EthereumJS has no filter: -32601).
+        if result.as_ref().map_or_else(|error| error.rpc_code().is_some(), |_| true) {
             self.lease.engine_call_succeeded();
         }
         result
