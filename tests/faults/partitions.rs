@@ -162,6 +162,9 @@ pub const PARTITIONS: [(&str, &str, &str, &str, bool); 9] = [
 /// Runs every chosen partition case `rounds` times (the quick run: those
 /// marked quick, once, and any that `CLNODE_FAULT_CASES` names).
 pub fn run_partitions(c: &mut FaultCluster, rounds: usize) {
+    for (kind, _, _, _, quick) in PARTITIONS {
+        assert!(CASES.contains(&(kind, quick)), "{kind} is not in CASES with quick = {quick}");
+    }
     for round in 0..rounds {
         for (kind, whose, service, how, quick) in PARTITIONS {
             if !(depth() == Depth::Full || quick || named(kind)) {
