@@ -701,7 +701,7 @@ fn p4_inclusion_latency(figures: &mut Vec<Figure>) {
 
 fn p5_p6_failover(figures: &mut Vec<Figure>) {
     eprintln!("P5/P6: failover after SIGKILL and SIGTERM");
-    let Cluster { mut nodes, els, postgres, redis: _redis, dir } =
+    let Cluster { mut nodes, links: _links, els, postgres, redis: _redis, dir } =
         Cluster::builder("bench-failover").leaders(2).start();
     // A steady load on both clients (they do not gossip: each one's
     // transactions wait in its own pool until its node leads). Below one

@@ -347,6 +347,16 @@ pub const FLAGS: &[Flag] = &[
                PostgreSQL again (default: half of --lease-ttl; above 0 and less than the TTL)",
     },
     Flag {
+        name: "engine-stall-limit",
+        env: Some("ENGINE_STALL_LIMIT"),
+        value: "DURATION",
+        default: DefaultValue::Unset,
+        kind: Kind::Duration(Bounds::ANY),
+        group: Group::Leader,
+        help: "a leader whose Engine API call has not answered this long releases the lease until its execution \
+               client answers (default: --lease-ttl, at least 1s; a full block's newPayload takes about 150 ms)",
+    },
+    Flag {
         name: "min-block-interval",
         env: Some("MIN_BLOCK_INTERVAL"),
         value: "DURATION",

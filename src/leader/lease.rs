@@ -203,6 +203,12 @@ pub struct LeaseHandle {
     /// of a database call that has not returned yet, or of the first of a
     /// row of failed ones. `None` while the database answers.
     database_trouble_since: Mutex<Option<Instant>>,
+    /// The same for the producer's Engine API calls: the start of a call
+    /// that has not returned yet, or of the first of a row of failed ones
+    /// (a hung client times out call after call: the filter polls of 2 s,
+    /// getPayload of 1 s, then forkchoiceUpdated; each alone may stay under
+    /// the limit). `None` while the client answers.
+    engine_trouble_since: Mutex<Option<Instant>>,
 }
 
 impl Default for LeaseHandle {
@@ -215,6 +221,7 @@ impl Default for LeaseHandle {
             step_down_requested: AtomicBool::new(false),
             redis_ok: AtomicBool::new(false),
             database_trouble_since: Mutex::new(None),
+            engine_trouble_since: Mutex::new(None),
         }
     }
 }
@@ -273,6 +280,24 @@ impl LeaseHandle {
     /// How long the producer's database calls have been hanging or failing.
     pub fn database_trouble(&self) -> Duration {
         let since = *self.database_trouble_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        since.map(|since| since.elapsed()).unwrap_or(Duration::ZERO)
+    }
+
+    /// The producer starts an Engine API call: from now on, until one
+    /// succeeds, the execution client counts as in trouble.
+    pub fn engine_call_started(&self) {
+        let mut since = self.engine_trouble_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        since.get_or_insert_with(Instant::now);
+    }
+
+    /// An Engine API call succeeded: the execution client answers.
+    pub fn engine_call_succeeded(&self) {
+        *self.engine_trouble_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+
+    /// How long the producer's Engine API calls have been hanging or failing.
+    pub fn engine_trouble(&self) -> Duration {
+        let since = *self.engine_trouble_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         since.map(|since| since.elapsed()).unwrap_or(Duration::ZERO)
     }
 
@@ -397,8 +422,11 @@ impl LeaseLoop {
             match held {
                 Some(term) => {
                     let step_down = self.handle.step_down_requested.swap(false, Ordering::Relaxed);
-                    let action =
-                        held_lease_action(step_down, self.handle.database_trouble(), self.config.database_stall_limit);
+                    let stalls =
+                        Stalls { database: self.handle.database_trouble(), engine: self.handle.engine_trouble() };
+                    let limits =
+                        Stalls { database: self.config.database_stall_limit, engine: self.config.engine_stall_limit };
+                    let action = held_lease_action(step_down, stalls, limits);
                     if let HeldLeaseAction::Release(reason) = action {
                         self.release_for(&release, term, reason);
                         held = None;
@@ -567,6 +595,18 @@ impl LeaseLoop {
                 self.handle.set_ready_to_lead(false);
                 self.metrics.count_error("database");
             }
+            ReleaseReason::EngineStalled => {
+                let stalled_ms = self.handle.engine_trouble().as_millis();
+                log::warn(&format!(
+                    "lease: releasing term {term}: the execution client has not answered for {stalled_ms} ms \
+                     (--engine-stall-limit {} ms); not leading until the execution client answers",
+                    self.config.engine_stall_limit.as_millis()
+                ));
+                // The producer offers itself again once a standby round has
+                // read its client (and caught it up).
+                self.handle.set_ready_to_lead(false);
+                self.metrics.count_error("engine_timeout");
+            }
         }
         self.release(release, term);
         self.cooldown_until = Some(Instant::now() + self.config.lease_ttl);
@@ -592,6 +632,19 @@ enum ReleaseReason {
     /// `--database-stall-limit`: it cannot commit, so a standby that can
     /// should lead.
     DatabaseStalled,
+    /// The producer's Engine API calls have hung or failed for longer than
+    /// `--engine-stall-limit`: its client hangs (or the link to it), so it
+    /// cannot build, and a standby should lead long before a call's own
+    /// timeout (8 s for forkchoiceUpdated and newPayload) ends.
+    EngineStalled,
+}
+
+/// How long the database and the execution client have been in trouble
+/// (calls hanging or failing); and, for the limits, how long each may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stalls {
+    database: Duration,
+    engine: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -601,11 +654,13 @@ enum HeldLeaseAction {
 }
 
 /// The held-lease rule, pure: renew, or give the lease up on purpose.
-fn held_lease_action(step_down_requested: bool, database_trouble: Duration, stall_limit: Duration) -> HeldLeaseAction {
+fn held_lease_action(step_down_requested: bool, stalls: Stalls, limits: Stalls) -> HeldLeaseAction {
     if step_down_requested {
         HeldLeaseAction::Release(ReleaseReason::StepDown)
-    } else if database_trouble >= stall_limit {
+    } else if stalls.database >= limits.database {
         HeldLeaseAction::Release(ReleaseReason::DatabaseStalled)
+    } else if stalls.engine >= limits.engine {
+        HeldLeaseAction::Release(ReleaseReason::EngineStalled)
     } else {
         HeldLeaseAction::Renew
     }
@@ -642,21 +697,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_held_lease_is_released_on_request_or_when_the_database_stalls() {
+    fn a_held_lease_is_released_on_request_or_when_the_database_or_the_engine_stalls() {
         use HeldLeaseAction::*;
-        let limit = Duration::from_millis(500);
+        use ReleaseReason::*;
         let ms = Duration::from_millis;
+        let limits = Stalls { database: ms(500), engine: ms(1000) };
+        // (step-down requested, database trouble, engine call pending, action)
         let table = [
-            (false, ms(0), Renew),
-            (false, ms(499), Renew),
-            (false, ms(500), Release(ReleaseReason::DatabaseStalled)),
-            (false, ms(60_000), Release(ReleaseReason::DatabaseStalled)),
-            (true, ms(0), Release(ReleaseReason::StepDown)),
-            (true, ms(900), Release(ReleaseReason::StepDown)),
+            (false, ms(0), ms(0), Renew),
+            (false, ms(499), ms(0), Renew),
+            (false, ms(500), ms(0), Release(DatabaseStalled)),
+            (false, ms(60_000), ms(0), Release(DatabaseStalled)),
+            (true, ms(0), ms(0), Release(StepDown)),
+            (true, ms(900), ms(0), Release(StepDown)),
+            // A long but answering newPayload is not a stall...
+            (false, ms(0), ms(999), Renew),
+            // ...calls that hang or fail for the limit are.
+            (false, ms(0), ms(1000), Release(EngineStalled)),
+            (false, ms(0), ms(8000), Release(EngineStalled)),
+            (false, ms(499), ms(999), Renew),
+            // The producer's own request and the database come first (both
+            // release; the reason is what the log and metrics say).
+            (true, ms(0), ms(5000), Release(StepDown)),
+            (false, ms(700), ms(5000), Release(DatabaseStalled)),
         ];
-        for (requested, trouble, expected) in table {
-            assert_eq!(held_lease_action(requested, trouble, limit), expected, "{requested} {trouble:?}");
+        for (requested, database, engine, expected) in table {
+            let stalls = Stalls { database, engine };
+            assert_eq!(held_lease_action(requested, stalls, limits), expected, "{requested} {database:?} {engine:?}");
         }
+    }
+
+    #[test]
+    fn engine_trouble_runs_from_the_first_unanswered_call_to_the_next_success() {
+        let handle = LeaseHandle::default();
+        assert_eq!(handle.engine_trouble(), Duration::ZERO);
+        handle.engine_call_started();
+        std::thread::sleep(Duration::from_millis(20));
+        handle.engine_call_started(); // the next call after a timeout does not restart the clock
+        assert!(handle.engine_trouble() >= Duration::from_millis(20));
+        handle.engine_call_succeeded();
+        assert_eq!(handle.engine_trouble(), Duration::ZERO);
     }
 
     #[test]

@@ -19,14 +19,14 @@ use super::clock::{self, ClockReference, ClockVerdict};
 use super::error::ProduceError;
 use super::failpoint::Step;
 use super::lease::LeaseHandle;
-use super::pool_watch::PoolWatch;
+use super::pool_watch::{PendingPool, PoolWatch};
 use super::publish::Publisher;
 use super::step_down::{after_failure, AfterFailure};
 use crate::backoff::Backoff;
 use crate::block::BlockRecord;
 use crate::codec::Hash32;
 use crate::config::LeaderConfig;
-use crate::engine::{EngineClient, ForkchoiceState, PayloadAttributes};
+use crate::engine::{EngineClient, EngineError, ForkchoiceState, PayloadAttributes};
 use crate::log;
 use crate::metrics::Metrics;
 use crate::notify::HeadWatch;
@@ -178,6 +178,18 @@ impl Producer {
         self.ctx.metrics.is_leader.set(0);
     }
 
+    /// One Engine API call, timed for the lease thread: while calls hang or
+    /// fail for `--engine-stall-limit`, it releases the lease (a blackholed
+    /// client would otherwise keep it for a call's own timeout, 8 s).
+    fn engine<T, E>(&self, call: impl FnOnce(&EngineClient) -> Result<T, E>) -> Result<T, E> {
+        self.ctx.lease.engine_call_started();
+        let result = call(&self.ctx.engine);
+        if result.is_ok() {
+            self.ctx.lease.engine_call_succeeded();
+        }
+        result
+    }
+
     fn store(&mut self) -> Result<&mut Store, StoreError> {
         self.store.get()
     }
@@ -288,7 +300,7 @@ impl Producer {
         }
         // A read, not a build: /health says "reading the execution client's
         // chain", never "building block 0".
-        let header = self.ctx.engine.latest_header().map_err(ProduceError::EngineRead)?;
+        let header = self.engine(EngineClient::latest_header).map_err(ProduceError::EngineRead)?;
         let head = ChainHead { number: header.number, hash: header.hash };
         self.set_el_head(head);
         Ok(head)
@@ -310,12 +322,20 @@ impl Producer {
         let engine = Arc::clone(&self.ctx.engine);
         let shutdown = self.ctx.shutdown.clone();
         let metrics = Arc::clone(&self.ctx.metrics);
+        // A replay is many calls: each answered batch counts as an answer.
+        let lease = Arc::clone(&self.ctx.lease);
+        lease.engine_call_started();
         let store = self.store()?;
         let mut reached = el;
         let result = replay::catch_up_from_store(&engine, store, el, target, &shutdown, |head, count| {
+            lease.engine_call_succeeded();
+            lease.engine_call_started();
             metrics.blocks_replayed.add(count as u64);
             reached = head;
         });
+        if result.is_ok() {
+            lease.engine_call_succeeded();
+        }
         if reached != el {
             self.set_el_head(reached);
         }
@@ -491,10 +511,10 @@ impl Producer {
         self.sync_el_to(head)?;
         // The client is at the committed head now, canonical included.
         self.pending_canonical = None;
-        let header =
-            self.ctx.engine.block_by_hash(&head.hash).map_err(ProduceError::EngineRead)?.ok_or_else(|| {
-                ProduceError::Diverged(format!("execution client lacks committed block {}", head.number))
-            })?;
+        let header = self
+            .engine(|e| e.block_by_hash(&head.hash))
+            .map_err(ProduceError::EngineRead)?
+            .ok_or_else(|| ProduceError::Diverged(format!("execution client lacks committed block {}", head.number)))?;
         Ok(Parent { number: head.number, hash: head.hash, timestamp: header.timestamp })
     }
 
@@ -517,7 +537,7 @@ impl Producer {
     /// not already.
     fn flush_canonical(&mut self) -> Result<(), ProduceError> {
         if let Some(head) = self.pending_canonical {
-            replay::make_canonical(&self.ctx.engine, head.number, head.hash)?;
+            self.engine(|e| replay::make_canonical(e, head.number, head.hash))?;
             self.pending_canonical = None;
             self.set_el_head(head);
         }
@@ -623,7 +643,8 @@ impl Producer {
             self.flush_canonical()?;
             return Ok(None);
         }
-        if !self.heartbeat_due() && !self.pool_watch.worth_building(self.ctx.engine.as_ref(), Instant::now()) {
+        let pool = TimedPool { engine: &self.ctx.engine, lease: &self.ctx.lease };
+        if !self.heartbeat_due() && !self.pool_watch.worth_building(&pool, Instant::now()) {
             self.ctx.shutdown.sleep(config.idle_poll_interval);
             return Ok(None);
         }
@@ -635,7 +656,8 @@ impl Producer {
     /// heartbeat (discarded), or a stop during the build delay.
     fn build(&mut self, term: u64, parent: Parent, timestamp: u64) -> Result<Option<BuiltBlock>, ProduceError> {
         let config = self.settings;
-        self.pool_watch.before_build(self.ctx.engine.as_ref(), Instant::now());
+        let pool = TimedPool { engine: &self.ctx.engine, lease: &self.ctx.lease };
+        self.pool_watch.before_build(&pool, Instant::now());
         let number = parent.number + 1;
         self.build_attempt += 1;
         let attributes = PayloadAttributes {
@@ -647,10 +669,9 @@ impl Producer {
             parent_beacon_block_root: parent.hash,
         };
         let started = Instant::now();
-        let engine = Arc::clone(&self.ctx.engine);
         let engine_error = |source| ProduceError::Engine { block_number: number, source };
-        let updated = engine
-            .forkchoice_updated(&ForkchoiceState::all_at(parent.hash), Some(&attributes))
+        let updated = self
+            .engine(|e| e.forkchoice_updated(&ForkchoiceState::all_at(parent.hash), Some(&attributes)))
             .map_err(engine_error)?;
         let requested_in = started.elapsed();
         self.failpoint(Step::Build);
@@ -673,7 +694,7 @@ impl Producer {
             return Ok(None);
         }
         let get_payload_started = Instant::now();
-        let built = engine.get_payload(&payload_id, timestamp).map_err(engine_error)?;
+        let built = self.engine(|e| e.get_payload(&payload_id, timestamp)).map_err(engine_error)?;
         let get_payload_in = get_payload_started.elapsed();
         if built.payload.transaction_count() > 0 {
             self.failpoint(Step::Payload);
@@ -704,7 +725,7 @@ impl Producer {
     /// fenced commit. A refused commit makes this node step down.
     fn validate_and_commit(&mut self, term: u64, built: BuiltBlock) -> Result<CommitStep, ProduceError> {
         let number = built.record.number();
-        let executed_in = replay::execute(&self.ctx.engine, &built.record)?;
+        let executed_in = self.engine(|e| replay::execute(e, &built.record))?;
         self.failpoint(Step::Execute);
         if self.ctx.lease.remaining(term).is_zero() {
             // The lease lapsed while building: never commit without it.
@@ -845,6 +866,40 @@ enum CommitStep {
 
 /// A fresh, deterministic prevRandao per build attempt. Varying it makes
 /// clients that cache one build per attribute set (EthereumJS) build anew.
+/// The client's pending-transaction filter, each call timed for the lease
+/// thread like `Producer::engine`'s (while a client hangs, these polls are
+/// what times out first).
+struct TimedPool<'a> {
+    engine: &'a EngineClient,
+    lease: &'a LeaseHandle,
+}
+
+impl TimedPool<'_> {
+    fn timed<T>(&self, call: impl FnOnce(&EngineClient) -> Result<T, EngineError>) -> Result<T, EngineError> {
+        self.lease.engine_call_started();
+        let result = call(self.engine);
+        // A JSON-RPC error is an answer too (EthereumJS has no filter: -32601).
+        if result.as_ref().map_or_else(|error| error.rpc_code().is_some(), |_| true) {
+            self.lease.engine_call_succeeded();
+        }
+        result
+    }
+}
+
+impl PendingPool for TimedPool<'_> {
+    fn new_pending_transaction_filter(&self) -> Result<String, EngineError> {
+        self.timed(EngineClient::new_pending_transaction_filter)
+    }
+
+    fn pending_transactions_arrived(&self, filter_id: &str) -> Result<bool, EngineError> {
+        self.timed(|engine| engine.pending_transactions_arrived(filter_id))
+    }
+
+    fn name(&self) -> &str {
+        self.engine.url()
+    }
+}
+
 fn prev_randao(parent: Hash32, timestamp: u64, term: u64, attempt: u64) -> Hash32 {
     let mut hasher = Sha256::new();
     hasher.update(parent.0);

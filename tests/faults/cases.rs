@@ -642,9 +642,11 @@ impl FaultCluster {
         self.wait_member_caught_up(m, label);
 
         if hang {
-            // The source in use hangs: the member gives up on it and moves on.
+            // The link to the source in use is blackholed (a partition: new
+            // connections hang, open ones go silent): the member gives up on
+            // it and moves on.
             let in_use = self.member_source(m);
-            self.proxies[m][in_use].set(ProxyMode::Hang, false);
+            self.proxies[m][in_use].set(ProxyMode::Blackhole, false);
             let hung_at = now_ms();
             self.wait_member_moves(m, in_use, label);
             eprintln!("    {label}: source {} hung; moved on after {} ms", self.nodes[in_use].id, now_ms() - hung_at);
@@ -904,6 +906,7 @@ pub fn failure_matrix() {
     c.case("member-services", &[9], |c| c.member_services_outage(1, "member-services"));
     c.case("sync-sources", &[10], |c| c.sync_sources_faults(0, full, "sync-sources"));
     c.case("followed-node-dies", &[11], |c| c.followed_node_dies(1, "followed-node-dies"));
+    crate::partitions::run_partitions(&mut c, rounds(1, 3));
 
     let figures = c.finish("failure_matrix");
     write_report("failure_matrix", figures);

@@ -98,6 +98,9 @@ pub struct FaultCluster {
     pub proxies: Vec<Vec<TcpProxy>>,
     pub members: Vec<Member>,
     pub nodes: Vec<Node>,
+    /// `links[i]`: leader-mode node i's proxies to Redis, PostgreSQL and its
+    /// Engine API (the partition cases switch them).
+    pub links: Vec<NodeLinks>,
     pub els: Vec<El>,
     pub postgres: Postgres,
     pub redis: Redis,
@@ -116,8 +119,8 @@ pub struct FaultCluster {
 impl FaultCluster {
     pub fn start(name: &str, leaders: usize, members: usize, rng: Rng) -> FaultCluster {
         let started = Instant::now();
-        let Cluster { nodes, els, postgres, redis, dir } =
-            Cluster::builder(name).leaders(leaders).flags(&LEADER_FLAGS).start();
+        let Cluster { nodes, links, els, postgres, redis, dir } =
+            Cluster::builder(name).leaders(leaders).flags(&LEADER_FLAGS).links().start();
         let proxies: Vec<Vec<TcpProxy>> = (0..members)
             .map(|_| nodes.iter().map(|n| TcpProxy::start(n.api_port.unwrap(), ProxyMode::Pass)).collect())
             .collect();
@@ -135,6 +138,7 @@ impl FaultCluster {
             proxies,
             members,
             nodes,
+            links,
             els,
             postgres,
             redis,

@@ -25,8 +25,9 @@
 //! The crate, by concept: `cluster` (the fault cluster and the checks run
 //! after every case), `load` (the transaction load), `ledger` (the committed
 //! chain as seen from outside), `report` (figures and the report file),
-//! `cases` (the failure matrix), `startup` (#13) and `random` (the
-//! randomized mode). The processes, the proxy, the PRNG and the percentile
+//! `cases` (the failure matrix), `partitions` (one link of one node cut,
+//! blackholed or one-way), `startup` (#13) and `random` (the randomized
+//! mode). The processes, the proxy, the PRNG and the percentile
 //! are shared with the other tests, in tests/support.
 
 // Test code: a failed unwrap, expect or panic is a failed test, and casts
@@ -37,10 +38,12 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod acks;
 mod cases;
 mod cluster;
 mod ledger;
 mod load;
+mod partitions;
 mod random;
 mod report;
 mod startup;
@@ -138,7 +141,7 @@ pub fn sleep(duration: Duration) {
 /// has it. A matrix case is named by its kind (`sigkill` selects every
 /// `sigkill#i`) or by its full name (`sigkill#1`); `startup` is the
 /// `startup_faults` test, `random` the randomized mode.
-pub const CASES: [(&str, bool); 30] = [
+pub const CASES: [(&str, bool); 39] = [
     ("bad-http", true),
     ("sigkill", true),
     ("sigterm", true),
@@ -168,6 +171,16 @@ pub const CASES: [(&str, bool); 30] = [
     ("member-services", true),
     ("sync-sources", true),
     ("followed-node-dies", true),
+    // Partitions (tests/faults/partitions.rs, `PARTITIONS`).
+    ("partition-leader-postgres-cut", true),
+    ("partition-leader-postgres-blackhole", true),
+    ("partition-leader-postgres-oneway", false),
+    ("partition-leader-redis-cut", true),
+    ("partition-leader-redis-blackhole", true),
+    ("partition-leader-redis-oneway", false),
+    ("partition-leader-el-cut", false),
+    ("partition-leader-el-blackhole", true),
+    ("partition-standby-postgres-cut", true),
     ("startup", true),
 ];
 

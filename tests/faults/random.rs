@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::acks::Acknowledged;
 use crate::support::*;
 use crate::*;
 
@@ -67,6 +68,8 @@ pub fn randomized_competing_leaders() {
     let mut member_up = vec![true; members];
     let mut later: Vec<(Instant, Later)> = Vec::new();
     let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+    // Item 8: every receipt any client returns, checked against the chain at the end.
+    let mut acks = Acknowledged::default();
     let chaos_from_ms = now_ms();
     let head_before = c.refresh("random start");
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -236,6 +239,7 @@ pub fn randomized_competing_leaders() {
             *counts.entry(action).or_default() += 1;
         }
         c.check_safety(&format!("random {}", stamp(t0)));
+        acks.poll(&c);
         sleep(c.rng.millis(200, 1500));
     }
     // Everything back, in order.
@@ -268,7 +272,10 @@ pub fn randomized_competing_leaders() {
         c.ledger.longest_pause_ms(chaos_from_ms, chaos_until_ms)
     };
     c.figures.pause("random", pause);
+    acks.poll(&c);
     let mut figures = c.finish("randomized_competing_leaders");
+    let acknowledged = acks.check(&c, "final");
+    eprintln!("acknowledged transactions: {acknowledged}");
     figures["random"] = json!({
         "leader_mode_nodes": leaders,
         "members": members,
@@ -276,6 +283,7 @@ pub fn randomized_competing_leaders() {
         "actions": counts,
         "blocks_during_chaos": head_after_chaos - head_before,
         "longest_pause_ms": pause,
+        "acknowledged_transactions": acknowledged,
     });
     write_report("randomized_competing_leaders", figures);
 }

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::proxy::{ProxyMode, TcpProxy};
 use super::{
     assert_continuous, send_transactions, send_transactions_at, stored_chain, wait_for, El, ElKind, Node, Postgres,
     Redis, TestDir, FAST_LEADER,
@@ -20,6 +21,7 @@ pub struct ClusterBuilder {
     flags: Vec<String>,
     /// The leader-mode nodes' block-signing key (hex).
     signing_key: &'static str,
+    links: bool,
 }
 
 impl ClusterBuilder {
@@ -28,6 +30,15 @@ impl ClusterBuilder {
     /// test member refuses).
     pub fn signing_key(mut self, signing_key: &'static str) -> ClusterBuilder {
         self.signing_key = signing_key;
+        self
+    }
+
+    /// Every leader-mode node reaches Redis, PostgreSQL and its execution
+    /// client's Engine API through a proxy of its own (`Cluster::links`), so
+    /// a test can cut or blackhole any one link. The client's plain RPC
+    /// port (transactions, checks) stays direct.
+    pub fn links(mut self) -> ClusterBuilder {
+        self.links = true;
         self
     }
 
@@ -69,20 +80,76 @@ impl ClusterBuilder {
             (0..self.leaders).map(|i| El::start(&dir, &format!("{prefix}{i}"), self.kind, &self.genesis)).collect();
         let key_file = super::signing_key_file(&dir, self.signing_key);
         let unsigned = self.flags.iter().any(|flag| flag == "--insecure-unsigned-records");
-        let mut flags: Vec<&str> = if unsigned { Vec::new() } else { vec!["--signing-key-file", &key_file] };
-        flags.extend(self.flags.iter().map(String::as_str));
+        let mut base: Vec<String> = if unsigned { Vec::new() } else { vec!["--signing-key-file".to_owned(), key_file] };
+        base.extend(self.flags.iter().cloned());
+        let links: Vec<NodeLinks> = if self.links {
+            els.iter().map(|el| NodeLinks::start(el, &postgres, &redis)).collect()
+        } else {
+            Vec::new()
+        };
         let nodes = (0..self.leaders)
-            .map(|i| Node::leader(&dir, &format!("leader-{i}"), &els[i], &postgres, &redis, &flags))
+            .map(|i| {
+                let mut flags: Vec<String> = base.clone();
+                if let Some(link) = links.get(i) {
+                    flags.extend(link.flags());
+                }
+                let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+                Node::leader(&dir, &format!("leader-{i}"), &els[i], &postgres, &redis, &flags)
+            })
             .collect();
-        Cluster { nodes, els, postgres, redis, dir }
+        Cluster { nodes, links, els, postgres, redis, dir }
+    }
+}
+
+/// One leader-mode node's links to its services, each a proxy the test can
+/// switch (`ClusterBuilder::links`).
+pub struct NodeLinks {
+    pub redis: TcpProxy,
+    pub postgres: TcpProxy,
+    /// To the execution client's Engine API (authenticated port).
+    pub engine: TcpProxy,
+}
+
+impl NodeLinks {
+    pub fn start(el: &El, postgres: &Postgres, redis: &Redis) -> NodeLinks {
+        NodeLinks {
+            redis: TcpProxy::start(redis.port, ProxyMode::Pass),
+            postgres: TcpProxy::start(postgres.port, ProxyMode::Pass),
+            engine: TcpProxy::start(el.auth_port, ProxyMode::Pass),
+        }
+    }
+
+    /// The flags that send the node through the proxies (after the
+    /// defaults `Node::leader` gives: the last one counts).
+    pub fn flags(&self) -> Vec<String> {
+        vec![
+            "--redis-addr".into(),
+            format!("127.0.0.1:{}", self.redis.port),
+            "--postgres-url".into(),
+            format!("postgres://postgres@127.0.0.1:{}/postgres", self.postgres.port),
+            "--eth-client-url".into(),
+            self.engine.url(),
+        ]
+    }
+
+    /// Every link by name, for the cases that pick one.
+    pub fn get(&self, service: &str) -> &TcpProxy {
+        match service {
+            "redis" => &self.redis,
+            "postgres" => &self.postgres,
+            "engine" => &self.engine,
+            other => panic!("no link to {other:?}"),
+        }
     }
 }
 
 /// Leader-mode nodes `leader-i` on execution clients `els[i]`, sharing one
 /// Redis and one PostgreSQL. Fields drop in order: processes first, the
-/// directory (kept on failure) last.
+/// proxies, the directory (kept on failure) last.
 pub struct Cluster {
     pub nodes: Vec<Node>,
+    /// `links[i]`: node i's proxies, when built with `links()` (else empty).
+    pub links: Vec<NodeLinks>,
     pub els: Vec<El>,
     pub postgres: Postgres,
     pub redis: Redis,
@@ -98,6 +165,7 @@ impl Cluster {
             genesis: "osaka".to_owned(),
             flags: Vec::new(),
             signing_key: super::keys::SIGNING_KEY,
+            links: false,
         }
     }
 

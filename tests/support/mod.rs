@@ -19,7 +19,7 @@ pub mod stats;
 // The test crates `use support::*`: the parts they share, by name (each
 // crate uses some of them).
 #[allow(unused_imports)]
-pub use cluster::{Cluster, Member};
+pub use cluster::{Cluster, Member, NodeLinks};
 #[allow(unused_imports)]
 pub use http::{http_get, http_get_within, http_request, raw_http};
 #[allow(unused_imports)]

@@ -1,6 +1,8 @@
-//! The one TCP proxy of the tests: it sits between a member and a sync API
-//! and can pass, refuse, hang, answer garbage, or rewrite the pages it
-//! forwards, switched while the test runs.
+//! The one TCP proxy of the tests: it sits between a member and a sync API,
+//! or between a leader-mode node and its Redis, PostgreSQL or execution
+//! client, and can pass, refuse (cut), hang, blackhole (both ways or one
+//! direction only), answer garbage, or rewrite the pages it forwards,
+//! switched while the test runs.
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
@@ -26,6 +28,13 @@ pub enum ProxyMode {
     /// bytes both ways (held, and delivered once the mode leaves), so a
     /// call in flight neither fails nor returns.
     Blackhole,
+    /// A one-way partition: requests (client to server) are held, answers
+    /// flow. New connections reach the server; nothing the client sends
+    /// arrives until the mode leaves.
+    HoldRequests,
+    /// The other way: what the client sends arrives (a commit is made, a
+    /// lease renewed), what the server answers is held until the mode leaves.
+    HoldReplies,
     /// Answer every request with a 200 page of garbage records.
     Garbage,
     /// Forward each request as its own GET and rewrite the first record of
@@ -61,6 +70,8 @@ impl ProxyMode {
             ProxyMode::Garbage => 3,
             ProxyMode::Blackhole => 4,
             ProxyMode::Tamper(fault) => 5 + FAULTS.iter().position(|f| *f == fault).unwrap_or(0) as u8,
+            ProxyMode::HoldRequests => 20,
+            ProxyMode::HoldReplies => 21,
         }
     }
 
@@ -70,6 +81,8 @@ impl ProxyMode {
             2 => ProxyMode::Hang,
             3 => ProxyMode::Garbage,
             4 => ProxyMode::Blackhole,
+            20 => ProxyMode::HoldRequests,
+            21 => ProxyMode::HoldReplies,
             n if n >= 5 => ProxyMode::Tamper(FAULTS[usize::from(n - 5).min(FAULTS.len() - 1)]),
             _ => ProxyMode::Pass,
         }
@@ -142,9 +155,11 @@ impl TcpProxy {
                 let _ = write_response(&mut client, 200, GARBAGE_PAGE, false);
             }
             ProxyMode::Tamper(_) => TcpProxy::tamper_connection(client, shared),
-            ProxyMode::Pass => {
+            ProxyMode::Pass | ProxyMode::HoldRequests | ProxyMode::HoldReplies => {
                 let addr = SocketAddr::from(([127, 0, 0, 1], shared.upstream));
                 let Ok(upstream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else { return };
+                // Small requests (Redis, PostgreSQL) must not wait for Nagle.
+                let _ = (client.set_nodelay(true), upstream.set_nodelay(true));
                 let (Ok(client2), Ok(upstream2), Ok(client3), Ok(upstream3)) =
                     (client.try_clone(), upstream.try_clone(), client.try_clone(), upstream.try_clone())
                 else {
@@ -153,8 +168,8 @@ impl TcpProxy {
                 let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
                 shared.open.lock().unwrap_or_else(PoisonError::into_inner).insert(id, (client3, upstream3));
                 let back_shared = Arc::clone(shared);
-                let back = std::thread::spawn(move || pump(upstream2, client2, &back_shared));
-                pump(client, upstream, shared);
+                let back = std::thread::spawn(move || pump(upstream2, client2, &back_shared, Direction::Replies));
+                pump(client, upstream, shared, Direction::Requests);
                 let _ = back.join();
                 shared.open.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
             }
@@ -192,7 +207,7 @@ impl TcpProxy {
     }
 
     /// New connections (and, in `Tamper`, new requests) get `mode`; `cut`
-    /// also breaks the connections open in `Pass`.
+    /// also breaks the connections open in `Pass` (or a one-way mode).
     pub fn set(&self, mode: ProxyMode, cut: bool) {
         self.shared.mode.store(mode.to_u8(), Ordering::SeqCst);
         if cut {
@@ -211,16 +226,36 @@ impl Drop for TcpProxy {
     }
 }
 
-/// Copies `from` to `to` until either side closes; while the proxy is in
-/// `Blackhole`, what arrives is held back.
-fn pump(mut from: TcpStream, mut to: TcpStream, shared: &ProxyShared) {
+/// Which way a pump copies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// Client to server.
+    Requests,
+    /// Server to client.
+    Replies,
+}
+
+/// Whether `mode` holds the bytes going `direction`.
+fn holds(mode: ProxyMode, direction: Direction) -> bool {
+    match mode {
+        ProxyMode::Blackhole => true,
+        ProxyMode::HoldRequests => direction == Direction::Requests,
+        ProxyMode::HoldReplies => direction == Direction::Replies,
+        _ => false,
+    }
+}
+
+/// Copies `from` to `to` until either side closes; while the proxy's mode
+/// holds this direction (`Blackhole`, or a one-way mode), what arrives is
+/// held back.
+fn pump(mut from: TcpStream, mut to: TcpStream, shared: &ProxyShared, direction: Direction) {
     let mut buf = [0u8; 16 * 1024];
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        while TcpProxy::mode(shared) == ProxyMode::Blackhole && !shared.stop.load(Ordering::SeqCst) {
+        while holds(TcpProxy::mode(shared), direction) && !shared.stop.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(20));
         }
         if to.write_all(&buf[..n]).is_err() {
