@@ -326,6 +326,8 @@ impl FaultCluster {
     /// The cheap safety checks, safe to run at any moment (skips whatever is
     /// down or stopped): heads first, then the databases.
     pub fn check_safety(&mut self, context: &str) {
+        let logs: Vec<(String, String)> = self.nodes.iter().map(|n| (n.id.clone(), n.proc.log_text())).collect();
+        super::ledger::assert_terms_held_once(&logs, context);
         let heads: Vec<(String, u64, String)> = self
             .all_els()
             .into_iter()

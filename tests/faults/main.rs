@@ -5,9 +5,9 @@
 //!
 //! - no height with two different hashes, in the leader PostgreSQL, in
 //!   every member PostgreSQL and on every execution client;
-//! - no gap, every block linked to its parent, fencing terms never going
-//!   down along the chain (a block with a lower term after a higher one
-//!   would be a stale leader's commit);
+//! - no gap, every block linked to its parent;
+//! - no term acquired by two nodes (every leader-mode node's "acquired
+//!   term" lines);
 //! - no execution client's canonical head is a block that is not committed;
 //! - a committed block never changes or disappears;
 //! - every execution client and every member catches up with the chain;
