@@ -185,6 +185,34 @@ struct HeldLease {
     valid_until: Instant,
 }
 
+/// How long a dependency's calls have been hanging or failing: the start
+/// of a call that has not returned yet, or of the first of a row of failed
+/// ones; cleared by the next call that answers.
+#[derive(Default)]
+struct TroubleClock {
+    since: Mutex<Option<Instant>>,
+}
+
+impl TroubleClock {
+    fn lock(&self) -> MutexGuard<'_, Option<Instant>> {
+        // A poisoned lock only means another thread panicked mid-update of
+        // a Copy value; the value itself is still whole.
+        self.since.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn started(&self) {
+        self.lock().get_or_insert_with(Instant::now);
+    }
+
+    fn answered(&self) {
+        *self.lock() = None;
+    }
+
+    fn duration(&self) -> Duration {
+        self.lock().map(|since| since.elapsed()).unwrap_or(Duration::ZERO)
+    }
+}
+
 /// What the lease thread and the producer share.
 pub struct LeaseHandle {
     held: Mutex<Option<HeldLease>>,
@@ -202,13 +230,13 @@ pub struct LeaseHandle {
     /// When the producer's current run of database trouble began: the start
     /// of a database call that has not returned yet, or of the first of a
     /// row of failed ones. `None` while the database answers.
-    database_trouble_since: Mutex<Option<Instant>>,
+    database_trouble: TroubleClock,
     /// The same for the producer's Engine API calls: the start of a call
     /// that has not returned yet, or of the first of a row of failed ones
     /// (a hung client times out call after call: the filter polls of 2 s,
     /// getPayload of 1 s, then forkchoiceUpdated; each alone may stay under
     /// the limit). `None` while the client answers.
-    engine_trouble_since: Mutex<Option<Instant>>,
+    engine_trouble: TroubleClock,
 }
 
 impl Default for LeaseHandle {
@@ -220,8 +248,8 @@ impl Default for LeaseHandle {
             fence_term_seen: AtomicU64::new(0),
             step_down_requested: AtomicBool::new(false),
             redis_ok: AtomicBool::new(false),
-            database_trouble_since: Mutex::new(None),
-            engine_trouble_since: Mutex::new(None),
+            database_trouble: TroubleClock::default(),
+            engine_trouble: TroubleClock::default(),
         }
     }
 }
@@ -268,37 +296,30 @@ impl LeaseHandle {
     /// The producer starts a database call: from now on, until one
     /// succeeds, the database counts as in trouble.
     pub fn database_call_started(&self) {
-        let mut since = self.database_trouble_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        since.get_or_insert_with(Instant::now);
+        self.database_trouble.started();
     }
 
     /// A database call succeeded: the database answers.
     pub fn database_call_succeeded(&self) {
-        *self.database_trouble_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        self.database_trouble.answered();
     }
 
     /// How long the producer's database calls have been hanging or failing.
     pub fn database_trouble(&self) -> Duration {
-        let since = *self.database_trouble_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        since.map(|since| since.elapsed()).unwrap_or(Duration::ZERO)
+        self.database_trouble.duration()
     }
 
-    /// The producer starts an Engine API call: from now on, until one
-    /// succeeds, the execution client counts as in trouble.
+    /// The same for the producer's Engine API calls.
     pub fn engine_call_started(&self) {
-        let mut since = self.engine_trouble_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        since.get_or_insert_with(Instant::now);
+        self.engine_trouble.started();
     }
 
-    /// An Engine API call succeeded: the execution client answers.
     pub fn engine_call_succeeded(&self) {
-        *self.engine_trouble_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        self.engine_trouble.answered();
     }
 
-    /// How long the producer's Engine API calls have been hanging or failing.
     pub fn engine_trouble(&self) -> Duration {
-        let since = *self.engine_trouble_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        since.map(|since| since.elapsed()).unwrap_or(Duration::ZERO)
+        self.engine_trouble.duration()
     }
 
     pub fn is_ready_to_lead(&self) -> bool {
