@@ -189,7 +189,7 @@ struct HeldLease {
 /// of a call that has not returned yet, or of the first of a row of failed
 /// ones; cleared by the next call that answers.
 #[derive(Default)]
-struct TroubleClock {
+pub struct TroubleClock {
     since: Mutex<Option<Instant>>,
 }
 
@@ -200,15 +200,18 @@ impl TroubleClock {
         self.since.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn started(&self) {
+    /// A call starts: from now on, until one answers, the dependency is in trouble.
+    pub fn started(&self) {
         self.lock().get_or_insert_with(Instant::now);
     }
 
-    fn answered(&self) {
+    /// A call answered: the dependency works.
+    pub fn answered(&self) {
         *self.lock() = None;
     }
 
-    fn duration(&self) -> Duration {
+    /// How long calls have been hanging or failing (zero while they answer).
+    pub fn duration(&self) -> Duration {
         self.lock().map(|since| since.elapsed()).unwrap_or(Duration::ZERO)
     }
 }
@@ -230,13 +233,13 @@ pub struct LeaseHandle {
     /// When the producer's current run of database trouble began: the start
     /// of a database call that has not returned yet, or of the first of a
     /// row of failed ones. `None` while the database answers.
-    database_trouble: TroubleClock,
+    pub database_trouble: TroubleClock,
     /// The same for the producer's Engine API calls: the start of a call
     /// that has not returned yet, or of the first of a row of failed ones
     /// (a hung client times out call after call: the filter polls of 2 s,
     /// getPayload of 1 s, then forkchoiceUpdated; each alone may stay under
     /// the limit). `None` while the client answers.
-    engine_trouble: TroubleClock,
+    pub engine_trouble: TroubleClock,
 }
 
 impl Default for LeaseHandle {
@@ -291,35 +294,6 @@ impl LeaseHandle {
     pub fn request_step_down(&self) {
         self.step_down_requested.store(true, Ordering::Relaxed);
         self.changed.notify_all();
-    }
-
-    /// The producer starts a database call: from now on, until one
-    /// succeeds, the database counts as in trouble.
-    pub fn database_call_started(&self) {
-        self.database_trouble.started();
-    }
-
-    /// A database call succeeded: the database answers.
-    pub fn database_call_succeeded(&self) {
-        self.database_trouble.answered();
-    }
-
-    /// How long the producer's database calls have been hanging or failing.
-    pub fn database_trouble(&self) -> Duration {
-        self.database_trouble.duration()
-    }
-
-    /// The same for the producer's Engine API calls.
-    pub fn engine_call_started(&self) {
-        self.engine_trouble.started();
-    }
-
-    pub fn engine_call_succeeded(&self) {
-        self.engine_trouble.answered();
-    }
-
-    pub fn engine_trouble(&self) -> Duration {
-        self.engine_trouble.duration()
     }
 
     pub fn is_ready_to_lead(&self) -> bool {
@@ -443,8 +417,10 @@ impl LeaseLoop {
             match held {
                 Some(term) => {
                     let step_down = self.handle.step_down_requested.swap(false, Ordering::Relaxed);
-                    let stalls =
-                        Stalls { database: self.handle.database_trouble(), engine: self.handle.engine_trouble() };
+                    let stalls = Stalls {
+                        database: self.handle.database_trouble.duration(),
+                        engine: self.handle.engine_trouble.duration(),
+                    };
                     let limits =
                         Stalls { database: self.config.database_stall_limit, engine: self.config.engine_stall_limit };
                     let action = held_lease_action(step_down, stalls, limits);
@@ -607,7 +583,7 @@ impl LeaseLoop {
         match reason {
             ReleaseReason::StepDown => log::info(&format!("lease: stepping down from term {term}")),
             ReleaseReason::DatabaseStalled => {
-                let stalled_ms = self.handle.database_trouble().as_millis();
+                let stalled_ms = self.handle.database_trouble.duration().as_millis();
                 log::warn(&format!(
                     "lease: releasing term {term}: the database has not answered for {stalled_ms} ms \
                      (--database-stall-limit {} ms); not leading until it does",
@@ -617,7 +593,7 @@ impl LeaseLoop {
                 self.metrics.count_error("database");
             }
             ReleaseReason::EngineStalled => {
-                let stalled_ms = self.handle.engine_trouble().as_millis();
+                let stalled_ms = self.handle.engine_trouble.duration().as_millis();
                 log::warn(&format!(
                     "lease: releasing term {term}: the execution client has not answered for {stalled_ms} ms \
                      (--engine-stall-limit {} ms); not leading until the execution client answers",
@@ -749,27 +725,16 @@ mod tests {
     }
 
     #[test]
-    fn engine_trouble_runs_from_the_first_unanswered_call_to_the_next_success() {
-        let handle = LeaseHandle::default();
-        assert_eq!(handle.engine_trouble(), Duration::ZERO);
-        handle.engine_call_started();
+    fn trouble_runs_from_the_first_unanswered_call_to_the_next_success() {
+        // One clock type serves the database and the Engine API alike.
+        let clock = TroubleClock::default();
+        assert_eq!(clock.duration(), Duration::ZERO);
+        clock.started();
         std::thread::sleep(Duration::from_millis(20));
-        handle.engine_call_started(); // the next call after a timeout does not restart the clock
-        assert!(handle.engine_trouble() >= Duration::from_millis(20));
-        handle.engine_call_succeeded();
-        assert_eq!(handle.engine_trouble(), Duration::ZERO);
-    }
-
-    #[test]
-    fn database_trouble_runs_from_the_first_unanswered_call_to_the_next_success() {
-        let handle = LeaseHandle::default();
-        assert_eq!(handle.database_trouble(), Duration::ZERO);
-        handle.database_call_started();
-        std::thread::sleep(Duration::from_millis(20));
-        handle.database_call_started(); // a retry does not restart the clock
-        assert!(handle.database_trouble() >= Duration::from_millis(20));
-        handle.database_call_succeeded();
-        assert_eq!(handle.database_trouble(), Duration::ZERO);
+        clock.started(); // the next call after a timeout does not restart the clock
+        assert!(clock.duration() >= Duration::from_millis(20));
+        clock.answered();
+        assert_eq!(clock.duration(), Duration::ZERO);
     }
 
     #[test]

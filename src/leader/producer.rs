@@ -182,10 +182,10 @@ impl Producer {
     /// fail for `--engine-stall-limit`, it releases the lease (a blackholed
     /// client would otherwise keep it for a call's own timeout, 8 s).
     fn engine<T, E>(&self, call: impl FnOnce(&EngineClient) -> Result<T, E>) -> Result<T, E> {
-        self.ctx.lease.engine_call_started();
+        self.ctx.lease.engine_trouble.started();
         let result = call(&self.ctx.engine);
         if result.is_ok() {
-            self.ctx.lease.engine_call_succeeded();
+            self.ctx.lease.engine_trouble.answered();
         }
         result
     }
@@ -197,10 +197,10 @@ impl Producer {
     /// One database call, timed for the lease thread: while calls hang or
     /// fail for `--database-stall-limit`, it releases the lease.
     fn database<T>(&mut self, call: impl FnOnce(&mut Store) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        self.ctx.lease.database_call_started();
+        self.ctx.lease.database_trouble.started();
         let result = self.store.get().and_then(call);
         if result.is_ok() {
-            self.ctx.lease.database_call_succeeded();
+            self.ctx.lease.database_trouble.answered();
             self.database_answered_at = Instant::now();
         }
         result
@@ -324,17 +324,17 @@ impl Producer {
         let metrics = Arc::clone(&self.ctx.metrics);
         // A replay is many calls: each answered batch counts as an answer.
         let lease = Arc::clone(&self.ctx.lease);
-        lease.engine_call_started();
+        lease.engine_trouble.started();
         let store = self.store()?;
         let mut reached = el;
         let result = replay::catch_up_from_store(&engine, store, el, target, &shutdown, |head, count| {
-            lease.engine_call_succeeded();
-            lease.engine_call_started();
+            lease.engine_trouble.answered();
+            lease.engine_trouble.started();
             metrics.blocks_replayed.add(count as u64);
             reached = head;
         });
         if result.is_ok() {
-            lease.engine_call_succeeded();
+            lease.engine_trouble.answered();
         }
         if reached != el {
             self.set_el_head(reached);
@@ -876,11 +876,11 @@ struct TimedPool<'a> {
 
 impl TimedPool<'_> {
     fn timed<T>(&self, call: impl FnOnce(&EngineClient) -> Result<T, EngineError>) -> Result<T, EngineError> {
-        self.lease.engine_call_started();
+        self.lease.engine_trouble.started();
         let result = call(self.engine);
         // A JSON-RPC error is an answer too (EthereumJS has no filter: -32601).
         if result.as_ref().map_or_else(|error| error.rpc_code().is_some(), |_| true) {
-            self.lease.engine_call_succeeded();
+            self.lease.engine_trouble.answered();
         }
         result
     }
