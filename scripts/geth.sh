@@ -5,6 +5,8 @@
 # First start runs `geth init` with GENESIS_JSON; later starts resume DATADIR (a different
 # genesis file than the one DATADIR was initialised with is refused).
 # Binary: $GETH_BIN, else <repo>/.tools/bin/geth (scripts/deps.sh geth).
+# $GETH_GCMODE: archive (the default: every block's state on disk) or full (geth's own
+# default: recent state in memory, flushed on a clean shutdown only, so a SIGKILL loses it).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
@@ -17,6 +19,8 @@ geth=${GETH_BIN:-$TOOLS_BIN/geth}
 [[ -x $geth ]] || die "geth not found at $geth (run scripts/deps.sh geth, or set GETH_BIN)"
 [[ -f $genesis ]] || die "genesis file not found: $genesis"
 [[ -r $jwt ]] || die "JWT secret not readable: $jwt (create it with scripts/jwt.sh)"
+gcmode=${GETH_GCMODE:-archive}
+[[ $gcmode == archive || $gcmode == full ]] || die "GETH_GCMODE must be archive or full, got: $gcmode"
 mkdir -p "$datadir"
 
 # Crash safety (the harness SIGKILLs geth): LevelDB hands every write to the kernel at
@@ -44,7 +48,7 @@ exec "$geth" \
   "${db_opts[@]}" \
   --networkid 1337 \
   --syncmode full \
-  --gcmode archive \
+  --gcmode "$gcmode" \
   --nodiscover \
   --maxpeers 0 \
   --nat none \

@@ -71,7 +71,16 @@ impl RenderCache {
         }
     }
 
-    fn page(&self, after: u64, limit: u32) -> Option<Arc<[u8]>> {
+    /// The full page after `after`, if cached and every block in it is at
+    /// or below `checked_head`: the head the watch has checked against the
+    /// database (leader mode: against the highest block seen, so that any
+    /// change at or below it stops the API within one head read). A page
+    /// rendered from a read that ran ahead of the watch waits until the
+    /// watch catches up; until then the handler reads the database.
+    fn page(&self, after: u64, limit: u32, checked_head: u64) -> Option<Arc<[u8]>> {
+        if after.saturating_add(u64::from(limit)) > checked_head {
+            return None;
+        }
         self.lock().pages.get(&(after, limit)).cloned()
     }
 
@@ -165,8 +174,8 @@ pub fn cached_answer(ctx: &ApiContext, cache: &RenderCache, request: &Incoming<'
         if wait_ms > 0 && head <= after {
             return None; // a long poll: the handler waits
         }
-        let blocks_json = cache.page(after, limit)?;
-        Reply::json_bytes(200, page_body(&blocks_json, head.max(after + u64::from(limit))))
+        let blocks_json = cache.page(after, limit, head)?;
+        Reply::json_bytes(200, page_body(&blocks_json, head))
     } else {
         return None;
     };
@@ -291,9 +300,9 @@ impl ApiHandler {
         if wait_ms > 0 && self.ctx.watch.get() <= after {
             self.long_poll(after, Duration::from_millis(wait_ms));
         }
-        if let Some(blocks_json) = self.cache.page(after, limit) {
-            let head = self.ctx.watch.get().max(after + u64::from(limit));
-            return Reply::json_bytes(200, page_body(&blocks_json, head));
+        let checked_head = self.ctx.watch.get();
+        if let Some(blocks_json) = self.cache.page(after, limit, checked_head) {
+            return Reply::json_bytes(200, page_body(&blocks_json, checked_head));
         }
         // At the head (where long polls wake), the blocks just committed by
         // this process are in memory; see `HeadWatch`.
@@ -414,8 +423,8 @@ mod tests {
         for after in 0..(MAX_CACHED_PAGES as u64 + 10) {
             cache.store_page(after, 1, Arc::from(b"[]".to_vec()));
         }
-        assert!(cache.page(0, 1).is_none(), "the oldest page was evicted");
-        assert!(cache.page(MAX_CACHED_PAGES as u64 + 9, 1).is_some());
+        assert!(cache.page(0, 1, u64::MAX).is_none(), "the oldest page was evicted");
+        assert!(cache.page(MAX_CACHED_PAGES as u64 + 9, 1, u64::MAX).is_some());
         assert_eq!(cache.lock().pages.len(), MAX_CACHED_PAGES);
         cache.store_latest(5, Arc::from(b"5".to_vec()));
         cache.store_latest(4, Arc::from(b"4".to_vec()));
@@ -490,6 +499,33 @@ mod tests {
             );
         }
         assert_eq!(handler.handle(&request("GET", "/blocks/latest", wrong).incoming().unwrap()).status, 401);
+    }
+
+    /// Issue 14.2: a page rendered from a database read that ran ahead of
+    /// the head watch holds blocks the watch never checked; if the database
+    /// then went back, the old cache kept serving them (keyed by after and
+    /// limit alone) with no regression ever detected for blocks the watch
+    /// never saw. Cached pages are served only at or below the checked head.
+    #[test]
+    fn cached_pages_hold_only_blocks_at_or_below_the_checked_head() {
+        let ctx = ApiContext {
+            postgres_url: "postgres://unreachable.invalid/none".to_owned(),
+            watch: Arc::new(HeadWatch::default()),
+            metrics: Arc::new(Metrics::default()),
+            instance_id: "test".to_owned(),
+            token: None,
+            signing_key: None,
+            shutdown: Shutdown::new(),
+        };
+        let cache = RenderCache::default();
+        let forwarded = crate::http::rewrite_head(b"GET /blocks?after=8&limit=2 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let incoming = forwarded.incoming().unwrap();
+        ctx.watch.advance_to(9);
+        cache.store_page(8, 2, Arc::from(b"[9,10]".to_vec()));
+        assert!(cached_answer(&ctx, &cache, &incoming).is_none(), "block 10 is above the checked head 9");
+        ctx.watch.advance_to(10);
+        let body = cached_answer(&ctx, &cache, &incoming).expect("served once the head is checked").body;
+        assert_eq!(&body[..], b"{\"blocks\":[9,10],\"head\":10}");
     }
 
     #[test]

@@ -86,6 +86,27 @@ pub fn make_canonical(engine: &EngineClient, block_number: u64, head: Hash32) ->
     Ok(())
 }
 
+/// `execute`; when the client answers SYNCING/ACCEPTED although it holds
+/// the parent (it was just handed it, or it is its head), it holds that
+/// parent without its state: geth killed before it wrote the state comes
+/// back knowing the blocks, answers each VALID ("already known") without
+/// executing it, and refuses the first child (docs/FAULTS.md, finding 10).
+/// forkchoiceUpdated to the parent, a stored and so committed block, makes
+/// geth re-execute it from the nearest state it has; then one more try.
+fn execute_recovering_parent(
+    engine: &EngineClient,
+    record: &BlockRecord,
+    parent: ChainHead,
+) -> Result<(), ReplayError> {
+    match execute(engine, record) {
+        Err(error) if error.is_not_executed() => {
+            make_canonical(engine, parent.number, parent.hash)?;
+            execute(engine, record).map(|_| ())
+        }
+        other => other.map(|_| ()),
+    }
+}
+
 /// Why catching up from a store stopped.
 #[derive(Debug)]
 pub enum CatchUpError {
@@ -199,7 +220,7 @@ pub fn catch_up_from_store(
                     parent.hash
                 )));
             }
-            execute(engine, &record)?;
+            execute_recovering_parent(engine, &record, parent)?;
             parent = ChainHead { number: record.number(), hash: record.hash() };
         }
         make_canonical(engine, parent.number, parent.hash)?;

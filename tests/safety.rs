@@ -278,3 +278,46 @@ fn no_two_nodes_acquire_one_term_when_redis_loses_its_data() {
     assert!(holders.len() >= 20, "every round handed out a term: {holders:?}");
     assert_continuous(&stored_chain(&cluster.postgres));
 }
+
+/// Finding 10 of docs/FAULTS.md: a geth SIGKILLed while it held a block it
+/// had executed but not made canonical comes back with that block and
+/// without its state (in archive mode only when killed inside one block's
+/// write; with geth's default `--gcmode full`, after any SIGKILL). Replaying the stored chain, it answers the kept block
+/// VALID without executing it ("already known") and the next one ACCEPTED
+/// ("state not available") forever: before the fix the standby retried that
+/// replay without end and never became ready to lead.
+#[test]
+fn a_standby_whose_geth_kept_a_block_without_its_state_replays_past_it() {
+    use clnode::block::BlockRecord;
+    use clnode::store::Store;
+    let cluster = Cluster::builder("lost-state").leaders(1).start();
+    cluster.wait_for_leader(Duration::from_secs(60));
+    cluster.grow_to(8);
+    // geth's own default: recent state lives in memory until a clean stop.
+    let mut geth = El::start_with_env(&cluster.dir, "geth-b", ElKind::Geth, "osaka", &[("GETH_GCMODE", "full")]);
+    let engine = geth.engine();
+    let mut store = Store::connect(&cluster.postgres.url(), "test").unwrap();
+    let record = |store: &mut Store, number: u64| {
+        BlockRecord::from_stored(&store.block_by_number(number).unwrap().unwrap()).unwrap()
+    };
+    for number in 1..=5 {
+        clnode::replay::execute(&engine, &record(&mut store, number)).unwrap();
+    }
+    let fifth = record(&mut store, 5);
+    clnode::replay::make_canonical(&engine, 5, fifth.hash()).unwrap();
+    // Block 6 executed, never made canonical; then the crash.
+    let sixth = record(&mut store, 6);
+    clnode::replay::execute(&engine, &sixth).unwrap();
+    geth.restart();
+    let (head_after_crash, _) = geth.head();
+    let kept = rpc(&geth.rpc_url(), "eth_getBlockByHash", serde_json::json!([sixth.hash().to_hex(), false])).unwrap();
+    assert!(head_after_crash < 6 && !kept.is_null(), "the crash left block 6 known above the head");
+
+    let standby = Node::leader(&cluster.dir, "leader-b", &geth, &cluster.postgres, &cluster.redis, &[]);
+    let committed = cluster.head();
+    wait_for(Duration::from_secs(60), "the standby replays the chain and is ready to lead", || {
+        let health = standby.health_json()?;
+        (health["ready_to_lead"] == true && geth.head().0 >= committed.0).then_some(())
+    });
+    assert_eq!(geth.block_hash(committed.0), Some(committed.1));
+}

@@ -290,10 +290,17 @@ pub struct El {
     pub auth_port: u16,
     pub http_port: u16,
     pub jwt: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl El {
     pub fn start(dir: &TestDir, name: &str, kind: ElKind, genesis_name: &str) -> El {
+        El::start_with_env(dir, name, kind, genesis_name, &[])
+    }
+
+    /// `start` with environment variables for the launcher script, kept
+    /// for restarts (e.g. `GETH_GCMODE=full`).
+    pub fn start_with_env(dir: &TestDir, name: &str, kind: ElKind, genesis_name: &str, env: &[(&str, &str)]) -> El {
         let jwt = dir.join(format!("{name}-jwt.hex"));
         let status = Command::new(script("jwt.sh")).arg(&jwt).status().unwrap();
         assert!(status.success(), "jwt.sh failed");
@@ -309,8 +316,9 @@ impl El {
             auth_port.to_string(),
             http_port.to_string(),
         ];
-        let proc = Proc::spawn(name, dir.join(format!("{name}.log")), &script(launcher), &args);
-        let el = El { kind, proc, auth_port, http_port, jwt };
+        let proc = Proc::spawn_with_env(name, dir.join(format!("{name}.log")), &script(launcher), &args, env);
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let el = El { kind, proc, auth_port, http_port, jwt, env };
         el.wait_ready();
         el
     }
@@ -324,7 +332,8 @@ impl El {
 
     pub fn restart(&mut self) {
         self.proc.kill();
-        self.proc.start();
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.proc.start_with_env(&env);
         self.wait_ready();
     }
 
