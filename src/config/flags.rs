@@ -505,6 +505,16 @@ pub const FLAGS: &[Flag] = &[
         group: Group::Security,
         help: "enables /admin/status and /admin/step-down on the health port",
     },
+    Flag {
+        name: "sync-wire",
+        env: Some("SYNC_WIRE"),
+        value: "json|seed",
+        default: DefaultValue::Value("json"),
+        kind: Kind::Choice { options: &["json", "seed"], ignore_case: false },
+        group: Group::Common,
+        help: "record encoding of the sync API: json (clnode's), or seed (the seed's msgpack records, no term and \
+               no signatures: a leader serves them to seed members, a member follows a seed leader)",
+    },
 ];
 
 /// Every flag of `clnode status`.
@@ -537,6 +547,77 @@ pub const STATUS_FLAGS: &[Flag] = &[
         help: "time between redraws with --watch",
     },
 ];
+
+/// What clnode does with one flag of the seed (the Go tutorial's
+/// `03-member-nodes`, which clnode replaces node by node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeedMapping {
+    /// clnode's flag of the same name and variable does the same job;
+    /// `note` says where it differs (a default, a format).
+    Same { note: &'static str },
+    /// Refused, flag and variable alike, with this line naming clnode's
+    /// equivalent: silently ignored, it would run with another meaning.
+    Refused { instead: &'static str },
+}
+
+/// One flag of the seed and its environment variable.
+#[derive(Debug)]
+pub struct SeedFlag {
+    pub name: &'static str,
+    pub env: &'static str,
+    pub mapping: SeedMapping,
+}
+
+const fn same(name: &'static str, env: &'static str, note: &'static str) -> SeedFlag {
+    SeedFlag { name, env, mapping: SeedMapping::Same { note } }
+}
+
+/// Every flag of the seed, in its order, with what clnode makes of it.
+/// README.md's seed table is checked against this list.
+pub const SEED_FLAGS: &[SeedFlag] = &[
+    same("instance-id", "INSTANCE_ID", ""),
+    same("mode", "NODE_MODE", ""),
+    same("eth-client-url", "ETH_CLIENT_URL", ""),
+    same(
+        "jwt-secret",
+        "JWT_SECRET",
+        "no built-in default (the seed's was a published secret): give your execution client's, \
+         preferably as --jwt-secret-file PATH",
+    ),
+    same("priority-fee-recipient", "PRIORITY_FEE_RECIPIENT", ""),
+    same("evm-build-delay", "EVM_BUILD_DELAY", "default 20ms (the seed's 1ms)"),
+    SeedFlag {
+        name: "evm-build-delay-empty-block",
+        env: "EVM_BUILD_DELAY_EMPTY_BLOCK",
+        mapping: SeedMapping::Refused {
+            instead: "clnode commits no empty block unless --empty-block-interval is set, and an idle leader looks \
+                      for transactions every --idle-poll-interval (default 50ms); use those",
+        },
+    },
+    SeedFlag {
+        name: "tx-pool-polling-interval",
+        env: "TX_POOL_POLLING_INTERVAL",
+        mapping: SeedMapping::Refused {
+            instead: "use --idle-poll-interval DURATION (IDLE_POLL_INTERVAL): how often an idle leader looks for \
+                      transactions, default 50ms",
+        },
+    },
+    same("health-addr", "HEALTH_ADDR", ""),
+    same("api-addr", "API_ADDR", "a member serves the sync API only when it is given"),
+    same("redis-addr", "REDIS_ADDR", ""),
+    same("redis-password", "REDIS_PASSWORD", ""),
+    same("redis-stream", "REDIS_STREAM", ""),
+    same("postgres-url", "POSTGRES_URL", "member default port 5433 (the seed's member defaults to 5432)"),
+    same("leader-url", "LEADER_URL", "also a comma-separated list, tried in order"),
+];
+
+/// The seed's refused flag of this name, and what to use instead.
+pub fn seed_refusal(name: &str) -> Option<&'static str> {
+    SEED_FLAGS.iter().find(|flag| flag.name == name).and_then(|flag| match flag.mapping {
+        SeedMapping::Refused { instead } => Some(instead),
+        SeedMapping::Same { .. } => None,
+    })
+}
 
 /// The definition of `--name` in `table`.
 pub fn find(table: &'static [Flag], name: &str) -> Option<&'static Flag> {
@@ -806,6 +887,49 @@ mod tests {
             }
         }
         assert!(help.lines().all(|line| line.len() <= HELP_WIDTH), "{help}");
+    }
+
+    const SEED_README_HEADER: &str = "| seed flag | seed environment | clnode |";
+
+    fn seed_readme_row(flag: &SeedFlag) -> [String; 3] {
+        let clnode = match flag.mapping {
+            SeedMapping::Same { note: "" } => format!("`--{}`, the same", flag.name),
+            SeedMapping::Same { note } => format!("`--{}`, the same; {note}", flag.name),
+            SeedMapping::Refused { instead } => format!("refused: {instead}"),
+        };
+        [format!("`--{}`", flag.name), format!("`{}`", flag.env), clnode]
+    }
+
+    #[test]
+    fn readme_seed_flag_table_matches_the_definitions() {
+        let readme = include_str!("../../README.md");
+        let expected: String =
+            SEED_FLAGS.iter().map(|flag| format!("| {} |\n", seed_readme_row(flag).join(" | "))).collect();
+        let mut lines = readme.lines().skip_while(|line| line.trim() != SEED_README_HEADER);
+        assert!(
+            lines.next().is_some(),
+            "README.md has no seed flag table; add:\n{SEED_README_HEADER}\n|---|---|---|\n{expected}"
+        );
+        lines.next();
+        let rows: Vec<Vec<String>> = lines.take_while(|line| line.trim_start().starts_with('|')).map(cells).collect();
+        let wanted: Vec<Vec<String>> = SEED_FLAGS.iter().map(|flag| seed_readme_row(flag).to_vec()).collect();
+        assert_eq!(rows, wanted, "README.md's seed flag table differs; it should read:\n{expected}");
+    }
+
+    #[test]
+    fn every_seed_flag_clnode_keeps_is_a_flag_with_the_seeds_variable() {
+        for seed in SEED_FLAGS {
+            let kept = find(FLAGS, seed.name);
+            match seed.mapping {
+                SeedMapping::Same { .. } => {
+                    assert_eq!(kept.and_then(|flag| flag.env), Some(seed.env), "--{}", seed.name)
+                }
+                SeedMapping::Refused { .. } => {
+                    assert!(kept.is_none(), "--{} is refused and defined", seed.name);
+                    assert!(FLAGS.iter().all(|flag| flag.env != Some(seed.env)), "{}", seed.env);
+                }
+            }
+        }
     }
 
     #[test]

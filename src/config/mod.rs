@@ -59,8 +59,19 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// Keys for signing served records and verifying fetched ones.
     pub sync_keys: SyncKeys,
+    /// The record encoding the sync API serves (leader) or reads (member).
+    pub sync_wire: SyncWire,
     pub leader: LeaderConfig,
     pub member: MemberConfig,
+}
+
+/// The sync API's record encoding (`--sync-wire`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncWire {
+    /// clnode's records: JSON payloads, term, leader signature.
+    Json,
+    /// The seed's records (`seed::wire`): msgpack payloads, nothing else.
+    Seed,
 }
 
 /// The record-signing keys: sign with `current`; accept `current` or
@@ -170,6 +181,9 @@ where
             Short('V') | Long("version") => return Ok(Command::Version),
             Long(name) => {
                 let Some(flag) = flags::find(FLAGS, name) else {
+                    if let Some(instead) = flags::seed_refusal(name) {
+                        return err(format!("--{name} is the seed's flag, not clnode's: {instead}"));
+                    }
                     return err(format!("unknown flag --{name} (see --help)"));
                 };
                 let value = if flag.kind == Kind::Switch { String::new() } else { flag_value(&mut parser, flag.name)? };
@@ -182,8 +196,22 @@ where
         }
     }
     // An empty variable counts as unset, as a shell's `VAR=` usually means.
-    input.fill_from_env(|var| env(var).filter(|value| !value.is_empty()));
+    let env = |var: &str| env(var).filter(|value| !value.is_empty());
+    refuse_seed_variables(&env)?;
+    input.fill_from_env(env);
     validate(input).map(|config| Command::Run(Box::new(config)))
+}
+
+/// The seed's variables clnode does not read are errors, not ignored: a
+/// node started from the seed's environment would otherwise run with
+/// another meaning than its operator set.
+fn refuse_seed_variables(env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    for seed in flags::SEED_FLAGS {
+        if let (flags::SeedMapping::Refused { instead }, Some(_)) = (seed.mapping, env(seed.env)) {
+            return err(format!("{} is the seed's variable (--{}), not clnode's: {instead}", seed.env, seed.name));
+        }
+    }
+    Ok(())
 }
 
 fn flag_value(parser: &mut lexopt::Parser, flag: &str) -> Result<String, ConfigError> {
@@ -280,16 +308,38 @@ fn validate(mut input: Input) -> Result<Config, ConfigError> {
         api_token: input.secret("api-token")?,
         admin_token: input.secret("admin-token")?,
         sync_keys: sync_keys(&input)?,
+        sync_wire: match input.choice("sync-wire")?.as_str() {
+            "seed" => SyncWire::Seed,
+            _ => SyncWire::Json,
+        },
         leader: leader(&input)?,
         member: member(&input)?,
     };
     // Last: every other mistake is reported before a missing key.
     (config.leader.signing_key, config.signing_key_path) = signing_key(&input)?;
     config.member.record_trust = record_trust(&input)?;
+    check_seed_wire(&config)?;
     Ok(config)
 }
 
 const INSECURE: &str = "insecure-unsigned-records";
+
+/// The seed's records carry neither the committing leader's signature nor
+/// an HMAC: a member cannot be asked to check them, and a leader's HMAC
+/// would reach no one (seed members do not read it).
+fn check_seed_wire(config: &Config) -> Result<(), ConfigError> {
+    if config.sync_wire != SyncWire::Seed {
+        return Ok(());
+    }
+    if config.sync_keys.current.is_some() {
+        return err("--sync-wire seed: the seed's records carry no HMAC signature; drop --sync-secret");
+    }
+    if config.mode == Mode::Member && config.member.record_trust != RecordTrust::Unverified {
+        return err("--sync-wire seed: the seed's records carry no leader signature; a member following a seed \
+             source runs with --insecure-unsigned-records instead of --leader-public-key");
+    }
+    Ok(())
+}
 
 /// Leader mode: the block-signing key, required unless the operator opted
 /// out by name (its blocks would then be refused by every default member,
@@ -345,7 +395,9 @@ fn jwt_secret(input: &Input) -> Result<(JwtSecret, Option<PathBuf>), ConfigError
             let secret = JwtSecret::from_hex(hex).map_err(|e| ConfigError(format!("--jwt-secret: {e}")))?;
             Ok((secret, None))
         }
-        (None, None) => err("an Engine API secret is required: --jwt-secret-file PATH (or JWT_SECRET_FILE)"),
+        (None, None) => err("an Engine API secret is required: --jwt-secret-file PATH (or JWT_SECRET_FILE), the file \
+             your execution client reads (geth --authrpc.jwtsecret); clnode has no built-in secret, unlike the seed, \
+             whose default was published"),
     }
 }
 
@@ -621,6 +673,87 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_seeds_flags_work_or_are_refused_naming_clnodes_equivalent() {
+        let base = ["--instance-id", "x", "--jwt-secret", SECRET, "--insecure-unsigned-records"];
+        let with =
+            |more: &[&str], env: &[(&str, &str)]| run_env(&base.iter().chain(more).copied().collect::<Vec<_>>(), env);
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+        let refused: [Case<'_>; 4] = [
+            (
+                &["--evm-build-delay-empty-block", "1m"],
+                &[],
+                "--evm-build-delay-empty-block is the seed's flag, not clnode's: clnode commits no empty block \
+                 unless --empty-block-interval",
+            ),
+            (&["--tx-pool-polling-interval", "5ms"], &[], "--tx-pool-polling-interval is the seed's flag, not clnode's: use --idle-poll-interval"),
+            (
+                &[],
+                &[("EVM_BUILD_DELAY_EMPTY_BLOCK", "banana")],
+                "EVM_BUILD_DELAY_EMPTY_BLOCK is the seed's variable (--evm-build-delay-empty-block), not clnode's",
+            ),
+            (&[], &[("TX_POOL_POLLING_INTERVAL", "5ms")], "TX_POOL_POLLING_INTERVAL is the seed's variable (--tx-pool-polling-interval), not clnode's: use --idle-poll-interval"),
+        ];
+        for (args, env, expected) in refused {
+            let error = with(args, env).unwrap_err().to_string();
+            assert!(error.starts_with(expected), "{args:?} {env:?}: {error}");
+            assert!(!error.contains('\n'), "{error}");
+        }
+        // Empty counts as unset, as for every variable.
+        assert!(with(&[], &[("TX_POOL_POLLING_INTERVAL", "")]).is_ok());
+        // Every flag clnode keeps, from the seed's environment, with the seed's value formats.
+        let seed_env = [
+            ("INSTANCE_ID", "leader-1"),
+            ("NODE_MODE", "leader"),
+            ("ETH_CLIENT_URL", "http://localhost:8551"),
+            ("JWT_SECRET", "688f5d737bad920bdfb2fc2f488d6b6209eebeb7b7f7710df3571de7fda67a32"),
+            ("PRIORITY_FEE_RECIPIENT", "0x00000000000000000000000000000000000000aa"),
+            ("EVM_BUILD_DELAY", "1ms"),
+            ("HEALTH_ADDR", ":8080"),
+            ("API_ADDR", ":8090"),
+            ("REDIS_ADDR", "localhost:6379"),
+            ("REDIS_PASSWORD", "pw"),
+            ("REDIS_STREAM", "consensus:blocks"),
+            ("POSTGRES_URL", "postgres://postgres:postgres@localhost:5432/consensus?sslmode=disable"),
+            ("LEADER_URL", "http://localhost:8090"),
+        ];
+        let config = run_env(&["--insecure-unsigned-records"], &seed_env).unwrap();
+        assert_eq!(config.leader.build_delay, Duration::from_millis(1));
+        assert_eq!(config.leader.fee_recipient[19], 0xaa);
+        assert_eq!(config.sync_wire, SyncWire::Json, "clnode's records stay the default");
+    }
+
+    #[test]
+    fn the_seeds_run_lines_name_the_missing_secret_and_the_fix() {
+        let error =
+            run(&["--instance-id", "leader-1", "--mode", "leader", "--health-addr", ":8080", "--api-addr", ":8090"])
+                .unwrap_err()
+                .to_string();
+        assert!(error.starts_with("an Engine API secret is required: --jwt-secret-file PATH"), "{error}");
+        assert!(error.contains("no built-in secret, unlike the seed"), "{error}");
+        assert!(!error.contains('\n'), "{error}");
+    }
+
+    #[test]
+    fn the_seed_wire_is_chosen_by_flag_and_needs_no_signatures() {
+        let member = ["--instance-id", "m", "--jwt-secret", SECRET, "--mode", "member", "--sync-wire", "seed"];
+        let with = |more: &[&str]| run(&member.iter().chain(more).copied().collect::<Vec<_>>());
+        assert_eq!(with(&["--insecure-unsigned-records"]).unwrap().sync_wire, SyncWire::Seed);
+        let error = with(&["--leader-public-key", PUBLIC_KEY]).unwrap_err().to_string();
+        assert!(error.contains("runs with --insecure-unsigned-records instead of --leader-public-key"), "{error}");
+        let error =
+            with(&["--insecure-unsigned-records", "--sync-secret", "0123456789abcdef0123"]).unwrap_err().to_string();
+        assert!(error.contains("drop --sync-secret"), "{error}");
+        let error = with(&["--insecure-unsigned-records", "--sync-wire", "msgpack"]).unwrap_err().to_string();
+        assert_eq!(error, "--sync-wire \"msgpack\": expected json or seed");
+        let leader = run_env(
+            &["--instance-id", "l", "--jwt-secret", SECRET, "--insecure-unsigned-records"],
+            &[("SYNC_WIRE", "seed")],
+        )
+        .unwrap();
+        assert_eq!(leader.sync_wire, SyncWire::Seed);
     }
 
     #[test]

@@ -426,9 +426,15 @@ pub fn clnode_binary() -> PathBuf {
 /// must end on their own (bad flags, bad secrets); returns (exit code,
 /// stdout, stderr). Panics if it still runs after 20 s.
 pub fn run_clnode(args: &[&str]) -> (Option<i32>, String, String) {
+    run_clnode_env(args, &[])
+}
+
+/// [`run_clnode`] with only the environment variables `env`.
+pub fn run_clnode_env(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
     let mut child = Command::new(clnode_binary())
         .args(args)
         .env_clear()
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
