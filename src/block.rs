@@ -150,7 +150,7 @@ impl BlockRecord {
     }
 
     #[allow(clippy::too_many_arguments)] // one argument per record field, all checked here
-    fn from_parts(
+    pub(crate) fn from_parts(
         number: u64,
         hash: &str,
         parent_hash: &str,

@@ -23,6 +23,7 @@ pub mod regression;
 pub mod replay;
 pub mod resume;
 pub mod secret;
+pub mod seed;
 pub mod shutdown;
 pub mod signing;
 pub mod status;

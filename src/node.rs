@@ -79,6 +79,7 @@ pub fn start(config: Config, shutdown: Shutdown) -> Result<RunningNode, String> 
             token: config.api_token.clone(),
             signing_key: config.sync_keys.current.clone(),
             shutdown: shutdown.clone(),
+            wire: config.sync_wire,
         };
         threads.extend(api::start(addr, ctx, &shutdown)?);
     }
@@ -105,6 +106,12 @@ pub fn start(config: Config, shutdown: Shutdown) -> Result<RunningNode, String> 
 /// /health's `record_signatures`: what this node does with the committing
 /// leader's signatures; the opt-out is shouted.
 fn record_signatures(config: &Config) -> &'static str {
+    if config.sync_wire == crate::config::SyncWire::Seed {
+        return match config.mode {
+            Mode::Member => "UNFENCED seed source (--sync-wire seed): records carry no term and no leader signature",
+            Mode::Leader => "served as the seed's records (--sync-wire seed): no term, no leader signature",
+        };
+    }
     match (config.mode, config.leader.signing_key.is_some(), &config.member.record_trust) {
         (Mode::Leader, true, _) => "signed",
         (Mode::Leader, false, _) => "UNSIGNED (--insecure-unsigned-records)",
@@ -221,9 +228,14 @@ fn check_chain(config: &Config, engine: &EngineClient, status: &NodeStatus, shut
                 log::info(&format!("startup: chain {chain_id}, genesis {genesis_hash}"));
                 return Ok(());
             }
-            // Another chain, or a chain id PostgreSQL cannot hold: retrying
-            // cannot fix either. Anything else is waited out.
-            Err(error) if matches!(error.kind, StoreErrorKind::ChainMismatch | StoreErrorKind::OutOfRange) => {
+            // Another chain, a chain id PostgreSQL cannot hold, or a seed
+            // table that cannot be migrated: retrying cannot fix any. Anything else is waited out.
+            Err(error)
+                if matches!(
+                    error.kind,
+                    StoreErrorKind::ChainMismatch | StoreErrorKind::OutOfRange | StoreErrorKind::SeedMigration
+                ) =>
+            {
                 return Err(error.to_string())
             }
             Err(error) => {

@@ -18,7 +18,7 @@ use crate::reconnect::ConnectionError;
 pub const SCHEMA_SQL: &str = include_str!("../schema.sql");
 /// Serialises schema application between nodes starting together
 /// (concurrent CREATE ... IF NOT EXISTS can collide in the catalog).
-const SCHEMA_LOCK_KEY: i64 = 0x636c_6e6f_6465; // "clnode"
+pub const SCHEMA_LOCK_KEY: i64 = 0x636c_6e6f_6465; // "clnode"
 
 fn locked_schema_sql() -> String {
     format!("BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY}); {SCHEMA_SQL}; COMMIT;")
@@ -99,6 +99,9 @@ pub enum StoreErrorKind {
     /// A write does not extend the stored chain (a page that does not link
     /// to the stored head, or within itself).
     NotHead,
+    /// The database holds the seed's table and it cannot be migrated
+    /// (`seed::migrate`); nothing was changed, and retrying cannot help.
+    SeedMigration,
 }
 
 impl StoreErrorKind {
@@ -251,6 +254,16 @@ impl Store {
         let statements = match statements {
             Ok(s) => s,
             Err(_) => {
+                // A table the seed made is migrated (or refused) before
+                // schema.sql could half-apply to it.
+                match crate::seed::migrate::migrate_if_seed(&mut client, &redacted) {
+                    Ok(Some(blocks)) => crate::log::info(&format!(
+                        "database: migrated the seed's payloads table in place ({blocks} blocks, {redacted})"
+                    )),
+                    Ok(None) => {}
+                    Err(error) if error.kind == StoreErrorKind::SeedMigration => return Err(error),
+                    Err(error) => return Err(StoreError { kind: StoreErrorKind::Connect, ..error }),
+                }
                 client.batch_execute(&locked_schema_sql()).map_err(|e| fail("apply schema", error_text(&e)))?;
                 Statements::prepare(&mut client).map_err(|e| fail("prepare", error_text(&e)))?
             }
@@ -291,6 +304,21 @@ impl Store {
             .map_err(|e| self.fail("chain check", &e))?;
         let stored_genesis: String = row.get(0);
         let stored_chain_id: i64 = row.get(1);
+        // Block 1 links to this genesis (rows migrated from the seed's
+        // table arrive without chain_meta; a clnode commit always linked).
+        let first_parent = self
+            .client
+            .query("SELECT parent_hash FROM payloads WHERE block_number = 1", &[])
+            .map_err(|e| self.fail("chain check", &e))?;
+        if let Some(parent) = first_parent.first().map(|row| row.get::<_, String>(0)) {
+            if parent != genesis_hash.to_hex() {
+                return Err(self.error(
+                    StoreErrorKind::ChainMismatch,
+                    "chain check",
+                    format!("block 1's parent is {parent}, but the execution client's genesis is {genesis_hash}"),
+                ));
+            }
+        }
         if stored_genesis != genesis_hash.to_hex() || stored_chain_id != chain_id_i64 {
             return Err(self.error(
                 StoreErrorKind::ChainMismatch,
@@ -727,6 +755,7 @@ mod tests {
             (ChainMismatch, false),
             (NoChain, false),
             (NotHead, false),
+            (SeedMigration, false),
         ] {
             assert_eq!(StoreError::new(kind, "u", "w", "d").is_connection_lost(), lost, "{kind:?}");
         }

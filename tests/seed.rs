@@ -6,6 +6,7 @@
 //! engine types and vmihailenco/msgpack/v5, as the seed is).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
 
 mod support;
 

@@ -129,6 +129,8 @@ pub struct MemberConfig {
     pub long_poll_wait: Duration,
     /// Whose signatures a record needs before anything is executed.
     pub record_trust: RecordTrust,
+    /// The encoding of the records the sync URLs serve.
+    pub wire: SyncWire,
 }
 
 /// What the command line asked for.
@@ -308,10 +310,7 @@ fn validate(mut input: Input) -> Result<Config, ConfigError> {
         api_token: input.secret("api-token")?,
         admin_token: input.secret("admin-token")?,
         sync_keys: sync_keys(&input)?,
-        sync_wire: match input.choice("sync-wire")?.as_str() {
-            "seed" => SyncWire::Seed,
-            _ => SyncWire::Json,
-        },
+        sync_wire: sync_wire(&input)?,
         leader: leader(&input)?,
         member: member(&input)?,
     };
@@ -401,6 +400,13 @@ fn jwt_secret(input: &Input) -> Result<(JwtSecret, Option<PathBuf>), ConfigError
     }
 }
 
+fn sync_wire(input: &Input) -> Result<SyncWire, ConfigError> {
+    Ok(match input.choice("sync-wire")?.as_str() {
+        "seed" => SyncWire::Seed,
+        _ => SyncWire::Json,
+    })
+}
+
 /// A previous key alone would verify records nobody signs any more.
 fn sync_keys(input: &Input) -> Result<SyncKeys, ConfigError> {
     let keys = SyncKeys { current: input.secret("sync-secret")?, previous: input.secret("sync-secret-previous")? };
@@ -481,6 +487,7 @@ fn member(input: &Input) -> Result<MemberConfig, ConfigError> {
         long_poll_wait: input.duration("sync-wait")?,
         sync_token: input.secret("sync-token")?,
         record_trust: RecordTrust::Unverified,
+        wire: sync_wire(input)?,
     })
 }
 

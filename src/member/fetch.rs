@@ -205,7 +205,7 @@ impl Fetcher {
                         self.cursor.advance(generation, last);
                     }
                     let keys = verification_keys(&self.sync_keys);
-                    let records = decode_page(&records, &self.config.record_trust, &keys);
+                    let records = decode_page(&records, self.config.wire, &self.config.record_trust, &keys);
                     let batch = Batch { generation, url, source_head, records };
                     if !self.send(sender, batch) {
                         return;

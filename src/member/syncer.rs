@@ -241,8 +241,8 @@ impl Syncer {
                 fetch_from_any(&self.ctx.config.leader_urls, self.ctx.config.sync_token.as_ref(), head.number, wanted)
                     .map_err(SyncError::Fetch)?;
             let keys = verification_keys(&self.ctx.sync_keys);
-            let records =
-                verify_batch(head, &records, &self.ctx.config.record_trust, &keys).map_err(SyncError::Refused)?;
+            let records = verify_batch(head, &records, self.ctx.config.wire, &self.ctx.config.record_trust, &keys)
+                .map_err(SyncError::Refused)?;
             if records.is_empty() {
                 return Err(SyncError::Refused(format!("the sync API has no block after {}", head.number)));
             }
