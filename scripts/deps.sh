@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# deps.sh [redis] [postgres] [faketime] [geth] [ejs] [bench] — install what the tests and the devnet need and is
+# deps.sh [redis] [postgres] [faketime] [geth] [seedwire] [ejs] [bench] — install what the tests and the devnet need and is
 # missing (no arguments: everything). Idempotent; quick when all is present.
 #   redis     redis-server            Debian package (bookworm: 7.0.x)
 #   postgres  postgresql-15           Debian package (server, psql, the "postgres" OS user)
@@ -8,6 +8,8 @@
 #   geth      geth v1.16.8            go install into <repo>/.tools/bin (needs Go >= 1.24; when
 #                                     absent, Go 1.24.13 is fetched from the Go module proxy
 #                                     into <repo>/.tools/go, sha256-checked; linux/amd64 only)
+#   seedwire  tools/seedwire          go build into <repo>/.tools/bin (the seed's record encoding, for
+#                                     tests/seed.rs; modules pinned by its go.mod and go.sum)
 #   ejs       scripts/node modules    npm ci from the committed package-lock.json
 #                                     (@ethereumjs/client 0.10.5, tx/util/common 10.0.0)
 #   bench     wrk                     Debian package; only when named (make bench)
@@ -22,12 +24,12 @@ GO_FALLBACK=go1.24.13
 GO_FALLBACK_SHA256_linux_amd64=d2b048367a3d1a748b87f756fa06df12ce3b419e1d5f2a3612acb8950d615f9f
 NODE_DIR=$KIT_DIR/node
 
-all_parts=(redis postgres faketime geth ejs)
+all_parts=(redis postgres faketime geth seedwire ejs)
 parts=()
 for a in "$@"; do
   case $a in
-    redis | postgres | faketime | geth | ejs | bench) parts+=("$a") ;;
-    *) usage_error "[redis] [postgres] [faketime] [geth] [ejs] [bench]   (no arguments: all but bench)" ;;
+    redis | postgres | faketime | geth | seedwire | ejs | bench) parts+=("$a") ;;
+    *) usage_error "[redis] [postgres] [faketime] [geth] [seedwire] [ejs] [bench]   (no arguments: all but bench)" ;;
   esac
 done
 ((${#parts[@]})) || parts=("${all_parts[@]}")
@@ -183,6 +185,26 @@ if want geth; then
       "github.com/ethereum/go-ethereum/cmd/geth@v$GETH_VERSION" >&2
     geth_ok || die "built geth does not report version $GETH_VERSION"
     echo "geth: built v$GETH_VERSION"
+  fi
+fi
+
+# --- seedwire (tools/seedwire) ----------------------------------------------------------
+# Rebuilt whenever its sources change: the binary reports the hash of the sources it was built from.
+seedwire_dir=$REPO_ROOT/tools/seedwire
+seedwire_bin=$TOOLS_BIN/seedwire
+seedwire_stamp() { cat "$seedwire_dir/go.mod" "$seedwire_dir/go.sum" "$seedwire_dir"/*.go | sha256sum | cut -c1-16; }
+if want seedwire; then
+  stamp=$(seedwire_stamp)
+  if [[ -x $seedwire_bin && $("$seedwire_bin" version 2>/dev/null) == "$stamp" ]]; then
+    echo "seedwire: present $stamp"
+  else
+    go_bin=$(find_go)
+    echo "seedwire: building tools/seedwire ($stamp) with $("$go_bin" env GOVERSION) ..."
+    mkdir -p "$TOOLS_BIN"
+    (cd "$seedwire_dir" && GOTOOLCHAIN=local GOFLAGS=-mod=readonly "$go_bin" build \
+      -ldflags "-X main.version=$stamp" -o "$seedwire_bin" .) >&2
+    [[ $("$seedwire_bin" version) == "$stamp" ]] || die "built seedwire does not report $stamp"
+    echo "seedwire: built $stamp"
   fi
 fi
 

@@ -44,6 +44,13 @@ pub fn script(name: &str) -> PathBuf {
     Path::new(REPO).join("scripts").join(name)
 }
 
+/// tools/seedwire, built by `scripts/deps.sh seedwire` (`make deps`).
+pub fn seedwire_binary() -> PathBuf {
+    let path = Path::new(REPO).join(".tools/bin/seedwire");
+    assert!(path.exists(), "{} is missing: run make deps (scripts/deps.sh seedwire)", path.display());
+    path
+}
+
 pub fn genesis(name: &str) -> PathBuf {
     Path::new(REPO).join("scripts/genesis").join(format!("{name}.json"))
 }
