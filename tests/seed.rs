@@ -295,6 +295,11 @@ fn seed_records_are_followed_served_and_their_database_migrated() {
         let keys: Vec<&String> = record.as_object().unwrap().keys().collect();
         assert_eq!(keys.len(), 6, "the seed's fields only: {keys:?}");
     }
+    // The seed's blocks are served byte for byte as the seed stored them
+    // (clnode's msgpack is Go's).
+    for (ours, go) in served["blocks"].as_array().unwrap().iter().zip(&seed_records) {
+        assert_eq!(ours, go, "block {}", go["block_number"]);
+    }
     let decoded = seedwire("decode", &served);
     let rows = client
         .query("SELECT payload_data, requests_data, parent_beacon_block_root FROM payloads ORDER BY block_number", &[])
