@@ -218,10 +218,12 @@ fn check_chain(config: &Config, engine: &EngineClient, status: &NodeStatus, shut
             }
         };
         status.clear_problem(Component::ExecutionClient);
-        let checked = Store::connect(&config.postgres_url, "clnode-startup").and_then(|mut store| {
-            store.apply_schema()?;
-            store.ensure_chain(genesis_hash, chain_id)
-        });
+        let migrated = Store::migrate_seed_table(&config.postgres_url, config.leader.signing_key.as_ref());
+        let checked =
+            migrated.and_then(|()| Store::connect(&config.postgres_url, "clnode-startup")).and_then(|mut store| {
+                store.apply_schema()?;
+                store.ensure_chain(genesis_hash, chain_id)
+            });
         match checked {
             Ok(()) => {
                 status.clear_problem(Component::Database);

@@ -254,15 +254,10 @@ impl Store {
         let statements = match statements {
             Ok(s) => s,
             Err(_) => {
-                // A table the seed made is migrated (or refused) before
-                // schema.sql could half-apply to it.
-                match crate::seed::migrate::migrate_if_seed(&mut client, &redacted) {
-                    Ok(Some(blocks)) => crate::log::info(&format!(
-                        "database: migrated the seed's payloads table in place ({blocks} blocks, {redacted})"
-                    )),
-                    Ok(None) => {}
-                    Err(error) if error.kind == StoreErrorKind::SeedMigration => return Err(error),
-                    Err(error) => return Err(StoreError { kind: StoreErrorKind::Connect, ..error }),
+                // A table the seed made is migrated by the node's start
+                // (`migrate_seed_table`), never half-applied to here.
+                if crate::seed::migrate::is_seed_table(&mut client).map_err(|e| fail("inspect", error_text(&e)))? {
+                    return Err(fail("prepare", "payloads is the seed's table, not migrated yet".into()));
                 }
                 client.batch_execute(&locked_schema_sql()).map_err(|e| fail("apply schema", error_text(&e)))?;
                 Statements::prepare(&mut client).map_err(|e| fail("prepare", error_text(&e)))?
@@ -273,6 +268,27 @@ impl Store {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// At a node's start, before any [`Store::connect`]: migrates a
+    /// `payloads` table the seed made in place (`seed::migrate`), signing
+    /// its blocks with `signer` when given; nothing to do on any other
+    /// database. A table that cannot be migrated is a `SeedMigration` error.
+    pub fn migrate_seed_table(url: &str, signer: Option<&crate::signing::BlockSigningKey>) -> Result<(), StoreError> {
+        let redacted = redact_url(url);
+        let mut config = postgres::Config::from_str(url)
+            .map_err(|e| StoreError::new(StoreErrorKind::Url, &redacted, "URL", e.to_string()))?;
+        config.connect_timeout(CONNECT_TIMEOUT).tcp_user_timeout(TCP_USER_TIMEOUT).application_name("clnode-migrate");
+        let mut client = config
+            .connect(NoTls)
+            .map_err(|e| StoreError::new(StoreErrorKind::Connect, &redacted, "connect", error_text(&e)))?;
+        if let Some(blocks) = crate::seed::migrate::migrate_if_seed(&mut client, &redacted, signer)? {
+            crate::log::info(&format!(
+                "database: migrated the seed's payloads table in place ({blocks} blocks, {}; {redacted})",
+                if signer.is_some() { "signed with the block-signing key" } else { "unsigned" }
+            ));
+        }
+        Ok(())
     }
 
     fn fail(&self, what: &'static str, error: &postgres::Error) -> StoreError {

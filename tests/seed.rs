@@ -276,6 +276,9 @@ fn seed_records_are_followed_served_and_their_database_migrated() {
         assert_eq!(row.get::<_, String>(3), "[]");
         assert_eq!((row.get::<_, i16>(4), row.get::<_, i64>(5)), (5, 0), "the seed's payload version, no term");
     }
+    // Signed with the cluster's key at the migration, so pinned members take them.
+    let signatures = stored_signatures(&seed_pg);
+    assert!(signatures.iter().all(Option::is_some), "{signatures:?}");
     let sent = send_transactions(&successor_el.rpc_url(), 3, 3);
     wait_for(Duration::from_secs(30), "a block on top of the seed's chain", || {
         sent.iter().all(|tx| successor_el.receipt_block(tx).is_some()).then_some(())

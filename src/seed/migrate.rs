@@ -8,7 +8,10 @@
 //! `payload_version`, `term`, `leader_signature`). The migration derives
 //! them as the seed's own member executes a block (`seed::wire`), after
 //! checking every row decodes, agrees with its payload, and that the rows
-//! form one chain from block 1. All of it, and schema.sql, happen in one
+//! form one chain from block 1. A leader-mode node signs every migrated
+//! block with the cluster's block-signing key (the operator adopting the
+//! seed's chain is the cluster committing it), so members that pin its
+//! public key accept the seed's blocks too. All of it, and schema.sql, happen in one
 //! transaction with the table locked: a failure leaves the seed's table
 //! exactly as it was, never a half-applied schema. Once migrated, the
 //! seed itself can no longer write there (its inserts lack the new
@@ -19,6 +22,7 @@ use postgres::Client;
 
 use super::wire::{record_from_seed_fields, SEED_PAYLOAD_VERSION, SEED_TERM};
 use crate::block::StoredBlock;
+use crate::signing::BlockSigningKey;
 use crate::store::{StoreError, StoreErrorKind, SCHEMA_LOCK_KEY, SCHEMA_SQL};
 
 /// The seed's columns (`requests_data` came in a later version of it).
@@ -101,6 +105,12 @@ pub fn convert_row(previous: Option<(u64, &str)>, row: &SeedRow) -> Result<Store
     }
 }
 
+/// Whether `payloads` is the seed's table (migrated only at a node's
+/// start, where the signing key is at hand).
+pub fn is_seed_table(client: &mut Client) -> Result<bool, postgres::Error> {
+    Ok(matches!(table_shape(&columns(client)?), TableShape::Seed { .. }))
+}
+
 /// Reads the columns of `payloads` (none when there is no such table).
 fn columns(client: &mut impl postgres::GenericClient) -> Result<Vec<String>, postgres::Error> {
     let rows = client.query(
@@ -117,7 +127,11 @@ pub type Migrated = Option<u64>;
 /// Migrates the seed's table in place when that is what `payloads` is;
 /// `Ok(None)` when it is absent or clnode's already. Called before
 /// schema.sql is applied on a connection whose statements did not prepare.
-pub fn migrate_if_seed(client: &mut Client, url: &str) -> Result<Migrated, StoreError> {
+pub fn migrate_if_seed(
+    client: &mut Client,
+    url: &str,
+    signer: Option<&BlockSigningKey>,
+) -> Result<Migrated, StoreError> {
     let what = "migrate the seed's payloads table";
     let lost = |e: postgres::Error| {
         let kind = StoreErrorKind::of_failed_statement(e.is_closed(), e.code());
@@ -196,7 +210,8 @@ pub fn migrate_if_seed(client: &mut Client, url: &str) -> Result<Migrated, Store
                 requests_data: row.get(4),
                 timestamp: row.get(5),
             };
-            let stored = convert_row(previous.as_ref().map(|(n, h)| (*n, h.as_str())), &seed).map_err(refuse)?;
+            let mut stored = convert_row(previous.as_ref().map(|(n, h)| (*n, h.as_str())), &seed).map_err(refuse)?;
+            stored.leader_signature = signer.map(|key| key.sign(&stored));
             previous = Some((stored.number, stored.hash.clone()));
             page.push(stored);
         }
@@ -206,11 +221,13 @@ pub fn migrate_if_seed(client: &mut Client, url: &str) -> Result<Migrated, Store
         let payloads: Vec<&str> = page.iter().map(|b| b.payload_json.as_str()).collect();
         let requests: Vec<&str> = page.iter().map(|b| b.requests_json.as_str()).collect();
         let roots: Vec<&str> = page.iter().map(|b| b.parent_beacon_block_root.as_str()).collect();
+        let signatures: Vec<Option<&str>> = page.iter().map(|b| b.leader_signature.as_deref()).collect();
         tx.execute(
             "UPDATE payloads p SET block_hash = u.hash, parent_hash = u.parent, payload_data = u.payload, \
-             requests_data = u.requests, parent_beacon_block_root = u.root, payload_version = $7, term = $8 \
-             FROM unnest($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[]) \
-             AS u(number, hash, parent, payload, requests, root) WHERE p.block_number = u.number",
+             requests_data = u.requests, parent_beacon_block_root = u.root, payload_version = $7, term = $8, \
+             leader_signature = u.signature \
+             FROM unnest($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $9::TEXT[]) \
+             AS u(number, hash, parent, payload, requests, root, signature) WHERE p.block_number = u.number",
             &[
                 &numbers,
                 &hashes,
@@ -220,6 +237,7 @@ pub fn migrate_if_seed(client: &mut Client, url: &str) -> Result<Migrated, Store
                 &roots,
                 &i16::from(SEED_PAYLOAD_VERSION),
                 &i64::try_from(SEED_TERM).unwrap_or(0),
+                &signatures,
             ],
         )
         .map_err(lost)?;
