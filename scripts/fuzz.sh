@@ -15,7 +15,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build -s none
-for target in request_parsing record_decoding engine_answers; do
+for target in request_parsing record_decoding engine_answers seed_records; do
   mkdir -p "fuzz/corpus/$target"
   echo "fuzz: $target for ${seconds}s"
   cargo fuzz run -s none "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
