@@ -701,7 +701,7 @@ fn p4_inclusion_latency(figures: &mut Vec<Figure>) {
 
 fn p5_p6_failover(figures: &mut Vec<Figure>) {
     eprintln!("P5/P6: failover after SIGKILL and SIGTERM");
-    let Cluster { mut nodes, links: _links, els, postgres, redis: _redis, dir } =
+    let Cluster { mut nodes, links: _links, els, peers: _, postgres, redis: _redis, dir } =
         Cluster::builder("bench-failover").leaders(2).start();
     // A steady load on both clients (they do not gossip: each one's
     // transactions wait in its own pool until its node leads). Below one
@@ -872,7 +872,7 @@ fn p9_any_node_inclusion(figures: &mut Vec<Figure>) {
         what: "transfer sent to a member's geth, eth_sendRawTransaction to committed on the leader's geth (ms)".into(),
         value: member_p99,
         unit: "ms (p99)",
-        baseline: format!("{direct_p99:.2} (the same sent to the leader's own geth, p99, alternated)"),
+        baseline: "the same sent to the leader's own geth (p99, alternated)".into(),
         baseline_value: Some(direct_p99),
         ratio: Some(member_p99 / direct_p99),
         goal: "p99 <= leader-direct p99 + 50 ms",
@@ -984,26 +984,30 @@ fn p10_failover_with_load_on_every_node(figures: &mut Vec<Figure>) {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
-    let max_gap = percentile(&gaps, 100.0);
+    // The measure: from the SIGKILL to the new term's first block
+    // (it reported 5.3 s, 0.8 s of it the lease). The gap between that
+    // block and its parent also counts the time from the old leader's last
+    // block to the kill (up to a block time: about 1 s at the clock).
+    let max_to_next = percentile(&to_next, 100.0);
     figures.push(Figure {
         id: "P10",
-        what: "block gap across a SIGKILL failover, load sent to every node's client (ms)".into(),
-        value: max_gap,
+        what: "SIGKILL of the leader to the new term's first block, load sent to every node's client (ms)".into(),
+        value: max_to_next,
         unit: "ms (max)",
         baseline: "-".into(),
         baseline_value: None,
         ratio: None,
         goal: "< 1500 ms",
-        met: max_gap < 1500.0,
-        trials: gaps.len(),
-        median: median(&gaps),
-        p99: percentile(&gaps, 99.0),
+        met: max_to_next < 1500.0,
+        trials: to_next.len(),
+        median: median(&to_next),
+        p99: percentile(&to_next, 99.0),
         note: format!(
-            "2 leader-mode nodes and a member, clients peered; 5 tx/s to each of the 3 clients (the devnet's load); gap = commit time of the new term's first block − its parent's; SIGKILL to that block: p50 {:.0} ms, max {:.0} ms; transactions in the new term's first block: p50 {:.0}, max {:.0}",
-            median(&to_next),
-            percentile(&to_next, 100.0),
+            "2 leader-mode nodes and a member, clients peered; 5 tx/s to each of the 3 clients (the devnet's load), default settings (lease TTL 1 s); transactions in the new term's first block: p50 {:.0}, max {:.0}; block-to-block gap across the failover (new term's first block − its parent, which includes the time from the old leader's last block to the kill): p50 {:.0} ms, max {:.0} ms",
             median(&first_block_txs),
-            percentile(&first_block_txs, 100.0)
+            percentile(&first_block_txs, 100.0),
+            median(&gaps),
+            percentile(&gaps, 100.0)
         ),
     });
     figures.push(Figure {

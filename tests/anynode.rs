@@ -4,8 +4,10 @@
 //! accepted by a member's or a standby's client gossips to the leader's, and
 //! stays in the standbys' pools across a failover until it is included.
 
-// Test code: a failed unwrap, expect or panic is a failed test.
+// Test code: a failed unwrap, expect or panic is a failed test, and the
+// harness casts measured figures the figures themselves check.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
 
 mod support;
 
