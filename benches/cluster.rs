@@ -701,7 +701,7 @@ fn p4_inclusion_latency(figures: &mut Vec<Figure>) {
 
 fn p5_p6_failover(figures: &mut Vec<Figure>) {
     eprintln!("P5/P6: failover after SIGKILL and SIGTERM");
-    let Cluster { mut nodes, links: _links, els, postgres, redis: _redis, dir } =
+    let Cluster { mut nodes, links: _links, els, peers: _, postgres, redis: _redis, dir } =
         Cluster::builder("bench-failover").leaders(2).start();
     // A steady load on both clients (they do not gossip: each one's
     // transactions wait in its own pool until its node leads). Below one
@@ -806,6 +806,228 @@ fn p5_p6_failover(figures: &mut Vec<Figure>) {
             ),
         });
     }
+}
+
+/// A peered cluster (two leader-mode nodes and a member, every execution
+/// client dialling the others over devp2p on loopback), caught up.
+fn peered_cluster(name: &str) -> (Cluster, Member) {
+    let cluster = Cluster::builder(name).leaders(2).peered().start();
+    let leader = cluster.leader();
+    let sync: Vec<String> = cluster.nodes.iter().map(Node::api_url).collect();
+    let member = Member::start_peered(&cluster.dir, "member", ElKind::Geth, "osaka", &sync, &[], &cluster.el_enodes());
+    cluster.wait_peered(Duration::from_secs(60));
+    wait_for(Duration::from_secs(60), "member peered", || (member.el.peer_count() >= 2).then_some(()));
+    cluster.commit_transactions(leader, 1, Duration::from_secs(60));
+    member.wait_caught_up(&cluster.head(), Duration::from_secs(60));
+    (cluster, member)
+}
+
+/// Sends one transfer to `rpc` with `key`; returns its hash and send time.
+fn send_one(rpc: &str, key: &str) -> (String, f64) {
+    let output = Command::new("node")
+        .arg(script("node/sendtx.mjs"))
+        .args(["--rpc", rpc, "--count", "1", "--key", key])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "sendtx: {}", String::from_utf8_lossy(&output.stderr));
+    let line: Value = serde_json::from_str(String::from_utf8_lossy(&output.stdout).lines().next().unwrap()).unwrap();
+    (line["hash"].as_str().unwrap().to_owned(), line["sent_ms"].as_f64().unwrap())
+}
+
+fn p9_any_node_inclusion(figures: &mut Vec<Figure>) {
+    eprintln!("P9: a transfer sent to a member's client against one sent to the leader's, alternated");
+    let (cluster, member) = peered_cluster("bench-p9");
+    let mut rng = Rng::new(9);
+    let (mut direct, mut via_member) = (Vec::new(), Vec::new());
+    for i in 0..60 {
+        let leader = cluster.leader();
+        let observer = &cluster.els[leader];
+        let to_member = i % 2 == 1;
+        let (rpc, key) = if to_member {
+            (member.el.rpc_url(), keys::key(&keys::PACED_KEYS, 1))
+        } else {
+            (observer.rpc_url(), keys::key(&keys::PACED_KEYS, 0))
+        };
+        let (hash, sent_ms) = send_one(&rpc, key);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // Both measured where P4 measures: committed and canonical on the leader's client.
+            if observer.receipt_block(&hash).is_some() {
+                let latency = now_ms() - sent_ms;
+                if to_member {
+                    via_member.push(latency)
+                } else {
+                    direct.push(latency)
+                }
+                break;
+            }
+            assert!(Instant::now() < deadline, "transaction {i} ({hash}) not included");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(rng.millis(1000, 1049));
+    }
+    let (member_p99, direct_p99) = (percentile(&via_member, 99.0), percentile(&direct, 99.0));
+    figures.push(Figure {
+        id: "P9",
+        what: "transfer sent to a member's geth, eth_sendRawTransaction to committed on the leader's geth (ms)".into(),
+        value: member_p99,
+        unit: "ms (p99)",
+        baseline: "the same sent to the leader's own geth (p99, alternated)".into(),
+        baseline_value: Some(direct_p99),
+        ratio: Some(member_p99 / direct_p99),
+        goal: "p99 <= leader-direct p99 + 50 ms",
+        met: member_p99 <= direct_p99 + 50.0,
+        trials: via_member.len(),
+        median: median(&via_member),
+        p99: member_p99,
+        note: format!(
+            "isolated transfers about 1 s apart, member and leader-direct alternated in one cluster (2 leader-mode nodes, 1 member, clients peered over devp2p on loopback); leader-direct p50 {:.1} ms; member p99 − direct p99 = {:+.1} ms",
+            median(&direct),
+            member_p99 - direct_p99
+        ),
+    });
+}
+
+/// The accepted transactions a sendtx.mjs load logged (one JSON line each).
+fn accepted_hashes(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter_map(|v| v["hash"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn p10_failover_with_load_on_every_node(figures: &mut Vec<Figure>) {
+    eprintln!("P10: 10 SIGKILL failovers with the devnet's load sent to every node's client");
+    let (mut cluster, member) = peered_cluster("bench-p10");
+    // The devnet's load (5 transfers a second per generator), one generator
+    // per client: both leader-mode nodes' and the member's.
+    let rpcs = [cluster.els[0].rpc_url(), cluster.els[1].rpc_url(), member.el.rpc_url()];
+    let mut loads: Vec<Proc> = rpcs
+        .iter()
+        .enumerate()
+        .map(|(i, rpc)| {
+            Proc::spawn(
+                &format!("load{i}"),
+                cluster.dir.join(format!("load{i}.log")),
+                Path::new("node"),
+                &[
+                    script("node/sendtx.mjs").display().to_string(),
+                    "--rpc".into(),
+                    rpc.clone(),
+                    "--duration-s".into(),
+                    "3600".into(),
+                    "--rate".into(),
+                    "5".into(),
+                    "--key".into(),
+                    keys::key(&keys::LOAD_KEYS, i).into(),
+                ],
+            )
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(5));
+    let block_ms = |postgres: &Postgres, number: u64| -> f64 {
+        let row = postgres
+            .client()
+            .query_one(
+                "SELECT (extract(epoch from created_at) * 1000)::float8 FROM payloads WHERE block_number = $1",
+                &[&(number as i64)],
+            )
+            .unwrap();
+        row.get(0)
+    };
+    let (mut gaps, mut to_next, mut first_block_txs) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..10 {
+        let leader = cluster.wait_for_leader(Duration::from_secs(30));
+        let standby = 1 - leader;
+        let at_head = head(&cluster.postgres);
+        wait_for(Duration::from_secs(30), "standby at the head", || {
+            (cluster.els[standby].head().0 >= at_head).then_some(())
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let signalled_ms = now_ms();
+        cluster.nodes[leader].proc.kill();
+        let old_head = head(&cluster.postgres);
+        let (first, first_ms) = wait_for(Duration::from_secs(20), "the first block of the new term", || {
+            let rows = cluster
+                .postgres
+                .client()
+                .query(
+                    "SELECT block_number, (extract(epoch from created_at) * 1000)::float8 FROM payloads \
+                     WHERE block_number > $1 AND term > (SELECT term FROM payloads WHERE block_number = $1) \
+                     ORDER BY block_number LIMIT 1",
+                    &[&(old_head as i64)],
+                )
+                .ok()?;
+            rows.first().map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, f64>(1)))
+        });
+        gaps.push(first_ms - block_ms(&cluster.postgres, first - 1));
+        to_next.push(first_ms - signalled_ms);
+        let block =
+            rpc(&cluster.els[standby].rpc_url(), "eth_getBlockByNumber", json!([format!("0x{first:x}"), false]));
+        first_block_txs.push(block.map(|b| b["transactions"].as_array().map_or(0, Vec::len)).unwrap_or(0) as f64);
+        cluster.nodes[leader].proc.start();
+        wait_for(Duration::from_secs(30), "restarted node back as standby", || {
+            cluster.nodes[leader].health_json().filter(|h| h["role"] == "standby").map(|_| ())
+        });
+    }
+    for load in &mut loads {
+        load.kill();
+    }
+    // Every transaction a client accepted must end in a committed block.
+    let accepted: Vec<String> = loads.iter().flat_map(|load| accepted_hashes(&load.log_text())).collect();
+    let observer = &member.el;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut lost: Vec<&String> = accepted.iter().collect();
+    while !lost.is_empty() && Instant::now() < deadline {
+        lost.retain(|hash| observer.receipt_block(hash).is_none());
+        if !lost.is_empty() {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    // The issue's measure: from the SIGKILL to the new term's first block
+    // (it reported 5.3 s, 0.8 s of it the lease). The gap between that
+    // block and its parent also counts the time from the old leader's last
+    // block to the kill (up to a block time: about 1 s at the clock).
+    let max_to_next = percentile(&to_next, 100.0);
+    figures.push(Figure {
+        id: "P10",
+        what: "SIGKILL of the leader to the new term's first block, load sent to every node's client (ms)".into(),
+        value: max_to_next,
+        unit: "ms (max)",
+        baseline: "-".into(),
+        baseline_value: None,
+        ratio: None,
+        goal: "< 1500 ms",
+        met: max_to_next < 1500.0,
+        trials: to_next.len(),
+        median: median(&to_next),
+        p99: percentile(&to_next, 99.0),
+        note: format!(
+            "2 leader-mode nodes and a member, clients peered; 5 tx/s to each of the 3 clients (the devnet's load), default settings (lease TTL 1 s); transactions in the new term's first block: p50 {:.0}, max {:.0}; block-to-block gap across the failover (new term's first block − its parent, which includes the time from the old leader's last block to the kill): p50 {:.0} ms, max {:.0} ms",
+            median(&first_block_txs),
+            percentile(&first_block_txs, 100.0),
+            median(&gaps),
+            percentile(&gaps, 100.0)
+        ),
+    });
+    figures.push(Figure {
+        id: "P10b",
+        what: "transactions accepted by any node's client and never committed, across 10 SIGKILL failovers".into(),
+        value: lost.len() as f64,
+        unit: "lost",
+        baseline: format!("{} accepted", accepted.len()),
+        baseline_value: Some(accepted.len() as f64),
+        ratio: None,
+        goal: "0",
+        met: lost.is_empty() && !accepted.is_empty(),
+        trials: accepted.len(),
+        median: lost.len() as f64,
+        p99: lost.len() as f64,
+        note: format!(
+            "every hash eth_sendRawTransaction accepted on any of the 3 clients (the load's ledger), looked up on the member's client (committed blocks only) up to 60 s after the load stopped{}",
+            lost.first().map(|h| format!("; first lost: {h}")).unwrap_or_default()
+        ),
+    });
 }
 
 /// Requests per second from wrk's summary.
@@ -1021,6 +1243,12 @@ fn main() {
     }
     if selected("P5") || selected("P6") {
         p5_p6_failover(&mut figures);
+    }
+    if selected("P9") {
+        p9_any_node_inclusion(&mut figures);
+    }
+    if selected("P10") {
+        p10_failover_with_load_on_every_node(&mut figures);
     }
     if selected("P8") {
         p8_binary_size(&mut figures);

@@ -5,8 +5,9 @@
 # a fresh temporary DEVNET_DIR, and checks while it runs:
 #   - both leaders' /health answer 200 "OK (mode=leader, ...)", exactly one of them leads;
 #   - blocks are committed (/blocks/latest block_number grows on both sync APIs);
-#   - transactions are included (committed payloads carry transactions, and a transaction the
-#     leader's load generator sent has a receipt on the leader's geth);
+#   - transactions are included (committed payloads carry transactions, and a transaction each
+#     load generator sent to its own geth, standby's and member's included, has a receipt on
+#     the leader's geth: the geths gossip over devp2p);
 #   - member-1 (when on) syncs, verifying the leaders' block signatures against the pinned key;
 # and after the devnet exits by itself: exit status 0, every process it wrote a pid file for
 # (and their children) is gone, no port is still listening, no clnode log line says "panicked".
@@ -72,7 +73,8 @@ trap 'exit 143' TERM
 # outgoing connection is unlikely to take one between this check and the devnet's own.
 VARS=(DEVNET_REDIS_PORT DEVNET_PG_PORT DEVNET_M1_PG_PORT DEVNET_L1_ENGINE DEVNET_L1_RPC
   DEVNET_L2_ENGINE DEVNET_L2_RPC DEVNET_M1_ENGINE DEVNET_M1_RPC DEVNET_L1_HEALTH DEVNET_L1_API
-  DEVNET_L2_HEALTH DEVNET_L2_API DEVNET_M1_HEALTH DEVNET_M1_API)
+  DEVNET_L2_HEALTH DEVNET_L2_API DEVNET_M1_HEALTH DEVNET_M1_API
+  DEVNET_L1_P2P DEVNET_L2_P2P DEVNET_M1_P2P)
 read -ra PORTS <<<"$(python3 - "${#VARS[@]}" <<'PY'
 import random, socket, sys
 want, got = int(sys.argv[1]), []
@@ -195,10 +197,14 @@ ntx=$(json "http://127.0.0.1:$DEVNET_L1_API/blocks?after=$b0&limit=1000" 'sum(tx
 ((ntx > 0)) || fail "blocks $((b0 + 1))..$b1 carry no transactions"
 pass "$ntx transactions in blocks $((b0 + 1))..$b1 ($(awk -v n="$ntx" 'BEGIN { printf "%.1f", n / 10 }') tx/s)"
 
-# A transaction the leader's own load generator sent 5+ s ago must have a receipt on its geth.
+# A transaction each load generator sent 5+ s ago (to its own geth: leader-1's, leader-2's,
+# member-1's) must have a receipt on the leading node's geth: the geths gossip it there.
 read -ra r <<<"$(roles)"
 if [[ ${r[0]} == leader ]]; then n=1 rpc_port=$DEVNET_L1_RPC; else n=2 rpc_port=$DEVNET_L2_RPC; fi
-tx_hash=$(python3 - "$STATE/logs/loadgen-$n.log" <<'PY'
+loadgens=(loadgen-1 loadgen-2)
+if [[ ${DEVNET_MEMBER:-1} == 1 ]]; then loadgens+=(loadgen-m1); fi
+for loadgen in "${loadgens[@]}"; do
+  tx_hash=$(python3 - "$STATE/logs/$loadgen.log" <<'PY'
 import json, sys, time
 best = None
 for line in open(sys.argv[1]):
@@ -208,12 +214,13 @@ for line in open(sys.argv[1]):
             best = tx["hash"]
 print(best or "")
 PY
-)
-[[ -n $tx_hash ]] || fail "loadgen-$n logged no transaction sent more than 5 s ago"
-receipt=$(rpc "$rpc_port" eth_getTransactionReceipt "[\"$tx_hash\"]")
-block=$(python3 -c 'import json, sys; r = json.loads(sys.argv[1]); print(int(r["blockNumber"], 16) if r else "")' "$receipt")
-[[ -n $block ]] || fail "transaction $tx_hash from loadgen-$n has no receipt on leader-$n's geth (:$rpc_port)"
-pass "transaction $tx_hash from loadgen-$n is in block $block"
+  )
+  [[ -n $tx_hash ]] || fail "$loadgen logged no transaction sent more than 5 s ago"
+  receipt=$(rpc "$rpc_port" eth_getTransactionReceipt "[\"$tx_hash\"]")
+  block=$(python3 -c 'import json, sys; r = json.loads(sys.argv[1]); print(int(r["blockNumber"], 16) if r else "")' "$receipt")
+  [[ -n $block ]] || fail "transaction $tx_hash from $loadgen has no receipt on the leader's (leader-$n) geth (:$rpc_port)"
+  pass "transaction $tx_hash from $loadgen is in block $block"
+done
 
 sleep 5
 check_health_and_one_leader "15 s later"

@@ -2,10 +2,12 @@
 # devnet.sh [run|stop|clean] — a local clnode cluster in the foreground (what `make run` runs).
 #
 #   run (default)  build clnode (cargo build --release), start Redis, the leaders' PostgreSQL,
-#                  one geth per node on genesis/osaka.json, clnode leader-1 and leader-2
-#                  (and member-1 with its own geth and PostgreSQL), two transaction load
-#                  generators, then show a live status table until Ctrl-C / SIGTERM /
-#                  DEVNET_DURATION_S, and stop everything it started.
+#                  one geth per node on genesis/osaka.json (the geths peer with each other
+#                  over devp2p on 127.0.0.1, so a transaction sent to any of them reaches the
+#                  leader's), clnode leader-1 and leader-2 (and member-1 with its own geth and
+#                  PostgreSQL), one transaction load generator per geth, then show a live
+#                  status table until Ctrl-C / SIGTERM / DEVNET_DURATION_S, and stop
+#                  everything it started.
 #   stop           stop a devnet of this DEVNET_DIR that is still running (e.g. after the
 #                  script itself was SIGKILLed and left its servers behind).
 #   clean          remove DEVNET_DIR (refused while a devnet from it runs).
@@ -20,6 +22,9 @@
 #   DEVNET_DIR              state directory [<repo>/.devnet]
 #   DEVNET_DURATION_S       stop after this many seconds once ready; 0 = run until signalled [0]
 #   DEVNET_MEMBER           1 = also start member-1 with its own geth and PostgreSQL [1]
+#   DEVNET_PEERING          1 = the geths peer with each other (devp2p on 127.0.0.1, static
+#                           peers, no discovery); 0 = isolated geths, as before issue 15:
+#                           a transaction waits in the pool it was sent to [1]
 #   DEVNET_TX_RATE          transactions per second of each load generator; 0 = no load (and
 #                           no blocks: clnode makes no empty blocks by default) [5]
 #   DEVNET_BUILD            0 = skip `cargo build --release` [1]
@@ -37,6 +42,7 @@
 #   DEVNET_L1_HEALTH [8080]      DEVNET_L1_API [8090]         (clnode leader-1)
 #   DEVNET_L2_HEALTH [8082]      DEVNET_L2_API [8092]         (clnode leader-2)
 #   DEVNET_M1_HEALTH [8081]      DEVNET_M1_API [8091]         (clnode member-1)
+#   DEVNET_L1_P2P [30311]   DEVNET_L2_P2P [30312]   DEVNET_M1_P2P [30313]   (geth devp2p, TCP)
 #
 # Exit status: 0 after DEVNET_DURATION_S or a clean `stop`/`clean`; 130/143 after
 # SIGINT/SIGTERM (everything stopped); 1 when something could not start (nothing left running).
@@ -51,6 +57,7 @@ DIR=${DIR%/}
 DURATION_S=${DEVNET_DURATION_S:-0}
 MEMBER=${DEVNET_MEMBER:-1}
 TX_RATE=${DEVNET_TX_RATE:-5}
+PEERING=${DEVNET_PEERING:-1}
 BUILD=${DEVNET_BUILD:-1}
 CLNODE=${CLNODE_BIN:-$REPO_ROOT/target/release/clnode}
 READY_TIMEOUT_S=${DEVNET_READY_TIMEOUT_S:-60}
@@ -62,23 +69,25 @@ PORT_VARS=(
   DEVNET_REDIS_PORT:6379 DEVNET_PG_PORT:5432
   DEVNET_L1_ENGINE:8551 DEVNET_L1_RPC:8545 DEVNET_L2_ENGINE:8561 DEVNET_L2_RPC:8555
   DEVNET_L1_HEALTH:8080 DEVNET_L1_API:8090 DEVNET_L2_HEALTH:8082 DEVNET_L2_API:8092
+  DEVNET_L1_P2P:30311 DEVNET_L2_P2P:30312
 )
 MEMBER_PORT_VARS=(
   DEVNET_M1_PG_PORT:5433 DEVNET_M1_ENGINE:8552 DEVNET_M1_RPC:8546
-  DEVNET_M1_HEALTH:8081 DEVNET_M1_API:8091
+  DEVNET_M1_HEALTH:8081 DEVNET_M1_API:8091 DEVNET_M1_P2P:30313
 )
 
 # Dev keys from the `test test … junk` mnemonic (prefunded in the genesis alloc). Each geth
 # gets its own sender so the two load generators never compete for nonces.
 KEY_L1=0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80 # 0xf39F…2266
 KEY_L2=0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a # 0x3C44…93BC
+KEY_M1=0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d # 0x7099…79C8
 
 # Stop order: what uses a service stops before the service. Each entry: SIGNAL:NAMES.
 # PostgreSQL gets SIGINT (fast shutdown: no waiting for clients); the rest SIGTERM.
 STOP_STAGES=(
   "TERM:status"
   "TERM:member-1 leader-1 leader-2"
-  "TERM:loadgen-1 loadgen-2"
+  "TERM:loadgen-1 loadgen-2 loadgen-m1"
   "TERM:geth-l1 geth-l2 geth-m1"
   "INT:pg-leader pg-member"
   "TERM:redis"
@@ -565,6 +574,29 @@ signing_keys() {
   fi
 }
 
+# geth_peering: P2P_ADDR[geth-NAME] and P2P_PEERS[geth-NAME], the EL_P2P_ADDR and EL_PEERS
+# that make that geth peer with the others: its own devp2p address and their enode URLs
+# (scripts/enode.sh makes each node key once, in the geth's data directory). With
+# DEVNET_PEERING=0 both are empty: devp2p off.
+declare -A P2P_ADDR=() P2P_PEERS=()
+geth_peering() {
+  local names=(geth-l1 geth-l2) ports=("$DEVNET_L1_P2P" "$DEVNET_L2_P2P") i j peers
+  if ((MEMBER)); then names+=(geth-m1) ports+=("$DEVNET_M1_P2P"); fi
+  local enodes=()
+  for i in "${!names[@]}"; do
+    P2P_ADDR[${names[$i]}]="" P2P_PEERS[${names[$i]}]=""
+    ((PEERING)) || continue
+    enodes[i]=$("$KIT_DIR/enode.sh" "$DIR/${names[$i]}" "127.0.0.1:${ports[$i]}") || die "enode.sh failed for ${names[$i]}"
+  done
+  ((PEERING)) || return 0
+  for i in "${!names[@]}"; do
+    peers=()
+    for j in "${!names[@]}"; do ((i == j)) || peers+=("${enodes[$j]}"); done
+    P2P_ADDR[${names[$i]}]=127.0.0.1:${ports[$i]}
+    P2P_PEERS[${names[$i]}]=$(IFS=,; echo "${peers[*]}")
+  done
+}
+
 # leader_node NAME HEALTH API ENGINE: start one leader-mode clnode.
 leader_node() {
   start "$1" "$CLNODE" --instance-id "$1" --mode leader \
@@ -580,6 +612,7 @@ run() {
   t_start=$(now_ms)
   [[ $DURATION_S =~ ^[0-9]+$ ]] || die "DEVNET_DURATION_S must be a whole number of seconds, got '$DURATION_S'"
   [[ $MEMBER =~ ^[01]$ ]] || die "DEVNET_MEMBER must be 0 or 1, got '$MEMBER'"
+  [[ $PEERING =~ ^[01]$ ]] || die "DEVNET_PEERING must be 0 or 1, got '$PEERING'"
   [[ $TX_RATE =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "DEVNET_TX_RATE must be a number, got '$TX_RATE'"
   [[ $READY_TIMEOUT_S =~ ^[1-9][0-9]*$ ]] || die "DEVNET_READY_TIMEOUT_S must be a positive whole number, got '$READY_TIMEOUT_S'"
   read -ra EXTRA_FLAGS <<<"${DEVNET_CLNODE_FLAGS:-}"
@@ -617,12 +650,13 @@ run() {
   say "starting Redis, PostgreSQL and geth in $DIR (logs in $DIR/logs/) ..."
   start redis "$KIT_DIR/redis.sh" "$DIR/redis" "$DEVNET_REDIS_PORT"
   start pg-leader "$KIT_DIR/postgres.sh" "$DIR/pg-leader" "$DEVNET_PG_PORT"
-  start geth-l1 "$KIT_DIR/geth.sh" "$DIR/geth-l1" "$GENESIS" "$DIR/jwt/leader-1.hex" "$DEVNET_L1_ENGINE" "$DEVNET_L1_RPC"
-  start geth-l2 "$KIT_DIR/geth.sh" "$DIR/geth-l2" "$GENESIS" "$DIR/jwt/leader-2.hex" "$DEVNET_L2_ENGINE" "$DEVNET_L2_RPC"
+  geth_peering
+  start geth-l1 env "EL_P2P_ADDR=${P2P_ADDR[geth-l1]}" "EL_PEERS=${P2P_PEERS[geth-l1]}" "$KIT_DIR/geth.sh" "$DIR/geth-l1" "$GENESIS" "$DIR/jwt/leader-1.hex" "$DEVNET_L1_ENGINE" "$DEVNET_L1_RPC"
+  start geth-l2 env "EL_P2P_ADDR=${P2P_ADDR[geth-l2]}" "EL_PEERS=${P2P_PEERS[geth-l2]}" "$KIT_DIR/geth.sh" "$DIR/geth-l2" "$GENESIS" "$DIR/jwt/leader-2.hex" "$DEVNET_L2_ENGINE" "$DEVNET_L2_RPC"
   # ---- member hook (DEVNET_MEMBER=1): member-1's own geth and PostgreSQL ----
   if ((MEMBER)); then
     start pg-member "$KIT_DIR/postgres.sh" "$DIR/pg-member" "$DEVNET_M1_PG_PORT"
-    start geth-m1 "$KIT_DIR/geth.sh" "$DIR/geth-m1" "$GENESIS" "$DIR/jwt/member-1.hex" "$DEVNET_M1_ENGINE" "$DEVNET_M1_RPC"
+    start geth-m1 env "EL_P2P_ADDR=${P2P_ADDR[geth-m1]}" "EL_PEERS=${P2P_PEERS[geth-m1]}" "$KIT_DIR/geth.sh" "$DIR/geth-m1" "$GENESIS" "$DIR/jwt/member-1.hex" "$DEVNET_M1_ENGINE" "$DEVNET_M1_RPC"
   fi
   wait_port redis "$DEVNET_REDIS_PORT"
   wait_until "$READY_TIMEOUT_S" "PostgreSQL on port $DEVNET_PG_PORT" pg_ready pg-leader "$DEVNET_PG_PORT"
@@ -654,12 +688,16 @@ run() {
   wait_until "$READY_TIMEOUT_S" "one node to take the lease" any_leader
   if ((MEMBER)); then wait_port member-1 "$DEVNET_M1_HEALTH"; fi
 
-  # Load on both geths: whichever node leads has transactions in its own pool.
+  # Load on every geth, as users would send it: the geths gossip it to whichever one leads
+  # (with DEVNET_PEERING=0 each transaction waits in its own pool until that node leads).
   if [[ $TX_RATE =~ ^0*(\.0*)?$ ]]; then
     say "DEVNET_TX_RATE=0: no load generators"
   else
     start loadgen-1 "$SELF" __loadgen loadgen-1 "http://127.0.0.1:$DEVNET_L1_RPC" "$KEY_L1" "$TX_RATE"
     start loadgen-2 "$SELF" __loadgen loadgen-2 "http://127.0.0.1:$DEVNET_L2_RPC" "$KEY_L2" "$TX_RATE"
+    if ((MEMBER)); then
+      start loadgen-m1 "$SELF" __loadgen loadgen-m1 "http://127.0.0.1:$DEVNET_M1_RPC" "$KEY_M1" "$TX_RATE"
+    fi
     # No empty blocks by default: the first committed block shows the whole path works.
     wait_until "$READY_TIMEOUT_S" "the first committed block on :$DEVNET_L1_API/blocks/latest" first_block
   fi

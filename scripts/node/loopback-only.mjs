@@ -1,10 +1,12 @@
 // Preloaded by scripts/ethereumjs.sh (`node --import`): EthereumJS 0.10.5 binds its devp2p
 // listeners (RLPx TCP, discovery UDP) to 0.0.0.0 with no flag to change that. Rewrite every
-// wildcard or host-less bind in this process to 127.0.0.1 so the node is loopback-only.
+// wildcard or host-less bind in this process to 127.0.0.1 so the node is loopback-only, or to
+// CLNODE_BIND_HOST when set (ethereumjs.sh sets it to EL_P2P_ADDR's address: a cluster whose
+// execution clients peer over a private subnet).
 import dgram from 'node:dgram'
 import net from 'node:net'
 
-const LOOPBACK = '127.0.0.1'
+const LOOPBACK = process.env.CLNODE_BIND_HOST || '127.0.0.1'
 const isWildcard = (host) => host === undefined || host === '0.0.0.0' || host === '::' || host === ''
 const isPort = (v) => typeof v === 'number' || (typeof v === 'string' && /^\d+$/.test(v))
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::proxy::{ProxyMode, TcpProxy};
 use super::{
-    assert_continuous, send_transactions, send_transactions_at, stored_chain, wait_for, El, ElKind, Node, Postgres,
-    Redis, TestDir, FAST_LEADER,
+    assert_continuous, send_transactions, send_transactions_at, stored_chain, wait_for, El, ElKind, ElPeer, Node,
+    Postgres, Redis, TestDir, FAST_LEADER,
 };
 
 /// How to start a cluster: `Cluster::builder(name)`, then what differs from
@@ -22,6 +22,7 @@ pub struct ClusterBuilder {
     /// The leader-mode nodes' block-signing key (hex).
     signing_key: &'static str,
     links: bool,
+    peered: bool,
 }
 
 impl ClusterBuilder {
@@ -39,6 +40,15 @@ impl ClusterBuilder {
     /// port (transactions, checks) stays direct.
     pub fn links(mut self) -> ClusterBuilder {
         self.links = true;
+        self
+    }
+
+    /// The execution clients peer with each other over devp2p on loopback
+    /// (static peers, no discovery: the launchers' EL_P2P_ADDR and
+    /// EL_PEERS), so a transaction sent to any of them reaches the leader's.
+    /// Members join with `Member::start_peered(.., &cluster.el_enodes())`.
+    pub fn peered(mut self) -> ClusterBuilder {
+        self.peered = true;
         self
     }
 
@@ -76,8 +86,21 @@ impl ClusterBuilder {
             ElKind::Geth => "geth",
             ElKind::EthereumJs => "ejs",
         };
-        let els: Vec<El> =
-            (0..self.leaders).map(|i| El::start(&dir, &format!("{prefix}{i}"), self.kind, &self.genesis)).collect();
+        let names: Vec<String> = (0..self.leaders).map(|i| format!("{prefix}{i}")).collect();
+        let peers: Vec<ElPeer> =
+            if self.peered { names.iter().map(|name| ElPeer::new(&dir, name)).collect() } else { Vec::new() };
+        let els: Vec<El> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| match peers.get(i) {
+                Some(me) => {
+                    let others: Vec<String> =
+                        peers.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, p)| p.enode.clone()).collect();
+                    El::start_peered(&dir, name, self.kind, &self.genesis, me, &others)
+                }
+                None => El::start(&dir, name, self.kind, &self.genesis),
+            })
+            .collect();
         let key_file = super::signing_key_file(&dir, self.signing_key);
         let unsigned = self.flags.iter().any(|flag| flag == "--insecure-unsigned-records");
         let mut base: Vec<String> = if unsigned { Vec::new() } else { vec!["--signing-key-file".to_owned(), key_file] };
@@ -97,7 +120,7 @@ impl ClusterBuilder {
                 Node::leader(&dir, &format!("leader-{i}"), &els[i], &postgres, &redis, &flags)
             })
             .collect();
-        Cluster { nodes, links, els, postgres, redis, dir }
+        Cluster { nodes, links, els, peers, postgres, redis, dir }
     }
 }
 
@@ -151,6 +174,9 @@ pub struct Cluster {
     /// `links[i]`: node i's proxies, when built with `links()` (else empty).
     pub links: Vec<NodeLinks>,
     pub els: Vec<El>,
+    /// `peers[i]`: the devp2p identity of `els[i]`, when built with
+    /// `peered()` (else empty).
+    pub peers: Vec<ElPeer>,
     pub postgres: Postgres,
     pub redis: Redis,
     pub dir: TestDir,
@@ -166,7 +192,22 @@ impl Cluster {
             flags: Vec::new(),
             signing_key: super::keys::SIGNING_KEY,
             links: false,
+            peered: false,
         }
+    }
+
+    /// The enode URLs of the cluster's execution clients (`peered()`), for
+    /// a member's client to dial.
+    pub fn el_enodes(&self) -> Vec<String> {
+        self.peers.iter().map(|p| p.enode.clone()).collect()
+    }
+
+    /// Waits until every pair of the cluster's clients is connected.
+    pub fn wait_peered(&self, timeout: Duration) {
+        let want = u64::try_from(self.els.len() - 1).unwrap();
+        wait_for(timeout, "the cluster's execution clients peered", || {
+            self.els.iter().all(|el| el.peer_count() >= want).then_some(())
+        });
     }
 
     /// Index of a node that reports itself leader (the first found).
@@ -225,6 +266,25 @@ pub struct Member {
 impl Member {
     pub fn start(dir: &TestDir, id: &str, kind: ElKind, genesis: &str, urls: &[String], extra: &[&str]) -> Member {
         let el = El::start(dir, &format!("{id}-el"), kind, genesis);
+        let postgres = Postgres::start(dir, &format!("{id}-pg"));
+        let node = Node::member(dir, id, &el, &postgres, urls, extra);
+        Member { node, el, postgres }
+    }
+
+    /// `start` with the member's client peered to `enodes` (the cluster's
+    /// clients, `Cluster::el_enodes`): a transaction sent to it reaches them.
+    pub fn start_peered(
+        dir: &TestDir,
+        id: &str,
+        kind: ElKind,
+        genesis: &str,
+        urls: &[String],
+        extra: &[&str],
+        enodes: &[String],
+    ) -> Member {
+        let name = format!("{id}-el");
+        let me = ElPeer::new(dir, &name);
+        let el = El::start_peered(dir, &name, kind, genesis, &me, enodes);
         let postgres = Postgres::start(dir, &format!("{id}-pg"));
         let node = Node::member(dir, id, &el, &postgres, urls, extra);
         Member { node, el, postgres }

@@ -378,6 +378,53 @@ impl El {
     }
 }
 
+/// One execution client's devp2p identity within the cluster (`scripts/enode.sh`
+/// made its node key in its data directory), for `El::start_peered`.
+#[derive(Clone, Debug)]
+pub struct ElPeer {
+    /// `127.0.0.1:PORT` its devp2p listens on.
+    pub addr: String,
+    pub enode: String,
+}
+
+impl ElPeer {
+    /// The identity of the client `name` will be in `dir`: a free port and a
+    /// node key made now, so the other clients can list it before it starts.
+    pub fn new(dir: &TestDir, name: &str) -> ElPeer {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let output = Command::new(script("enode.sh")).arg(dir.join(name)).arg(&addr).output().unwrap();
+        assert!(output.status.success(), "enode.sh failed: {}", String::from_utf8_lossy(&output.stderr));
+        let enode = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+        ElPeer { addr, enode }
+    }
+}
+
+impl El {
+    /// `start` with devp2p on at `me.addr`, dialling `peers` (the launchers'
+    /// EL_P2P_ADDR and EL_PEERS), kept for restarts.
+    pub fn start_peered(
+        dir: &TestDir,
+        name: &str,
+        kind: ElKind,
+        genesis_name: &str,
+        me: &ElPeer,
+        peers: &[String],
+    ) -> El {
+        let peers = peers.join(",");
+        El::start_with_env(dir, name, kind, genesis_name, &[("EL_P2P_ADDR", &me.addr), ("EL_PEERS", &peers)])
+    }
+
+    /// How many devp2p peers the client has (`net_peerCount`).
+    pub fn peer_count(&self) -> u64 {
+        rpc(&self.rpc_url(), "net_peerCount", json!([])).map(|count| quantity(&count)).unwrap_or(0)
+    }
+
+    /// Whether the transaction is in this client's pool or in a block.
+    pub fn knows_transaction(&self, tx_hash: &str) -> bool {
+        rpc(&self.rpc_url(), "eth_getTransactionByHash", json!([tx_hash])).is_ok_and(|tx| !tx.is_null())
+    }
+}
+
 pub fn quantity(value: &Value) -> u64 {
     let text = value.as_str().unwrap_or_else(|| panic!("not a quantity: {value}"));
     u64::from_str_radix(text.trim_start_matches("0x"), 16).unwrap()
