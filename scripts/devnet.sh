@@ -572,6 +572,7 @@ leader_node() {
     --signing-key-file "$DIR/signing/leader.key" \
     --postgres-url "postgres://postgres@127.0.0.1:$DEVNET_PG_PORT/postgres" \
     --redis-addr "127.0.0.1:$DEVNET_REDIS_PORT" \
+    --preferred-leaders leader-1,leader-2 \
     --health-addr ":$2" --api-addr ":$3" "${EXTRA_FLAGS[@]}"
 }
 

@@ -20,7 +20,7 @@ use crate::engine::jwt::JwtSecret;
 use crate::secret::Secret;
 use crate::signing::{parse_public_keys, BlockSigningKey, KeygenArgs, RecordTrust};
 pub use flags::usage;
-use flags::{Kind, FLAGS, STATUS_FLAGS};
+use flags::{Kind, ADMIN_FLAGS, FLAGS, STATUS_FLAGS};
 pub use values::duration;
 use values::Input;
 
@@ -106,6 +106,9 @@ pub struct LeaderConfig {
     /// Signs every committed block; `None` only with
     /// `--insecure-unsigned-records`.
     pub signing_key: Option<BlockSigningKey>,
+    /// `--preferred-leaders`: instance ids, most preferred first (empty:
+    /// the lease stays wherever it is).
+    pub preferred_leaders: Vec<String>,
 }
 
 /// Settings only members use.
@@ -125,6 +128,7 @@ pub struct MemberConfig {
 pub enum Command {
     Run(Box<Config>),
     Status(crate::status_cli::StatusArgs),
+    Admin(crate::admin_cli::AdminArgs),
     Keygen(KeygenArgs),
     Help,
     Version,
@@ -157,6 +161,10 @@ where
     if args.peek().is_some_and(|first| first == "status") {
         args.next();
         return parse_status(args, env);
+    }
+    if args.peek().is_some_and(|first| first == "admin") {
+        args.next();
+        return parse_admin(args, env);
     }
     if args.peek().is_some_and(|first| first == "keygen") {
         args.next();
@@ -227,6 +235,58 @@ where
     let watch = input.given("watch").is_some();
     let interval = input.duration("interval")?;
     Ok(Command::Status(crate::status_cli::StatusArgs { urls, watch, interval }))
+}
+
+/// `clnode admin [--url URL[,URL...]] --token SECRET ACTION [--to ID]`.
+fn parse_admin<I>(args: I, env: &dyn Fn(&str) -> Option<String>) -> Result<Command, ConfigError>
+where
+    I: IntoIterator<Item = OsString>,
+{
+    use crate::admin_cli::{AdminAction, AdminArgs};
+    use lexopt::prelude::*;
+    let usage =
+        "admin: usage: clnode admin [--url URL[,URL...]] --token SECRET status|step-down|transfer --to ID|pause|resume";
+    let mut input = Input::new(ADMIN_FLAGS, "admin: ");
+    let mut action: Option<String> = None;
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next().map_err(|e| ConfigError(format!("admin: {e}")))? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Long(name) => match flags::find(ADMIN_FLAGS, name) {
+                Some(flag) => {
+                    let value = flag_value(&mut parser, flag.name)?;
+                    input.set(flag, value);
+                }
+                None => return err(format!("admin: unknown flag --{name} ({usage})")),
+            },
+            Value(value) if action.is_none() => action = Some(value.to_string_lossy().into_owned()),
+            _ => return err(usage),
+        }
+    }
+    input.fill_from_env(|var| env(var).filter(|value| !value.is_empty()));
+    let to = input.given("to").map(str::to_owned);
+    let action = match (action.as_deref(), to) {
+        (Some("status"), None) => AdminAction::Status,
+        (Some("step-down"), None) => AdminAction::StepDown,
+        (Some("pause"), None) => AdminAction::Pause,
+        (Some("resume"), None) => AdminAction::Resume,
+        (Some("transfer"), Some(to)) => {
+            let valid =
+                (1..=64).contains(&to.len()) && to.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !valid {
+                return err(format!("admin: --to {to:?} is not an instance id"));
+            }
+            AdminAction::Transfer { to }
+        }
+        (Some("transfer"), None) => return err("admin: transfer needs --to ID (the node to hand the lease to)"),
+        (Some(_), Some(_)) => return err("admin: --to goes with transfer only"),
+        _ => return err(usage),
+    };
+    let urls = input.url_list("url")?;
+    let Some(token) = input.secret("token")? else {
+        return err("admin: --token is required (or set CLNODE_ADMIN_TOKEN; @PATH reads it from a file)");
+    };
+    Ok(Command::Admin(AdminArgs { urls, token, action }))
 }
 
 /// `clnode keygen PATH` (a new key file) or `clnode keygen --public PATH`.
@@ -387,9 +447,37 @@ fn leader(input: &Input) -> Result<LeaderConfig, ConfigError> {
         max_timestamp_lead: input.duration("max-timestamp-lead")?,
         max_clock_skew: input.duration("max-clock-skew")?,
         signing_key: None,
+        preferred_leaders: preferred_leaders(input.given("preferred-leaders"))?,
     };
     validate_lease(&leader)?;
     Ok(leader)
+}
+
+/// Most preferred leaders for `--preferred-leaders`.
+const MAX_PREFERRED_LEADERS: usize = 16;
+
+/// `--preferred-leaders ID[,ID...]`: valid instance ids, no repeats.
+fn preferred_leaders(given: Option<&str>) -> Result<Vec<String>, ConfigError> {
+    let Some(text) = given else {
+        return Ok(Vec::new());
+    };
+    let ids: Vec<String> = text.split(',').map(|id| id.trim().to_owned()).collect();
+    if ids.len() > MAX_PREFERRED_LEADERS {
+        return err(format!("--preferred-leaders lists {} ids; at most {MAX_PREFERRED_LEADERS}", ids.len()));
+    }
+    for (index, id) in ids.iter().enumerate() {
+        let valid =
+            (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !valid {
+            return err(format!(
+                "--preferred-leaders {id:?}: each id is 1 to 64 letters, digits, '-', '_' or '.', separated by commas"
+            ));
+        }
+        if ids[..index].contains(id) {
+            return err(format!("--preferred-leaders names {id} twice"));
+        }
+    }
+    Ok(ids)
 }
 
 /// The lease flags against each other (each one's own range is in the
