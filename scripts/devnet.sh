@@ -3,6 +3,7 @@
 #
 #   run (default)  build clnode (cargo build --release), start Redis, the leaders' PostgreSQL,
 #                  one geth per node on genesis/osaka.json, clnode leader-1 and leader-2
+#                  (--preferred-leaders leader-1,leader-2: leader-1 leads once ready, and again after a failover)
 #                  (and member-1 with its own geth and PostgreSQL), two transaction load
 #                  generators, then show a live status table until Ctrl-C / SIGTERM /
 #                  DEVNET_DURATION_S, and stop everything it started.

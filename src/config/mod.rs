@@ -738,6 +738,37 @@ mod tests {
     }
 
     #[test]
+    fn admin_subcommand_and_preferred_leaders() {
+        use crate::admin_cli::AdminAction;
+        let token = "admin-token-0123456789abcdef";
+        let env = |name: &str| (name == "CLNODE_ADMIN_TOKEN").then(|| token.to_owned());
+        let admin = |args: &[&str]| parse(args.iter().map(OsString::from), &env);
+        match admin(&["admin", "transfer", "--to", "leader-2"]).unwrap() {
+            Command::Admin(args) => {
+                assert_eq!(args.action, AdminAction::Transfer { to: "leader-2".into() });
+                assert_eq!(args.urls, vec!["http://127.0.0.1:8080".to_owned()]);
+                assert!(args.token.matches(token.as_bytes()));
+            }
+            other => panic!("{other:?}"),
+        }
+        let error = |args: &[&str]| admin(args).unwrap_err().to_string();
+        assert!(error(&["admin", "transfer"]).contains("needs --to ID"));
+        assert!(error(&["admin", "transfer", "--to", "a/b"]).contains("not an instance id"));
+        assert!(error(&["admin", "pause", "--to", "x"]).contains("--to goes with transfer only"));
+        assert!(error(&["admin", "dance"]).contains("usage"));
+        let none = |_: &str| None;
+        let no_token = parse(["admin", "status"].map(OsString::from), &none).unwrap_err().to_string();
+        assert!(no_token.contains("--token is required"), "{no_token}");
+
+        let base = ["--instance-id", "l1", "--jwt-secret", SECRET, "--insecure-unsigned-records"];
+        let with = |list: &str| run(&[&base[..], &["--preferred-leaders", list]].concat());
+        assert_eq!(with("l1, l2").unwrap().leader.preferred_leaders, vec!["l1".to_owned(), "l2".to_owned()]);
+        assert!(with("l1,l1").unwrap_err().to_string().contains("names l1 twice"));
+        assert!(with("l1,,l2").unwrap_err().to_string().contains("each id is 1 to 64"));
+        assert!(run(&base).unwrap().leader.preferred_leaders.is_empty());
+    }
+
+    #[test]
     fn help_and_version() {
         let none = |_: &str| None;
         assert!(matches!(parse([OsString::from("--help")], &none), Ok(Command::Help)));

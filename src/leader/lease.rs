@@ -782,7 +782,10 @@ impl LeaseLoop {
         let request = self.handle.transfers.take();
         let paused = self.handle.is_paused();
         let held_for = self.held_since.elapsed();
-        let automatic_due = !self.preference.order.is_empty() && held_for >= self.rules.settle;
+        // The most preferred node has nobody to hand over to: no read.
+        let automatic_due = !self.preference.order.is_empty()
+            && self.preference.rank(&self.instance_id) > 0
+            && held_for >= self.rules.settle;
         if request.is_none() && !paused && !automatic_due {
             return false;
         }
