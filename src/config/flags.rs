@@ -323,16 +323,6 @@ pub const FLAGS: &[Flag] = &[
         help: "leader lease TTL: a dead leader is replaced within about this long",
     },
     Flag {
-        name: "preferred-leaders",
-        env: Some("PREFERRED_LEADERS"),
-        value: "ID[,ID...]",
-        default: DefaultValue::Unset,
-        kind: Kind::Text,
-        group: Group::Leader,
-        help: "the same list on every leader-mode node, most preferred first (1 to 16 instance ids): the leader \
-               hands the lease to a more preferred node once it has been healthy and caught up for two lease TTLs",
-    },
-    Flag {
         name: "lease-renew-interval",
         env: Some("LEASE_RENEW_INTERVAL"),
         value: "DURATION",
@@ -415,6 +405,16 @@ pub const FLAGS: &[Flag] = &[
         group: Group::Leader,
         help: "how far this node's wall clock may disagree with PostgreSQL's; beyond it the node says so on /health \
                and does not lead",
+    },
+    Flag {
+        name: "preferred-leaders",
+        env: Some("PREFERRED_LEADERS"),
+        value: "ID[,ID...]",
+        default: DefaultValue::Unset,
+        kind: Kind::Text,
+        group: Group::Leader,
+        help: "the same list on every leader-mode node, most preferred first (1 to 16 instance ids): the leader \
+               hands the lease to a more preferred node once it has been healthy and caught up for two lease TTLs",
     },
     Flag {
         name: "leader-url",
