@@ -808,6 +808,136 @@ fn p5_p6_failover(figures: &mut Vec<Figure>) {
     }
 }
 
+/// The committed chain from block `after` on: (number, term, commit time ms).
+fn blocks_after(postgres: &Postgres, after: u64) -> Vec<(u64, u64, f64)> {
+    postgres
+        .client()
+        .query(
+            "SELECT block_number, term, (extract(epoch from created_at) * 1000)::float8 FROM payloads \
+             WHERE block_number >= $1 ORDER BY block_number",
+            &[&(after as i64)],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| (row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64, row.get::<_, f64>(2)))
+        .collect()
+}
+
+/// The gap at the first change of term in `blocks`: the new term's first
+/// block's commit time minus the old term's last one's.
+fn term_change_gap(blocks: &[(u64, u64, f64)]) -> Option<f64> {
+    blocks.windows(2).find(|pair| pair[1].1 != pair[0].1).map(|pair| pair[1].2 - pair[0].2)
+}
+
+/// P11: `clnode admin transfer` against SIGTERM, and against the block
+/// interval of the same run, under a steady load on both clients.
+fn p11_transfer(figures: &mut Vec<Figure>) {
+    eprintln!("P11: hand-over by clnode admin transfer against SIGTERM");
+    const TOKEN: &str = "bench-admin-token-0123456789";
+    let cluster = Cluster::builder("bench-transfer").leaders(2).fast().flags(&["--admin-token", TOKEN]).start();
+    let Cluster { mut nodes, links: _links, els, postgres, redis: _redis, dir, .. } = cluster;
+    // Both clients get transactions all the time (they do not gossip), so
+    // a new leader has something to build at once and the old one builds
+    // until it lets go: the gap is the hand-over's, not the load's.
+    let loads: Vec<Proc> = (0..2)
+        .map(|i| {
+            Proc::spawn(
+                &format!("load{i}"),
+                dir.join(format!("load{i}.log")),
+                Path::new("node"),
+                &[
+                    script("node/sendtx.mjs").display().to_string(),
+                    "--rpc".into(),
+                    els[i].rpc_url(),
+                    "--duration-s".into(),
+                    "3600".into(),
+                    "--rate".into(),
+                    "20".into(),
+                    "--key".into(),
+                    support::keys::key(&support::keys::PACED_KEYS, i).into(),
+                ],
+            )
+        })
+        .collect();
+    let leader_of = |nodes: &Vec<Node>| {
+        wait_for(Duration::from_secs(30), "exactly one leader", || {
+            let leaders: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].is_leader()).collect();
+            (leaders.len() == 1).then(|| leaders[0])
+        })
+    };
+    let mut intervals = Vec::new();
+    let mut results: Vec<(&'static str, Vec<f64>)> = Vec::new();
+    for label in ["transfer", "SIGTERM"] {
+        let mut samples = Vec::new();
+        for _ in 0..10 {
+            let leader = leader_of(&nodes);
+            let standby = 1 - leader;
+            wait_for(Duration::from_secs(30), "standby ready to lead", || {
+                nodes[standby].health_json().filter(|h| h["ready_to_lead"] == true).map(|_| ())
+            });
+            // Steady blocks first (the interval baseline comes from here),
+            // and the last hand-over's one-TTL cool-down over.
+            std::thread::sleep(Duration::from_millis(2000));
+            let from = head(&postgres).saturating_sub(10);
+            if label == "transfer" {
+                let url = format!("http://127.0.0.1:{}", nodes[leader].health_port);
+                let (code, out, err) = run_clnode(&[
+                    "admin",
+                    "--url",
+                    &url,
+                    "--token",
+                    TOKEN,
+                    "transfer",
+                    "--to",
+                    &format!("leader-{standby}"),
+                ]);
+                assert_eq!(code, Some(0), "{out}{err}");
+            } else {
+                nodes[leader].proc.terminate(Duration::from_secs(10));
+            }
+            let blocks = wait_for(Duration::from_secs(20), "a block of the new term", || {
+                let blocks = blocks_after(&postgres, from);
+                term_change_gap(&blocks).map(|_| blocks)
+            });
+            samples.push(term_change_gap(&blocks).unwrap());
+            let change = blocks.windows(2).position(|pair| pair[1].1 != pair[0].1).unwrap();
+            intervals.extend(blocks[..=change].windows(2).map(|pair| pair[1].2 - pair[0].2));
+            if label == "SIGTERM" {
+                nodes[leader].proc.start();
+                wait_for(Duration::from_secs(30), "restarted node back as standby", || {
+                    nodes[leader].health_json().filter(|h| h["role"] == "standby").map(|_| ())
+                });
+            }
+        }
+        results.push((label, samples));
+    }
+    drop(loads);
+    let interval = median(&intervals);
+    let (transfer, sigterm) = (&results[0].1, &results[1].1);
+    let (transfer_p50, sigterm_p50) = (median(transfer), median(sigterm));
+    figures.push(Figure {
+        id: "P11",
+        what: "hand-over gap of `clnode admin transfer`: old leader's last block to the new leader's first (ms)".into(),
+        value: transfer_p50,
+        unit: "ms (p50)",
+        baseline: "SIGTERM hand-over gap, same run, p50".into(),
+        baseline_value: Some(sigterm_p50),
+        ratio: Some(transfer_p50 / sigterm_p50),
+        goal: "<= 1.5x the SIGTERM hand-over",
+        met: transfer_p50 <= 1.5 * sigterm_p50,
+        trials: transfer.len(),
+        median: transfer_p50,
+        p99: percentile(transfer, 99.0),
+        note: format!(
+            "load 20 tx/s on each client, block time may lead the clock; median block interval in the same run {interval:.1} ms \
+             (transfer gap = {:.1}x it, SIGTERM gap = {:.1}x it); SIGTERM p99 {:.0} ms",
+            transfer_p50 / interval,
+            sigterm_p50 / interval,
+            percentile(sigterm, 99.0)
+        ),
+    });
+}
+
 /// A peered cluster (two leader-mode nodes and a member, every execution
 /// client dialling the others over devp2p on loopback), caught up.
 fn peered_cluster(name: &str) -> (Cluster, Member) {
@@ -834,8 +964,8 @@ fn send_one(rpc: &str, key: &str) -> (String, f64) {
     (line["hash"].as_str().unwrap().to_owned(), line["sent_ms"].as_f64().unwrap())
 }
 
-fn p9_any_node_inclusion(figures: &mut Vec<Figure>) {
-    eprintln!("P9: a transfer sent to a member's client against one sent to the leader's, alternated");
+fn p12_any_node_inclusion(figures: &mut Vec<Figure>) {
+    eprintln!("P12: a transfer sent to a member's client against one sent to the leader's, alternated");
     let (cluster, member) = peered_cluster("bench-p9");
     let mut rng = Rng::new(9);
     let (mut direct, mut via_member) = (Vec::new(), Vec::new());
@@ -868,7 +998,7 @@ fn p9_any_node_inclusion(figures: &mut Vec<Figure>) {
     }
     let (member_p99, direct_p99) = (percentile(&via_member, 99.0), percentile(&direct, 99.0));
     figures.push(Figure {
-        id: "P9",
+        id: "P12",
         what: "transfer sent to a member's geth, eth_sendRawTransaction to committed on the leader's geth (ms)".into(),
         value: member_p99,
         unit: "ms (p99)",
@@ -896,8 +1026,8 @@ fn accepted_hashes(log: &str) -> Vec<String> {
         .collect()
 }
 
-fn p10_failover_with_load_on_every_node(figures: &mut Vec<Figure>) {
-    eprintln!("P10: 10 SIGKILL failovers with the devnet's load sent to every node's client");
+fn p13_failover_with_load_on_every_node(figures: &mut Vec<Figure>) {
+    eprintln!("P13: 10 SIGKILL failovers with the devnet's load sent to every node's client");
     let (mut cluster, member) = peered_cluster("bench-p10");
     // The devnet's load (5 transfers a second per generator), one generator
     // per client: both leader-mode nodes' and the member's.
@@ -990,7 +1120,7 @@ fn p10_failover_with_load_on_every_node(figures: &mut Vec<Figure>) {
     // block to the kill (up to a block time: about 1 s at the clock).
     let max_to_next = percentile(&to_next, 100.0);
     figures.push(Figure {
-        id: "P10",
+        id: "P13",
         what: "SIGKILL of the leader to the new term's first block, load sent to every node's client (ms)".into(),
         value: max_to_next,
         unit: "ms (max)",
@@ -1011,7 +1141,7 @@ fn p10_failover_with_load_on_every_node(figures: &mut Vec<Figure>) {
         ),
     });
     figures.push(Figure {
-        id: "P10b",
+        id: "P13b",
         what: "transactions accepted by any node's client and never committed, across 10 SIGKILL failovers".into(),
         value: lost.len() as f64,
         unit: "lost",
@@ -1244,14 +1374,17 @@ fn main() {
     if selected("P5") || selected("P6") {
         p5_p6_failover(&mut figures);
     }
-    if selected("P9") {
-        p9_any_node_inclusion(&mut figures);
+    if selected("P12") {
+        p12_any_node_inclusion(&mut figures);
     }
-    if selected("P10") {
-        p10_failover_with_load_on_every_node(&mut figures);
+    if selected("P13") {
+        p13_failover_with_load_on_every_node(&mut figures);
     }
     if selected("P8") {
         p8_binary_size(&mut figures);
+    }
+    if selected("P11") {
+        p11_transfer(&mut figures);
     }
     for f in &figures {
         eprintln!(

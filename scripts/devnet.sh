@@ -4,9 +4,10 @@
 #   run (default)  build clnode (cargo build --release), start Redis, the leaders' PostgreSQL,
 #                  one geth per node on genesis/osaka.json (the geths peer with each other
 #                  over devp2p on 127.0.0.1, so a transaction sent to any of them reaches the
-#                  leader's), clnode leader-1 and leader-2 (and member-1 with its own geth and
-#                  PostgreSQL), one transaction load generator per geth, then show a live
-#                  status table until Ctrl-C / SIGTERM / DEVNET_DURATION_S, and stop
+#                  leader's), clnode leader-1 and leader-2 (--preferred-leaders leader-1,leader-2:
+#                  leader-1 leads once ready, and again after a failover) (and member-1 with its
+#                  own geth and PostgreSQL), one transaction load generator per geth, then show a
+#                  live status table until Ctrl-C / SIGTERM / DEVNET_DURATION_S, and stop
 #                  everything it started.
 #   stop           stop a devnet of this DEVNET_DIR that is still running (e.g. after the
 #                  script itself was SIGKILLed and left its servers behind).
@@ -604,6 +605,7 @@ leader_node() {
     --signing-key-file "$DIR/signing/leader.key" \
     --postgres-url "postgres://postgres@127.0.0.1:$DEVNET_PG_PORT/postgres" \
     --redis-addr "127.0.0.1:$DEVNET_REDIS_PORT" \
+    --preferred-leaders leader-1,leader-2 \
     --health-addr ":$2" --api-addr ":$3" "${EXTRA_FLAGS[@]}"
 }
 

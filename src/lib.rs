@@ -3,6 +3,8 @@
 //! See ARCHITECTURE.md for the codemap; data flows one way:
 //! engine → producer → store → api → syncer → engine.
 
+pub mod admin;
+pub mod admin_cli;
 pub mod alloc;
 pub mod api;
 pub mod backoff;

@@ -21,6 +21,9 @@ fn main() -> ExitCode {
         Ok(Command::Status(args)) => {
             return ExitCode::from(clnode::status_cli::run(&args, &Shutdown::new()));
         }
+        Ok(Command::Admin(args)) => {
+            return ExitCode::from(clnode::admin_cli::run(&args));
+        }
         Ok(Command::Keygen(args)) => {
             return match clnode::signing::run_keygen(&args) {
                 Ok(public_key) => {

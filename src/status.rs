@@ -84,6 +84,8 @@ pub struct Snapshot {
     /// From acquiring the lease to being ready to build (fence raised,
     /// execution client at the head).
     pub ready_after_acquire_ms: Option<u64>,
+    /// Paused by an operator (`clnode admin pause`): does not take the lease.
+    pub paused: bool,
     // Member.
     pub last_synced: u64,
     pub total_synced: u64,
@@ -114,6 +116,7 @@ impl NodeStatus {
                 last_failover_ms: None,
                 last_failover_at_unix_s: None,
                 ready_after_acquire_ms: None,
+                paused: false,
                 last_synced: 0,
                 total_synced: 0,
                 sync_url: None,
@@ -154,6 +157,7 @@ impl Snapshot {
     /// The seed's plain-text line, with the reason appended when unhealthy.
     pub fn health_line(&self) -> String {
         let detail = match self.mode {
+            Mode::Leader if self.paused => format!("mode=leader, isLeader={}, paused", self.role == Role::Leader),
             Mode::Leader => format!("mode=leader, isLeader={}", self.role == Role::Leader),
             Mode::Member => {
                 format!("mode=member, lastSynced={}, totalSynced={}", self.last_synced, self.total_synced)
@@ -199,6 +203,7 @@ impl Snapshot {
                 value["last_failover_ms"] = json!(self.last_failover_ms);
                 value["last_failover_at_unix_s"] = json!(self.last_failover_at_unix_s);
                 value["ready_after_acquire_ms"] = json!(self.ready_after_acquire_ms);
+                value["paused"] = json!(self.paused);
             }
             Mode::Member => {
                 value["last_synced"] = json!(self.last_synced);

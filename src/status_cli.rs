@@ -117,7 +117,10 @@ fn row(view: &NodeView, now_s: u64) -> [String; 10] {
     [
         h["instance_id"].as_str().unwrap_or("?").to_owned(),
         h["mode"].as_str().unwrap_or("?").to_owned(),
-        h["role"].as_str().unwrap_or("?").to_owned(),
+        match (h["role"].as_str().unwrap_or("?"), h["paused"] == true) {
+            (role, true) => format!("{role} (paused)"),
+            (role, false) => role.to_owned(),
+        },
         h["term"].as_u64().map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
         number("committed_head"),
         number("el_head"),

@@ -237,7 +237,7 @@ fn admin_step_down_hands_over_well_under_the_ttl() {
     );
     assert!(view["committed_head"]["number"].as_u64().is_some());
     let (status, _) = post_with_token(&admin(leader, "step-down"), Some("wrong-admin-token-0123456789"));
-    assert_eq!(status, 401);
+    assert_eq!(status, 403, "a wrong admin token is forbidden (a missing one is 401)");
     let (status, _) = get_with_token(&admin(leader, "step-down"), Some(ADMIN_TOKEN));
     assert_eq!(status, 405, "step-down is a POST");
     let (status, _) = post_with_token(&admin(standby, "step-down"), Some(ADMIN_TOKEN));

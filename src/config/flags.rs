@@ -146,10 +146,11 @@ pub enum Group {
     Member,
     Security,
     Status,
+    Admin,
 }
 
 impl Group {
-    const ALL: [Group; 5] = [Group::Common, Group::Leader, Group::Member, Group::Security, Group::Status];
+    const ALL: [Group; 6] = [Group::Common, Group::Leader, Group::Member, Group::Security, Group::Status, Group::Admin];
 
     fn heading(self) -> &'static str {
         match self {
@@ -160,6 +161,9 @@ impl Group {
                 "SECURITY (a SECRET is the value itself, or @PATH to read it from a file; at least 16 bytes):"
             }
             Group::Status => "STATUS (clnode status [FLAGS]: the cluster view from nodes' /health):",
+            Group::Admin => {
+                "ADMIN (clnode admin [FLAGS] status|step-down|transfer --to ID|pause|resume: leadership control):"
+            }
         }
     }
 }
@@ -403,6 +407,16 @@ pub const FLAGS: &[Flag] = &[
                and does not lead",
     },
     Flag {
+        name: "preferred-leaders",
+        env: Some("PREFERRED_LEADERS"),
+        value: "ID[,ID...]",
+        default: DefaultValue::Unset,
+        kind: Kind::Text,
+        group: Group::Leader,
+        help: "the same list on every leader-mode node, most preferred first (1 to 16 instance ids): the leader \
+               hands the lease to a more preferred node once it has been healthy and caught up for two lease TTLs",
+    },
+    Flag {
         name: "leader-url",
         env: Some("LEADER_URL"),
         value: "URL[,URL...]",
@@ -503,7 +517,7 @@ pub const FLAGS: &[Flag] = &[
         default: DefaultValue::Unset,
         kind: Kind::Secret,
         group: Group::Security,
-        help: "enables /admin/status and /admin/step-down on the health port",
+        help: "enables /admin/* on the health port: clnode admin status, step-down, transfer, pause, resume",
     },
     Flag {
         name: "sync-wire",
@@ -619,6 +633,37 @@ pub fn seed_refusal(name: &str) -> Option<&'static str> {
     })
 }
 
+/// Every flag of `clnode admin`.
+pub const ADMIN_FLAGS: &[Flag] = &[
+    Flag {
+        name: "url",
+        env: Some("CLNODE_ADMIN_URLS"),
+        value: "URL[,URL...]",
+        default: DefaultValue::Value("http://127.0.0.1:8080"),
+        kind: Kind::HttpUrls { max: 64, noun: "health URLs" },
+        group: Group::Admin,
+        help: "health addresses of the nodes; step-down and transfer go to whichever of them leads",
+    },
+    Flag {
+        name: "token",
+        env: Some("CLNODE_ADMIN_TOKEN"),
+        value: "SECRET",
+        default: DefaultValue::Required,
+        kind: Kind::Secret,
+        group: Group::Admin,
+        help: "the nodes' --admin-token (prefer @PATH)",
+    },
+    Flag {
+        name: "to",
+        env: None,
+        value: "ID",
+        default: DefaultValue::Unset,
+        kind: Kind::Text,
+        group: Group::Admin,
+        help: "transfer: the instance id of the node to hand the lease to",
+    },
+];
+
 /// The definition of `--name` in `table`.
 pub fn find(table: &'static [Flag], name: &str) -> Option<&'static Flag> {
     table.iter().find(|flag| flag.name == name)
@@ -725,6 +770,7 @@ USAGE:
     clnode --instance-id ID --mode leader --signing-key-file PATH [FLAGS]
     clnode --instance-id ID --mode member --leader-url URL[,URL...] --leader-public-key HEX [FLAGS]
     clnode status [--url URL[,URL...]] [--watch] [--interval DURATION]
+    clnode admin [--url URL[,URL...]] --token SECRET status|step-down|transfer --to ID|pause|resume
     clnode keygen PATH             write a new block-signing key (mode 600), print its public key
     clnode keygen --public PATH    print the public key of a block-signing key file
 
@@ -736,7 +782,7 @@ Addresses written as :PORT bind to 127.0.0.1; give 0.0.0.0:PORT to expose.
         out.push('\n');
         out.push_str(group.heading());
         out.push('\n');
-        for flag in FLAGS.iter().chain(STATUS_FLAGS).filter(|flag| flag.group == group) {
+        for flag in FLAGS.iter().chain(STATUS_FLAGS).chain(ADMIN_FLAGS).filter(|flag| flag.group == group) {
             push_entry(&mut out, &flag.synopsis(), &flag.help_entry());
         }
     }
@@ -861,6 +907,28 @@ mod tests {
         }
     }
 
+    /// `clnode admin`'s table has a header of its own (its `--url` is
+    /// status's name with another variable).
+    const ADMIN_README_HEADER: &str = "| admin flag | environment | default | meaning |";
+
+    #[test]
+    fn readme_admin_flag_table_matches_the_definitions() {
+        let markdown = include_str!("../../README.md");
+        let mut lines = markdown.lines().skip_while(|line| line.trim() != ADMIN_README_HEADER).skip(2);
+        let rows: Vec<Vec<String>> =
+            lines.by_ref().take_while(|line| line.trim_start().starts_with('|')).map(cells).collect();
+        let expected: Vec<Vec<String>> = ADMIN_FLAGS.iter().map(|flag| readme_row(flag).to_vec()).collect();
+        let text: Vec<String> = expected.iter().map(|row| format!("| {} |", row.join(" | "))).collect();
+        assert_eq!(
+            rows,
+            expected,
+            "README.md's admin table should read:\n{ADMIN_README_HEADER}\n|---|---|---|---|\n{}",
+            text.join("\n")
+        );
+        let env: Vec<_> = ADMIN_FLAGS.iter().filter_map(|flag| flag.env).collect();
+        assert!(FLAGS.iter().chain(STATUS_FLAGS).all(|flag| flag.env.is_none_or(|e| !env.contains(&e))));
+    }
+
     #[test]
     fn names_and_environment_variables_are_unique() {
         let all: Vec<&Flag> = FLAGS.iter().chain(STATUS_FLAGS).collect();
@@ -875,7 +943,7 @@ mod tests {
     #[test]
     fn help_lists_every_flag_with_its_variable_and_default() {
         let help = usage();
-        for flag in FLAGS.iter().chain(STATUS_FLAGS) {
+        for flag in FLAGS.iter().chain(STATUS_FLAGS).chain(ADMIN_FLAGS) {
             assert!(help.contains(&format!("    {}  ", flag.synopsis())), "--{} missing", flag.name);
             // The entry as a whole: wrapping may split it across lines.
             let entry = flag.help_entry();

@@ -20,7 +20,7 @@ use crate::engine::jwt::JwtSecret;
 use crate::secret::Secret;
 use crate::signing::{parse_public_keys, BlockSigningKey, KeygenArgs, RecordTrust};
 pub use flags::usage;
-use flags::{Kind, FLAGS, STATUS_FLAGS};
+use flags::{Kind, ADMIN_FLAGS, FLAGS, STATUS_FLAGS};
 pub use values::duration;
 use values::Input;
 
@@ -117,6 +117,9 @@ pub struct LeaderConfig {
     /// Signs every committed block; `None` only with
     /// `--insecure-unsigned-records`.
     pub signing_key: Option<BlockSigningKey>,
+    /// `--preferred-leaders`: instance ids, most preferred first (empty:
+    /// the lease stays wherever it is).
+    pub preferred_leaders: Vec<String>,
 }
 
 /// Settings only members use.
@@ -138,6 +141,7 @@ pub struct MemberConfig {
 pub enum Command {
     Run(Box<Config>),
     Status(crate::status_cli::StatusArgs),
+    Admin(crate::admin_cli::AdminArgs),
     Keygen(KeygenArgs),
     Help,
     Version,
@@ -170,6 +174,10 @@ where
     if args.peek().is_some_and(|first| first == "status") {
         args.next();
         return parse_status(args, env);
+    }
+    if args.peek().is_some_and(|first| first == "admin") {
+        args.next();
+        return parse_admin(args, env);
     }
     if args.peek().is_some_and(|first| first == "keygen") {
         args.next();
@@ -257,6 +265,58 @@ where
     let watch = input.given("watch").is_some();
     let interval = input.duration("interval")?;
     Ok(Command::Status(crate::status_cli::StatusArgs { urls, watch, interval }))
+}
+
+/// `clnode admin [--url URL[,URL...]] --token SECRET ACTION [--to ID]`.
+fn parse_admin<I>(args: I, env: &dyn Fn(&str) -> Option<String>) -> Result<Command, ConfigError>
+where
+    I: IntoIterator<Item = OsString>,
+{
+    use crate::admin_cli::{AdminAction, AdminArgs};
+    use lexopt::prelude::*;
+    let usage =
+        "admin: usage: clnode admin [--url URL[,URL...]] --token SECRET status|step-down|transfer --to ID|pause|resume";
+    let mut input = Input::new(ADMIN_FLAGS, "admin: ");
+    let mut action: Option<String> = None;
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next().map_err(|e| ConfigError(format!("admin: {e}")))? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Long(name) => match flags::find(ADMIN_FLAGS, name) {
+                Some(flag) => {
+                    let value = flag_value(&mut parser, flag.name)?;
+                    input.set(flag, value);
+                }
+                None => return err(format!("admin: unknown flag --{name} ({usage})")),
+            },
+            Value(value) if action.is_none() => action = Some(value.to_string_lossy().into_owned()),
+            _ => return err(usage),
+        }
+    }
+    input.fill_from_env(|var| env(var).filter(|value| !value.is_empty()));
+    let to = input.given("to").map(str::to_owned);
+    let action = match (action.as_deref(), to) {
+        (Some("status"), None) => AdminAction::Status,
+        (Some("step-down"), None) => AdminAction::StepDown,
+        (Some("pause"), None) => AdminAction::Pause,
+        (Some("resume"), None) => AdminAction::Resume,
+        (Some("transfer"), Some(to)) => {
+            let valid =
+                (1..=64).contains(&to.len()) && to.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !valid {
+                return err(format!("admin: --to {to:?} is not an instance id"));
+            }
+            AdminAction::Transfer { to }
+        }
+        (Some("transfer"), None) => return err("admin: transfer needs --to ID (the node to hand the lease to)"),
+        (Some(_), Some(_)) => return err("admin: --to goes with transfer only"),
+        _ => return err(usage),
+    };
+    let urls = input.url_list("url")?;
+    let Some(token) = input.secret("token")? else {
+        return err("admin: --token is required (or set CLNODE_ADMIN_TOKEN; @PATH reads it from a file)");
+    };
+    Ok(Command::Admin(AdminArgs { urls, token, action }))
 }
 
 /// `clnode keygen PATH` (a new key file) or `clnode keygen --public PATH`.
@@ -445,9 +505,37 @@ fn leader(input: &Input) -> Result<LeaderConfig, ConfigError> {
         max_timestamp_lead: input.duration("max-timestamp-lead")?,
         max_clock_skew: input.duration("max-clock-skew")?,
         signing_key: None,
+        preferred_leaders: preferred_leaders(input.given("preferred-leaders"))?,
     };
     validate_lease(&leader)?;
     Ok(leader)
+}
+
+/// Most preferred leaders for `--preferred-leaders`.
+const MAX_PREFERRED_LEADERS: usize = 16;
+
+/// `--preferred-leaders ID[,ID...]`: valid instance ids, no repeats.
+fn preferred_leaders(given: Option<&str>) -> Result<Vec<String>, ConfigError> {
+    let Some(text) = given else {
+        return Ok(Vec::new());
+    };
+    let ids: Vec<String> = text.split(',').map(|id| id.trim().to_owned()).collect();
+    if ids.len() > MAX_PREFERRED_LEADERS {
+        return err(format!("--preferred-leaders lists {} ids; at most {MAX_PREFERRED_LEADERS}", ids.len()));
+    }
+    for (index, id) in ids.iter().enumerate() {
+        let valid =
+            (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !valid {
+            return err(format!(
+                "--preferred-leaders {id:?}: each id is 1 to 64 letters, digits, '-', '_' or '.', separated by commas"
+            ));
+        }
+        if ids[..index].contains(id) {
+            return err(format!("--preferred-leaders names {id} twice"));
+        }
+    }
+    Ok(ids)
 }
 
 /// The lease flags against each other (each one's own range is in the
@@ -787,6 +875,37 @@ mod tests {
         }
         assert!(parse(["status", "--url", "a:8080"].map(OsString::from), &none).is_err());
         assert!(parse(["status", "--bogus"].map(OsString::from), &none).is_err());
+    }
+
+    #[test]
+    fn admin_subcommand_and_preferred_leaders() {
+        use crate::admin_cli::AdminAction;
+        let token = "admin-token-0123456789abcdef";
+        let env = |name: &str| (name == "CLNODE_ADMIN_TOKEN").then(|| token.to_owned());
+        let admin = |args: &[&str]| parse(args.iter().map(OsString::from), &env);
+        match admin(&["admin", "transfer", "--to", "leader-2"]).unwrap() {
+            Command::Admin(args) => {
+                assert_eq!(args.action, AdminAction::Transfer { to: "leader-2".into() });
+                assert_eq!(args.urls, vec!["http://127.0.0.1:8080".to_owned()]);
+                assert!(args.token.matches(token.as_bytes()));
+            }
+            other => panic!("{other:?}"),
+        }
+        let error = |args: &[&str]| admin(args).unwrap_err().to_string();
+        assert!(error(&["admin", "transfer"]).contains("needs --to ID"));
+        assert!(error(&["admin", "transfer", "--to", "a/b"]).contains("not an instance id"));
+        assert!(error(&["admin", "pause", "--to", "x"]).contains("--to goes with transfer only"));
+        assert!(error(&["admin", "dance"]).contains("usage"));
+        let none = |_: &str| None;
+        let no_token = parse(["admin", "status"].map(OsString::from), &none).unwrap_err().to_string();
+        assert!(no_token.contains("--token is required"), "{no_token}");
+
+        let base = ["--instance-id", "l1", "--jwt-secret", SECRET, "--insecure-unsigned-records"];
+        let with = |list: &str| run(&[&base[..], &["--preferred-leaders", list]].concat());
+        assert_eq!(with("l1, l2").unwrap().leader.preferred_leaders, vec!["l1".to_owned(), "l2".to_owned()]);
+        assert!(with("l1,l1").unwrap_err().to_string().contains("names l1 twice"));
+        assert!(with("l1,,l2").unwrap_err().to_string().contains("each id is 1 to 64"));
+        assert!(run(&base).unwrap().leader.preferred_leaders.is_empty());
     }
 
     #[test]

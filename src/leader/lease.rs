@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use redis::{IntoConnectionInfo, Script};
 
+use super::handover::{self, HandedOver, Mailbox, TransferAnswer, TransferRefused};
+use super::preference::{self, Ineligible, LeaderView, Move, Preference, Readiness, Rules};
 use crate::config::LeaderConfig;
 use crate::log;
 use crate::metrics::Metrics;
@@ -40,7 +42,15 @@ const MIN_BLOCKING_WAIT: Duration = Duration::from_millis(10);
 /// SET NX PX and INCR in one step. Returns the new term, or, if the lease
 /// is held, minus the milliseconds it has left (0 if Redis cannot say), so
 /// a standby can try again the moment it expires.
+/// A node designated by a hand-over (KEYS[3]) is the only one that may
+/// acquire until the designation expires; it clears the designation.
 const ACQUIRE_LUA: &str = r"
+local designated = redis.call('GET', KEYS[3])
+if designated and designated ~= ARGV[1] then
+  local left = redis.call('PTTL', KEYS[3])
+  if left > 0 then return -left end
+  return 0
+end
 local current = tonumber(redis.call('GET', KEYS[2]) or '0')
 local floor = tonumber(ARGV[3])
 if floor > current then current = floor end
@@ -52,6 +62,7 @@ if not redis.call('SET', KEYS[1], value, 'NX', 'PX', ARGV[2]) then
   return 0
 end
 redis.call('SET', KEYS[2], term)
+if designated then redis.call('DEL', KEYS[3]) end
 return term
 ";
 
@@ -240,6 +251,12 @@ pub struct LeaseHandle {
     /// getPayload of 1 s, then forkchoiceUpdated; each alone may stay under
     /// the limit). `None` while the client answers.
     pub engine_trouble: TroubleClock,
+    /// Paused by an operator: never acquires; a paused leader hands over.
+    paused: AtomicBool,
+    /// Transfers the admin endpoint asked for, answered by the lease thread.
+    transfers: Mailbox,
+    /// The leader-mode nodes' readiness records as last read (admin status).
+    cluster: Mutex<Vec<Readiness>>,
 }
 
 impl Default for LeaseHandle {
@@ -253,6 +270,9 @@ impl Default for LeaseHandle {
             redis_ok: AtomicBool::new(false),
             database_trouble: TroubleClock::default(),
             engine_trouble: TroubleClock::default(),
+            paused: AtomicBool::new(false),
+            transfers: Mailbox::default(),
+            cluster: Mutex::new(Vec::new()),
         }
     }
 }
@@ -304,6 +324,38 @@ impl LeaseHandle {
         self.redis_ok.load(Ordering::Relaxed)
     }
 
+    /// Paused: this node does not take the lease (and hands it over if it
+    /// holds it, as soon as another node is healthy and caught up).
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+        self.changed.notify_all();
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    /// Asks the lease thread to hand the lease to `to`; waits a bounded
+    /// time for the answer.
+    pub fn request_transfer(&self, to: &str) -> TransferAnswer {
+        if self.held_term().is_none() {
+            return Err(TransferRefused::NotLeader);
+        }
+        let answer = self.transfers.post(to.to_owned())?;
+        self.changed.notify_all();
+        answer.recv_timeout(handover::ADMIN_ANSWER_TIMEOUT).unwrap_or_else(|_| {
+            // Withdrawn: a late transfer nobody waits for would surprise.
+            self.transfers.take();
+            Err(TransferRefused::TimedOut)
+        })
+    }
+
+    /// The readiness records as the lease thread last read them (about
+    /// once a second).
+    pub fn cluster(&self) -> Vec<Readiness> {
+        self.cluster.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
     fn set(&self, lease: Option<HeldLease>) {
         *self.lock() = lease;
         self.changed.notify_all();
@@ -327,6 +379,15 @@ pub struct LeaseLoop {
     cooldown_until: Option<Instant>,
     /// The fresh floor for new terms (`with_fence_floor`).
     fence_floor: Option<FenceFloor>,
+    /// `--preferred-leaders`, and the hysteresis of automatic moves.
+    preference: Preference,
+    rules: Rules,
+    /// Since when this node has been ready to lead without a break.
+    ready_since: Option<Instant>,
+    /// When this node acquired its current term.
+    held_since: Instant,
+    last_published: Option<Instant>,
+    last_cluster_read: Option<Instant>,
 }
 
 /// Reads the fence's term from PostgreSQL (given to the lease thread by
@@ -345,6 +406,12 @@ impl LeaseLoop {
         let (addr, password) = (config.redis_addr.clone(), config.redis_password.clone());
         // Reads may block for one standby wait (BLPOP) plus slack.
         let read_timeout = config.lease_renew_interval + REDIS_IO_TIMEOUT;
+        let preference = Preference { order: config.preferred_leaders.clone() };
+        // Hysteresis: a candidate must have been ready, and the leader must
+        // have held its term, for two TTLs before the preference moves the
+        // lease: longer than a failover takes, so a node that just took
+        // over is not moved again at once.
+        let rules = Rules { settle: config.lease_ttl * 2 };
         LeaseLoop {
             config,
             instance_id,
@@ -356,6 +423,12 @@ impl LeaseLoop {
             last_term: 0,
             cooldown_until: None,
             fence_floor: None,
+            preference,
+            rules,
+            ready_since: None,
+            held_since: Instant::now(),
+            last_published: None,
+            last_cluster_read: None,
         }
     }
 
@@ -388,21 +461,23 @@ impl LeaseLoop {
         self.connection.invalidate();
     }
 
-    fn run_script(
+    fn run_script<T: redis::FromRedisValue>(
         &mut self,
         script: &Script,
-        keys: [&str; 2],
+        keys: &[&str],
         args: &[String],
         what: &'static str,
-    ) -> Result<i64, RedisError> {
+    ) -> Result<T, RedisError> {
         let addr = self.config.redis_addr.clone();
         let connection = self.connection.get()?;
         let mut invocation = script.prepare_invoke();
-        invocation.key(keys[0]).key(keys[1]);
+        for key in keys {
+            invocation.key(*key);
+        }
         for arg in args {
             invocation.arg(arg);
         }
-        let result: Result<i64, _> = invocation.invoke(connection);
+        let result: Result<T, _> = invocation.invoke(connection);
         result.map_err(|e| RedisError::new(&addr, what, &e))
     }
 
@@ -410,10 +485,12 @@ impl LeaseLoop {
         let acquire = Script::new(ACQUIRE_LUA);
         let renew = Script::new(RENEW_LUA);
         let release = Script::new(RELEASE_LUA);
+        let release_to = Script::new(handover::RELEASE_TO_LUA);
         let ttl_ms = self.config.lease_ttl.as_millis().to_string();
         let usable = self.config.lease_ttl - self.config.lease_safety_margin;
         let mut held: Option<u64> = None;
         while !self.shutdown.is_requested() {
+            self.track_readiness(held.is_some());
             match held {
                 Some(term) => {
                     let step_down = self.handle.step_down_requested.swap(false, Ordering::Relaxed);
@@ -430,15 +507,19 @@ impl LeaseLoop {
                         continue;
                     }
                     let sent = Instant::now();
-                    match self.run_script(
+                    match self.run_script::<i64>(
                         &renew,
-                        [LEASE_KEY, TERM_KEY],
+                        &[LEASE_KEY, TERM_KEY],
                         &[self.holder_value(term), ttl_ms.clone()],
                         "renew",
                     ) {
                         Ok(1) => {
                             self.redis_reachable();
                             self.handle.set(Some(HeldLease { term, valid_until: sent + usable }));
+                            if self.hand_over_if_due(&release_to, term) {
+                                held = None;
+                                continue;
+                            }
                         }
                         Ok(_) => {
                             log::warn(&format!("lease: lost term {term} (another holder or expired)"));
@@ -459,7 +540,10 @@ impl LeaseLoop {
                     self.sleep_or_step_down(self.config.lease_renew_interval);
                 }
                 None => match self.try_acquire(&acquire, &ttl_ms, usable) {
-                    Acquire::Acquired(term) => held = Some(term),
+                    Acquire::Acquired(term) => {
+                        held = Some(term);
+                        self.held_since = Instant::now();
+                    }
                     Acquire::HeldByAnother { expires_in } => self.wait_as_standby(expires_in),
                     Acquire::NotNow => self.wait_as_standby(None),
                 },
@@ -468,10 +552,14 @@ impl LeaseLoop {
         if let Some(term) = held {
             self.release(&release, term);
         }
+        self.withdraw_readiness();
     }
 
     fn try_acquire(&mut self, acquire: &Script, ttl_ms: &str, usable: Duration) -> Acquire {
-        if !self.handle.ready_to_lead.load(Ordering::Relaxed) || self.in_cooldown() {
+        if let Some(request) = self.handle.transfers.take() {
+            request.answer(Err(TransferRefused::NotLeader));
+        }
+        if !self.handle.ready_to_lead.load(Ordering::Relaxed) || self.in_cooldown() || self.handle.is_paused() {
             return Acquire::NotNow;
         }
         if let Some(read_fence) = &mut self.fence_floor {
@@ -483,7 +571,7 @@ impl LeaseLoop {
         let floor = self.handle.fence_term_seen.load(Ordering::Relaxed).max(self.last_term);
         let sent = Instant::now();
         let args = [self.instance_id.clone(), ttl_ms.to_owned(), floor.to_string()];
-        match self.run_script(acquire, [LEASE_KEY, TERM_KEY], &args, "acquire") {
+        match self.run_script::<i64>(acquire, &[LEASE_KEY, TERM_KEY, handover::DESIGNATED_KEY], &args, "acquire") {
             Ok(0) => {
                 self.redis_reachable();
                 Acquire::HeldByAnother { expires_in: None }
@@ -520,7 +608,8 @@ impl LeaseLoop {
         if self.shutdown.is_requested() {
             return;
         }
-        let ready = self.handle.ready_to_lead.load(Ordering::Relaxed) && !self.in_cooldown();
+        let ready =
+            self.handle.ready_to_lead.load(Ordering::Relaxed) && !self.in_cooldown() && !self.handle.is_paused();
         if !ready {
             self.shutdown.sleep(wait);
             return;
@@ -534,8 +623,12 @@ impl LeaseLoop {
         };
         let seconds = format!("{:.3}", blocking_wait.as_secs_f64());
         let addr = self.config.redis_addr.clone();
+        // Its own list first: a hand-over designating this node wakes it
+        // alone; a plain release wakes whichever standby pops the shared one.
+        let own_list = handover::handoff_key_of(&self.instance_id);
         let outcome = self.connection.get().and_then(|connection| {
             redis::cmd("BLPOP")
+                .arg(&own_list)
                 .arg(HANDOFF_KEY)
                 .arg(&seconds)
                 .query::<Option<(String, String)>>(connection)
@@ -560,7 +653,10 @@ impl LeaseLoop {
 
     fn sleep_or_step_down(&self, duration: Duration) {
         let deadline = Instant::now() + duration;
-        while !self.shutdown.is_requested() && !self.handle.step_down_requested.load(Ordering::Relaxed) {
+        while !self.shutdown.is_requested()
+            && !self.handle.step_down_requested.load(Ordering::Relaxed)
+            && !self.handle.transfers.is_pending()
+        {
             let now = Instant::now();
             if now >= deadline {
                 return;
@@ -613,11 +709,156 @@ impl LeaseLoop {
         // Clear locally first: the producer must stop before anyone else can
         // acquire, and the fence covers a commit already in flight.
         self.lose(term);
-        match self.run_script(release, [LEASE_KEY, HANDOFF_KEY], &[self.holder_value(term)], "release") {
+        match self.run_script::<i64>(release, &[LEASE_KEY, HANDOFF_KEY], &[self.holder_value(term)], "release") {
             Ok(_) => log::info(&format!("lease: released term {term}")),
             Err(error) => self.redis_failed(&error),
         }
     }
+
+    /// Whether this node is ready to lead, for how long, and its record in
+    /// Redis (every renew interval); the cluster's records about once a
+    /// second, for the admin view.
+    fn track_readiness(&mut self, leading: bool) {
+        let now = Instant::now();
+        let paused = self.handle.is_paused();
+        let ready = self.handle.is_ready_to_lead() && !self.in_cooldown() && !paused;
+        if ready {
+            self.ready_since.get_or_insert(now);
+        } else {
+            self.ready_since = None;
+        }
+        if self.last_published.is_some_and(|at| now.duration_since(at) < self.config.lease_renew_interval) {
+            return;
+        }
+        self.last_published = Some(now);
+        let record = Readiness {
+            id: self.instance_id.clone(),
+            ready,
+            paused,
+            leading,
+            el_head: self.status.snapshot().el_head.map(|(number, _)| number).unwrap_or(0),
+            ready_for_ms: self.ready_since.map(|since| millis(now.duration_since(since))).unwrap_or(0),
+            order_digest: self.preference.digest(),
+        };
+        // Fresh for a few publish intervals, and never shorter than a TTL.
+        let ttl = self.config.lease_ttl.max(self.config.lease_renew_interval * 3);
+        let args = [record.to_json().to_string(), millis(ttl).to_string(), self.instance_id.clone()];
+        let key = handover::ready_key_of(&self.instance_id);
+        let published =
+            self.run_script::<i64>(&handover::publish_script(), &[&key, handover::READY_INDEX_KEY], &args, "publish");
+        if let Err(error) = published {
+            self.redis_failed(&error);
+            return;
+        }
+        if self.last_cluster_read.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
+            self.last_cluster_read = Some(now);
+            if let Ok(records) = self.read_records() {
+                *self.handle.cluster.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = records;
+            }
+        }
+    }
+
+    /// The live readiness records (at most `handover::MAX_RECORDS`).
+    fn read_records(&mut self) -> Result<Vec<Readiness>, RedisError> {
+        let read = Script::new(handover::READ_LUA);
+        let args = [handover::READY_KEY_PREFIX.to_owned(), handover::MAX_RECORDS.to_string()];
+        let values: Vec<String> = self.run_script(&read, &[handover::READY_INDEX_KEY], &args, "read readiness")?;
+        Ok(handover::parse_records(&values))
+    }
+
+    /// A stopping node takes its record down, so no leader hands it the
+    /// lease in the record's last moments.
+    fn withdraw_readiness(&mut self) {
+        let key = handover::ready_key_of(&self.instance_id);
+        if let Ok(connection) = self.connection.get() {
+            let _: Result<i64, _> = redis::cmd("DEL").arg(&key).query(connection);
+        }
+    }
+
+    /// The leader's hand-over, after a renew: an operator's transfer, or
+    /// the decision of `preference::successor` (the preference order, or
+    /// this node paused). True when the lease was handed over.
+    fn hand_over_if_due(&mut self, release_to: &Script, term: u64) -> bool {
+        let request = self.handle.transfers.take();
+        let paused = self.handle.is_paused();
+        let held_for = self.held_since.elapsed();
+        // The most preferred node has nobody to hand over to: no read.
+        let automatic_due = !self.preference.order.is_empty()
+            && self.preference.rank(&self.instance_id) > 0
+            && held_for >= self.rules.settle;
+        if request.is_none() && !paused && !automatic_due {
+            return false;
+        }
+        let records = match self.read_records() {
+            Ok(records) => records,
+            Err(error) => {
+                if let Some(request) = request {
+                    request.answer(Err(TransferRefused::Redis(error.to_string())));
+                }
+                self.redis_failed(&error);
+                return false;
+            }
+        };
+        let leader_head = self.status.snapshot().committed_head.map(|(number, _)| number).unwrap_or(0);
+        let digest = self.preference.digest();
+        if let Some(request) = request {
+            let verdict = match records.iter().find(|record| record.id == request.to) {
+                Some(candidate) => preference::eligible(
+                    &self.instance_id,
+                    candidate,
+                    leader_head,
+                    Move::Requested,
+                    self.rules,
+                    &digest,
+                ),
+                None => Err(Ineligible::Unknown),
+            };
+            if let Err(why) = verdict {
+                log::warn(&format!("lease: transfer to {} refused: {} {why}", request.to, request.to));
+                let to = request.to.clone();
+                request.answer(Err(TransferRefused::Ineligible { to, why }));
+                return false;
+            }
+            let to = request.to.clone();
+            return match self.release_to(release_to, term, &to, "an operator asked") {
+                Ok(()) => {
+                    request.answer(Ok(HandedOver { term, to }));
+                    true
+                }
+                Err(error) => {
+                    request.answer(Err(TransferRefused::Redis(error.to_string())));
+                    false
+                }
+            };
+        }
+        let view = LeaderView { me: &self.instance_id, preference: &self.preference, leader_head, held_for, paused };
+        let Some(to) = preference::successor(view, &records, self.rules).map(str::to_owned) else {
+            return false;
+        };
+        let why = if paused { "this node is paused" } else { "it is preferred (--preferred-leaders)" };
+        self.release_to(release_to, term, &to, why).is_ok()
+    }
+
+    /// The graceful release of SIGTERM, designating `to` as the only node
+    /// that may acquire for one TTL (then anyone may: a successor that died
+    /// meanwhile costs at most a failover).
+    fn release_to(&mut self, script: &Script, term: u64, to: &str, why: &str) -> Result<(), RedisError> {
+        log::info(&format!("lease: handing term {term} over to {to} ({why})"));
+        self.lose(term);
+        let args = [self.holder_value(term), to.to_owned(), millis(self.config.lease_ttl).to_string()];
+        let keys = [LEASE_KEY, handover::DESIGNATED_KEY, &handover::handoff_key_of(to)];
+        let result = self.run_script::<i64>(script, &keys, &args, "hand over").map(|_| ());
+        match &result {
+            Ok(()) => log::info(&format!("lease: released term {term} to {to}")),
+            Err(error) => self.redis_failed(error),
+        }
+        self.cooldown_until = Some(Instant::now() + self.config.lease_ttl);
+        result
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Why a held lease is given up on purpose.

@@ -5,8 +5,10 @@
 pub mod clock;
 pub mod error;
 pub mod failpoint;
+pub mod handover;
 pub mod lease;
 pub mod pool_watch;
+pub mod preference;
 pub mod producer;
 pub mod publish;
 pub mod step_down;
