@@ -44,6 +44,7 @@ fn main() -> ExitCode {
     };
     log::set_instance(&config.instance_id);
     log::set_level(config.log_level);
+    log::set_format(config.log_format);
     if let Some(path) = &config.jwt_secret_path {
         clnode::secret::warn_if_world_readable(path, "JWT secret file");
     }
@@ -62,6 +63,11 @@ fn main() -> ExitCode {
     match node::start(*config, shutdown.clone()) {
         Ok(running) => {
             running.join();
+            // A role met an error that waiting cannot fix: one line, non-zero.
+            if let Some(reason) = shutdown.failure() {
+                log::fatal(&reason);
+                return ExitCode::from(1);
+            }
             log::info("stopped");
             ExitCode::SUCCESS
         }
@@ -72,7 +78,7 @@ fn main() -> ExitCode {
         }
         Err(error) => {
             shutdown.request();
-            eprintln!("clnode: {error}");
+            log::fatal(&error);
             ExitCode::from(1)
         }
     }

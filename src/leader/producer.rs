@@ -781,16 +781,30 @@ impl Producer {
         let CommittedBlock { built, stored, executed_in, committed_in } = *committed;
         let (record, number) = (&built.record, built.record.number());
         if log::debug_enabled() {
-            log::debug(&format!(
-                "leader: committed block {number} ({}, {} txs, term {term}): forkchoiceUpdated {:.3} ms, \
-                 getPayload {:.3} ms, newPayload {:.3} ms, commit {:.3} ms",
-                record.hash(),
-                record.payload.transaction_count(),
+            let (fcu, get, new, commit) = (
                 log::millis(built.requested_in),
                 log::millis(built.get_payload_in),
                 log::millis(executed_in),
-                log::millis(committed_in)
-            ));
+                log::millis(committed_in),
+            );
+            let txs = record.payload.transaction_count();
+            log::debug_with(
+                &format!(
+                    "leader: committed block {number} ({}, {txs} txs, term {term}): forkchoiceUpdated {fcu:.3} ms, \
+                     getPayload {get:.3} ms, newPayload {new:.3} ms, commit {commit:.3} ms",
+                    record.hash(),
+                ),
+                &[
+                    ("block", number.into()),
+                    ("hash", record.hash().to_string().into()),
+                    ("txs", txs.into()),
+                    ("term", term.into()),
+                    ("forkchoice_updated_ms", fcu.into()),
+                    ("get_payload_ms", get.into()),
+                    ("new_payload_ms", new.into()),
+                    ("commit_ms", commit.into()),
+                ],
+            );
         }
         assert_eq!(number, parent.number + 1, "committed a block that does not extend its parent");
         *parent = Parent { number, hash: record.hash(), timestamp: built.timestamp };
