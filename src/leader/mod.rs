@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub mod error;
+pub mod failover;
 pub mod failpoint;
 pub mod lease;
 pub mod pool_watch;
