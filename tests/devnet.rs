@@ -17,11 +17,25 @@ fn the_devnet_starts_produces_and_leaves_nothing_behind() {
     let output = Command::new(support::script("devnet-smoke.sh"))
         .env("CLNODE_BIN", support::clnode_binary())
         .env("DEVNET_BUILD", "0")
-        .env("SMOKE_DURATION_S", "40")
+        .env("SMOKE_DURATION_S", "50")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "devnet smoke failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("PASS") || stderr.contains("PASS"), "no PASS line:\n{stdout}\n{stderr}");
+}
+
+/// The status table's pure parts (scripts/lib/devnet_status.py): cells, and the HEALTH reason
+/// fitted to the terminal at a word boundary.
+#[test]
+fn the_devnet_status_table_fits_reasons_at_word_boundaries() {
+    let output = Command::new("python3")
+        .args(["-m", "unittest", "-v", "test_devnet_status"])
+        .current_dir(support::script("lib"))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "python unit tests failed:\n{stderr}");
 }
