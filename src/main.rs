@@ -72,13 +72,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         // A signal during startup is a clean stop, not a failure.
-        Err(_) if shutdown.is_requested() => {
+        Err(_) if shutdown.is_requested() && shutdown.failure().is_none() => {
             log::info("stopped during startup");
             ExitCode::SUCCESS
         }
         Err(error) => {
             shutdown.request();
-            log::fatal(&error);
+            log::fatal(&shutdown.failure().unwrap_or(error));
             ExitCode::from(1)
         }
     }
