@@ -49,7 +49,8 @@ static:
 	scripts/build-static.sh
 
 ## A local cluster (Redis, PostgreSQL, geth, two leaders, a member, tx load) with a live status
-## table; state in .devnet/, Ctrl-C stops it. DEVNET_* variables: see scripts/README.md.
+## table; state in .devnet/, Ctrl-C stops it (exit 0). `scripts/devnet.sh leader` names the node
+## that leads, `scripts/devnet.sh restart NAME` brings back a killed part. DEVNET_*: scripts/README.md.
 run: deps
 	scripts/devnet.sh
 

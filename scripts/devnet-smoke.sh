@@ -9,6 +9,9 @@
 #     load generator sent to its own geth, standby's and member's included, has a receipt on
 #     the leader's geth: the geths gossip over devp2p);
 #   - member-1 (when on) syncs, verifying the leaders' block signatures against the pinned key;
+#   - the README tour's failover: `devnet.sh leader` names the leader, which is SIGKILLed; the
+#     other takes over and reports its failover gap; `devnet.sh restart` brings the killed node
+#     back as a standby (and refuses to restart a running one);
 # and after the devnet exits by itself: exit status 0, every process it wrote a pid file for
 # (and their children) is gone, no port is still listening, no clnode log line says "panicked".
 # Exit 0 when all pass, 1 with a "devnet-smoke: FAIL ..." line otherwise (the state dir is then
@@ -24,8 +27,8 @@ set -euo pipefail
 
 DURATION_S=${SMOKE_DURATION_S:-60}
 READY_TIMEOUT_S=${SMOKE_READY_TIMEOUT_S:-300}
-if [[ ! $DURATION_S =~ ^[0-9]+$ ]] || ((DURATION_S < 30)); then
-  die "SMOKE_DURATION_S must be a whole number >= 30 (the checks take ~25 s), got '$DURATION_S'"
+if [[ ! $DURATION_S =~ ^[0-9]+$ ]] || ((DURATION_S < 45)); then
+  die "SMOKE_DURATION_S must be a whole number >= 45 (the checks take ~35 s), got '$DURATION_S'"
 fi
 [[ $READY_TIMEOUT_S =~ ^[1-9][0-9]*$ ]] || die "SMOKE_READY_TIMEOUT_S must be a positive whole number"
 
@@ -234,6 +237,36 @@ if [[ ${DEVNET_MEMBER:-1} == 1 ]]; then
   [[ $trust == verified* ]] || fail "member-1 does not verify leader signatures: record_signatures=$trust"
   pass "member-1 synced to block $synced, records $trust"
 fi
+
+# --- the tour's failover: kill whoever leads, then bring it back ----------------------------
+devnet() { DEVNET_DIR=$STATE "$KIT_DIR/devnet.sh" "$@"; }
+read -ra r <<<"$(roles)"
+first_leader=$(devnet leader) || fail "devnet.sh leader named nobody (roles: leader-1=${r[0]} leader-2=${r[1]})"
+[[ $first_leader == leader-1 && ${r[0]} == leader || $first_leader == leader-2 && ${r[1]} == leader ]] ||
+  fail "devnet.sh leader says $first_leader, but the roles are leader-1=${r[0]} leader-2=${r[1]}"
+if [[ $first_leader == leader-1 ]]; then other=leader-2 other_port=$DEVNET_L2_HEALTH; else other=leader-1 other_port=$DEVNET_L1_HEALTH; fi
+kill -9 "$(<"$STATE/pids/$first_leader")"
+t_kill=$(now_s)
+until [[ $(devnet leader 2>/dev/null) == "$other" ]]; do
+  (($(now_s) - t_kill < 15)) || fail "$other did not lead within 15 s of killing $first_leader"
+  sleep 0.2
+done
+head_at_kill=$(latest "$DEVNET_L1_API" 2>/dev/null || latest "$DEVNET_L2_API")
+until [[ $(json "http://127.0.0.1:$other_port/health?format=json" 'j["last_failover_ms"]' 2>/dev/null) =~ ^[0-9]+$ ]]; do
+  (($(now_s) - t_kill < 20)) || fail "$other reports no failover gap 20 s after taking over (head $head_at_kill)"
+  sleep 0.2
+done
+gap_ms=$(json "http://127.0.0.1:$other_port/health?format=json" 'j["last_failover_ms"]')
+pass "killed $first_leader; devnet.sh leader names $other within $(($(now_s) - t_kill))s; its failover gap ${gap_ms} ms"
+devnet restart "$first_leader" >/dev/null || fail "devnet.sh restart $first_leader failed"
+STARTED+=("$(<"$STATE/pids/$first_leader")")
+until [[ $(roles) == *standby* ]]; do
+  (($(now_s) - t_kill < 40)) || fail "$first_leader did not come back as a standby after devnet.sh restart (roles: $(roles))"
+  sleep 0.5
+done
+out=$(devnet restart "$first_leader" 2>&1) && fail "devnet.sh restart of a running node succeeded"
+[[ $out == *"is running"* ]] || fail "devnet.sh restart of a running node said: $out"
+pass "devnet.sh restart $first_leader brought it back as a standby (roles: $(roles)); a second restart is refused"
 
 # --- the devnet stops by itself -----------------------------------------------------------
 deadline=$((t0 + READY_TIMEOUT_S + DURATION_S + 90))

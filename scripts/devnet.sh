@@ -12,12 +12,18 @@
 #   stop           stop a devnet of this DEVNET_DIR that is still running (e.g. after the
 #                  script itself was SIGKILLed and left its servers behind).
 #   clean          remove DEVNET_DIR (refused while a devnet from it runs).
+#   leader         print the name of the node that leads now (leader-1 or leader-2), from their
+#                  /health; exit 1 with a line when none does (e.g. during a failover).
+#   restart NAME   start NAME (leader-1, geth-l2, redis, pg-leader, member-1, ...) again with the
+#                  command line the running devnet started it with (cmds/NAME), after it was
+#                  killed; its pid file is rewritten, so Ctrl-C of the devnet stops it too.
 #
 # All state lives in DEVNET_DIR (default <repo>/.devnet): data dirs, logs/*.log, jwt/*.hex,
 # signing/leader.key (the devnet's block-signing key, made once by `clnode keygen`; both
 # leaders sign with it) and signing/leader.pub (its public key, which member-1 pins),
-# pids/<name> (one PID per file, e.g. `kill -9 $(cat .devnet/pids/leader-1)`). A second run
-# on the same directory resumes the same chain.
+# pids/<name> (one PID per file, e.g. `kill -9 $(cat .devnet/pids/$(scripts/devnet.sh leader))`),
+# cmds/<name> (each command line, for restart), nodes (names and health ports, for leader).
+# A second run on the same directory resumes the same chain.
 #
 # Environment (defaults in brackets; every port binds to 127.0.0.1):
 #   DEVNET_DIR              state directory [<repo>/.devnet]
@@ -45,8 +51,9 @@
 #   DEVNET_M1_HEALTH [8081]      DEVNET_M1_API [8091]         (clnode member-1)
 #   DEVNET_L1_P2P [30311]   DEVNET_L2_P2P [30312]   DEVNET_M1_P2P [30313]   (geth devp2p, TCP)
 #
-# Exit status: 0 after DEVNET_DURATION_S or a clean `stop`/`clean`; 130/143 after
-# SIGINT/SIGTERM (everything stopped); 1 when something could not start (nothing left running).
+# Exit status: 0 after DEVNET_DURATION_S, Ctrl-C (SIGINT) or a clean `stop`/`clean`; 143/129
+# after SIGTERM/SIGHUP (everything stopped); 1 when something could not start (nothing left
+# running).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
@@ -156,13 +163,26 @@ running_list() {
 # setsid does not fork here (a background job is not a group leader) and the launchers exec
 # their server, so $! is the server's PID and also its process group id.
 declare -A PID=()
-start() {
+
+# launch NAME COMMAND...: start COMMAND in its own session, appending to logs/NAME.log; write
+# pids/NAME and set LAUNCHED to the PID.
+LAUNCHED=
+launch() {
   local name=$1
   shift
   echo "=== $(date -u +%FT%TZ) devnet.sh starts $name: $*" >>"$DIR/logs/$name.log"
   setsid "$@" >>"$DIR/logs/$name.log" 2>&1 </dev/null &
-  PID[$name]=$!
-  echo "$!" >"$DIR/pids/$name"
+  LAUNCHED=$!
+  echo "$LAUNCHED" >"$DIR/pids/$name"
+}
+
+start() {
+  local name=$1
+  shift
+  # The command line, for `devnet.sh restart NAME` (quoted so that it reads back word for word).
+  printf '%q ' "$@" >"$DIR/cmds/$name"
+  launch "$name" "$@"
+  PID[$name]=$LAUNCHED
   # Stay quiet when a process is killed on purpose ("line N: PID Killed ..."); bash still
   # reaps it, and stopping goes by PID, not by job.
   disown "$!"
@@ -334,196 +354,13 @@ loadgen_main() {
   done
 }
 
-# --- the status monitor ---------------------------------------------------------------------
-# One row per clnode from /health?format=json and /metrics. tx/s is the increase of
-# clnode_transactions_committed_total (counted by the node that committed the block, i.e. the
-# leader) over the last 5 s; the total row sums the nodes. LAG for leader-mode nodes is the
-# highest committed head any node reports minus this node's EL head; for members it is their
-# own lag_blocks (lag_seconds).
+# --- the status monitor (scripts/lib/devnet_status.py) ----------------------------------------
 start_status() { # start_status MODE NODE_SPEC... -- HINT_LINE...
   local mode=$1
   shift
   [[ $mode != off ]] || return 0
-  python3 - "$DIR" "$mode" "$STATUS_EVERY_S" "$DURATION_S" "$(date +%s)" "$@" 2>>"$DIR/logs/status.log" <<'PY' &
-import collections, concurrent.futures, os, shutil, signal, sys, time, urllib.error, urllib.request, json
-
-signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-state_dir, mode, every_s, duration_s, started = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-rest = sys.argv[6:]
-split = rest.index("--")
-nodes = [dict(zip(("name", "kind", "health"), spec.split(":"))) for spec in rest[:split]]
-hints = rest[split + 1:]
-WINDOW_S = 5.0
-history = {n["name"]: collections.deque() for n in nodes}
-pool = concurrent.futures.ThreadPoolExecutor(max_workers=2 * len(nodes))
-
-
-def get(url):
-    try:
-        with urllib.request.urlopen(url, timeout=0.8) as r:
-            return r.read()
-    except urllib.error.HTTPError as e:  # /health answers 503 with its JSON when unhealthy
-        return e.read()
-    except Exception:
-        return None
-
-
-def alive(name):
-    try:
-        pid = open(f"{state_dir}/pids/{name}").read().strip()
-        stat = open(f"/proc/{pid}/stat").read()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except Exception:
-        return False
-
-
-def sample(node):
-    base = f"http://127.0.0.1:{node['health']}"
-    h, m = pool.submit(get, base + "/health?format=json"), pool.submit(get, base + "/metrics")
-    try:
-        health = json.loads(h.result())
-    except Exception:
-        health = None
-    txs = None
-    for line in (m.result() or b"").decode(errors="replace").splitlines():
-        if line.startswith("clnode_transactions_committed_total "):
-            txs = float(line.split()[1])
-    return health, txs
-
-
-def tx_rate(name, now, txs):
-    q = history[name]
-    if txs is None or (q and txs < q[-1][1]):  # down, or restarted (counter reset)
-        q.clear()
-    if txs is None:
-        return None
-    q.append((now, txs))
-    while len(q) > 2 and now - q[1][0] >= WINDOW_S:
-        q.popleft()
-    if len(q) < 2 or q[-1][0] - q[0][0] < 0.5:
-        return 0.0
-    return (q[-1][1] - q[0][1]) / (q[-1][0] - q[0][0])
-
-
-def num(head):
-    return head["number"] if isinstance(head, dict) else None
-
-
-def dash(v):
-    return "-" if v is None else str(v)
-
-
-def duration(s):
-    s = int(s)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
-
-
-def collect():
-    now = time.monotonic()
-    results = list(zip(nodes, pool.map(sample, nodes)))
-    chain = max((num(h.get("committed_head")) or 0 for _, (h, _) in results if h), default=None)
-    rows, total = [], 0.0
-    for node, (h, txs) in results:
-        rate = tx_rate(node["name"], now, txs)
-        total += rate or 0.0
-        if h is None:
-            rows.append(dict(name=node["name"], role="down" if not alive(node["name"]) else "no answer"))
-            continue
-        committed, el = num(h.get("committed_head")), num(h.get("el_head"))
-        if h.get("mode") == "member":
-            lag = f"{h.get('lag_blocks') or 0} ({h.get('lag_seconds') or 0:.1f}s)"
-            committed = h.get("last_synced", committed)
-        else:
-            lag = dash(None if el is None or chain is None else chain - el)
-        failover = "-"
-        if h.get("last_failover_ms") is not None:
-            ago = h.get("now_unix_s", time.time()) - (h.get("last_failover_at_unix_s") or 0)
-            failover = f"took {h['last_failover_ms'] / 1000:.2f}s, {duration(max(ago, 0))} ago"
-        problems = "; ".join(f"{k}: {v}" for k, v in (h.get("problems") or {}).items())
-        health = "ok" if h.get("healthy") else ("UNHEALTHY " + problems if problems else "UNHEALTHY")
-        rows.append(dict(name=node["name"], role=h.get("role", "?"), term=h.get("term"), committed=committed,
-                         el=el, lag=lag, tps=rate, failover=failover, health=health))
-    watch_leader(rows, chain)
-    return rows, chain, total
-
-
-# Leader changes as seen from here, 1 s resolution: clnode's last_failover_ms counts from
-# acquiring the lease to being ready to build, not the outage, so the stall is measured too:
-# from the last head increase under the old leader to the first one under the new leader.
-seen = dict(leader=None, head=None, advanced_at=None, change=None, stall=None)
-
-
-def watch_leader(rows, chain):
-    leaders = [r["name"] for r in rows if r.get("role") == "leader"]
-    now = time.time()
-    if len(leaders) == 1 and seen["leader"] not in (None, leaders[0]):
-        seen["change"] = (seen["leader"], leaders[0], now, seen["advanced_at"])
-        seen["stall"] = None
-    if len(leaders) == 1:
-        seen["leader"] = leaders[0]
-    if chain is not None and (seen["head"] is None or chain > seen["head"]):
-        if seen["change"] and seen["stall"] is None and seen["head"] is not None and seen["change"][3]:
-            seen["stall"] = now - seen["change"][3]
-        seen["head"], seen["advanced_at"] = chain, now
-
-
-def change_line():
-    if not seen["change"]:
-        return None
-    old, new, at, _ = seen["change"]
-    stall = "waiting for its first block" if seen["stall"] is None else f"no new block for ~{seen['stall']:.0f}s"
-    return f"leader change seen: {old} -> {new} at {time.strftime('%H:%M:%S', time.localtime(at))}, {stall}"
-
-
-COLS = [("NODE", "name", 9), ("ROLE", "role", 9), ("TERM", "term", 5), ("COMMITTED", "committed", 10),
-        ("EL HEAD", "el", 8), ("LAG", "lag", 10), ("TX/S", "tps", 6), ("LAST FAILOVER", "failover", 25),
-        ("HEALTH", "health", 0)]
-
-
-def cell(row, key):
-    if key not in row:  # a down node has only a name and a role
-        return ""
-    v = row[key]
-    if key == "tps":
-        return "-" if v is None else f"{v:.1f}"
-    return dash(v)
-
-
-def table(rows):
-    fmt = lambda cells: " ".join(c.ljust(w) if w else c for c, (_, _, w) in zip(cells, COLS)).rstrip()
-    return [fmt([title for title, _, _ in COLS])] + [fmt([cell(r, k) for _, k, _ in COLS]) for r in rows]
-
-
-def header(chain, total):
-    up = time.time() - started
-    left = f", stops in {duration(max(duration_s - up, 0))}" if duration_s else ""
-    return (f"clnode devnet  {state_dir}  up {duration(up)}{left}  |  chain head {dash(chain)}"
-            f"  |  {total:.1f} tx/s committed  |  {time.strftime('%H:%M:%S')}")
-
-
-first, last_plain = True, 0.0
-while True:
-    tick = time.monotonic()
-    rows, chain, total = collect()
-    if mode == "tty":
-        width = shutil.get_terminal_size((120, 40)).columns
-        lines = [header(chain, total), ""] + table(rows) + [change_line() or "", ""] + hints
-        out = ("\x1b[H\x1b[2J" if first else "\x1b[H") + "".join(l[:width] + "\x1b[K\n" for l in lines) + "\x1b[J"
-        sys.stdout.write(out)
-        sys.stdout.flush()
-        first = False
-    elif tick - last_plain >= every_s - 0.05:
-        last_plain = tick
-        parts = [f"{r['name']} {r['role']}" + ("" if "term" not in r else
-                 f" term={dash(r['term'])} head={dash(r['committed'])} el={dash(r['el'])} lag={r['lag']}"
-                 f" tx/s={cell(r, 'tps')} {r['health']}" + ("" if r["failover"] == "-" else f" failover {r['failover']}"))
-                 for r in rows]
-        if change_line() and change_line() != seen.get("printed"):
-            seen["printed"] = change_line()
-            parts.append(change_line())
-        print(f"{time.strftime('%H:%M:%S')} chain head {dash(chain)}, {total:.1f} tx/s | " + " | ".join(parts), flush=True)
-    time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
-PY
+  python3 "$KIT_DIR/lib/devnet_status.py" "$DIR" "$mode" "$STATUS_EVERY_S" "$DURATION_S" "$(date +%s)" "$@" \
+    2>>"$DIR/logs/status.log" &
   PID[status]=$!
   echo "$!" >"$DIR/pids/status"
   disown "$!"
@@ -555,8 +392,10 @@ build() {
   ((BUILD)) || { [[ -x $CLNODE ]] || die "DEVNET_BUILD=0 but $CLNODE does not exist"; return 0; }
   local t0
   t0=$(now_ms)
-  say "building clnode (cargo build --release) ..."
-  (cd "$REPO_ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
+  # Cargo's own progress (a line per crate, and its progress bar on a terminal): a first
+  # build takes a minute or more, which must not look like a hang.
+  say "building clnode (cargo build --release; a first build takes a minute or two) ..."
+  (cd "$REPO_ROOT" && cargo build --release) || die "cargo build --release failed"
   [[ -x $CLNODE ]] || die "no clnode binary at $CLNODE after the build"
   say "build done in $(elapsed_s "$t0")s"
 }
@@ -630,7 +469,7 @@ run() {
   PG_BINDIR_=$(pg_bindir) || die "PostgreSQL not found (run scripts/deps.sh postgres)"
 
   # Nothing may be started before these two checks pass.
-  mkdir -p "$DIR"/{logs,pids,jwt}
+  mkdir -p "$DIR"/{logs,pids,jwt,cmds}
   refuse_if_running
   check_ports
   build
@@ -639,7 +478,9 @@ run() {
   check_ports
 
   trap on_exit EXIT
-  trap 'exit 130' INT
+  # Ctrl-C is how an interactive devnet ends: after the ordered stop it exits 0, so `make run`
+  # does not report "Error 130" for a run that ended as intended.
+  trap 'exit 0' INT
   trap 'exit 143' TERM
   trap 'exit 129' HUP
   echo "$$" >"$DIR/pids/devnet"
@@ -672,6 +513,12 @@ run() {
   fi
   say "services ready in $(elapsed_s "$t_services")s; starting clnode ..."
 
+  # Who answers /health where, for `devnet.sh leader`.
+  {
+    echo "leader-1 leader $DEVNET_L1_HEALTH"
+    echo "leader-2 leader $DEVNET_L2_HEALTH"
+    if ((MEMBER)); then echo "member-1 member $DEVNET_M1_HEALTH"; fi
+  } >"$DIR/nodes"
   leader_node leader-1 "$DEVNET_L1_HEALTH" "$DEVNET_L1_API" "$DEVNET_L1_ENGINE"
   leader_node leader-2 "$DEVNET_L2_HEALTH" "$DEVNET_L2_API" "$DEVNET_L2_ENGINE"
   # ---- member hook: member-1 replays the chain from both leaders' sync APIs (tried in order) ----
@@ -706,14 +553,19 @@ run() {
   t_ready=$(now_ms)
 
   local rel=${DIR#"$PWD"/} hints=() status_urls="http://127.0.0.1:$DEVNET_L1_HEALTH,http://127.0.0.1:$DEVNET_L2_HEALTH"
+  # The helper as typed from here (the state dir named when it is not the default).
+  local me=${SELF#"$PWD"/}
+  [[ $DIR == "$REPO_ROOT/.devnet" ]] || me="DEVNET_DIR=$rel $me"
   if ((MEMBER)); then status_urls+=",http://127.0.0.1:$DEVNET_M1_HEALTH"; fi
   hints=(
     "try:   curl localhost:$DEVNET_L1_HEALTH/health        curl \"localhost:$DEVNET_L1_HEALTH/health?format=json\""
     "       curl localhost:$DEVNET_L1_API/blocks/latest    curl \"localhost:$DEVNET_L1_API/blocks?after=100&limit=10\""
     "       curl localhost:$DEVNET_L2_HEALTH/metrics       (leader-2: health :$DEVNET_L2_HEALTH, api :$DEVNET_L2_API)"
-    "break: kill -9 \$(cat $rel/pids/leader-1)        kill -STOP \$(cat $rel/pids/leader-2)   (-CONT resumes)"
-    "       kill -9 \$(cat $rel/pids/geth-l1)         kill -STOP \$(cat $rel/pids/redis)"
-    "logs:  $rel/logs/        stop: Ctrl-C (stops everything)"
+    "who:   $me leader   (names the node that leads now, e.g. leader-1)"
+    "break: kill -9 \$(cat $rel/pids/\$($me leader))     kill -STOP \$(cat $rel/pids/redis)   (-CONT resumes)"
+    "       kill -9 \$(cat $rel/pids/geth-l1)     kill -9 \$(cat $rel/pids/pg-leader)"
+    "heal:  $me restart NAME   (NAME: leader-1, geth-l1, redis, pg-leader, ...; as first started)"
+    "logs:  $rel/logs/        stop: Ctrl-C (stops everything, restarted processes too)"
     "also:  ${CLNODE#"$PWD"/} status --url $status_urls --watch"
   )
   say "ready: $(elapsed_s "$t_services")s after the build, $(elapsed_s "$t_start")s after start"
@@ -731,7 +583,43 @@ run() {
   exit 0
 }
 
-usage() { usage_error "[run|stop|clean]   (see the header of scripts/devnet.sh for DEVNET_* variables)"; }
+# --- leader, restart ----------------------------------------------------------------------
+
+# leader_cmd: print the name of the node that leads now (from each leader-mode node's /health).
+leader_cmd() {
+  [[ -f $DIR/nodes ]] || die "no devnet state in $DIR (start one with make run)"
+  local name kind port role leaders=() roles=()
+  while read -r name kind port; do
+    [[ $kind == leader ]] || continue
+    role=$(health_json "$port" | json_get role)
+    roles+=("$name=${role:-no answer}")
+    [[ $role != leader ]] || leaders+=("$name")
+  done <"$DIR/nodes"
+  ((${#leaders[@]} == 1)) || die "no single node leads right now (${roles[*]}); try again in a second"
+  echo "${leaders[0]}"
+}
+
+# restart_cmd NAME: start NAME again with the command line the running devnet started it with.
+restart_cmd() {
+  local name=$1 pid cmd names
+  live_pid devnet >/dev/null || die "no devnet from $DIR is running (start one with make run)"
+  names=$(cd "$DIR/cmds" 2>/dev/null && echo *)
+  [[ $name =~ ^[a-z0-9-]+$ && -f $DIR/cmds/$name ]] || die "the devnet started no '$name'; names: $names"
+  if pid=$(live_pid "$name"); then
+    die "$name is running (pid $pid); kill it first (kill -9 $pid), or if it is stopped, kill -CONT $pid resumes it"
+  fi
+  cmd=$(<"$DIR/cmds/$name")
+  eval "set -- $cmd"
+  launch "$name" "$@"
+  disown "$LAUNCHED"
+  # A launcher that fails (a port still taken, a bad data dir) exits within a moment.
+  sleep 1
+  alive "$LAUNCHED" || die "$name exited at once; last lines of $DIR/logs/$name.log:
+$(tail -n 5 "$DIR/logs/$name.log" | sed 's/^/  /')"
+  say "restarted $name (pid $LAUNCHED, log $DIR/logs/$name.log); Ctrl-C of the devnet stops it too"
+}
+
+usage() { usage_error "[run|stop|clean|leader|restart NAME]   (see the header of scripts/devnet.sh for DEVNET_* variables)"; }
 
 load_ports
 case ${1:-run} in
@@ -757,6 +645,14 @@ case ${1:-run} in
     # As root the PostgreSQL dirs belong to the postgres user; root removes them anyway.
     rm -rf "$DIR" || die "could not remove $DIR"
     say "removed $DIR"
+    ;;
+  leader)
+    [[ $# -eq 1 ]] || usage
+    leader_cmd
+    ;;
+  restart)
+    [[ $# -eq 2 ]] || usage
+    restart_cmd "$2"
     ;;
   __loadgen) shift && loadgen_main "$@" ;;
   -h | --help) sed -n '2,/^set -euo/p' "$SELF" | sed '$d; s/^# \{0,1\}//' ;;

@@ -47,6 +47,7 @@ fn main() -> ExitCode {
     };
     log::set_instance(&config.instance_id);
     log::set_level(config.log_level);
+    log::set_format(config.log_format);
     if let Some(path) = &config.jwt_secret_path {
         clnode::secret::warn_if_world_readable(path, "JWT secret file");
     }
@@ -65,17 +66,22 @@ fn main() -> ExitCode {
     match node::start(*config, shutdown.clone()) {
         Ok(running) => {
             running.join();
+            // A role met an error that waiting cannot fix: one line, non-zero.
+            if let Some(reason) = shutdown.failure() {
+                log::fatal(&reason);
+                return ExitCode::from(1);
+            }
             log::info("stopped");
             ExitCode::SUCCESS
         }
         // A signal during startup is a clean stop, not a failure.
-        Err(_) if shutdown.is_requested() => {
+        Err(_) if shutdown.is_requested() && shutdown.failure().is_none() => {
             log::info("stopped during startup");
             ExitCode::SUCCESS
         }
         Err(error) => {
             shutdown.request();
-            eprintln!("clnode: {error}");
+            log::fatal(&shutdown.failure().unwrap_or(error));
             ExitCode::from(1)
         }
     }

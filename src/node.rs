@@ -194,16 +194,22 @@ fn start_syncer(config: &Config, shared: Shared, shutdown: &Shutdown) -> Result<
 
 /// Waits until the execution client and the database answer, then checks
 /// they hold the same chain (genesis hash and chain id). Both may come up
-/// after clnode; /health says what is missing meanwhile.
+/// after clnode; /health says what is missing meanwhile. What waiting
+/// cannot fix ends the startup at once: a JWT secret the client refuses, a
+/// database that does not exist or credentials PostgreSQL refuses, another
+/// chain (ARCHITECTURE.md, "Errors that will not heal").
 fn check_chain(config: &Config, engine: &EngineClient, status: &NodeStatus, shutdown: &Shutdown) -> Result<(), String> {
     let (mut announced_engine, mut announced_database) = (false, false);
     while !shutdown.is_requested() {
         let genesis = engine.chain_id().and_then(|chain_id| {
             engine.block_by_number(crate::engine::BlockTag::Number(0)).map(|block| (chain_id, block.map(|b| b.hash)))
         });
-        let (chain_id, genesis_hash) = match genesis {
-            Ok((chain_id, Some(hash))) => (chain_id, hash),
+        let genesis = match genesis {
             Ok((_, None)) => return Err(format!("execution client {} has no genesis block", engine.url())),
+            Ok((chain_id, Some(hash))) => {
+                status.clear_problem(Component::ExecutionClient);
+                Some((chain_id, hash))
+            }
             Err(error) => {
                 if error.kind_label() == "auth" {
                     return Err(format!("{error} (is the JWT secret the execution client's?)"));
@@ -213,30 +219,40 @@ fn check_chain(config: &Config, engine: &EngineClient, status: &NodeStatus, shut
                     log::warn(&format!("startup: waiting for the execution client: {error}"));
                     announced_engine = true;
                 }
-                shutdown.sleep(STARTUP_RETRY);
-                continue;
+                None
             }
         };
-        status.clear_problem(Component::ExecutionClient);
-        let migrated = Store::migrate_seed_table(&config.postgres_url, config.leader.signing_key.as_ref());
-        let checked =
-            migrated.and_then(|()| Store::connect(&config.postgres_url, "clnode-startup")).and_then(|mut store| {
-                store.apply_schema()?;
-                store.ensure_chain(genesis_hash, chain_id)
-            });
+        // The database is tried even while the client is away, so that a
+        // database refusing this node's settings is told at once. A seed
+        // table is migrated before any other connection touches it.
+        let checked = match genesis {
+            Some((chain_id, genesis_hash)) => {
+                Store::migrate_seed_table(&config.postgres_url, config.leader.signing_key.as_ref())
+                    .and_then(|()| Store::connect(&config.postgres_url, "clnode-startup"))
+                    .and_then(|mut store| {
+                        store.apply_schema()?;
+                        store.ensure_chain(genesis_hash, chain_id)
+                    })
+            }
+            None => Store::connect(&config.postgres_url, "clnode-startup").map(drop),
+        };
         match checked {
             Ok(()) => {
                 status.clear_problem(Component::Database);
-                log::info(&format!("startup: chain {chain_id}, genesis {genesis_hash}"));
-                return Ok(());
+                if let Some((chain_id, genesis_hash)) = genesis {
+                    log::info(&format!("startup: chain {chain_id}, genesis {genesis_hash}"));
+                    return Ok(());
+                }
             }
-            // Another chain, a chain id PostgreSQL cannot hold, or a seed
-            // table that cannot be migrated: retrying cannot fix any. Anything else is waited out.
+            // Another chain, a chain id PostgreSQL cannot hold, a seed table
+            // that cannot be migrated, a database that does not exist,
+            // refused credentials: retrying cannot fix any of them. Anything
+            // else is waited out.
             Err(error)
                 if matches!(
                     error.kind,
                     StoreErrorKind::ChainMismatch | StoreErrorKind::OutOfRange | StoreErrorKind::SeedMigration
-                ) =>
+                ) || error.kind.is_refused_configuration() =>
             {
                 return Err(error.to_string())
             }
@@ -246,9 +262,9 @@ fn check_chain(config: &Config, engine: &EngineClient, status: &NodeStatus, shut
                     log::warn(&format!("startup: waiting for the database: {error}"));
                     announced_database = true;
                 }
-                shutdown.sleep(STARTUP_RETRY);
             }
         }
+        shutdown.sleep(STARTUP_RETRY);
     }
     Err("stopped before startup finished".into())
 }

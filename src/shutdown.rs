@@ -97,10 +97,13 @@ pub fn install_signal_handlers() {
 }
 
 /// A shutdown flag for one node: set by a signal or by `request()` (tests
-/// run several nodes in one process and stop them one by one).
+/// run several nodes in one process and stop them one by one), or by
+/// `fail()` when a role meets an error waiting cannot fix.
 #[derive(Clone, Default)]
 pub struct Shutdown {
     requested: Arc<AtomicBool>,
+    /// Why the node must stop with a failure (the first reason given).
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 impl Shutdown {
@@ -111,6 +114,19 @@ impl Shutdown {
     pub fn request(&self) {
         self.requested.store(true, Ordering::SeqCst);
         wake_all_sleepers();
+    }
+
+    /// Stops the node because of an error that will not heal (a refused
+    /// password, a database that does not exist): the binary prints
+    /// `reason` as its last line and exits non-zero.
+    pub fn fail(&self, reason: String) {
+        self.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert(reason);
+        self.request();
+    }
+
+    /// The reason given to `fail`, if any.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     pub fn is_requested(&self) -> bool {
@@ -168,5 +184,15 @@ mod tests {
         assert!(bystander.join().unwrap(), "another node's sleep runs its full time");
         assert!(!running.is_requested());
         assert!(!stopping.sleep(Duration::from_secs(600)), "after a request, sleeps return at once");
+    }
+
+    #[test]
+    fn a_failure_stops_the_node_and_keeps_the_first_reason() {
+        let shutdown = Shutdown::new();
+        assert_eq!(shutdown.failure(), None);
+        shutdown.clone().fail("Redis refused the password".into());
+        shutdown.fail("a later, consequential error".into());
+        assert!(shutdown.is_requested());
+        assert_eq!(shutdown.failure().as_deref(), Some("Redis refused the password"));
     }
 }

@@ -79,6 +79,13 @@ pub enum StoreErrorKind {
     /// No usable connection: connecting, applying the schema or preparing
     /// the statements on a new connection failed.
     Connect,
+    /// The server says the database in the URL does not exist (SQLSTATE
+    /// 3D000, invalid_catalog_name): no retry creates it.
+    NoDatabase,
+    /// The server refused the URL's user or password (SQLSTATE 28P01
+    /// invalid_password, 28000 invalid_authorization_specification, e.g.
+    /// no pg_hba.conf entry).
+    Credentials,
     /// The connection broke during a statement (I/O error, closed, or the
     /// server ending the session): reconnect before retrying.
     ConnectionLost,
@@ -105,6 +112,26 @@ pub enum StoreErrorKind {
 }
 
 impl StoreErrorKind {
+    /// From the server's SQLSTATE when a connection attempt failed (`None`:
+    /// no answer from the server: refused, timed out, unreachable).
+    pub fn of_failed_connect(sqlstate: Option<&SqlState>) -> StoreErrorKind {
+        match sqlstate {
+            Some(code) if *code == SqlState::INVALID_CATALOG_NAME => StoreErrorKind::NoDatabase,
+            Some(code)
+                if *code == SqlState::INVALID_PASSWORD || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION =>
+            {
+                StoreErrorKind::Credentials
+            }
+            _ => StoreErrorKind::Connect,
+        }
+    }
+
+    /// The server refused this node's settings (the database name or the
+    /// credentials in its URL): waiting does not fix that, an operator does.
+    pub fn is_refused_configuration(self) -> bool {
+        matches!(self, StoreErrorKind::NoDatabase | StoreErrorKind::Credentials)
+    }
+
     /// From what the postgres crate says about a failed statement: whether
     /// the connection is closed, and the server's SQLSTATE when the server
     /// answered (`None`: the failure was the client's or the socket's).
@@ -159,7 +186,14 @@ impl StoreError {
     /// True when the connection is unusable (or none was made): drop it and
     /// connect again before retrying.
     pub fn is_connection_lost(&self) -> bool {
-        matches!(self.kind, StoreErrorKind::Url | StoreErrorKind::Connect | StoreErrorKind::ConnectionLost)
+        matches!(
+            self.kind,
+            StoreErrorKind::Url
+                | StoreErrorKind::Connect
+                | StoreErrorKind::NoDatabase
+                | StoreErrorKind::Credentials
+                | StoreErrorKind::ConnectionLost
+        )
     }
 }
 
@@ -246,7 +280,9 @@ impl Store {
             .options(&format!(
                 "-c statement_timeout={STATEMENT_TIMEOUT_MS} -c idle_in_transaction_session_timeout=10000"
             ));
-        let mut client = config.connect(NoTls).map_err(|e| fail("connect", error_text(&e)))?;
+        let mut client = config.connect(NoTls).map_err(|e| {
+            StoreError::new(StoreErrorKind::of_failed_connect(e.code()), &redacted, "connect", error_text(&e))
+        })?;
         let statements = Statements::prepare(&mut client).map_err(|e| {
             // The schema may not exist yet; apply it and prepare again.
             fail("prepare", error_text(&e))
@@ -279,9 +315,9 @@ impl Store {
         let mut config = postgres::Config::from_str(url)
             .map_err(|e| StoreError::new(StoreErrorKind::Url, &redacted, "URL", e.to_string()))?;
         config.connect_timeout(CONNECT_TIMEOUT).tcp_user_timeout(TCP_USER_TIMEOUT).application_name("clnode-migrate");
-        let mut client = config
-            .connect(NoTls)
-            .map_err(|e| StoreError::new(StoreErrorKind::Connect, &redacted, "connect", error_text(&e)))?;
+        let mut client = config.connect(NoTls).map_err(|e| {
+            StoreError::new(StoreErrorKind::of_failed_connect(e.code()), &redacted, "connect", error_text(&e))
+        })?;
         if let Some(blocks) = crate::seed::migrate::migrate_if_seed(&mut client, &redacted, signer)? {
             crate::log::info(&format!(
                 "database: migrated the seed's payloads table in place ({blocks} blocks, {}; {redacted})",
@@ -759,11 +795,31 @@ mod tests {
     }
 
     #[test]
+    fn refused_connections_are_classified_by_sqlstate() {
+        use StoreErrorKind::{Connect, Credentials, NoDatabase};
+        let code = SqlState::from_code;
+        let cases = [
+            (None, Connect), // refused, timed out: the server may come
+            (Some(code("3D000")), NoDatabase),
+            (Some(code("28P01")), Credentials),
+            (Some(code("28000")), Credentials),            // no pg_hba.conf entry
+            (Some(SqlState::CANNOT_CONNECT_NOW), Connect), // starting up, shutting down
+            (Some(SqlState::TOO_MANY_CONNECTIONS), Connect),
+        ];
+        for (sqlstate, expected) in cases {
+            assert_eq!(StoreErrorKind::of_failed_connect(sqlstate.as_ref()), expected, "{sqlstate:?}");
+            assert_eq!(expected.is_refused_configuration(), expected != Connect);
+        }
+    }
+
+    #[test]
     fn only_connection_kinds_drop_the_connection() {
         use StoreErrorKind::*;
         for (kind, lost) in [
             (Url, true),
             (Connect, true),
+            (NoDatabase, true),
+            (Credentials, true),
             (ConnectionLost, true),
             (Query, false),
             (Corrupt, false),

@@ -25,3 +25,17 @@ fn the_devnet_starts_produces_and_leaves_nothing_behind() {
     assert!(output.status.success(), "devnet smoke failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("PASS") || stderr.contains("PASS"), "no PASS line:\n{stdout}\n{stderr}");
 }
+
+/// The status table's pure parts (scripts/lib/devnet_status.py): cells, and the HEALTH reason
+/// fitted to the terminal at a word boundary.
+#[test]
+fn the_devnet_status_table_fits_reasons_at_word_boundaries() {
+    let output = Command::new("python3")
+        .args(["-m", "unittest", "-v", "test_devnet_status"])
+        .current_dir(support::script("lib"))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "python unit tests failed:\n{stderr}");
+}

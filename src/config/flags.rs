@@ -252,12 +252,21 @@ pub const FLAGS: &[Flag] = &[
     Flag {
         name: "log-level",
         env: Some("LOG_LEVEL"),
-        value: "info|debug",
+        value: "error|warn|info|debug",
         default: DefaultValue::Value("info"),
         // Case-insensitive: LOG_LEVEL is a name other programs use too.
-        kind: Kind::Choice { options: &["info", "debug"], ignore_case: true },
+        kind: Kind::Choice { options: &["error", "warn", "info", "debug"], ignore_case: true },
         group: Group::Common,
-        help: "debug adds a line per block with each step's time",
+        help: "least severe level logged; debug adds a line per block with each step's time",
+    },
+    Flag {
+        name: "log-format",
+        env: Some("LOG_FORMAT"),
+        value: "text|json",
+        default: DefaultValue::Value("text"),
+        kind: Kind::Choice { options: &["text", "json"], ignore_case: true },
+        group: Group::Common,
+        help: "json: one object per line (time, level, instance, component, message, fields)",
     },
     Flag {
         name: "redis-addr",

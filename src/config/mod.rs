@@ -41,6 +41,7 @@ pub struct Config {
     /// `debug` adds one line per committed or applied block, with the time
     /// of each step.
     pub log_level: crate::log::Level,
+    pub log_format: crate::log::Format,
     pub eth_client_url: String,
     pub jwt_secret: JwtSecret,
     /// Where the JWT secret came from, when it was a file (checked for
@@ -351,8 +352,14 @@ fn validate(mut input: Input) -> Result<Config, ConfigError> {
         _ => Mode::Leader,
     };
     let log_level = match input.choice("log-level")?.as_str() {
+        "error" => crate::log::Level::Error,
+        "warn" => crate::log::Level::Warn,
         "debug" => crate::log::Level::Debug,
         _ => crate::log::Level::Info,
+    };
+    let log_format = match input.choice("log-format")?.as_str() {
+        "json" => crate::log::Format::Json,
+        _ => crate::log::Format::Text,
     };
     let eth_client_url = input.http_url("eth-client-url")?;
     let (jwt_secret, jwt_secret_path) = jwt_secret(&input)?;
@@ -360,6 +367,7 @@ fn validate(mut input: Input) -> Result<Config, ConfigError> {
         instance_id,
         mode: input.mode,
         log_level,
+        log_format,
         eth_client_url,
         jwt_secret,
         jwt_secret_path,
@@ -707,7 +715,7 @@ mod tests {
             (&["--instance-id", "x", "--jwt-secret", SECRET, "--eth-client-url", "localhost:8551"], "http://"),
             (&["--instance-id", "x", "--jwt-secret", SECRET, "--lease-renew-interval", "2s"], "--lease-renew-interval"),
             (&["--instance-id", "x y", "--jwt-secret", SECRET], "--instance-id"),
-            (&["--instance-id", "x", "--jwt-secret", SECRET, "--log-level", "warn"], "--log-level"),
+            (&["--instance-id", "x", "--jwt-secret", SECRET, "--log-level", "trace"], "--log-level"),
         ];
         for (args, expected) in cases {
             let error = run(args).unwrap_err().to_string();
@@ -758,6 +766,10 @@ mod tests {
         assert_eq!(config.member.long_poll_wait, Duration::from_secs(5));
         assert_eq!(config.member.leader_urls, vec!["http://localhost:8090".to_owned()]);
         assert_eq!(config.log_level, crate::log::Level::Info);
+        assert_eq!(config.log_format, crate::log::Format::Text);
+        let base = ["--instance-id", "x", "--jwt-secret", SECRET, "--insecure-unsigned-records"];
+        let json = run(&[&base[..], &["--log-format", "JSON", "--log-level", "warn"]].concat()).unwrap();
+        assert_eq!((json.log_format, json.log_level), (crate::log::Format::Json, crate::log::Level::Warn));
         assert!(config.api_token.is_none() && config.leader.redis_password.is_none());
         let none = |_: &str| None;
         match parse([OsString::from("status")], &none).unwrap() {

@@ -121,6 +121,11 @@ impl RedisErrorKind {
                 _ => RedisErrorKind::ConnectionLost,
             };
         }
+        // NOAUTH (a password is required and none was sent) has no kind of
+        // its own in the crate; its code is the server's, not a message.
+        if error.code() == Some("NOAUTH") {
+            return RedisErrorKind::Auth;
+        }
         match error.kind() {
             ErrorKind::AuthenticationFailed | ErrorKind::Server(ServerErrorKind::NoPerm) => RedisErrorKind::Auth,
             ErrorKind::InvalidClientConfig => RedisErrorKind::Address,
@@ -159,7 +164,11 @@ pub struct RedisError {
 
 impl RedisError {
     pub fn new(addr: &str, what: &'static str, error: &redis::RedisError) -> RedisError {
-        RedisError { kind: RedisErrorKind::of(error), addr: addr.to_owned(), what, detail: error.to_string() }
+        let kind = RedisErrorKind::of(error);
+        // A read timeout surfaces as EAGAIN, whose text ("Resource
+        // temporarily unavailable (os error 11)") says nothing to an operator.
+        let detail = if kind == RedisErrorKind::Timeout { "timed out".to_owned() } else { error.to_string() };
+        RedisError { kind, addr: addr.to_owned(), what, detail }
     }
 }
 
@@ -388,6 +397,9 @@ pub struct LeaseLoop {
     held_since: Instant,
     last_published: Option<Instant>,
     last_cluster_read: Option<Instant>,
+    /// Redis has answered this process once: from then on a refused
+    /// password is a change on the server's side and is waited out.
+    reached_redis: bool,
 }
 
 /// Reads the fence's term from PostgreSQL (given to the lease thread by
@@ -429,6 +441,7 @@ impl LeaseLoop {
             held_since: Instant::now(),
             last_published: None,
             last_cluster_read: None,
+            reached_redis: false,
         }
     }
 
@@ -446,13 +459,20 @@ impl LeaseLoop {
         format!("{}/{term}", self.instance_id)
     }
 
-    fn redis_reachable(&self) {
+    fn redis_reachable(&mut self) {
+        self.reached_redis = true;
         if !self.handle.redis_ok.swap(true, Ordering::Relaxed) {
             self.status.clear_problem(Component::Redis);
         }
     }
 
     fn redis_failed(&mut self, error: &RedisError) {
+        if error.kind == RedisErrorKind::Auth && !self.reached_redis {
+            // A password refused before Redis ever let this node in is this
+            // node's setting: waiting cannot fix it (ARCHITECTURE.md, "Errors
+            // that will not heal").
+            self.shutdown.fail(format!("{error} (is --redis-password / REDIS_PASSWORD the one Redis requires?)"));
+        }
         if self.handle.redis_ok.swap(false, Ordering::Relaxed) {
             log::warn(&format!("lease: {error}"));
         }
@@ -481,7 +501,21 @@ impl LeaseLoop {
         result.map_err(|e| RedisError::new(&addr, what, &e))
     }
 
+    /// One PING at start, before this node is ready to lead: a Redis that
+    /// refuses this node's password is told now, not at the first acquire.
+    fn first_contact(&mut self) {
+        let addr = self.config.redis_addr.clone();
+        let answer = self.connection.get().and_then(|connection| {
+            redis::cmd("PING").query::<String>(connection).map_err(|e| RedisError::new(&addr, "ping", &e))
+        });
+        match answer {
+            Ok(_) => self.redis_reachable(),
+            Err(error) => self.redis_failed(&error),
+        }
+    }
+
     pub fn run(mut self) {
+        self.first_contact();
         let acquire = Script::new(ACQUIRE_LUA);
         let renew = Script::new(RENEW_LUA);
         let release = Script::new(RELEASE_LUA);
@@ -1030,6 +1064,26 @@ mod tests {
         }
         let script_error = redis::make_extension_error("ERRSCRIPT".into(), Some("boom".into()));
         assert_eq!(RedisErrorKind::of(&script_error), RedisErrorKind::Server);
+        // A Redis that requires a password this node did not send answers
+        // every command with the NOAUTH code (the crate has no kind for it).
+        let no_auth = redis::make_extension_error("NOAUTH".into(), Some("Authentication required.".into()));
+        assert_eq!(RedisErrorKind::of(&no_auth), RedisErrorKind::Auth);
+    }
+
+    #[test]
+    fn errors_read_as_what_happened_not_as_the_errno() {
+        use std::io::{Error, ErrorKind};
+        // SO_RCVTIMEO ends a read with EAGAIN, which prints as "Resource
+        // temporarily unavailable (os error 11)": a hung Redis, said plainly.
+        let hung = RedisError::new("127.0.0.1:6379", "renew", &redis::RedisError::from(Error::from_raw_os_error(11)));
+        assert_eq!(hung.kind, RedisErrorKind::Timeout);
+        assert_eq!(hung.to_string(), "Redis renew (127.0.0.1:6379): timed out");
+        let timed_out = RedisError::new("r:1", "wait", &redis::RedisError::from(Error::from(ErrorKind::TimedOut)));
+        assert_eq!(timed_out.to_string(), "Redis wait (r:1): timed out");
+        let refused =
+            RedisError::new("r:1", "connect", &redis::RedisError::from(Error::from(ErrorKind::ConnectionRefused)));
+        assert!(refused.to_string().starts_with("Redis connect (r:1): "), "{refused}");
+        assert!(refused.to_string().contains("refused"), "{refused}");
     }
 
     #[test]

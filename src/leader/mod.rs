@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub mod error;
+pub mod failover;
 pub mod failpoint;
 pub mod handover;
 pub mod lease;

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::clock::{self, ClockReference, ClockVerdict};
 use super::error::ProduceError;
+use super::failover::{failover_gap_ms, TakeOver};
 use super::failpoint::Step;
 use super::lease::LeaseHandle;
 use super::pool_watch::{PendingPool, PoolWatch};
@@ -103,10 +104,12 @@ pub struct Producer {
     pool_watch: PoolWatch,
     /// Committed, but not yet made canonical on the execution client.
     pending_canonical: Option<ChainHead>,
-    /// When this term took over from another: the previous term's last
-    /// commit time (ms since the epoch), to report the failover gap at this
-    /// term's first commit.
-    took_over_from_ms: Option<f64>,
+    /// When this term took over from another: what the failover gap is
+    /// measured from, reported at this term's first commit.
+    took_over: Option<TakeOver>,
+    /// The first committed head this node read: a previous term whose last
+    /// block is not above it ended before this node started.
+    first_head_seen: Option<u64>,
     /// The database's clock, the cluster's time reference: block time
     /// follows it, and this node leads only while its wall clock agrees.
     clock: ClockReference,
@@ -149,7 +152,8 @@ impl Producer {
             settings,
             pool_watch: PoolWatch::new(Instant::now()),
             pending_canonical: None,
-            took_over_from_ms: None,
+            took_over: None,
+            first_head_seen: None,
             clock: ClockReference::new(ctx.config.max_clock_skew),
             clock_fit_logged: None,
             ctx,
@@ -224,6 +228,7 @@ impl Producer {
             }
         });
         self.known_committed = Some((head, Instant::now()));
+        self.first_head_seen.get_or_insert(head.number);
         self.ctx.watch.advance_to(head.number);
         self.ctx.metrics.committed_head.set_u64(head.number);
         self.ctx.status.update(|s| s.committed_head = Some((head.number, head.hash)));
@@ -411,10 +416,15 @@ impl Producer {
             "leader: term {term}, building on block {} ({}), ready {takeover_ms} ms after acquiring",
             parent.number, parent.hash
         ));
-        // A failover, as operators see it, is the gap between the previous
-        // leader's last block and this term's first; measured at that commit.
-        self.took_over_from_ms = match self.database(|store| store.commit_time(parent.number)) {
-            Ok(Some((previous_term, committed_ms))) if previous_term != term => Some(committed_ms),
+        // A failover, as operators see it: the gap from the previous leader's
+        // last block to this term's first; measured at that commit
+        // (`failover.rs`).
+        self.took_over = match self.database(|store| store.commit_time(parent.number)) {
+            Ok(Some((previous_term, committed_ms))) if previous_term != term => Some(TakeOver {
+                previous_block: parent.number,
+                previous_committed_ms: committed_ms,
+                first_head_seen: self.first_head_seen.unwrap_or(parent.number),
+            }),
             _ => None,
         };
         self.ctx.metrics.is_leader.set(1);
@@ -781,16 +791,30 @@ impl Producer {
         let CommittedBlock { built, stored, executed_in, committed_in } = *committed;
         let (record, number) = (&built.record, built.record.number());
         if log::debug_enabled() {
-            log::debug(&format!(
-                "leader: committed block {number} ({}, {} txs, term {term}): forkchoiceUpdated {:.3} ms, \
-                 getPayload {:.3} ms, newPayload {:.3} ms, commit {:.3} ms",
-                record.hash(),
-                record.payload.transaction_count(),
+            let (fcu, get, new, commit) = (
                 log::millis(built.requested_in),
                 log::millis(built.get_payload_in),
                 log::millis(executed_in),
-                log::millis(committed_in)
-            ));
+                log::millis(committed_in),
+            );
+            let txs = record.payload.transaction_count();
+            log::debug_with(
+                &format!(
+                    "leader: committed block {number} ({}, {txs} txs, term {term}): forkchoiceUpdated {fcu:.3} ms, \
+                     getPayload {get:.3} ms, newPayload {new:.3} ms, commit {commit:.3} ms",
+                    record.hash(),
+                ),
+                &[
+                    ("block", number.into()),
+                    ("hash", record.hash().to_string().into()),
+                    ("txs", txs.into()),
+                    ("term", term.into()),
+                    ("forkchoice_updated_ms", fcu.into()),
+                    ("get_payload_ms", get.into()),
+                    ("new_payload_ms", new.into()),
+                    ("commit_ms", commit.into()),
+                ],
+            );
         }
         assert_eq!(number, parent.number + 1, "committed a block that does not extend its parent");
         *parent = Parent { number, hash: record.hash(), timestamp: built.timestamp };
@@ -817,23 +841,26 @@ impl Producer {
     /// At a term's first commit: the gap since the previous term's last
     /// block, as operators see a failover.
     fn report_failover_gap(&mut self, term: u64) {
-        let Some(from_ms) = self.took_over_from_ms.take() else {
+        let Some(take_over) = self.took_over.take() else {
             return;
         };
-        // On the database's clock, like the commit time it is compared with.
-        let now_ms = match self.clock.database_now(Instant::now()) {
-            Some((now, _)) => now.as_secs_f64() * 1000.0,
-            None => SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0),
+        let Some(gap) = failover_gap_ms(&take_over, self.database_now_ms()) else {
+            return;
         };
-        // Clamped at zero (a reading of the clock is off by a little);
-        // `as` saturates at u64::MAX and maps NaN to 0.
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let gap = (now_ms - from_ms).max(0.0) as u64;
         log::info(&format!("leader: first block of term {term} committed {gap} ms after the previous term's last"));
         self.ctx.status.update(|s| {
             s.last_failover_ms = Some(gap);
             s.last_failover_at_unix_s = Some(unix_now_s());
         });
+    }
+
+    /// Now on the database's clock (ms since the epoch), like the commit
+    /// times it is compared with; the wall clock before the first sample.
+    fn database_now_ms(&self) -> f64 {
+        match self.clock.database_now(Instant::now()) {
+            Some((now, _)) => now.as_secs_f64() * 1000.0,
+            None => SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0),
+        }
     }
 }
 

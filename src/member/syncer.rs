@@ -397,15 +397,24 @@ impl Syncer {
         finished.canonical.map_err(SyncError::Replay)?;
         finished.stored?;
         if log::debug_enabled() {
-            log::debug(&format!(
-                "member: applied blocks {}..={} ({} txs): newPayload {:.3} ms, forkchoiceUpdated {:.3} ms, store {:.3} ms",
-                records[0].number(),
-                last.number(),
-                records.iter().map(|r| r.payload.transaction_count()).sum::<usize>(),
-                log::millis(executed_in),
-                log::millis(finished.canonical_in),
-                log::millis(finished.stored_in)
-            ));
+            let (first, last_number) = (records[0].number(), last.number());
+            let txs = records.iter().map(|r| r.payload.transaction_count()).sum::<usize>();
+            let (new, fcu, store) =
+                (log::millis(executed_in), log::millis(finished.canonical_in), log::millis(finished.stored_in));
+            log::debug_with(
+                &format!(
+                    "member: applied blocks {first}..={last_number} ({txs} txs): newPayload {new:.3} ms, \
+                     forkchoiceUpdated {fcu:.3} ms, store {store:.3} ms"
+                ),
+                &[
+                    ("first_block", first.into()),
+                    ("last_block", last_number.into()),
+                    ("txs", txs.into()),
+                    ("new_payload_ms", new.into()),
+                    ("forkchoice_updated_ms", fcu.into()),
+                    ("store_ms", store.into()),
+                ],
+            );
         }
         // Stored: members of this member may be served them from memory.
         for block in stored.into_iter().rev().take(crate::notify::RECENT_BLOCKS).rev() {
