@@ -550,6 +550,14 @@ run() {
     # No empty blocks by default: the first committed block shows the whole path works.
     wait_until "$READY_TIMEOUT_S" "the first committed block on :$DEVNET_L1_API/blocks/latest" first_block
   fi
+  # leader-1 is preferred: if leader-2 won the first lease, it hands over two lease TTLs after
+  # leader-1 is ready. Wait for that (bounded; not fatal) so the tour's first check, 8080 says
+  # isLeader=true, holds when the hints are printed.
+  local handover_deadline=$(($(now_ms) + 15000))
+  until has_role leader-1 "$DEVNET_L1_HEALTH" leader || (($(now_ms) >= handover_deadline)); do
+    sleep 0.2
+  done
+  has_role leader-1 "$DEVNET_L1_HEALTH" leader || say "leader-1 does not lead yet; $(basename "$SELF") leader names who does"
   t_ready=$(now_ms)
 
   local rel=${DIR#"$PWD"/} hints=() status_urls="http://127.0.0.1:$DEVNET_L1_HEALTH,http://127.0.0.1:$DEVNET_L2_HEALTH"
