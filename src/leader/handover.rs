@@ -51,7 +51,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 return 1
 ";
 
-/// The live records, at most ARGV[2] of them.
+/// The live records, at most `ARGV[2]` of them.
 pub const READ_LUA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -65,7 +65,7 @@ return out
 ";
 
 /// Releases the lease if this holder still has it, designates the
-/// successor for ARGV[3] ms and wakes it on its own list.
+/// successor for `ARGV[3]` ms and wakes it on its own list.
 pub const RELEASE_TO_LUA: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])

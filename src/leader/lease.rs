@@ -42,7 +42,7 @@ const MIN_BLOCKING_WAIT: Duration = Duration::from_millis(10);
 /// SET NX PX and INCR in one step. Returns the new term, or, if the lease
 /// is held, minus the milliseconds it has left (0 if Redis cannot say), so
 /// a standby can try again the moment it expires.
-/// A node designated by a hand-over (KEYS[3]) is the only one that may
+/// A node designated by a hand-over (`KEYS[3]`) is the only one that may
 /// acquire until the designation expires; it clears the designation.
 const ACQUIRE_LUA: &str = r"
 local designated = redis.call('GET', KEYS[3])
