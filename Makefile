@@ -5,7 +5,7 @@ CARGO ?= cargo
 # keeps a 2-core machine responsive.
 TEST_THREADS ?= 2
 
-.PHONY: all build deps test unit-test lint fmt static run run-leader run-member clean fuzz faults bench
+.PHONY: all build deps test unit-test lint fmt static run run-leader run-member clean fuzz faults bench soak
 
 all: build
 
@@ -79,6 +79,14 @@ clean:
 bench: deps
 	scripts/deps.sh bench
 	$(CARGO) bench --bench cluster
+
+## Two leader-mode nodes and two members under sustained load for SOAK_MINUTES (default 60),
+## the leader never killed: counts false failovers, lease losses, warn/error lines, /health 503s
+## and RSS every minute (target/soak/progress.jsonl, report.json). SOAK_RATE: tx/s per geth
+## (default 10); SOAK_FLAGS: extra leader flags (e.g. "--lease-ttl 500ms"). Fails if unclean.
+SOAK_MINUTES ?= 60
+soak: deps
+	SOAK_MINUTES=$(SOAK_MINUTES) $(CARGO) bench --bench soak
 
 ## The full fault-injection run (tests/faults/; `make test` runs its quick subset):
 ## every case of the failure matrix many times and the randomized mode, 20-30 min.
