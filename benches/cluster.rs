@@ -1613,7 +1613,9 @@ fn report(figures: &[Figure], started: Instant) {
             "trials": f.trials, "median": f.median, "p99": f.p99, "note": f.note,
         }));
     }
-    let docs = Path::new(REPO).join("docs");
+    // CLNODE_BENCH_OUT: write the report elsewhere (subset runs side by side).
+    let docs =
+        std::env::var("CLNODE_BENCH_OUT").map_or_else(|_| Path::new(REPO).join("docs"), std::path::PathBuf::from);
     std::fs::create_dir_all(&docs).unwrap();
     let existing = std::fs::read_to_string(docs.join("BENCHMARKS.md")).unwrap_or_default();
     // Keep the hand-written analysis below the generated table.
@@ -1861,7 +1863,14 @@ fn rate_step(cluster: &Cluster, members: &[Member], tag: &str, rate: f64, second
     let mut loads = spawn_load(&cluster.dir, tag, &el.rpc_url(), rate, seconds, senders);
     let started = Instant::now();
     while loads.iter_mut().any(|l| l.exited().is_none()) {
-        assert!(started.elapsed().as_secs_f64() < seconds + 60.0, "{tag}: senders did not end");
+        // A sender that cannot keep up sends late until it has sent them
+        // all; cut it off: what it got accepted by then is its rate.
+        if started.elapsed().as_secs_f64() > seconds + 10.0 {
+            for load in &mut loads {
+                load.kill();
+            }
+            break;
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
     let sent: Vec<(String, f64)> = loads.iter().flat_map(|l| accepted_with_times(&l.log_text())).collect();
