@@ -1,0 +1,100 @@
+//! Byte budgets for sync pages: a page is bounded by a block count *and* by
+//! bytes, on the server (`api.rs`, `store.rs`) and in the member's request
+//! (`member/fetch.rs`). A block larger than the budget still goes through,
+//! alone: a page always carries at least one block when one exists.
+//!
+//! Pure decisions only; the callers measure and act.
+
+/// The server's cap on a page's rendered bytes, and its default when the
+/// request names none. A request for more is capped, as `limit` is.
+pub const MAX_PAGE_BYTES: u64 = 64 * 1024 * 1024;
+/// What a member asks for (`max_bytes`): a few full blocks per page keeps
+/// execution pipelined while the fetcher's memory stays small.
+pub const MEMBER_PAGE_BYTES: u64 = 8 * 1024 * 1024;
+/// A member refuses to read an answer larger than this: the budget, plus
+/// room for one block far larger than any gas limit allows today (a
+/// 60 M-gas block of zero-byte calldata is 15 MB raw, about 40 MB as JSON).
+pub const MAX_ANSWER_BYTES: u64 = MEMBER_PAGE_BYTES + 128 * 1024 * 1024;
+
+/// How many of the blocks, in order, a page of at most `budget` bytes
+/// carries, given each block's rendered size: every block while the sum
+/// stays within the budget, and always the first (a block larger than the
+/// budget goes through alone rather than never).
+pub fn blocks_within(sizes: impl IntoIterator<Item = usize>, budget: u64) -> usize {
+    let mut total: u64 = 0;
+    let mut count = 0;
+    for size in sizes {
+        total = total.saturating_add(size as u64);
+        if count > 0 && total > budget {
+            break;
+        }
+        count += 1;
+    }
+    count
+}
+
+/// The block count a member asks for next after an answer was too large to
+/// read: half of what it asked, at least one. A source that ignores the
+/// byte budget (an older node) is then asked for fewer blocks each time, so
+/// the same oversized request is never repeated.
+pub fn limit_after_oversize(asked: u32) -> u32 {
+    (asked / 2).max(1)
+}
+
+/// The cap on the block count after an answer that could be read: it grows
+/// back (doubling) toward `max`, so one huge block does not keep later pages
+/// small for ever.
+pub fn limit_after_success(cap: u32, max: u32) -> u32 {
+    cap.saturating_mul(2).clamp(1, max.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_stop_at_the_budget_but_carry_at_least_one_block() {
+        let cases: &[(&[usize], u64, usize)] = &[
+            (&[], 100, 0),
+            (&[10, 10, 10], 100, 3),
+            (&[40, 40, 40], 100, 2),
+            (&[50, 50], 100, 2),
+            (&[50, 51], 100, 1),
+            (&[500], 100, 1),                    // larger than the budget: alone
+            (&[500, 1], 100, 1),                 // ... and nothing after it
+            (&[1, 500, 1], 100, 1),              // the big one waits for the next page
+            (&[0, 0, 0], 0, 3),                  // empty renderings cost nothing
+            (&[usize::MAX, usize::MAX], 100, 1), // no overflow
+        ];
+        for (sizes, budget, expected) in cases {
+            assert_eq!(blocks_within(sizes.iter().copied(), *budget), *expected, "{sizes:?} within {budget}");
+        }
+    }
+
+    #[test]
+    fn oversized_answers_shrink_the_request_until_one_block() {
+        let mut limit = 1000;
+        let mut asked = Vec::new();
+        while limit > 1 {
+            limit = limit_after_oversize(limit);
+            asked.push(limit);
+        }
+        assert_eq!(asked, [500, 250, 125, 62, 31, 15, 7, 3, 1]);
+        assert_eq!(limit_after_oversize(1), 1);
+        assert_eq!(limit_after_oversize(0), 1);
+    }
+
+    #[test]
+    fn the_cap_grows_back_after_good_answers() {
+        assert_eq!(limit_after_success(1, 1000), 2);
+        assert_eq!(limit_after_success(600, 1000), 1000);
+        assert_eq!(limit_after_success(u32::MAX, 1000), 1000);
+        assert_eq!(limit_after_success(0, 0), 1);
+    }
+
+    #[test]
+    fn a_member_can_read_its_budget_and_one_huge_block() {
+        const { assert!(MAX_ANSWER_BYTES > MEMBER_PAGE_BYTES + 40 * 1024 * 1024) };
+        const { assert!(MEMBER_PAGE_BYTES <= MAX_PAGE_BYTES) };
+    }
+}
