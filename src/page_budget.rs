@@ -24,13 +24,19 @@ pub fn blocks_within(sizes: impl IntoIterator<Item = usize>, budget: u64) -> usi
     let mut total: u64 = 0;
     let mut count = 0;
     for size in sizes {
-        total = total.saturating_add(size as u64);
-        if count > 0 && total > budget {
+        if !fits(total, size as u64, count, budget) {
             break;
         }
+        total = total.saturating_add(size as u64);
         count += 1;
     }
     count
+}
+
+/// Whether a block of `size` bytes joins a page that already holds `count`
+/// blocks in `total` bytes: within the budget, or as the first block.
+pub fn fits(total: u64, size: u64, count: usize, budget: u64) -> bool {
+    count == 0 || total.saturating_add(size) <= budget
 }
 
 /// The block count a member asks for next after an answer was too large to
