@@ -237,13 +237,8 @@ pub struct ListQuery {
 /// Parses the list query strictly; the error is the 400 message.
 pub fn parse_list_query(query: &str) -> Result<ListQuery, String> {
     let pairs = parse_query(query, &["after", "limit", "wait_ms", "max_bytes", "format"])?;
-    let mut parsed = ListQuery {
-        after: 0,
-        limit: DEFAULT_LIMIT,
-        wait_ms: 0,
-        max_bytes: MAX_PAGE_BYTES,
-        format: PageFormat::Json,
-    };
+    let mut parsed =
+        ListQuery { after: 0, limit: DEFAULT_LIMIT, wait_ms: 0, max_bytes: MAX_PAGE_BYTES, format: PageFormat::Json };
     for (name, value) in pairs {
         match name {
             "after" => parsed.after = parse_decimal("after", value, i64::MAX as u64)?,
@@ -337,7 +332,10 @@ impl ApiHandler {
             Err(message) => return Reply::error(400, message),
         };
         if query.format == PageFormat::Binary && self.ctx.wire == crate::config::SyncWire::Seed {
-            return Reply::error(400, "format=binary carries clnode records; this node serves the seed's (--sync-wire seed)");
+            return Reply::error(
+                400,
+                "format=binary carries clnode records; this node serves the seed's (--sync-wire seed)",
+            );
         }
         let ListQuery { after, limit, wait_ms, max_bytes, format } = query;
         if wait_ms > 0 && self.ctx.watch.get() <= after {
@@ -613,7 +611,8 @@ mod tests {
 
     #[test]
     fn list_queries_parse_strictly_and_cap_the_limit() {
-        let defaults = ListQuery { after: 0, limit: 100, wait_ms: 0, max_bytes: MAX_PAGE_BYTES, format: PageFormat::Json };
+        let defaults =
+            ListQuery { after: 0, limit: 100, wait_ms: 0, max_bytes: MAX_PAGE_BYTES, format: PageFormat::Json };
         assert_eq!(parse_list_query("").unwrap(), defaults);
         assert_eq!(
             parse_list_query("after=7&limit=5000&wait_ms=30000").unwrap(),

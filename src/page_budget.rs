@@ -48,10 +48,15 @@ pub fn limit_after_oversize(asked: u32) -> u32 {
 }
 
 /// The cap on the block count after an answer that could be read: it grows
-/// back (doubling) toward `max`, so one huge block does not keep later pages
-/// small for ever.
-pub fn limit_after_success(cap: u32, max: u32) -> u32 {
-    cap.saturating_mul(2).clamp(1, max.max(1))
+/// back (doubling, toward `max`) only after a full page (`received` ==
+/// `asked`) that took at most half of what the member reads
+/// (`answer_bytes` against `max_answer`), so that doubling is likely to fit
+/// again: one huge block does not keep later pages small for ever, and an
+/// oversized request is not made again at once.
+pub fn limit_after_success(cap: u32, max: u32, asked: u32, received: usize, answer_bytes: u64, max_answer: u64) -> u32 {
+    let grow = received >= asked as usize && answer_bytes.saturating_mul(2) <= max_answer;
+    let next = if grow { cap.saturating_mul(2) } else { cap };
+    next.clamp(1, max.max(1))
 }
 
 #[cfg(test)]
@@ -92,10 +97,24 @@ mod tests {
 
     #[test]
     fn the_cap_grows_back_after_good_answers() {
-        assert_eq!(limit_after_success(1, 1000), 2);
-        assert_eq!(limit_after_success(600, 1000), 1000);
-        assert_eq!(limit_after_success(u32::MAX, 1000), 1000);
-        assert_eq!(limit_after_success(0, 0), 1);
+        let cases = [
+            // (cap, asked, received, answer bytes, next cap)
+            (1, 1, 1, 10, 2),
+            (600, 600, 600, 10, 1000),
+            (u32::MAX, 1000, 1000, 10, 1000),
+            (31, 31, 0, 10, 31),  // an empty answer says nothing about size
+            (31, 31, 31, 60, 31), // more than half the limit: doubling would not fit
+            (31, 31, 31, 50, 62), // exactly half: it fits
+            (31, 31, 5, 10, 31),  // the page was short
+        ];
+        for (cap, asked, received, bytes, next) in cases {
+            assert_eq!(
+                limit_after_success(cap, 1000, asked, received, bytes, 100),
+                next,
+                "{cap} {asked} {received} {bytes}"
+            );
+        }
+        assert_eq!(limit_after_success(0, 0, 0, 0, 0, 0), 1);
     }
 
     #[test]
