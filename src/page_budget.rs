@@ -8,13 +8,19 @@
 /// The server's cap on a page's rendered bytes, and its default when the
 /// request names none. A request for more is capped, as `limit` is.
 pub const MAX_PAGE_BYTES: u64 = 64 * 1024 * 1024;
-/// What a member asks for (`max_bytes`): a few full blocks per page keeps
-/// execution pipelined while the fetcher's memory stays small.
+/// What a member asks for (`max_bytes`) by default (`--sync-page-bytes`):
+/// a few full blocks per page keeps execution pipelined while the
+/// fetcher's memory stays small.
 pub const MEMBER_PAGE_BYTES: u64 = 8 * 1024 * 1024;
-/// A member refuses to read an answer larger than this: the budget, plus
-/// room for one block far larger than any gas limit allows today (a
-/// 60 M-gas block of zero-byte calldata is 15 MB raw, about 40 MB as JSON).
-pub const MAX_ANSWER_BYTES: u64 = MEMBER_PAGE_BYTES + 128 * 1024 * 1024;
+/// Room for one block far larger than any gas limit allows today (a 60 M-gas
+/// block of zero-byte calldata is 6 MB raw, about 16 MB as JSON).
+pub const LARGEST_BLOCK_BYTES: u64 = 128 * 1024 * 1024;
+
+/// A member refuses to read an answer larger than this: its budget plus one
+/// block of [`LARGEST_BLOCK_BYTES`] (which the server sends alone).
+pub fn max_answer_bytes(page_bytes: u64) -> u64 {
+    page_bytes.saturating_add(LARGEST_BLOCK_BYTES)
+}
 
 /// How many of the blocks, in order, a page of at most `budget` bytes
 /// carries, given each block's rendered size: every block while the sum
@@ -119,7 +125,8 @@ mod tests {
 
     #[test]
     fn a_member_can_read_its_budget_and_one_huge_block() {
-        const { assert!(MAX_ANSWER_BYTES > MEMBER_PAGE_BYTES + 40 * 1024 * 1024) };
+        assert_eq!(max_answer_bytes(MEMBER_PAGE_BYTES), MEMBER_PAGE_BYTES + LARGEST_BLOCK_BYTES);
+        assert_eq!(max_answer_bytes(u64::MAX), u64::MAX);
         const { assert!(MEMBER_PAGE_BYTES <= MAX_PAGE_BYTES) };
     }
 }

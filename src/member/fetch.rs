@@ -24,7 +24,7 @@ use crate::block::BlockRecord;
 use crate::config::{MemberConfig, SyncKeys, SyncWire};
 use crate::log;
 use crate::metrics::Metrics;
-use crate::page_budget::{limit_after_oversize, limit_after_success, MAX_ANSWER_BYTES, MEMBER_PAGE_BYTES};
+use crate::page_budget::{limit_after_oversize, limit_after_success, max_answer_bytes, MEMBER_PAGE_BYTES};
 use crate::secret::Secret;
 use crate::shutdown::Shutdown;
 use crate::status::{Component, NodeStatus};
@@ -36,7 +36,7 @@ pub const PIPELINE_DEPTH: usize = 2;
 pub const PRIMARY_RETRY_INTERVAL: Duration = Duration::from_secs(30);
 /// A sync API answer larger than this is refused: the member's byte
 /// budget plus one block larger than any gas limit allows.
-pub const MAX_SYNC_RESPONSE_BYTES: u64 = MAX_ANSWER_BYTES;
+pub const MAX_SYNC_RESPONSE_BYTES: u64 = MEMBER_PAGE_BYTES + crate::page_budget::LARGEST_BLOCK_BYTES;
 /// Beyond the long-poll wait, how long a fetch may take.
 pub const FETCH_TIMEOUT_SLACK: Duration = Duration::from_secs(10);
 /// A sync source that does not accept a connection within this is down.
@@ -114,8 +114,14 @@ pub fn fetch_from_any(
 ) -> Result<(u64, Vec<Value>), String> {
     let mut reasons = Vec::new();
     for url in urls {
-        let request =
-            PageRequest { after, limit, wait: Duration::ZERO, compact: false, max_answer: MAX_SYNC_RESPONSE_BYTES };
+        let request = PageRequest {
+            after,
+            limit,
+            wait: Duration::ZERO,
+            compact: false,
+            page_bytes: MEMBER_PAGE_BYTES,
+            max_answer: MAX_SYNC_RESPONSE_BYTES,
+        };
         match fetch_page(url, token, request) {
             Ok(page) => return Ok((page.head, page.records)),
             Err(error) => reasons.push(error.message),
@@ -131,19 +137,21 @@ pub struct PageRequest {
     pub limit: u32,
     /// The long poll's wait.
     pub wait: Duration,
-    /// Ask for binary records within the member's byte budget (clnode
-    /// sources); otherwise a plain JSON page (seed sources, older nodes).
+    /// Ask for binary records within `page_bytes` (clnode sources);
+    /// otherwise a plain JSON page (seed sources, older nodes).
     pub compact: bool,
-    /// The largest answer read ([`MAX_SYNC_RESPONSE_BYTES`]).
+    /// The byte budget asked for (`--sync-page-bytes`).
+    pub page_bytes: u64,
+    /// The largest answer read.
     pub max_answer: u64,
 }
 
 impl PageRequest {
     pub fn target(&self, url: &str) -> String {
-        let PageRequest { after, limit, wait, compact, .. } = self;
+        let PageRequest { after, limit, wait, compact, page_bytes, .. } = self;
         let mut target = format!("{url}/blocks?after={after}&limit={limit}&wait_ms={}", wait.as_millis());
         if *compact {
-            target.push_str(&format!("&max_bytes={MEMBER_PAGE_BYTES}&format=binary"));
+            target.push_str(&format!("&max_bytes={page_bytes}&format=binary"));
         }
         target
     }
@@ -262,7 +270,7 @@ pub struct Fetcher {
     /// Whether the present URL is asked for binary pages within a budget
     /// (cleared for a source that refuses them; set again on a URL switch).
     pub(super) compact: bool,
-    /// [`MAX_SYNC_RESPONSE_BYTES`]; smaller in tests.
+    /// The largest answer read (`page_budget::max_answer_bytes`); smaller in tests.
     pub(super) max_answer: u64,
 }
 
@@ -275,6 +283,7 @@ impl Fetcher {
     ) -> Fetcher {
         let (cursor, status, metrics, shutdown, backoff) = parts;
         let compact = config.wire == SyncWire::Json;
+        let max_answer = max_answer_bytes(config.page_bytes);
         Fetcher {
             config,
             sync_keys,
@@ -288,7 +297,7 @@ impl Fetcher {
             on_fallback_since: None,
             page_cap: MAX_BLOCKS_PER_QUERY,
             compact,
-            max_answer: MAX_SYNC_RESPONSE_BYTES,
+            max_answer,
         }
     }
 }
@@ -317,6 +326,7 @@ impl Fetcher {
                 limit,
                 wait: self.config.long_poll_wait,
                 compact: self.compact,
+                page_bytes: self.config.page_bytes,
                 max_answer: self.max_answer,
             };
             let started = Instant::now();
@@ -479,6 +489,7 @@ mod tests {
             leader_urls: vec![url.to_owned()],
             sync_token: None,
             batch_limit,
+            page_bytes: MEMBER_PAGE_BYTES,
             long_poll_wait: Duration::from_secs(5),
             record_trust: crate::signing::RecordTrust::Unverified,
             wire: SyncWire::Json,
