@@ -333,6 +333,11 @@ impl Fetcher {
             match fetch_page(&url, self.config.sync_token.as_ref(), request) {
                 Ok(FetchedPage { head: source_head, records, retry_after, bytes }) => {
                     self.last_source_head = source_head;
+                    self.metrics.sync_pages.inc();
+                    self.metrics.sync_page_bytes.add(bytes);
+                    if i64::try_from(bytes).is_ok_and(|bytes| bytes > self.metrics.sync_page_bytes_max.get()) {
+                        self.metrics.sync_page_bytes_max.set_u64(bytes);
+                    }
                     self.page_cap = limit_after_success(
                         self.page_cap,
                         MAX_BLOCKS_PER_QUERY,
