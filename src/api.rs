@@ -357,11 +357,9 @@ impl ApiHandler {
             Ok(blocks) => {
                 let head = blocks.last().map(|b| b.number).unwrap_or(0).max(self.ctx.watch.get());
                 let records = self.render_page(query.key(), blocks.iter());
-                if blocks.len() >= crate::alloc::LARGE_PAGE_BLOCKS {
-                    // A catch-up page's rows are several times its
-                    // rendering; give that back once it is freed.
-                    drop(blocks);
-                    crate::alloc::release_free_memory();
+                if crate::alloc::is_large_page(blocks.len(), records.len() as u64) {
+                    // The trimmer hands the memory back once large pages stop.
+                    crate::alloc::large_page_freed();
                 }
                 page_reply(format, &records, head)
             }

@@ -51,6 +51,8 @@ pub struct Batch {
     pub source_head: u64,
     /// Every record of the page, or why one of them was refused.
     pub records: Result<Vec<BlockRecord>, String>,
+    /// The page's size on the wire.
+    pub bytes: u64,
 }
 
 /// Beyond this many blocks behind, the fetcher asks for full pages.
@@ -355,7 +357,7 @@ impl Fetcher {
                     }
                     let keys = verification_keys(&self.sync_keys);
                     let records = decode_page(&records, self.config.wire, &self.config.record_trust, &keys);
-                    let batch = Batch { generation, url, source_head, records };
+                    let batch = Batch { generation, url, source_head, records, bytes };
                     if !self.send(sender, batch) {
                         return;
                     }

@@ -333,11 +333,12 @@ impl Syncer {
                 continue;
             }
             let (url, source_head) = (batch.url, batch.source_head);
-            let large = batch.records.as_ref().is_ok_and(|records| records.len() >= crate::alloc::LARGE_PAGE_BLOCKS);
+            let large = crate::alloc::is_large_page(batch.records.as_ref().map_or(0, Vec::len), batch.bytes);
             let applied = self.apply(batch.records);
             if large {
-                // The page and its renderings are freed by now.
-                crate::alloc::release_free_memory();
+                // The page and its renderings are freed by now; the trimmer
+                // hands the memory back once large pages stop.
+                crate::alloc::large_page_freed();
             }
             match applied {
                 Ok(()) => {
