@@ -20,7 +20,7 @@ use serde_json::Value;
 mod page;
 
 pub use page::PageFormat;
-use page::{page_body, render_records};
+use page::{page_body, render_page, RenderedPage};
 
 use crate::block::{sign_wire_record, StoredBlock, SIGNATURE_FIELD};
 use crate::codec::Hash32;
@@ -59,8 +59,7 @@ pub struct RenderCache {
 #[derive(Default)]
 struct CacheInner {
     latest: Option<(u64, Arc<[u8]>)>,
-    /// The page's last block and its rendered records.
-    pages: HashMap<PageKey, (u64, Arc<[u8]>)>,
+    pages: HashMap<PageKey, CachedPage>,
     order: VecDeque<PageKey>,
     bytes: usize,
 }
@@ -87,30 +86,50 @@ impl RenderCache {
     /// or below it stops the API within one head read). A page rendered
     /// from a read that ran ahead of the watch waits until the watch catches
     /// up; until then the handler reads the database.
+    /// The page's body for `checked_head`: the cached body itself while
+    /// the head is the one it was rendered with, else its records with the
+    /// new head (built outside the lock).
     fn page(&self, key: &PageKey, checked_head: u64) -> Option<Arc<[u8]>> {
         if key.after >= checked_head {
             return None;
         }
-        let inner = self.lock();
-        let (last, records) = inner.pages.get(key)?;
-        (*last <= checked_head).then(|| Arc::clone(records))
+        let (body, records, head) = {
+            let inner = self.lock();
+            let cached = inner.pages.get(key).filter(|cached| cached.last <= checked_head)?;
+            (Arc::clone(&cached.body), cached.records.clone(), cached.head)
+        };
+        if head == checked_head {
+            return Some(body);
+        }
+        Some(page_body(key.format, &body[records], checked_head))
     }
 
-    fn store_page(&self, key: PageKey, last: u64, records: Arc<[u8]>) {
+    /// Keeps `page` (rendered with `head`), whose blocks run to `last`.
+    fn store_page(&self, key: PageKey, last: u64, head: u64, page: &RenderedPage) {
         let mut inner = self.lock();
-        if records.len() > MAX_CACHED_BYTES / 4 || inner.pages.contains_key(&key) {
+        if page.body.len() > MAX_CACHED_BYTES / 4 || inner.pages.contains_key(&key) {
             return;
         }
-        inner.bytes += records.len();
-        inner.pages.insert(key, (last, records));
+        inner.bytes += page.body.len();
+        let cached = CachedPage { last, head, body: Arc::clone(&page.body), records: page.records.clone() };
+        inner.pages.insert(key, cached);
         inner.order.push_back(key);
         while inner.pages.len() > MAX_CACHED_PAGES || inner.bytes > MAX_CACHED_BYTES {
             let Some(oldest) = inner.order.pop_front() else { break };
-            if let Some((_, evicted)) = inner.pages.remove(&oldest) {
-                inner.bytes -= evicted.len();
+            if let Some(evicted) = inner.pages.remove(&oldest) {
+                inner.bytes -= evicted.body.len();
             }
         }
     }
+}
+
+/// A cached page: its last block, the head it was rendered with, its body
+/// and where the records are in it.
+struct CachedPage {
+    last: u64,
+    head: u64,
+    body: Arc<[u8]>,
+    records: std::ops::Range<usize>,
 }
 
 /// What identifies a page's rendering: the query without its wait.
@@ -128,8 +147,8 @@ impl ListQuery {
     }
 }
 
-fn page_reply(format: PageFormat, records: &[u8], head: u64) -> Reply {
-    Reply { status: 200, content_type: format.content_type(), body: page_body(format, records, head), allow: None }
+fn page_reply(format: PageFormat, body: Arc<[u8]>) -> Reply {
+    Reply { status: 200, content_type: format.content_type(), body, allow: None }
 }
 
 pub struct ApiContext {
@@ -161,6 +180,7 @@ pub fn start(addr: SocketAddr, ctx: ApiContext, shutdown: &Shutdown) -> Result<V
             store: connection_for(&ctx),
             long_polls: Arc::clone(&long_polls),
             cache: Arc::clone(&cache),
+            scratch: Vec::new(),
         };
         move |request: &Incoming<'_>| handler.handle(request)
     })
@@ -195,8 +215,7 @@ pub fn cached_answer(ctx: &ApiContext, cache: &RenderCache, request: &Incoming<'
         if query.wait_ms > 0 && head <= query.after {
             return None; // a long poll: the handler waits
         }
-        let records = cache.page(&query.key(), head)?;
-        page_reply(query.format, &records, head)
+        page_reply(query.format, cache.page(&query.key(), head)?)
     } else {
         return None;
     };
@@ -210,6 +229,8 @@ struct ApiHandler {
     store: Reconnecting<Store, StoreError>,
     long_polls: Arc<AtomicUsize>,
     cache: Arc<RenderCache>,
+    /// This worker's render buffer, reused from page to page.
+    scratch: Vec<u8>,
 }
 
 /// What `/blocks/{key}` asks for.
@@ -308,7 +329,15 @@ impl ApiHandler {
         });
         match result {
             Ok(Some(block)) => {
-                let body: Arc<[u8]> = Arc::from(self.wire(&block).to_string().into_bytes());
+                // Rendered into this worker's buffer, then copied once.
+                let mut scratch = std::mem::take(&mut self.scratch);
+                scratch.clear();
+                // Writing a Value into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut scratch, &self.wire(&block));
+                let body: Arc<[u8]> = Arc::from(&scratch[..]);
+                if scratch.capacity() <= page::SCRATCH_KEEP_BYTES {
+                    self.scratch = scratch;
+                }
                 if lookup == Lookup::Latest {
                     self.cache.store_latest(block.number, Arc::clone(&body));
                 }
@@ -342,26 +371,26 @@ impl ApiHandler {
             self.long_poll(after, Duration::from_millis(wait_ms));
         }
         let checked_head = self.ctx.watch.get();
-        if let Some(records) = self.cache.page(&query.key(), checked_head) {
-            return page_reply(format, &records, checked_head);
+        if let Some(body) = self.cache.page(&query.key(), checked_head) {
+            return page_reply(format, body);
         }
         // At the head (where long polls wake), the blocks just committed by
         // this process are in memory; see `HeadWatch`.
         let head = self.ctx.watch.get();
         let last = head.min(after.saturating_add(u64::from(limit)));
         if let Some(blocks) = self.ctx.watch.recent_range(after.saturating_add(1), last) {
-            let records = self.render_page(query.key(), blocks.iter().map(|block| &**block));
-            return page_reply(format, &records, head);
+            let page = self.render_page(query.key(), head, blocks.iter().map(|block| &**block));
+            return page_reply(format, page.body);
         }
         match self.with_store(|store| store.blocks_after(after, limit, max_bytes)) {
             Ok(blocks) => {
                 let head = blocks.last().map(|b| b.number).unwrap_or(0).max(self.ctx.watch.get());
-                let records = self.render_page(query.key(), blocks.iter());
-                if crate::alloc::is_large_page(blocks.len(), records.len() as u64) {
+                let page = self.render_page(query.key(), head, blocks.iter());
+                if crate::alloc::is_large_page(blocks.len(), page.body.len() as u64) {
                     // The trimmer hands the memory back once large pages stop.
                     crate::alloc::large_page_freed();
                 }
-                page_reply(format, &records, head)
+                page_reply(format, page.body)
             }
             Err(reply) => reply,
         }
@@ -370,13 +399,21 @@ impl ApiHandler {
     /// The records of `blocks`, the page for `key`, within its byte budget;
     /// kept in the render cache when the page is full or cut by its budget
     /// (such a page of committed blocks never changes).
-    fn render_page<'a>(&self, key: PageKey, blocks: impl Iterator<Item = &'a StoredBlock>) -> Arc<[u8]> {
+    fn render_page<'a>(
+        &mut self,
+        key: PageKey,
+        head: u64,
+        blocks: impl Iterator<Item = &'a StoredBlock>,
+    ) -> RenderedPage {
         let mut last = key.after;
         let blocks = blocks.inspect(|block| last = block.number);
-        let rendered = render_records(
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let rendered = render_page(
             key.format,
             key.max_bytes,
+            head,
             blocks,
+            &mut scratch,
             |block, out| {
                 // Writing a Value into a Vec cannot fail.
                 let _ = serde_json::to_writer(out, &self.wire(block));
@@ -386,12 +423,13 @@ impl ApiHandler {
                 crate::binary_page::push_record(out, block, signature.as_deref());
             },
         );
+        self.scratch = scratch;
         if rendered.count == key.limit as usize || rendered.cut_by_budget {
             // `last` ran one block past a page cut by its budget: the cut
             // page is valid once that block is committed and checked too.
-            self.cache.store_page(key, last, Arc::clone(&rendered.bytes));
+            self.cache.store_page(key, last, head, &rendered);
         }
-        rendered.bytes
+        rendered
     }
 
     /// The serving node's HMAC over `block`'s JSON record, if it signs.
@@ -484,6 +522,14 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Caches JSON `records` as a page rendered with head 0.
+    fn store_records(cache: &RenderCache, key: PageKey, last: u64, records: &[u8]) {
+        let body = page_body(PageFormat::Json, records, 0);
+        let prefix = b"{\"blocks\":".len();
+        let page = RenderedPage { body, records: prefix..prefix + records.len(), count: 0, cut_by_budget: false };
+        cache.store_page(key, last, 0, &page);
+    }
+
     /// A JSON page's key with the default budget.
     fn key(after: u64, limit: u32) -> PageKey {
         PageKey { after, limit, max_bytes: MAX_PAGE_BYTES, format: PageFormat::Json }
@@ -496,7 +542,7 @@ mod tests {
         assert_eq!(value, json!({"blocks": [1, 2], "head": 9}));
         let cache = RenderCache::default();
         for after in 0..(MAX_CACHED_PAGES as u64 + 10) {
-            cache.store_page(key(after, 1), after + 1, Arc::from(b"[]".to_vec()));
+            store_records(&cache, key(after, 1), after + 1, b"[]");
         }
         assert!(cache.page(&key(0, 1), u64::MAX).is_none(), "the oldest page was evicted");
         assert!(cache.page(&key(MAX_CACHED_PAGES as u64 + 9, 1), u64::MAX).is_some());
@@ -528,6 +574,7 @@ mod tests {
             store: connection_for(&ctx),
             long_polls: Arc::new(AtomicUsize::new(0)),
             cache: Arc::clone(&cache),
+            scratch: Vec::new(),
         };
         let head = |text: String| -> ForwardedHead { crate::http::rewrite_head(text.as_bytes()).unwrap() };
         let request = |method: &str, target: &str, auth: &str| {
@@ -539,7 +586,7 @@ mod tests {
 
         ctx.watch.advance_to(7);
         cache.store_latest(7, Arc::from(b"{\"block_number\":7}".to_vec()));
-        cache.store_page(key(3, 2), 5, Arc::from(b"[4,5]".to_vec()));
+        store_records(&cache, key(3, 2), 5, b"[4,5]");
         for (target, method) in
             [("/blocks/latest", "GET"), ("/blocks/latest", "HEAD"), ("/blocks?after=3&limit=2", "GET")]
         {
@@ -600,7 +647,7 @@ mod tests {
         let forwarded = crate::http::rewrite_head(b"GET /blocks?after=8&limit=2 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         let incoming = forwarded.incoming().unwrap();
         ctx.watch.advance_to(9);
-        cache.store_page(key(8, 2), 10, Arc::from(b"[9,10]".to_vec()));
+        store_records(&cache, key(8, 2), 10, b"[9,10]");
         assert!(cached_answer(&ctx, &cache, &incoming).is_none(), "block 10 is above the checked head 9");
         ctx.watch.advance_to(10);
         let body = cached_answer(&ctx, &cache, &incoming).expect("served once the head is checked").body;

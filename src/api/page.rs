@@ -2,6 +2,7 @@
 //! by default, `format=binary` for members, `binary_page.rs`) and within
 //! its byte budget (`page_budget.rs`).
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use crate::block::StoredBlock;
@@ -34,10 +35,12 @@ impl PageFormat {
     }
 }
 
-/// A page's rendered records (without the head, which changes): the JSON
-/// list, or the binary records.
-pub struct RenderedRecords {
-    pub bytes: Arc<[u8]>,
+/// A rendered page: its body, and where its records (the part that does
+/// not change with the head) are in it.
+pub struct RenderedPage {
+    pub body: Arc<[u8]>,
+    /// The JSON list, or the binary records.
+    pub records: Range<usize>,
     /// Blocks in the page.
     pub count: usize,
     /// The page stopped at its byte budget before a block it had: it
@@ -45,18 +48,39 @@ pub struct RenderedRecords {
     pub cut_by_budget: bool,
 }
 
-/// Renders `blocks` in `format`, stopping at `budget` bytes (always after
-/// the first block). `record` renders one block as JSON; `binary` as a
-/// binary record. Each is appended to the page's buffer, so a page is
-/// rendered in one growing buffer rather than a tree of values.
-pub fn render_records<'a>(
+#[cfg(test)]
+impl RenderedPage {
+    pub fn records(&self) -> &[u8] {
+        &self.body[self.records.clone()]
+    }
+}
+
+/// A worker keeps its render buffer up to this capacity between pages (so
+/// pages are rendered without new allocations); a larger one is dropped.
+pub const SCRATCH_KEEP_BYTES: usize = 4 * 1024 * 1024;
+
+/// Renders the page of `blocks` in `format` with `head`, stopping at
+/// `budget` bytes of records (always after the first block).
+/// `json_record` renders one block as JSON, `binary_record` as a binary
+/// record; each appends to `scratch`, the worker's reusable buffer, so a
+/// page is rendered without a tree of values and without fresh pages of
+/// memory; the body is one copy of it.
+pub fn render_page<'a>(
     format: PageFormat,
     budget: u64,
+    head: u64,
     blocks: impl Iterator<Item = &'a StoredBlock>,
+    scratch: &mut Vec<u8>,
     mut json_record: impl FnMut(&StoredBlock, &mut Vec<u8>),
     mut binary_record: impl FnMut(&StoredBlock, &mut Vec<u8>),
-) -> RenderedRecords {
-    let mut out = Vec::new();
+) -> RenderedPage {
+    let out = scratch;
+    out.clear();
+    match format {
+        PageFormat::Json => out.extend_from_slice(JSON_PREFIX),
+        PageFormat::Binary => crate::binary_page::push_header(out, head),
+    }
+    let start = out.len();
     if format == PageFormat::Json {
         out.push(b'[');
     }
@@ -68,12 +92,12 @@ pub fn render_records<'a>(
                 if count > 0 {
                     out.push(b',');
                 }
-                json_record(block, &mut out);
+                json_record(block, out);
             }
-            PageFormat::Binary => binary_record(block, &mut out),
+            PageFormat::Binary => binary_record(block, out),
         }
         let size = out.len() - before;
-        if !fits(before as u64, size as u64, count, budget) {
+        if !fits((before - start) as u64, size as u64, count, budget) {
             out.truncate(before);
             cut_by_budget = true;
             break;
@@ -83,20 +107,33 @@ pub fn render_records<'a>(
     if format == PageFormat::Json {
         out.push(b']');
     }
-    RenderedRecords { bytes: Arc::from(out), count, cut_by_budget }
+    let end = out.len();
+    if format == PageFormat::Json {
+        push_json_suffix(out, head);
+    }
+    let body = Arc::from(&out[..]);
+    if out.capacity() > SCRATCH_KEEP_BYTES {
+        *out = Vec::new();
+    }
+    RenderedPage { body, records: start..end, count, cut_by_budget }
+}
+
+const JSON_PREFIX: &[u8] = b"{\"blocks\":";
+
+fn push_json_suffix(out: &mut Vec<u8>, head: u64) {
+    out.extend_from_slice(b",\"head\":");
+    out.extend_from_slice(head.to_string().as_bytes());
+    out.push(b'}');
 }
 
 /// The body for records rendered by [`render_records`] and the head.
 pub fn page_body(format: PageFormat, records: &[u8], head: u64) -> Arc<[u8]> {
     match format {
         PageFormat::Json => {
-            let head = head.to_string();
-            let mut body = Vec::with_capacity(records.len() + head.len() + 20);
-            body.extend_from_slice(b"{\"blocks\":");
+            let mut body = Vec::with_capacity(records.len() + 40);
+            body.extend_from_slice(JSON_PREFIX);
             body.extend_from_slice(records);
-            body.extend_from_slice(b",\"head\":");
-            body.extend_from_slice(head.as_bytes());
-            body.push(b'}');
+            push_json_suffix(&mut body, head);
             Arc::from(body)
         }
         PageFormat::Binary => {
@@ -119,11 +156,13 @@ mod tests {
         stored
     }
 
-    fn render(format: PageFormat, budget: u64, blocks: &[StoredBlock]) -> RenderedRecords {
-        render_records(
+    fn render(format: PageFormat, budget: u64, blocks: &[StoredBlock]) -> RenderedPage {
+        render_page(
             format,
             budget,
+            9,
             blocks.iter(),
+            &mut Vec::new(),
             |b, out| out.extend_from_slice(b.requests_json.as_bytes()),
             |b, out| crate::binary_page::push_record(out, b, None),
         )
@@ -134,13 +173,16 @@ mod tests {
         let blocks: Vec<_> = (1..=5).map(|n| block(n, 100)).collect();
         let page = render(PageFormat::Json, 250, &blocks);
         assert_eq!((page.count, page.cut_by_budget), (2, true));
-        assert!(page.bytes.len() <= 250);
-        let value: serde_json::Value = serde_json::from_slice(&page_body(PageFormat::Json, &page.bytes, 9)).unwrap();
+        assert!(page.records().len() <= 250);
+        let value: serde_json::Value = serde_json::from_slice(&page.body).unwrap();
         assert_eq!(value["blocks"].as_array().map(Vec::len), Some(2));
+        assert_eq!(value["head"], 9);
+        assert_eq!(page_body(PageFormat::Json, page.records(), 9), page.body, "the same body rebuilt");
         let all = render(PageFormat::Json, u64::MAX, &blocks);
         assert_eq!((all.count, all.cut_by_budget), (5, false));
         let empty = render(PageFormat::Json, 10, &[]);
-        assert_eq!(&empty.bytes[..], b"[]");
+        assert_eq!(empty.records(), b"[]");
+        assert_eq!(&empty.body[..], b"{\"blocks\":[],\"head\":9}");
     }
 
     #[test]
@@ -150,8 +192,9 @@ mod tests {
             let page = render(format, 100, &blocks);
             assert_eq!((page.count, page.cut_by_budget), (1, true), "{format:?}");
         }
-        let body = page_body(PageFormat::Binary, &render(PageFormat::Binary, 100, &blocks).bytes, 7);
-        let (head, records) = crate::binary_page::decode_page(&body).unwrap();
-        assert_eq!((head, records.len()), (7, 1));
+        let page = render(PageFormat::Binary, 100, &blocks);
+        let (head, records) = crate::binary_page::decode_page(&page.body).unwrap();
+        assert_eq!((head, records.len()), (9, 1));
+        assert_eq!(page_body(PageFormat::Binary, page.records(), 9), page.body);
     }
 }
