@@ -1350,6 +1350,8 @@ fn p16_pages_and_bytes(figures: &mut Vec<Figure>) {
             .call()
             .unwrap()
             .body_mut()
+            .with_config()
+            .limit(u64::MAX)
             .read_to_vec()
             .unwrap();
         json_bytes += body.len();
