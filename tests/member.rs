@@ -339,7 +339,10 @@ fn a_member_catches_up_on_full_blocks_through_pages_within_its_byte_budget() {
     assert!(largest_page <= BUDGET.max(largest_raw + 4096), "a page of {largest_page} bytes");
     assert!(pages as usize * BUDGET as usize >= raw, "{pages} pages carried {raw} raw bytes");
     let ratio = wire_bytes as f64 / raw as f64;
-    println!("{pages} pages, {wire_bytes} bytes on the wire for {raw} raw bytes of blocks: {ratio:.3}x");
+    std::thread::sleep(Duration::from_secs(2));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", member.node.proc.pid())).unwrap();
+    let rss = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or_default().to_owned();
+    println!("{pages} pages, {wire_bytes} bytes on the wire for {raw} raw bytes of blocks: {ratio:.3}x; member {rss}");
     // Long polls at the head add a few empty pages; the blocks dominate.
     assert!(ratio <= 1.3, "{ratio:.3} bytes on the wire per raw block byte");
 }
