@@ -6,11 +6,16 @@
 //
 // Options: --key 0x.. (default: dev key of 0xf39F..2266), --to 0x.. (default 0x7099..79C8),
 //          --value-wei W (default 1), --rate PER_SECOND (default: as fast as possible with
-//          --count, 10 with --duration-s), --timeout-ms MS per HTTP request (default 10000).
+//          --count, 10 with --duration-s), --timeout-ms MS per HTTP request (default 10000),
+//          --data-bytes N (default 0: N bytes of random calldata per transaction, for full
+//          blocks; gas 21000 + 40 per byte, the Prague calldata floor for non-zero bytes;
+//          geth's pool takes transactions up to 128 KiB).
 // Chain id from eth_chainId, first nonce from eth_getTransactionCount(from, "pending"), then
-// sequential nonces (refetched after any failed send). Fees: tip 1 gwei, max 100 gwei, gas 21000.
+// sequential nonces (refetched after any failed send). Fees: tip 1 gwei, max 100 gwei, gas 21000
+// (plus the calldata's).
 // stdout: one JSON line per accepted tx {"hash":"0x..","nonce":N,"sent_ms":<epoch ms>}.
 // stderr: errors and a final summary. Exit 1 if any send failed in --count mode, 2 on bad usage.
+import { randomBytes } from 'node:crypto'
 import { parseArgs } from 'node:util'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Hardfork, Mainnet, createCustomCommon } from '@ethereumjs/common'
@@ -22,7 +27,7 @@ const DEFAULT_TO = '0x70997970C51812dc3A010C7d01b50e0d17dc79C8'
 const GWEI = 1_000_000_000n
 const USAGE =
   'usage: sendtx.mjs --rpc URL (--count N | --duration-s S) [--rate PER_SECOND] ' +
-  '[--key 0x..] [--to 0x..] [--value-wei W] [--timeout-ms MS]'
+  '[--key 0x..] [--to 0x..] [--value-wei W] [--timeout-ms MS] [--data-bytes N]'
 
 function usage(msg) {
   if (msg) console.error(`sendtx.mjs: ${msg}`)
@@ -43,6 +48,7 @@ function parseCli() {
         rate: { type: 'string' },
         'duration-s': { type: 'string' },
         'timeout-ms': { type: 'string', default: '10000' },
+        'data-bytes': { type: 'string', default: '0' },
         help: { type: 'boolean', short: 'h' },
       },
     }))
@@ -62,6 +68,7 @@ function parseCli() {
     durationS: num('duration-s', { min: 0 }),
     rate: num('rate', { min: Number.MIN_VALUE }),
     timeoutMs: num('timeout-ms', { int: true, min: 1 }),
+    dataBytes: num('data-bytes', { int: true, min: 0 }),
     key: values.key,
     to: values.to,
   }
@@ -124,9 +131,10 @@ async function main() {
           nonce,
           maxPriorityFeePerGas: GWEI,
           maxFeePerGas: 100n * GWEI,
-          gasLimit: 21000n,
+          gasLimit: 21000n + 40n * BigInt(opts.dataBytes),
           to: opts.to,
           value: opts.value,
+          data: randomBytes(opts.dataBytes),
         },
         { common },
       ).sign(key)
