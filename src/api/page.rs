@@ -126,7 +126,7 @@ fn push_json_suffix(out: &mut Vec<u8>, head: u64) {
     out.push(b'}');
 }
 
-/// The body for records rendered by [`render_records`] and the head.
+/// The body for records rendered by [`render_page`] and the head.
 pub fn page_body(format: PageFormat, records: &[u8], head: u64) -> Arc<[u8]> {
     match format {
         PageFormat::Json => {
