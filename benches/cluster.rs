@@ -1567,6 +1567,198 @@ fn p8_binary_size(figures: &mut Vec<Figure>) {
     });
 }
 
+/// The bytes of a block's own fields: every `0x` hex string of its payload
+/// decoded (the transactions, almost all of a full block).
+fn raw_block_bytes(payload_json: &str) -> usize {
+    payload_json.split('"').filter_map(|piece| piece.strip_prefix("0x")).map(|hex| hex.len() / 2).sum()
+}
+
+/// Requests per second of `threads` clients for `seconds`, each calling
+/// `request(client, random)` with its own seeded sequence: the same
+/// sequences whatever `request` is, so two sides see the same randomness.
+fn random_rate<C>(
+    threads: usize,
+    seconds: u64,
+    connect: impl Fn() -> C + Sync,
+    request: impl Fn(&mut C, u64) + Sync,
+) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let done: u64 = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (connect, request) = (&connect, &request);
+                scope.spawn(move || {
+                    let mut client = connect();
+                    let mut rng = Rng::for_name(16, &format!("pages-{t}"));
+                    let mut count = 0u64;
+                    while Instant::now() < deadline {
+                        request(&mut client, rng.next());
+                        count += 1;
+                    }
+                    count
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).sum()
+    });
+    done as f64 / seconds as f64
+}
+
+/// Issue 16.3. W1: bytes on the wire per raw block byte for a member
+/// catching up on full blocks (baseline: the JSON pages curl gets). M1: the
+/// member's RSS after that catch-up. U1/U2: the uncached API path, random
+/// 100-block pages and random single blocks, against the same queries
+/// straight to PostgreSQL with the same random numbers and clients.
+fn p16_pages_and_bytes(figures: &mut Vec<Figure>) {
+    eprintln!("W1/M1/U1/U2: page bytes on the wire, member RSS, uncached pages vs PostgreSQL");
+    let chain = build_chain("bench-pages", 400);
+    let el = &chain.els[0];
+    let hashes = send_calldata_transactions(&el.rpc_url(), 60, 2, 100_000);
+    wait_for(Duration::from_secs(180), "full blocks committed", || el.receipt_block(hashes.last().unwrap()));
+    std::thread::sleep(Duration::from_secs(2));
+    let top = head(&chain.postgres);
+    let payloads: Vec<String> = chain
+        .postgres
+        .client()
+        .query("SELECT payload_data FROM payloads ORDER BY block_number", &[])
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let raw: usize = payloads.iter().map(|p| raw_block_bytes(p)).sum();
+    let full_blocks = payloads.iter().filter(|p| p.len() > 1_000_000).count();
+    let api = chain.nodes[0].api_url();
+    // Baseline: the JSON pages a curl user reads, 100 blocks at a time.
+    let agent = ureq::Agent::new_with_defaults();
+    let (mut json_bytes, mut after) = (0usize, 0u64);
+    while after < top {
+        let body = agent
+            .get(&format!("{api}/blocks?after={after}&limit=100"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_vec()
+            .unwrap();
+        json_bytes += body.len();
+        after = (after + 100).min(top);
+    }
+    let member =
+        Member::start(&chain.dir, "bench-pages-member", ElKind::Geth, "osaka", std::slice::from_ref(&api), &[]);
+    let caught_up = Instant::now();
+    member.wait_caught_up(&chain.head(), Duration::from_secs(600));
+    let catch_up_s = caught_up.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(2));
+    let metric = |name: &str| member.node.metric(name).unwrap();
+    let (pages, wire, largest) = (
+        metric("clnode_sync_pages_total"),
+        metric("clnode_sync_page_bytes_total"),
+        metric("clnode_sync_page_bytes_max"),
+    );
+    let (ratio, json_ratio) = (wire / raw as f64, json_bytes as f64 / raw as f64);
+    figures.push(Figure {
+        id: "W1",
+        what: "member catch-up: bytes on the wire per raw block byte".into(),
+        value: ratio,
+        unit: "x",
+        baseline: "JSON pages (curl's default), same blocks".into(),
+        baseline_value: Some(json_ratio),
+        ratio: Some(ratio / json_ratio),
+        goal: "<= 1.3 x raw",
+        met: ratio <= 1.3,
+        trials: 1,
+        median: ratio,
+        p99: ratio,
+        note: format!(
+            "{top} blocks ({full_blocks} of ~700 kB random calldata), {raw} raw bytes; member: {wire:.0} bytes in {pages:.0} pages \
+             (largest {largest:.0}, budget 8 MiB), caught up in {catch_up_s:.1} s; JSON: {json_bytes} bytes"
+        ),
+    });
+    let rss = rss_mb(member.node.proc.pid());
+    figures.push(Figure {
+        id: "M1",
+        what: "member RSS after catching up on full blocks (MB)".into(),
+        value: rss,
+        unit: "MB",
+        baseline: "-".into(),
+        baseline_value: None,
+        ratio: None,
+        goal: "<= 20 MB",
+        met: rss <= 20.0,
+        trials: 1,
+        median: rss,
+        p99: rss,
+        note: format!("leader-mode node after serving: {:.1} MB", rss_mb(chain.nodes[0].proc.pid())),
+    });
+    drop(member);
+
+    let columns = "block_number, block_hash, parent_hash, payload_data, requests_data, timestamp, \
+                   parent_beacon_block_root, blob_versioned_hashes, payload_version, term, leader_signature";
+    let span = top.saturating_sub(100).max(1);
+    let pg_url = chain.postgres.url();
+    let cases: [(&str, &str, String, String); 2] = [
+        (
+            "U1",
+            "random 100-block pages, binary (req/s)",
+            format!("{api}/blocks?limit=100&format=binary&after="),
+            format!("SELECT {columns} FROM payloads WHERE block_number > $1 ORDER BY block_number LIMIT 100"),
+        ),
+        (
+            "U2",
+            "random single blocks (req/s)",
+            format!("{api}/blocks/"),
+            format!("SELECT {columns} FROM payloads WHERE block_number = $1"),
+        ),
+    ];
+    for (id, what, url, sql) in cases {
+        let pick = |random: u64| if id == "U1" { random % span } else { 1 + random % top };
+        let (mut api_rates, mut pg_rates) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            api_rates.push(random_rate(4, 5, ureq::Agent::new_with_defaults, |agent, random| {
+                let mut response = agent.get(&format!("{url}{}", pick(random))).call().unwrap();
+                assert_eq!(response.status().as_u16(), 200);
+                response.body_mut().with_config().limit(u64::MAX).read_to_vec().unwrap();
+            }));
+            pg_rates.push(random_rate(
+                4,
+                5,
+                || {
+                    let mut client = postgres::Client::connect(&pg_url, postgres::NoTls).unwrap();
+                    let statement = client.prepare(&sql).unwrap();
+                    (client, statement)
+                },
+                |(client, statement), random| {
+                    let rows = client.query(&*statement, &[&(pick(random) as i64)]).unwrap();
+                    for row in &rows {
+                        let _: (String, String) = (row.get(3), row.get(4));
+                    }
+                },
+            ));
+        }
+        let (value, baseline) = (median(&api_rates), median(&pg_rates));
+        figures.push(Figure {
+            id,
+            what: format!("uncached sync API: {what}"),
+            value,
+            unit: "req/s",
+            baseline: "the same queries, same random numbers, 4 clients, straight to PostgreSQL".into(),
+            baseline_value: Some(baseline),
+            ratio: Some(value / baseline),
+            goal: ">= 0.8",
+            met: value / baseline >= 0.8,
+            trials: api_rates.len(),
+            median: value,
+            p99: percentile(&api_rates, 1.0),
+            note: format!(
+                "5 s per trial over {top} blocks; API {:?}, PostgreSQL {:?} (p99 column: slowest trial)",
+                round(&api_rates),
+                round(&pg_rates)
+            ),
+        });
+    }
+}
+
 use std::path::Path;
 
 fn report(figures: &[Figure], started: Instant) {
@@ -1681,6 +1873,9 @@ fn main() {
     if selected("P10") {
         p10_sustained_rate(&mut figures);
         p10_big_blocks(&mut figures);
+    }
+    if ["W1", "M1", "U1", "U2"].iter().any(|id| selected(id)) {
+        p16_pages_and_bytes(&mut figures);
     }
     for f in &figures {
         eprintln!(

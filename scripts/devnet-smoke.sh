@@ -240,6 +240,7 @@ fi
 
 # --- the tour's failover: kill whoever leads, then bring it back ----------------------------
 devnet() { DEVNET_DIR=$STATE "$KIT_DIR/devnet.sh" "$@"; }
+devnet_alive || fail "the devnet stopped (after SMOKE_DURATION_S=$DURATION_S) before the failover checks; give it more time"
 read -ra r <<<"$(roles)"
 first_leader=$(devnet leader) || fail "devnet.sh leader named nobody (roles: leader-1=${r[0]} leader-2=${r[1]})"
 [[ $first_leader == leader-1 && ${r[0]} == leader || $first_leader == leader-2 && ${r[1]} == leader ]] ||
@@ -267,6 +268,12 @@ done
 out=$(devnet restart "$first_leader" 2>&1) && fail "devnet.sh restart of a running node succeeded"
 [[ $out == *"is running"* ]] || fail "devnet.sh restart of a running node said: $out"
 pass "devnet.sh restart $first_leader brought it back as a standby (roles: $(roles)); a second restart is refused"
+
+# --- the tour's clnode admin line, with the devnet's admin token -----------------------------
+clnode_bin=${CLNODE_BIN:-$REPO_ROOT/target/release/clnode}
+admin_out=$("$clnode_bin" admin --url "http://127.0.0.1:$DEVNET_L1_HEALTH,http://127.0.0.1:$DEVNET_L2_HEALTH" \
+  --token "@$STATE/signing/admin.token" status 2>&1) || fail "clnode admin status with the devnet's token failed: $admin_out"
+pass "clnode admin status answers with the devnet's token"
 
 # --- the devnet stops by itself -----------------------------------------------------------
 deadline=$((t0 + READY_TIMEOUT_S + DURATION_S + 90))

@@ -412,6 +412,11 @@ signing_keys() {
     "$CLNODE" keygen --public "$DIR/signing/leader.key" >"$DIR/signing/leader.pub" ||
       die "$DIR/signing/leader.key is not a signing key (make clean starts over)"
   fi
+  # The leaders' --admin-token (clnode admin): 32 random bytes in hex, made once.
+  if [[ ! -s $DIR/signing/admin.token ]]; then
+    (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$DIR/signing/admin.token") ||
+      die "cannot write $DIR/signing/admin.token"
+  fi
 }
 
 # geth_peering: P2P_ADDR[geth-NAME] and P2P_PEERS[geth-NAME], the EL_P2P_ADDR and EL_PEERS
@@ -444,7 +449,7 @@ leader_node() {
     --signing-key-file "$DIR/signing/leader.key" \
     --postgres-url "postgres://postgres@127.0.0.1:$DEVNET_PG_PORT/postgres" \
     --redis-addr "127.0.0.1:$DEVNET_REDIS_PORT" \
-    --preferred-leaders leader-1,leader-2 \
+    --preferred-leaders leader-1,leader-2 --admin-token "@$DIR/signing/admin.token" \
     --health-addr ":$2" --api-addr ":$3" "${EXTRA_FLAGS[@]}"
 }
 
@@ -573,6 +578,7 @@ run() {
     "break: kill -9 \$(cat $rel/pids/\$($me leader))     kill -STOP \$(cat $rel/pids/redis)   (-CONT resumes)"
     "       kill -9 \$(cat $rel/pids/geth-l1)     kill -9 \$(cat $rel/pids/pg-leader)"
     "heal:  $me restart NAME   (NAME: leader-1, geth-l1, redis, pg-leader, ...; as first started)"
+    "move:  ${CLNODE#"$PWD"/} admin --url http://127.0.0.1:$DEVNET_L1_HEALTH,http://127.0.0.1:$DEVNET_L2_HEALTH --token @$rel/signing/admin.token transfer --to leader-2   (also: status, step-down, pause, resume)"
     "logs:  $rel/logs/        stop: Ctrl-C (stops everything, restarted processes too)"
     "also:  ${CLNODE#"$PWD"/} status --url $status_urls --watch"
   )

@@ -2,7 +2,9 @@
 //! PostgreSQL by every leader-mode node (and by members with --api-addr).
 //!
 //! Routes (GET): `/blocks/latest`, `/blocks/{number}`, `/blocks/{hash}`,
-//! `/blocks?after=N&limit=M&wait_ms=W`. Errors are `{"error": "..."}` with
+//! `/blocks?after=N&limit=M&wait_ms=W&max_bytes=B&format=json|binary`
+//! (pages: `api/page.rs`, bounded by `page_budget.rs`, binary records:
+//! `binary_page.rs`). Errors are `{"error": "..."}` with
 //! 400 (bad input), 404 (no such block or route), 405 (method), 503 (the
 //! database is unreachable). This module never writes.
 
@@ -15,12 +17,18 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::block::{sign_wire_record, StoredBlock};
+mod page;
+
+pub use page::PageFormat;
+use page::{page_body, render_page, RenderedPage};
+
+use crate::block::{sign_wire_record, StoredBlock, SIGNATURE_FIELD};
 use crate::codec::Hash32;
 use crate::http::{parse_decimal, parse_query, serve_with_cached_answers, CachedAnswers, Incoming, Reply};
 use crate::log;
 use crate::metrics::Metrics;
 use crate::notify::HeadWatch;
+use crate::page_budget::MAX_PAGE_BYTES;
 use crate::reconnect::Reconnecting;
 use crate::secret::Secret;
 use crate::shutdown::Shutdown;
@@ -40,8 +48,9 @@ pub const MAX_CACHED_PAGES: usize = 32;
 /// Bytes of rendered pages kept.
 pub const MAX_CACHED_BYTES: usize = 8 * 1024 * 1024;
 
-/// Renderings of committed blocks, which never change: full pages by
-/// (after, limit), and the latest block by its number.
+/// Renderings of committed blocks, which never change: full pages (and
+/// pages cut by their byte budget) by their query, and the latest block by
+/// its number.
 #[derive(Default)]
 pub struct RenderCache {
     inner: Mutex<CacheInner>,
@@ -50,8 +59,8 @@ pub struct RenderCache {
 #[derive(Default)]
 struct CacheInner {
     latest: Option<(u64, Arc<[u8]>)>,
-    pages: HashMap<(u64, u32), Arc<[u8]>>,
-    order: VecDeque<(u64, u32)>,
+    pages: HashMap<PageKey, CachedPage>,
+    order: VecDeque<PageKey>,
     bytes: usize,
 }
 
@@ -71,46 +80,75 @@ impl RenderCache {
         }
     }
 
-    /// The full page after `after`, if cached and every block in it is at
-    /// or below `checked_head`: the head the watch has checked against the
-    /// database (leader mode: against the highest block seen, so that any
-    /// change at or below it stops the API within one head read). A page
-    /// rendered from a read that ran ahead of the watch waits until the
-    /// watch catches up; until then the handler reads the database.
-    fn page(&self, after: u64, limit: u32, checked_head: u64) -> Option<Arc<[u8]>> {
-        if after.saturating_add(u64::from(limit)) > checked_head {
+    /// The page for `key`, if cached and every block in it is at or below
+    /// `checked_head`: the head the watch has checked against the database
+    /// (leader mode: against the highest block seen, so that any change at
+    /// or below it stops the API within one head read). A page rendered
+    /// from a read that ran ahead of the watch waits until the watch catches
+    /// up; until then the handler reads the database.
+    /// The page's body for `checked_head`: the cached body itself while
+    /// the head is the one it was rendered with, else its records with the
+    /// new head (built outside the lock).
+    fn page(&self, key: &PageKey, checked_head: u64) -> Option<Arc<[u8]>> {
+        if key.after >= checked_head {
             return None;
         }
-        self.lock().pages.get(&(after, limit)).cloned()
+        let (body, records, head) = {
+            let inner = self.lock();
+            let cached = inner.pages.get(key).filter(|cached| cached.last <= checked_head)?;
+            (Arc::clone(&cached.body), cached.records.clone(), cached.head)
+        };
+        if head == checked_head {
+            return Some(body);
+        }
+        Some(page_body(key.format, &body[records], checked_head))
     }
 
-    fn store_page(&self, after: u64, limit: u32, blocks_json: Arc<[u8]>) {
+    /// Keeps `page` (rendered with `head`), whose blocks run to `last`.
+    fn store_page(&self, key: PageKey, last: u64, head: u64, page: &RenderedPage) {
         let mut inner = self.lock();
-        if blocks_json.len() > MAX_CACHED_BYTES / 4 || inner.pages.contains_key(&(after, limit)) {
+        if page.body.len() > MAX_CACHED_BYTES / 4 || inner.pages.contains_key(&key) {
             return;
         }
-        inner.bytes += blocks_json.len();
-        inner.pages.insert((after, limit), blocks_json);
-        inner.order.push_back((after, limit));
+        inner.bytes += page.body.len();
+        let cached = CachedPage { last, head, body: Arc::clone(&page.body), records: page.records.clone() };
+        inner.pages.insert(key, cached);
+        inner.order.push_back(key);
         while inner.pages.len() > MAX_CACHED_PAGES || inner.bytes > MAX_CACHED_BYTES {
             let Some(oldest) = inner.order.pop_front() else { break };
             if let Some(evicted) = inner.pages.remove(&oldest) {
-                inner.bytes -= evicted.len();
+                inner.bytes -= evicted.body.len();
             }
         }
     }
 }
 
-/// `{"blocks":<rendered list>,"head":N}` from a rendered list.
-fn page_body(blocks_json: &[u8], head: u64) -> Arc<[u8]> {
-    let head = head.to_string();
-    let mut body = Vec::with_capacity(blocks_json.len() + head.len() + 20);
-    body.extend_from_slice(b"{\"blocks\":");
-    body.extend_from_slice(blocks_json);
-    body.extend_from_slice(b",\"head\":");
-    body.extend_from_slice(head.as_bytes());
-    body.push(b'}');
-    Arc::from(body)
+/// A cached page: its last block, the head it was rendered with, its body
+/// and where the records are in it.
+struct CachedPage {
+    last: u64,
+    head: u64,
+    body: Arc<[u8]>,
+    records: std::ops::Range<usize>,
+}
+
+/// What identifies a page's rendering: the query without its wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PageKey {
+    pub after: u64,
+    pub limit: u32,
+    pub max_bytes: u64,
+    pub format: PageFormat,
+}
+
+impl ListQuery {
+    pub fn key(&self) -> PageKey {
+        PageKey { after: self.after, limit: self.limit, max_bytes: self.max_bytes, format: self.format }
+    }
+}
+
+fn page_reply(format: PageFormat, body: Arc<[u8]>) -> Reply {
+    Reply { status: 200, content_type: format.content_type(), body, allow: None }
 }
 
 pub struct ApiContext {
@@ -142,6 +180,7 @@ pub fn start(addr: SocketAddr, ctx: ApiContext, shutdown: &Shutdown) -> Result<V
             store: connection_for(&ctx),
             long_polls: Arc::clone(&long_polls),
             cache: Arc::clone(&cache),
+            scratch: Vec::new(),
         };
         move |request: &Incoming<'_>| handler.handle(request)
     })
@@ -171,13 +210,12 @@ pub fn cached_answer(ctx: &ApiContext, cache: &RenderCache, request: &Incoming<'
     let reply = if request.path == "/blocks/latest" && request.query.is_empty() {
         Reply::json_bytes(200, cache.latest(ctx.watch.get())?)
     } else if request.path == "/blocks" || request.path == "/blocks/" {
-        let ListQuery { after, limit, wait_ms } = parse_list_query(request.query).ok()?;
+        let query = parse_list_query(request.query).ok()?;
         let head = ctx.watch.get();
-        if wait_ms > 0 && head <= after {
+        if query.wait_ms > 0 && head <= query.after {
             return None; // a long poll: the handler waits
         }
-        let blocks_json = cache.page(after, limit, head)?;
-        Reply::json_bytes(200, page_body(&blocks_json, head))
+        page_reply(query.format, cache.page(&query.key(), head)?)
     } else {
         return None;
     };
@@ -191,6 +229,8 @@ struct ApiHandler {
     store: Reconnecting<Store, StoreError>,
     long_polls: Arc<AtomicUsize>,
     cache: Arc<RenderCache>,
+    /// This worker's render buffer, reused from page to page.
+    scratch: Vec<u8>,
 }
 
 /// What `/blocks/{key}` asks for.
@@ -202,19 +242,24 @@ pub enum Lookup {
     Hash(String),
 }
 
-/// The parameters of `/blocks?after=N&limit=M&wait_ms=W`, validated.
+/// The parameters of `/blocks?after=N&limit=M&wait_ms=W&max_bytes=B&format=F`, validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListQuery {
     pub after: u64,
     /// 1..=1000 (larger requests are capped, as the seed does).
     pub limit: u32,
     pub wait_ms: u64,
+    /// The page's byte budget: at least 1, capped at [`MAX_PAGE_BYTES`]
+    /// (its default). A block larger than it is sent alone.
+    pub max_bytes: u64,
+    pub format: PageFormat,
 }
 
 /// Parses the list query strictly; the error is the 400 message.
 pub fn parse_list_query(query: &str) -> Result<ListQuery, String> {
-    let pairs = parse_query(query, &["after", "limit", "wait_ms"])?;
-    let mut parsed = ListQuery { after: 0, limit: DEFAULT_LIMIT, wait_ms: 0 };
+    let pairs = parse_query(query, &["after", "limit", "wait_ms", "max_bytes", "format"])?;
+    let mut parsed =
+        ListQuery { after: 0, limit: DEFAULT_LIMIT, wait_ms: 0, max_bytes: MAX_PAGE_BYTES, format: PageFormat::Json };
     for (name, value) in pairs {
         match name {
             "after" => parsed.after = parse_decimal("after", value, i64::MAX as u64)?,
@@ -226,6 +271,14 @@ pub fn parse_list_query(query: &str) -> Result<ListQuery, String> {
                 parsed.limit =
                     u32::try_from(limit.min(u64::from(MAX_BLOCKS_PER_QUERY))).unwrap_or(MAX_BLOCKS_PER_QUERY);
             }
+            "max_bytes" => {
+                let max_bytes = parse_decimal("max_bytes", value, u64::MAX)?;
+                if max_bytes == 0 {
+                    return Err("max_bytes must be at least 1".to_owned());
+                }
+                parsed.max_bytes = max_bytes.min(MAX_PAGE_BYTES);
+            }
+            "format" => parsed.format = PageFormat::parse(value)?,
             _ => parsed.wait_ms = parse_decimal("wait_ms", value, MAX_WAIT_MS)?,
         }
     }
@@ -276,7 +329,15 @@ impl ApiHandler {
         });
         match result {
             Ok(Some(block)) => {
-                let body: Arc<[u8]> = Arc::from(self.wire(&block).to_string().into_bytes());
+                // Rendered into this worker's buffer, then copied once.
+                let mut scratch = std::mem::take(&mut self.scratch);
+                scratch.clear();
+                // Writing a Value into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut scratch, &self.wire(&block));
+                let body: Arc<[u8]> = Arc::from(&scratch[..]);
+                if scratch.capacity() <= page::SCRATCH_KEEP_BYTES {
+                    self.scratch = scratch;
+                }
                 if lookup == Lookup::Latest {
                     self.cache.store_latest(block.number, Arc::clone(&body));
                 }
@@ -295,52 +356,88 @@ impl ApiHandler {
     }
 
     fn list(&mut self, query: &str) -> Reply {
-        let ListQuery { after, limit, wait_ms } = match parse_list_query(query) {
+        let query = match parse_list_query(query) {
             Ok(parsed) => parsed,
             Err(message) => return Reply::error(400, message),
         };
+        if query.format == PageFormat::Binary && self.ctx.wire == crate::config::SyncWire::Seed {
+            return Reply::error(
+                400,
+                "format=binary carries clnode records; this node serves the seed's (--sync-wire seed)",
+            );
+        }
+        let ListQuery { after, limit, wait_ms, max_bytes, format } = query;
         if wait_ms > 0 && self.ctx.watch.get() <= after {
             self.long_poll(after, Duration::from_millis(wait_ms));
         }
         let checked_head = self.ctx.watch.get();
-        if let Some(blocks_json) = self.cache.page(after, limit, checked_head) {
-            return Reply::json_bytes(200, page_body(&blocks_json, checked_head));
+        if let Some(body) = self.cache.page(&query.key(), checked_head) {
+            return page_reply(format, body);
         }
         // At the head (where long polls wake), the blocks just committed by
         // this process are in memory; see `HeadWatch`.
         let head = self.ctx.watch.get();
         let last = head.min(after.saturating_add(u64::from(limit)));
         if let Some(blocks) = self.ctx.watch.recent_range(after.saturating_add(1), last) {
-            let blocks_json = self.render_page(after, limit, blocks.iter().map(|block| &**block));
-            return Reply::json_bytes(200, page_body(&blocks_json, head));
+            let page = self.render_page(query.key(), head, blocks.iter().map(|block| &**block));
+            return page_reply(format, page.body);
         }
-        match self.with_store(|store| store.blocks_after(after, limit)) {
+        match self.with_store(|store| store.blocks_after(after, limit, max_bytes)) {
             Ok(blocks) => {
                 let head = blocks.last().map(|b| b.number).unwrap_or(0).max(self.ctx.watch.get());
-                let blocks_json = self.render_page(after, limit, blocks.iter());
-                if blocks.len() >= crate::alloc::LARGE_PAGE_BLOCKS {
-                    // A catch-up page's rows and JSON tree are several times
-                    // its rendering; give that back once it is freed.
-                    drop(blocks);
-                    crate::alloc::release_free_memory();
+                let page = self.render_page(query.key(), head, blocks.iter());
+                if crate::alloc::is_large_page(blocks.len(), page.body.len() as u64) {
+                    // The trimmer hands the memory back once large pages stop.
+                    crate::alloc::large_page_freed();
                 }
-                Reply::json_bytes(200, page_body(&blocks_json, head))
+                page_reply(format, page.body)
             }
             Err(reply) => reply,
         }
     }
 
-    /// The JSON list of `blocks`, the page after `after`; kept in the render
-    /// cache when the page is full (a full page of committed blocks never
-    /// changes).
-    fn render_page<'a>(&self, after: u64, limit: u32, blocks: impl Iterator<Item = &'a StoredBlock>) -> Arc<[u8]> {
-        let items: Vec<Value> = blocks.map(|block| self.wire(block)).collect();
-        let full = items.len() == limit as usize;
-        let blocks_json: Arc<[u8]> = Arc::from(Value::Array(items).to_string().into_bytes());
-        if full {
-            self.cache.store_page(after, limit, Arc::clone(&blocks_json));
+    /// The records of `blocks`, the page for `key`, within its byte budget;
+    /// kept in the render cache when the page is full or cut by its budget
+    /// (such a page of committed blocks never changes).
+    fn render_page<'a>(
+        &mut self,
+        key: PageKey,
+        head: u64,
+        blocks: impl Iterator<Item = &'a StoredBlock>,
+    ) -> RenderedPage {
+        let mut last = key.after;
+        let blocks = blocks.inspect(|block| last = block.number);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let rendered = render_page(
+            key.format,
+            key.max_bytes,
+            head,
+            blocks,
+            &mut scratch,
+            |block, out| {
+                // Writing a Value into a Vec cannot fail.
+                let _ = serde_json::to_writer(out, &self.wire(block));
+            },
+            |block, out| {
+                let signature = self.hmac_signature(block);
+                crate::binary_page::push_record(out, block, signature.as_deref());
+            },
+        );
+        self.scratch = scratch;
+        if rendered.count == key.limit as usize || rendered.cut_by_budget {
+            // `last` ran one block past a page cut by its budget: the cut
+            // page is valid once that block is committed and checked too.
+            self.cache.store_page(key, last, head, &rendered);
         }
-        blocks_json
+        rendered
+    }
+
+    /// The serving node's HMAC over `block`'s JSON record, if it signs.
+    fn hmac_signature(&self, block: &StoredBlock) -> Option<String> {
+        let key = self.ctx.signing_key.as_ref()?;
+        let mut wire = block.to_wire_json();
+        sign_wire_record(key, &mut wire);
+        wire.get(SIGNATURE_FIELD).and_then(Value::as_str).map(str::to_owned)
     }
 
     fn wire(&self, block: &StoredBlock) -> Value {
@@ -425,17 +522,32 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Caches JSON `records` as a page rendered with head 0.
+    fn store_records(cache: &RenderCache, key: PageKey, last: u64, records: &[u8]) {
+        let body = page_body(PageFormat::Json, records, 0);
+        let prefix = b"{\"blocks\":".len();
+        let page = RenderedPage { body, records: prefix..prefix + records.len(), count: 0, cut_by_budget: false };
+        cache.store_page(key, last, 0, &page);
+    }
+
+    /// A JSON page's key with the default budget.
+    fn key(after: u64, limit: u32) -> PageKey {
+        PageKey { after, limit, max_bytes: MAX_PAGE_BYTES, format: PageFormat::Json }
+    }
+
     #[test]
     fn page_bodies_and_the_cache_bounds() {
-        let body = page_body(b"[1,2]", 9);
+        let body = page_body(PageFormat::Json, b"[1,2]", 9);
         let value: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(value, json!({"blocks": [1, 2], "head": 9}));
         let cache = RenderCache::default();
         for after in 0..(MAX_CACHED_PAGES as u64 + 10) {
-            cache.store_page(after, 1, Arc::from(b"[]".to_vec()));
+            store_records(&cache, key(after, 1), after + 1, b"[]");
         }
-        assert!(cache.page(0, 1, u64::MAX).is_none(), "the oldest page was evicted");
-        assert!(cache.page(MAX_CACHED_PAGES as u64 + 9, 1, u64::MAX).is_some());
+        assert!(cache.page(&key(0, 1), u64::MAX).is_none(), "the oldest page was evicted");
+        assert!(cache.page(&key(MAX_CACHED_PAGES as u64 + 9, 1), u64::MAX).is_some());
+        let binary = PageKey { format: PageFormat::Binary, ..key(MAX_CACHED_PAGES as u64 + 9, 1) };
+        assert!(cache.page(&binary, u64::MAX).is_none(), "each format has its own rendering");
         assert_eq!(cache.lock().pages.len(), MAX_CACHED_PAGES);
         cache.store_latest(5, Arc::from(b"5".to_vec()));
         cache.store_latest(4, Arc::from(b"4".to_vec()));
@@ -462,6 +574,7 @@ mod tests {
             store: connection_for(&ctx),
             long_polls: Arc::new(AtomicUsize::new(0)),
             cache: Arc::clone(&cache),
+            scratch: Vec::new(),
         };
         let head = |text: String| -> ForwardedHead { crate::http::rewrite_head(text.as_bytes()).unwrap() };
         let request = |method: &str, target: &str, auth: &str| {
@@ -473,7 +586,7 @@ mod tests {
 
         ctx.watch.advance_to(7);
         cache.store_latest(7, Arc::from(b"{\"block_number\":7}".to_vec()));
-        cache.store_page(3, 2, Arc::from(b"[4,5]".to_vec()));
+        store_records(&cache, key(3, 2), 5, b"[4,5]");
         for (target, method) in
             [("/blocks/latest", "GET"), ("/blocks/latest", "HEAD"), ("/blocks?after=3&limit=2", "GET")]
         {
@@ -534,7 +647,7 @@ mod tests {
         let forwarded = crate::http::rewrite_head(b"GET /blocks?after=8&limit=2 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         let incoming = forwarded.incoming().unwrap();
         ctx.watch.advance_to(9);
-        cache.store_page(8, 2, Arc::from(b"[9,10]".to_vec()));
+        store_records(&cache, key(8, 2), 10, b"[9,10]");
         assert!(cached_answer(&ctx, &cache, &incoming).is_none(), "block 10 is above the checked head 9");
         ctx.watch.advance_to(10);
         let body = cached_answer(&ctx, &cache, &incoming).expect("served once the head is checked").body;
@@ -543,12 +656,31 @@ mod tests {
 
     #[test]
     fn list_queries_parse_strictly_and_cap_the_limit() {
-        assert_eq!(parse_list_query("").unwrap(), ListQuery { after: 0, limit: 100, wait_ms: 0 });
+        let defaults =
+            ListQuery { after: 0, limit: 100, wait_ms: 0, max_bytes: MAX_PAGE_BYTES, format: PageFormat::Json };
+        assert_eq!(parse_list_query("").unwrap(), defaults);
         assert_eq!(
             parse_list_query("after=7&limit=5000&wait_ms=30000").unwrap(),
-            ListQuery { after: 7, limit: 1000, wait_ms: 30000 }
+            ListQuery { after: 7, limit: 1000, wait_ms: 30000, ..defaults }
         );
-        for bad in ["limit=0", "wait_ms=30001", "after=x", "after=1&after=2", "bogus=1", "after=9223372036854775808"] {
+        assert_eq!(
+            parse_list_query("max_bytes=99999999999999&format=binary").unwrap(),
+            ListQuery { max_bytes: MAX_PAGE_BYTES, format: PageFormat::Binary, ..defaults },
+            "the server caps the budget as it caps the limit"
+        );
+        assert_eq!(parse_list_query("max_bytes=1&format=json").unwrap(), ListQuery { max_bytes: 1, ..defaults });
+        for bad in [
+            "limit=0",
+            "wait_ms=30001",
+            "after=x",
+            "after=1&after=2",
+            "bogus=1",
+            "after=9223372036854775808",
+            "max_bytes=0",
+            "max_bytes=-1",
+            "format=xml",
+            "format=",
+        ] {
             assert!(parse_list_query(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -167,6 +167,11 @@ pub struct Metrics {
     pub sync_refusals: Counter,
     pub sync_url_switches: Counter,
     pub blocks_synced: Counter,
+    /// Pages read from sync sources, and their bytes on the wire.
+    pub sync_pages: Counter,
+    pub sync_page_bytes: Counter,
+    /// The largest page read since start (its byte budget at work).
+    pub sync_page_bytes_max: Gauge,
     // Both.
     pub engine_latency: [Histogram; ENGINE_METHODS.len()],
     pub errors: [Counter; ERROR_KINDS.len()],
@@ -201,7 +206,7 @@ impl Metrics {
     }
 
     fn render_gauges(&self, out: &mut String) {
-        let gauges: [(&str, &str, &Gauge); 9] = [
+        let gauges: [(&str, &str, &Gauge); 10] = [
             ("clnode_is_leader", "1 while this node holds the lease and may produce blocks.", &self.is_leader),
             ("clnode_term", "Fencing term this node last held (0 if never).", &self.term),
             ("clnode_committed_head", "Highest block number this node knows is committed.", &self.committed_head),
@@ -222,6 +227,11 @@ impl Metrics {
                 "Member: seconds between the source head's commit and now, when behind.",
                 &self.sync_lag_ms,
             ),
+            (
+                "clnode_sync_page_bytes_max",
+                "Member: the largest sync page read since start, in bytes on the wire.",
+                &self.sync_page_bytes_max,
+            ),
             ("clnode_up", "Always 1; present so scrapes can tell the process is alive.", &Gauge(AtomicI64::new(1))),
         ];
         for (name, help, gauge) in gauges {
@@ -237,7 +247,7 @@ impl Metrics {
     }
 
     fn render_counters(&self, out: &mut String) {
-        let counters: [(&str, &str, &Counter); 11] = [
+        let counters: [(&str, &str, &Counter); 13] = [
             ("clnode_blocks_produced_total", "Blocks this node built and committed as leader.", &self.blocks_produced),
             (
                 "clnode_transactions_committed_total",
@@ -268,6 +278,12 @@ impl Metrics {
                 &self.sync_url_switches,
             ),
             ("clnode_blocks_synced_total", "Member: blocks executed and stored.", &self.blocks_synced),
+            ("clnode_sync_pages_total", "Member: pages read from sync sources.", &self.sync_pages),
+            (
+                "clnode_sync_page_bytes_total",
+                "Member: bytes of the pages read from sync sources, on the wire.",
+                &self.sync_page_bytes,
+            ),
             ("clnode_api_requests_total", "Sync API requests served.", &self.api_requests),
         ];
         for (name, help, counter) in counters {

@@ -95,6 +95,10 @@ pub fn start(config: Config, shutdown: Shutdown) -> Result<RunningNode, String> 
         let guard = config.mode == Mode::Leader;
         threads.push(spawn("notifier", move || run_notifier(url, watch, status, metrics, guard, shutdown))?);
     }
+    {
+        let shutdown = shutdown.clone();
+        threads.push(spawn("trimmer", move || crate::alloc::run_idle_trimmer(&shutdown))?);
+    }
     let shared = Shared { engine, status: Arc::clone(&status), metrics: Arc::clone(&metrics), watch };
     match config.mode {
         Mode::Leader => threads.extend(start_leader_roles(&config, shared, lease.unwrap_or_default(), &shutdown)?),

@@ -16,6 +16,9 @@ use crate::store::{ChainHead, Store, StoreError, StoreErrorKind};
 
 /// Blocks replayed per forkchoiceUpdated while catching up from a store.
 pub const REPLAY_BATCH_LEN: u32 = 64;
+/// ... and at most about this much payload text read at once (a batch of
+/// full blocks is cut short rather than held whole in memory).
+pub const REPLAY_BATCH_BYTES: u64 = crate::page_budget::MEMBER_PAGE_BYTES;
 
 #[derive(Debug, Clone)]
 pub enum ReplayError {
@@ -199,7 +202,7 @@ pub fn catch_up_from_store(
     let mut parent = el_head;
     while parent.number < target.number && !shutdown.is_requested() {
         let wanted = u32::try_from(target.number - parent.number).unwrap_or(u32::MAX).min(REPLAY_BATCH_LEN);
-        let blocks = store.blocks_after(parent.number, wanted)?;
+        let blocks = store.blocks_after(parent.number, wanted, REPLAY_BATCH_BYTES)?;
         if blocks.is_empty() {
             return Err(CatchUpError::Diverged(format!(
                 "stored head is {} but no block after {} is stored",

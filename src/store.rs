@@ -546,14 +546,24 @@ impl Store {
         rows.first().map(|row| self.stored_block(row)).transpose()
     }
 
-    /// Up to `limit` (capped at [`MAX_BLOCKS_PER_QUERY`]) blocks after `after`, in order.
-    pub fn blocks_after(&mut self, after: u64, limit: u32) -> Result<Vec<StoredBlock>, StoreError> {
-        // A query bound, not a value: nothing is stored after i64::MAX.
+    /// Up to `limit` (capped at [`MAX_BLOCKS_PER_QUERY`]) blocks after
+    /// `after`, in order, and no more than `max_payload_bytes` of payload
+    /// text before the last one: a page's rendering (`api/page.rs`) is cut
+    /// at its byte budget, and the database never sends the rows past that
+    /// cut. Always the first block, however large.
+    pub fn blocks_after(
+        &mut self,
+        after: u64,
+        limit: u32,
+        max_payload_bytes: u64,
+    ) -> Result<Vec<StoredBlock>, StoreError> {
+        // Query bounds, not values: nothing is stored after i64::MAX.
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         let limit = i64::from(limit.clamp(1, MAX_BLOCKS_PER_QUERY));
+        let budget = i64::try_from(max_payload_bytes).unwrap_or(i64::MAX);
         let rows = self
             .client
-            .query(&self.statements.blocks_after, &[&after, &limit])
+            .query(&self.statements.blocks_after, &[&after, &limit, &budget])
             .map_err(|e| self.fail("read blocks", &e))?;
         rows.iter().map(|row| self.stored_block(row)).collect()
     }
@@ -680,8 +690,16 @@ impl Statements {
             block_by_number: client
                 .prepare(&format!("SELECT {BLOCK_COLUMNS} FROM payloads WHERE block_number = $1"))?,
             block_by_hash: client.prepare(&format!("SELECT {BLOCK_COLUMNS} FROM payloads WHERE block_hash = $1"))?,
+            // The window sums the payload text before each row (octet_length
+            // reads the stored size; nothing is detoasted for rows cut off),
+            // so a page stops at its byte budget plus one block (the first
+            // block that reaches the budget; the renderer cuts exactly).
             blocks_after: client.prepare(&format!(
-                "SELECT {BLOCK_COLUMNS} FROM payloads WHERE block_number > $1 ORDER BY block_number LIMIT $2"
+                "SELECT {BLOCK_COLUMNS} FROM (SELECT {BLOCK_COLUMNS}, \
+                 sum(octet_length(payload_data)) OVER (ORDER BY block_number ROWS UNBOUNDED PRECEDING) \
+                 - octet_length(payload_data) AS bytes_before \
+                 FROM payloads WHERE block_number > $1 ORDER BY block_number LIMIT $2) AS page \
+                 WHERE bytes_before < $3::BIGINT ORDER BY block_number"
             ))?,
             latest_block: client
                 .prepare(&format!("SELECT {BLOCK_COLUMNS} FROM payloads ORDER BY block_number DESC LIMIT 1"))?,

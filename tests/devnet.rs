@@ -17,7 +17,7 @@ fn the_devnet_starts_produces_and_leaves_nothing_behind() {
     let output = Command::new(support::script("devnet-smoke.sh"))
         .env("CLNODE_BIN", support::clnode_binary())
         .env("DEVNET_BUILD", "0")
-        .env("SMOKE_DURATION_S", "50")
+        .env("SMOKE_DURATION_S", "80")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);

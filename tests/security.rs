@@ -121,7 +121,9 @@ fn signed_records_forgery_is_refused_and_keys_rotate() {
         let forging = std::sync::Arc::clone(&forging);
         std::thread::spawn(move || {
             for request in forger.incoming_requests() {
-                let (status, body) = http_get(&format!("{upstream}{}", request.url())).unwrap_or((502, String::new()));
+                // JSON records to rewrite: the member reads either encoding.
+                let target = request.url().replace("&format=binary", "");
+                let (status, body) = http_get(&format!("{upstream}{target}")).unwrap_or((502, String::new()));
                 let body = match serde_json::from_str::<Value>(&body) {
                     Ok(mut page) if forging.load(std::sync::atomic::Ordering::SeqCst) => {
                         if let Some(blocks) = page["blocks"].as_array_mut() {

@@ -7,12 +7,15 @@
 // Options: --key 0x.. (default: dev key of 0xf39F..2266), --to 0x.. (default 0x7099..79C8),
 //          --value-wei W (default 1), --rate PER_SECOND (default: as fast as possible with
 //          --count, 10 with --duration-s), --timeout-ms MS per HTTP request (default 10000),
-//          --data-bytes N (default 0: N random non-zero calldata bytes per transaction, gas limit
-//          21000 + 40 per byte: the Prague/Osaka calldata floor of 10 per token, 4 tokens a byte).
+//          --data-bytes N (default 0: N bytes of random calldata per transaction, for full
+//          blocks; gas 21000 + 40 per byte, the Prague calldata floor for non-zero bytes;
+//          geth's pool takes transactions up to 128 KiB).
 // Chain id from eth_chainId, first nonce from eth_getTransactionCount(from, "pending"), then
-// sequential nonces (refetched after any failed send). Fees: tip 1 gwei, max 100 gwei, gas 21000 (plus calldata).
+// sequential nonces (refetched after any failed send). Fees: tip 1 gwei, max 100 gwei, gas 21000
+// (plus the calldata's).
 // stdout: one JSON line per accepted tx {"hash":"0x..","nonce":N,"sent_ms":<epoch ms>}.
 // stderr: errors and a final summary. Exit 1 if any send failed in --count mode, 2 on bad usage.
+import { randomBytes } from 'node:crypto'
 import { parseArgs } from 'node:util'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Hardfork, Mainnet, createCustomCommon } from '@ethereumjs/common'
@@ -115,14 +118,6 @@ async function main() {
   const intervalMs = opts.rate ? 1000 / opts.rate : 0
   let sent = 0
   let failed = 0
-  const gasLimit = 21000n + 40n * BigInt(opts.dataBytes)
-  const calldata = () => {
-    const data = new Uint8Array(opts.dataBytes)
-    // getRandomValues fills at most 64 KiB a call.
-    for (let i = 0; i < data.length; i += 65536) crypto.getRandomValues(data.subarray(i, i + 65536))
-    for (let i = 0; i < data.length; i++) if (data[i] === 0) data[i] = 1
-    return data
-  }
 
   for (let i = 0; opts.count === undefined || i < opts.count; i++) {
     const due = start + i * intervalMs
@@ -136,10 +131,10 @@ async function main() {
           nonce,
           maxPriorityFeePerGas: GWEI,
           maxFeePerGas: 100n * GWEI,
-          gasLimit,
+          gasLimit: 21000n + 40n * BigInt(opts.dataBytes),
           to: opts.to,
           value: opts.value,
-          ...(opts.dataBytes > 0 ? { data: calldata() } : {}),
+          data: randomBytes(opts.dataBytes),
         },
         { common },
       ).sign(key)

@@ -444,6 +444,15 @@ pub const FLAGS: &[Flag] = &[
         help: "blocks per request near the head; a member far behind asks for full pages of 1000",
     },
     Flag {
+        name: "sync-page-bytes",
+        env: Some("SYNC_PAGE_BYTES"),
+        value: "BYTES",
+        default: DefaultValue::Value("8388608"),
+        kind: Kind::Count(Bounds::between(65536, 67108864)),
+        group: Group::Member,
+        help: "byte budget of each page a member asks for (max_bytes); a larger block still comes, alone",
+    },
+    Flag {
         name: "sync-wait",
         env: Some("SYNC_WAIT"),
         value: "DURATION",

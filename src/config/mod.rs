@@ -130,6 +130,8 @@ pub struct MemberConfig {
     /// Bearer token sent to the sync API.
     pub sync_token: Option<Secret>,
     pub batch_limit: u32,
+    /// The byte budget asked for with each page (`max_bytes`).
+    pub page_bytes: u64,
     pub long_poll_wait: Duration,
     /// Whose signatures a record needs before anything is executed.
     pub record_trust: RecordTrust,
@@ -580,6 +582,7 @@ fn member(input: &Input) -> Result<MemberConfig, ConfigError> {
         // The table bounds it to 1..=1000; the check only guards the type.
         batch_limit: u32::try_from(batch_limit)
             .map_err(|_| ConfigError("--sync-batch-limit must be between 1 and 1000".to_owned()))?,
+        page_bytes: input.count("sync-page-bytes")?,
         long_poll_wait: input.duration("sync-wait")?,
         sync_token: input.secret("sync-token")?,
         record_trust: RecordTrust::Unverified,
@@ -763,6 +766,7 @@ mod tests {
         assert_eq!(config.leader.max_clock_skew, Duration::from_secs(1));
         assert_eq!(config.leader.fee_recipient, [0; 20]);
         assert_eq!(config.member.batch_limit, 100);
+        assert_eq!(config.member.page_bytes, crate::page_budget::MEMBER_PAGE_BYTES);
         assert_eq!(config.member.long_poll_wait, Duration::from_secs(5));
         assert_eq!(config.member.leader_urls, vec!["http://localhost:8090".to_owned()]);
         assert_eq!(config.log_level, crate::log::Level::Info);

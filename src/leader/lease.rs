@@ -524,7 +524,6 @@ impl LeaseLoop {
         let usable = self.config.lease_ttl - self.config.lease_safety_margin;
         let mut held: Option<u64> = None;
         while !self.shutdown.is_requested() {
-            self.track_readiness(held.is_some());
             match held {
                 Some(term) => {
                     let step_down = self.handle.step_down_requested.swap(false, Ordering::Relaxed);
@@ -571,16 +570,22 @@ impl LeaseLoop {
                             }
                         }
                     }
+                    // After the renew, never before it: on a loaded machine a
+                    // publish ahead of the renew delays it by a round trip.
+                    self.track_readiness(held.is_some());
                     self.sleep_or_step_down(self.config.lease_renew_interval);
                 }
-                None => match self.try_acquire(&acquire, &ttl_ms, usable) {
-                    Acquire::Acquired(term) => {
-                        held = Some(term);
-                        self.held_since = Instant::now();
+                None => {
+                    self.track_readiness(false);
+                    match self.try_acquire(&acquire, &ttl_ms, usable) {
+                        Acquire::Acquired(term) => {
+                            held = Some(term);
+                            self.held_since = Instant::now();
+                        }
+                        Acquire::HeldByAnother { expires_in } => self.wait_as_standby(expires_in),
+                        Acquire::NotNow => self.wait_as_standby(None),
                     }
-                    Acquire::HeldByAnother { expires_in } => self.wait_as_standby(expires_in),
-                    Acquire::NotNow => self.wait_as_standby(None),
-                },
+                }
             }
         }
         if let Some(term) = held {

@@ -4,5 +4,6 @@
 //! here talks to Redis or writes to a leader's database.
 
 pub mod fetch;
+pub mod pace;
 pub mod syncer;
 pub mod verify;

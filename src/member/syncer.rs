@@ -296,18 +296,17 @@ impl Syncer {
 
     fn start_fetcher(&self, sender: SyncSender<Batch>, after: u64) -> Result<JoinHandle<()>, String> {
         self.cursor.reset(after, false);
-        let fetcher = Fetcher {
-            config: self.ctx.config.clone(),
-            sync_keys: self.ctx.sync_keys.clone(),
-            last_source_head: 0,
-            cursor: Arc::clone(&self.cursor),
-            status: Arc::clone(&self.ctx.status),
-            metrics: Arc::clone(&self.ctx.metrics),
-            shutdown: self.ctx.shutdown.clone(),
-            backoff: Backoff::with_jitter(BACKOFF_MIN, BACKOFF_MAX, &format!("{}-fetch", self.ctx.instance_id)),
-            url_index: 0,
-            on_fallback_since: None,
-        };
+        let fetcher = Fetcher::new(
+            self.ctx.config.clone(),
+            self.ctx.sync_keys.clone(),
+            (
+                Arc::clone(&self.cursor),
+                Arc::clone(&self.ctx.status),
+                Arc::clone(&self.ctx.metrics),
+                self.ctx.shutdown.clone(),
+                Backoff::with_jitter(BACKOFF_MIN, BACKOFF_MAX, &format!("{}-fetch", self.ctx.instance_id)),
+            ),
+        );
         std::thread::Builder::new()
             .name("fetch".into())
             .spawn(move || fetcher.run(&sender))
@@ -334,11 +333,12 @@ impl Syncer {
                 continue;
             }
             let (url, source_head) = (batch.url, batch.source_head);
-            let large = batch.records.as_ref().is_ok_and(|records| records.len() >= crate::alloc::LARGE_PAGE_BLOCKS);
+            let large = crate::alloc::is_large_page(batch.records.as_ref().map_or(0, Vec::len), batch.bytes);
             let applied = self.apply(batch.records);
             if large {
-                // The page and its renderings are freed by now.
-                crate::alloc::release_free_memory();
+                // The page and its renderings are freed by now; the trimmer
+                // hands the memory back once large pages stop.
+                crate::alloc::large_page_freed();
             }
             match applied {
                 Ok(()) => {

@@ -452,9 +452,16 @@ pub fn rpc(url: &str, method: &str, params: Value) -> Result<Value, String> {
 /// returns their hashes. `key_index` picks one of the funded dev accounts
 /// (`keys::SEND_KEYS`) so concurrent senders do not share nonces.
 pub fn send_transactions(rpc_url: &str, count: usize, key_index: usize) -> Vec<String> {
+    send_calldata_transactions(rpc_url, count, key_index, 0)
+}
+
+/// `send_transactions` with `data_bytes` of random calldata in each (full
+/// blocks: 100 kB each is 4 M gas, so 7 fill a 30 M-gas block).
+pub fn send_calldata_transactions(rpc_url: &str, count: usize, key_index: usize, data_bytes: usize) -> Vec<String> {
     let output = Command::new("node")
         .arg(script("node/sendtx.mjs"))
         .args(["--rpc", rpc_url, "--count", &count.to_string(), "--key", keys::key(&keys::SEND_KEYS, key_index)])
+        .args(["--data-bytes", &data_bytes.to_string()])
         .output()
         .unwrap();
     assert!(output.status.success(), "sendtx failed: {}", String::from_utf8_lossy(&output.stderr));

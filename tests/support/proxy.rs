@@ -184,7 +184,10 @@ impl TcpProxy {
         let upstream = format!("http://127.0.0.1:{}", shared.upstream);
         let mut pending = Vec::new();
         while let Some(head) = read_head(&mut client, &mut pending) {
-            let target = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+            // The records are rewritten as JSON: a member's request for
+            // binary records gets the JSON page (it reads either, by the
+            // content type).
+            let target = head.split_whitespace().nth(1).unwrap_or("/").replace("&format=binary", "");
             let (status, body) = super::http_get(&format!("{upstream}{target}")).unwrap_or((502, String::new()));
             // The fault is read when the answer is in, not when the request
             // came: a long poll asked before `set` still gets the new fault.

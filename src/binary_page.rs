@@ -1,0 +1,366 @@
+//! The compact page encoding a member asks for with `format=binary`
+//! (`GET /blocks?...&format=binary`, answered as `application/octet-stream`).
+//! curl users get readable JSON by default; members get their blocks in
+//! about the bytes the blocks themselves take, where JSON carries each
+//! payload as hex inside JSON inside base64 (2.7× the raw bytes).
+//!
+//! No new crate: the encoding is length-prefixed fields, and the payload
+//! text is "hex-packed": every JSON string `"0x…"` of lowercase hex digits
+//! is replaced by its bytes. Packing is lossless for any text, so the member
+//! rebuilds exactly the text the leader stored, hence exactly the JSON
+//! record (`StoredBlock::to_wire_json`): both signatures (the serving node's
+//! HMAC and the committing leader's Ed25519) are checked on that record as
+//! before, over the same bytes.
+//!
+//! Layout (all integers big-endian):
+//! ```text
+//! page    := "CLNB" version:u8(=1) head:u64 record*        (to the end of the body)
+//! record  := length:u32 fields                             (length = bytes of fields)
+//! fields  := block_number:u64 timestamp:u64 payload_version:u8 term:u64
+//!            text(block_hash) text(parent_hash) text(parent_beacon_block_root)
+//!            packed(payload_json) packed(requests_json) packed(blob_versioned_hashes_json)
+//!            optional(leader_signature) optional(signature)
+//! text    := length:u32 UTF-8 bytes
+//! packed  := length:u32 hex-packed bytes
+//! optional:= 0:u8 | 1:u8 text
+//! hex-packed: byte 0x01, LEB128 n, n bytes  = the text "0x<2n lowercase hex digits>" with its quotes
+//!             byte 0x02, b                  = the byte b (escapes 0x01 and 0x02 themselves)
+//!             any other byte                = itself
+//! ```
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use crate::block::{StoredBlock, LEADER_SIGNATURE_FIELD, SIGNATURE_FIELD};
+
+/// The body's first bytes.
+pub const MAGIC: &[u8; 4] = b"CLNB";
+pub const VERSION: u8 = 1;
+/// Magic, version and head.
+pub const HEADER_LEN: usize = 4 + 1 + 8;
+/// The content type of a binary page.
+pub const CONTENT_TYPE: &str = "application/octet-stream";
+
+const PACKED_HEX: u8 = 0x01;
+const ESCAPED: u8 = 0x02;
+
+/// Hex-packs `text` onto `out` (see the module's layout).
+pub fn hexpack(text: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while i < text.len() {
+        let byte = text[i];
+        if byte == b'"' && text.get(i + 1) == Some(&b'0') && text.get(i + 2) == Some(&b'x') {
+            let digits = text[i + 3..].iter().take_while(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')).count();
+            if digits % 2 == 0 && text.get(i + 3 + digits) == Some(&b'"') {
+                out.push(PACKED_HEX);
+                push_leb128(out, (digits / 2) as u64);
+                for pair in text[i + 3..i + 3 + digits].chunks_exact(2) {
+                    out.push((hex_value(pair[0]) << 4) | hex_value(pair[1]));
+                }
+                i += 3 + digits + 1;
+                continue;
+            }
+        }
+        if byte == PACKED_HEX || byte == ESCAPED {
+            out.push(ESCAPED);
+        }
+        out.push(byte);
+        i += 1;
+    }
+}
+
+/// The text [`hexpack`] packed.
+pub fn hexunpack(packed: &[u8]) -> Result<Vec<u8>, String> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(packed.len() * 2);
+    let mut reader = Reader { bytes: packed, at: 0 };
+    while reader.at < packed.len() {
+        match reader.u8()? {
+            PACKED_HEX => {
+                let len = usize::try_from(reader.leb128()?).map_err(|_| "packed hex length overflows")?;
+                let bytes = reader.take(len)?;
+                out.extend_from_slice(b"\"0x");
+                for byte in bytes {
+                    out.push(HEX[usize::from(byte >> 4)]);
+                    out.push(HEX[usize::from(byte & 0x0f)]);
+                }
+                out.push(b'"');
+            }
+            ESCAPED => out.push(reader.u8()?),
+            byte => out.push(byte),
+        }
+    }
+    Ok(out)
+}
+
+fn hex_value(digit: u8) -> u8 {
+    match digit {
+        b'0'..=b'9' => digit - b'0',
+        _ => digit - b'a' + 10,
+    }
+}
+
+fn push_leb128(out: &mut Vec<u8>, mut value: u64) {
+    loop {
+        let low = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(low);
+            return;
+        }
+        out.push(low | 0x80);
+    }
+}
+
+/// The page's header; records follow it.
+pub fn push_header(out: &mut Vec<u8>, head: u64) {
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION);
+    out.extend_from_slice(&head.to_be_bytes());
+}
+
+/// Appends one record for `block`; `signature` is the serving node's HMAC
+/// over the JSON record (`block::sign_wire_record`), if it signs.
+pub fn push_record(out: &mut Vec<u8>, block: &StoredBlock, signature: Option<&str>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]); // the length, filled in below
+    out.extend_from_slice(&block.number.to_be_bytes());
+    out.extend_from_slice(&block.timestamp.to_be_bytes());
+    out.push(block.payload_version);
+    out.extend_from_slice(&block.term.to_be_bytes());
+    for text in [&block.hash, &block.parent_hash, &block.parent_beacon_block_root] {
+        push_text(out, text.as_bytes());
+    }
+    for text in [&block.payload_json, &block.requests_json, &block.blob_versioned_hashes_json] {
+        let at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        hexpack(text.as_bytes(), out);
+        fill_length(out, at);
+    }
+    for optional in [block.leader_signature.as_deref(), signature] {
+        match optional {
+            None => out.push(0),
+            Some(text) => {
+                out.push(1);
+                push_text(out, text.as_bytes());
+            }
+        }
+    }
+    fill_length(out, start);
+}
+
+fn push_text(out: &mut Vec<u8>, text: &[u8]) {
+    // Fields are bounded by the database's text limit (1 GB): they fit.
+    out.extend_from_slice(&u32::try_from(text.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(text);
+}
+
+/// Writes the bytes after the 4-byte length at `at` into that length.
+fn fill_length(out: &mut [u8], at: usize) {
+    let len = u32::try_from(out.len() - at - 4).unwrap_or(u32::MAX);
+    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+/// Decodes a binary page into (head, JSON records), each exactly the record
+/// the JSON encoding serves, so that the member checks the same fields and
+/// signatures whichever encoding it received.
+pub fn decode_page(body: &[u8]) -> Result<(u64, Vec<Value>), String> {
+    let mut reader = Reader { bytes: body, at: 0 };
+    if reader.take(MAGIC.len()).ok() != Some(&MAGIC[..]) {
+        return Err("not a binary page (no CLNB header)".into());
+    }
+    let version = reader.u8()?;
+    if version != VERSION {
+        return Err(format!("binary page version {version}, this node reads {VERSION}"));
+    }
+    let head = reader.u64()?;
+    let mut records = Vec::new();
+    while reader.at < body.len() {
+        let len = reader.u32()? as usize;
+        let mut record = Reader { bytes: reader.take(len)?, at: 0 };
+        let value = decode_record(&mut record).map_err(|e| format!("record {}: {e}", records.len()))?;
+        if record.at != len {
+            return Err(format!("record {}: {} bytes left over", records.len(), len - record.at));
+        }
+        records.push(value);
+    }
+    Ok((head, records))
+}
+
+fn decode_record(reader: &mut Reader<'_>) -> Result<Value, String> {
+    let number = reader.u64()?;
+    let timestamp = reader.u64()?;
+    let payload_version = reader.u8()?;
+    let term = reader.u64()?;
+    let hash = reader.text()?;
+    let parent_hash = reader.text()?;
+    let beacon_root = reader.text()?;
+    let payload_json = hexunpack(reader.field()?)?;
+    let requests_json = hexunpack(reader.field()?)?;
+    let hashes_json = hexunpack(reader.field()?)?;
+    let versioned_hashes: Value =
+        serde_json::from_slice(&hashes_json).map_err(|e| format!("blob_versioned_hashes is not JSON: {e}"))?;
+    let mut wire = json!({
+        "block_number": number,
+        "block_hash": hash,
+        "parent_hash": parent_hash,
+        "payload_data": BASE64.encode(&payload_json),
+        "requests_data": BASE64.encode(&requests_json),
+        "timestamp": timestamp,
+        "parent_beacon_block_root": beacon_root,
+        "blob_versioned_hashes": versioned_hashes,
+        "payload_version": payload_version,
+        "term": term,
+    });
+    for name in [LEADER_SIGNATURE_FIELD, SIGNATURE_FIELD] {
+        match reader.u8()? {
+            0 => {}
+            1 => wire[name] = Value::String(reader.text()?),
+            other => return Err(format!("{name}: presence byte {other}")),
+        }
+    }
+    Ok(wire)
+}
+
+/// Bounds-checked reads; every error names what ran out.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, len: usize) -> Result<&'a [u8], String> {
+        let end = self.at.checked_add(len).filter(|end| *end <= self.bytes.len()).ok_or_else(|| {
+            format!("truncated: {len} bytes wanted at offset {}, {} there", self.at, self.bytes.len() - self.at)
+        })?;
+        let taken = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(taken)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let mut array = [0; N];
+        array.copy_from_slice(self.take(N)?);
+        Ok(array)
+    }
+
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.array::<1>()?[0])
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    fn field(&mut self) -> Result<&'a [u8], String> {
+        let len = self.u32()? as usize;
+        self.take(len)
+    }
+
+    fn text(&mut self) -> Result<String, String> {
+        let bytes = self.field()?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| "a text field is not UTF-8".to_owned())
+    }
+
+    fn leb128(&mut self) -> Result<u64, String> {
+        let mut value: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let byte = self.u8()?;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err("packed hex length is longer than 64 bits".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::{sign_wire_record, verify_wire_record};
+    use crate::secret::Secret;
+
+    fn round_trip(text: &[u8]) -> Vec<u8> {
+        let mut packed = Vec::new();
+        hexpack(text, &mut packed);
+        let unpacked = hexunpack(&packed).unwrap();
+        assert_eq!(unpacked, text, "{:?}", String::from_utf8_lossy(text));
+        packed
+    }
+
+    #[test]
+    fn hex_packing_is_lossless_and_halves_hex() {
+        for text in [
+            &b""[..],
+            b"\"0x\"",
+            b"{\"a\":\"0x00ff\",\"b\":\"0xABCD\",\"c\":\"0x123\",\"d\":\"0x12\"}",
+            b"\"0x12",
+            b"\"0",
+            b"\"0x",
+            b"\x01\x02\x03\"0x01\"\x01",
+            b"\"0x0a\"\"0x0b\"",
+            "é \"0xé\"".as_bytes(),
+        ] {
+            round_trip(text);
+        }
+        let calldata = format!("{{\"transactions\":[\"0x{}\"]}}", "5a".repeat(100_000));
+        let packed = round_trip(calldata.as_bytes());
+        assert!(packed.len() < 100_000 + 40, "packed to {} bytes", packed.len());
+    }
+
+    #[test]
+    fn unpacking_refuses_truncated_input() {
+        assert!(hexunpack(&[PACKED_HEX]).is_err());
+        assert!(hexunpack(&[PACKED_HEX, 5, 1, 2]).is_err());
+        assert!(hexunpack(&[ESCAPED]).is_err());
+        assert!(hexunpack(&[PACKED_HEX, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
+    }
+
+    fn sample_block(number: u64) -> StoredBlock {
+        let record = crate::block::tests::sample_record(number, crate::codec::Hash32([7; 32]));
+        StoredBlock { leader_signature: Some(format!("0x{}", "ab".repeat(64))), ..record.to_stored() }
+    }
+
+    #[test]
+    fn records_decode_to_exactly_the_json_records_and_signatures_still_verify() {
+        let key = Secret::from_bytes(b"sync secret");
+        let blocks = [sample_block(5), StoredBlock { leader_signature: None, ..sample_block(6) }];
+        let mut body = Vec::new();
+        push_header(&mut body, 42);
+        let mut expected = Vec::new();
+        for block in &blocks {
+            let mut wire = block.to_wire_json();
+            sign_wire_record(&key, &mut wire);
+            push_record(&mut body, block, wire[SIGNATURE_FIELD].as_str());
+            expected.push(wire);
+        }
+        let (head, records) = decode_page(&body).unwrap();
+        assert_eq!(head, 42);
+        assert_eq!(records, expected);
+        for record in &records {
+            verify_wire_record(&[&key], record).unwrap();
+        }
+        // The JSON page carries the same records in more bytes.
+        let json_len = Value::Array(expected).to_string().len();
+        assert!(body.len() * 3 < json_len * 2, "binary {} vs JSON {json_len}", body.len());
+    }
+
+    #[test]
+    fn malformed_pages_are_refused_with_a_reason() {
+        let mut body = Vec::new();
+        push_header(&mut body, 1);
+        push_record(&mut body, &sample_block(2), None);
+        assert!(decode_page(&body[..body.len() - 1]).unwrap_err().contains("truncated"));
+        assert!(decode_page(b"{\"blocks\":[]}").unwrap_err().contains("CLNB"));
+        let mut wrong_version = body.clone();
+        wrong_version[4] = 9;
+        assert!(decode_page(&wrong_version).unwrap_err().contains("version 9"));
+        let mut empty = Vec::new();
+        push_header(&mut empty, 3);
+        assert_eq!(decode_page(&empty).unwrap(), (3, Vec::new()));
+    }
+}
