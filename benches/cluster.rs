@@ -848,21 +848,13 @@ fn p5_p6_failover(figures: &mut Vec<Figure>) {
     // the clock, which would be measured instead of the fail-over).
     let loads: Vec<Proc> = (0..2)
         .map(|i| {
-            Proc::spawn(
+            load_generator(
+                &dir,
                 &format!("load{i}"),
-                dir.join(format!("load{i}.log")),
-                Path::new("node"),
-                &[
-                    script("node/sendtx.mjs").display().to_string(),
-                    "--rpc".into(),
-                    els[i].rpc_url(),
-                    "--duration-s".into(),
-                    "3600".into(),
-                    "--rate".into(),
-                    "0.4".into(),
-                    "--key".into(),
-                    support::keys::key(&support::keys::PACED_KEYS, i).into(),
-                ],
+                &els[i].rpc_url(),
+                support::keys::key(&support::keys::PACED_KEYS, i),
+                0.4,
+                3600.0,
             )
         })
         .collect();
@@ -999,21 +991,13 @@ fn p11_transfer(figures: &mut Vec<Figure>) {
     // until it lets go: the gap is the hand-over's, not the load's.
     let loads: Vec<Proc> = (0..2)
         .map(|i| {
-            Proc::spawn(
+            load_generator(
+                &dir,
                 &format!("load{i}"),
-                dir.join(format!("load{i}.log")),
-                Path::new("node"),
-                &[
-                    script("node/sendtx.mjs").display().to_string(),
-                    "--rpc".into(),
-                    els[i].rpc_url(),
-                    "--duration-s".into(),
-                    "3600".into(),
-                    "--rate".into(),
-                    "20".into(),
-                    "--key".into(),
-                    support::keys::key(&support::keys::PACED_KEYS, i).into(),
-                ],
+                &els[i].rpc_url(),
+                support::keys::key(&support::keys::PACED_KEYS, i),
+                20.0,
+                3600.0,
             )
         })
         .collect();
@@ -1194,22 +1178,7 @@ fn p13_failover_with_load_on_every_node(figures: &mut Vec<Figure>) {
         .iter()
         .enumerate()
         .map(|(i, rpc)| {
-            Proc::spawn(
-                &format!("load{i}"),
-                cluster.dir.join(format!("load{i}.log")),
-                Path::new("node"),
-                &[
-                    script("node/sendtx.mjs").display().to_string(),
-                    "--rpc".into(),
-                    rpc.clone(),
-                    "--duration-s".into(),
-                    "3600".into(),
-                    "--rate".into(),
-                    "5".into(),
-                    "--key".into(),
-                    keys::key(&keys::LOAD_KEYS, i).into(),
-                ],
-            )
+            load_generator(&cluster.dir, &format!("load{i}"), rpc, keys::key(&keys::LOAD_KEYS, i), 5.0, 3600.0)
         })
         .collect();
     std::thread::sleep(Duration::from_secs(5));
@@ -1946,24 +1915,7 @@ fn accepted_with_times(log: &str) -> Vec<(String, f64)> {
 /// to `rpc_url` for `seconds`, each from its own dev account.
 fn spawn_load(dir: &TestDir, tag: &str, rpc_url: &str, rate: f64, seconds: f64, senders: usize) -> Vec<Proc> {
     (0..senders)
-        .map(|i| {
-            Proc::spawn(
-                &format!("{tag}-{i}"),
-                dir.join(format!("{tag}-{i}.log")),
-                Path::new("node"),
-                &[
-                    script("node/sendtx.mjs").display().to_string(),
-                    "--rpc".into(),
-                    rpc_url.to_owned(),
-                    "--duration-s".into(),
-                    format!("{seconds}"),
-                    "--rate".into(),
-                    format!("{}", rate / senders as f64),
-                    "--key".into(),
-                    keys::DEV_KEYS[i].into(),
-                ],
-            )
-        })
+        .map(|i| load_generator(dir, &format!("{tag}-{i}"), rpc_url, keys::DEV_KEYS[i], rate / senders as f64, seconds))
         .collect()
 }
 

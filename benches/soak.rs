@@ -26,7 +26,7 @@
 mod support;
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -194,21 +194,13 @@ fn main() {
         .iter()
         .enumerate()
         .map(|(i, rpc)| {
-            Proc::spawn(
+            load_generator(
+                &cluster.dir,
                 &format!("load{i}"),
-                cluster.dir.join(format!("load{i}.log")),
-                Path::new("node"),
-                &[
-                    script("node/sendtx.mjs").display().to_string(),
-                    "--rpc".into(),
-                    rpc.clone(),
-                    "--duration-s".into(),
-                    format!("{}", minutes * 60.0 + 120.0),
-                    "--rate".into(),
-                    format!("{rate}"),
-                    "--key".into(),
-                    keys::key(&keys::LOAD_KEYS, i).into(),
-                ],
+                rpc,
+                keys::key(&keys::LOAD_KEYS, i),
+                rate,
+                minutes * 60.0 + 120.0,
             )
         })
         .collect();

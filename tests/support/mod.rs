@@ -698,6 +698,24 @@ impl Node {
 /// hundreds of blocks take seconds, not minutes.
 pub const FAST_LEADER: [&str; 2] = ["--max-timestamp-lead", "60m"];
 
+/// A background load generator: `sendtx.mjs` sending to `rpc_url` with
+/// `key` at `rate` transactions a second for `seconds`, logging to
+/// `<name>.log` in `dir`; stopped when the returned process is dropped.
+pub fn load_generator(dir: &TestDir, name: &str, rpc_url: &str, key: &str, rate: f64, seconds: f64) -> Proc {
+    let args = [
+        script("node/sendtx.mjs").display().to_string(),
+        "--rpc".into(),
+        rpc_url.to_owned(),
+        "--duration-s".into(),
+        format!("{seconds}"),
+        "--rate".into(),
+        format!("{rate}"),
+        "--key".into(),
+        key.to_owned(),
+    ];
+    Proc::spawn(name, dir.join(format!("{name}.log")), Path::new("node"), &args)
+}
+
 /// Sends `count` transactions at `rate` per second in the background, from
 /// `keys::PACED_KEYS[key_index]`.
 pub fn send_transactions_at(
