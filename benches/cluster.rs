@@ -1586,14 +1586,7 @@ fn p16_pages_and_bytes(figures: &mut Vec<Figure>) {
     wait_for(Duration::from_secs(180), "full blocks committed", || el.receipt_block(hashes.last().unwrap()));
     std::thread::sleep(Duration::from_secs(2));
     let top = head(&chain.postgres);
-    let payloads: Vec<String> = chain
-        .postgres
-        .client()
-        .query("SELECT payload_data FROM payloads ORDER BY block_number", &[])
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let payloads = stored_payloads(&chain.postgres);
     let raw: usize = payloads.iter().map(|p| raw_block_bytes(p)).sum();
     let full_blocks = payloads.iter().filter(|p| p.len() > 1_000_000).count();
     let api = chain.nodes[0].api_url();

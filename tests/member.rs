@@ -293,14 +293,7 @@ fn a_member_catches_up_on_full_blocks_through_pages_within_its_byte_budget() {
     let last = hashes.last().unwrap();
     wait_for(Duration::from_secs(120), "the calldata committed", || leaders.els[leader].receipt_block(last));
     let head = leaders.head();
-    let payloads: Vec<String> = leaders
-        .postgres
-        .client()
-        .query("SELECT payload_data FROM payloads ORDER BY block_number", &[])
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let payloads = stored_payloads(&leaders.postgres);
     let largest = payloads.iter().map(String::len).max().unwrap();
     assert!(largest > 1_000_000, "no full block: the largest payload is {largest} bytes of JSON");
 

@@ -645,6 +645,17 @@ pub fn stored_chain(postgres: &Postgres) -> Vec<(u64, String, String)> {
         .collect()
 }
 
+/// The payload JSON of every stored block, in order.
+pub fn stored_payloads(postgres: &Postgres) -> Vec<String> {
+    let mut client = postgres.client();
+    client
+        .query("SELECT payload_data FROM payloads ORDER BY block_number", &[])
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
 /// The leader signature of every stored block, in order.
 pub fn stored_signatures(postgres: &Postgres) -> Vec<Option<String>> {
     let mut client = postgres.client();
