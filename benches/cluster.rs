@@ -1779,7 +1779,7 @@ fn report(figures: &[Figure], started: Instant) {
     std::fs::write(docs.join("BENCHMARKS.md"), md).unwrap();
     let report = json!({ "generated_unix_s": (now_ms() / 1000.0) as u64, "figures": json_rows });
     std::fs::write(docs.join("benchmarks.json"), serde_json::to_string_pretty(&report).unwrap()).unwrap();
-    eprintln!("wrote docs/BENCHMARKS.md and docs/benchmarks.json");
+    eprintln!("wrote BENCHMARKS.md and benchmarks.json in {}", docs.display());
 }
 
 fn support_date() -> String {
