@@ -332,8 +332,7 @@ impl ApiHandler {
                 // Rendered into this worker's buffer, then copied once.
                 let mut scratch = std::mem::take(&mut self.scratch);
                 scratch.clear();
-                // Writing a Value into a Vec cannot fail.
-                let _ = serde_json::to_writer(&mut scratch, &self.wire(&block));
+                self.push_json_record(&block, &mut scratch);
                 let body: Arc<[u8]> = Arc::from(&scratch[..]);
                 if scratch.capacity() <= page::SCRATCH_KEEP_BYTES {
                     self.scratch = scratch;
@@ -414,10 +413,7 @@ impl ApiHandler {
             head,
             blocks,
             &mut scratch,
-            |block, out| {
-                // Writing a Value into a Vec cannot fail.
-                let _ = serde_json::to_writer(out, &self.wire(block));
-            },
+            |block, out| self.push_json_record(block, out),
             |block, out| {
                 let signature = self.hmac_signature(block);
                 crate::binary_page::push_record(out, block, signature.as_deref());
@@ -440,21 +436,23 @@ impl ApiHandler {
         wire.get(SIGNATURE_FIELD).and_then(Value::as_str).map(str::to_owned)
     }
 
-    fn wire(&self, block: &StoredBlock) -> Value {
+    /// Appends `block`'s JSON record (signed when this node signs), or the
+    /// seed's record with `--sync-wire seed`.
+    fn push_json_record(&self, block: &StoredBlock, out: &mut Vec<u8>) {
         if self.ctx.wire == crate::config::SyncWire::Seed {
             // A stored payload the seed's struct cannot hold is served as
             // its number and the reason: the seed member stops there and
             // logs it, rather than executing something else.
-            return crate::seed::wire::seed_wire_json(block).unwrap_or_else(|error| {
+            let seed = crate::seed::wire::seed_wire_json(block).unwrap_or_else(|error| {
                 crate::log::warn(&format!("api: cannot serve block {} as a seed record: {error}", block.number));
                 serde_json::json!({"block_number": block.number, "error": error})
             });
+            // Writing a Value into a Vec cannot fail.
+            let _ = serde_json::to_writer(out, &seed);
+            return;
         }
-        let mut wire = block.to_wire_json();
-        if let Some(key) = &self.ctx.signing_key {
-            sign_wire_record(key, &mut wire);
-        }
-        wire
+        let signature = self.hmac_signature(block);
+        page::push_json_record(out, block, signature.as_deref());
     }
 
     fn long_poll(&self, after: u64, wait: Duration) {

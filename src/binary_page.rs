@@ -45,19 +45,42 @@ pub const CONTENT_TYPE: &str = "application/octet-stream";
 const PACKED_HEX: u8 = 0x01;
 const ESCAPED: u8 = 0x02;
 
-/// Hex-packs `text` onto `out` (see the module's layout).
+/// The value of each byte as a lowercase hex digit, [`NOT_HEX`] otherwise.
+const HEX_VALUES: [u8; 256] = {
+    let mut values = [NOT_HEX; 256];
+    let mut digit: u8 = 0;
+    while digit < 16 {
+        let character = b"0123456789abcdef"[digit as usize];
+        values[character as usize] = digit;
+        digit += 1;
+    }
+    values
+};
+const NOT_HEX: u8 = 0xff;
+
+/// Hex-packs `text` onto `out` (see the module's layout). Runs of text
+/// between quotes are copied whole and hex strings converted by table: a
+/// byte-at-a-time loop here was most of the cost of a binary page.
 pub fn hexpack(text: &[u8], out: &mut Vec<u8>) {
+    out.reserve(text.len() / 2 + 16);
     let mut i = 0;
     while i < text.len() {
-        let byte = text[i];
+        // Copy everything up to the next quote (or marker byte) at once.
+        let run =
+            text[i..].iter().position(|&b| b == b'"' || b == PACKED_HEX || b == ESCAPED).unwrap_or(text.len() - i);
+        out.extend_from_slice(&text[i..i + run]);
+        i += run;
+        let Some(&byte) = text.get(i) else { break };
         if byte == b'"' && text.get(i + 1) == Some(&b'0') && text.get(i + 2) == Some(&b'x') {
-            let digits = text[i + 3..].iter().take_while(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')).count();
+            let digits = text[i + 3..].iter().take_while(|&&b| HEX_VALUES[usize::from(b)] != NOT_HEX).count();
             if digits % 2 == 0 && text.get(i + 3 + digits) == Some(&b'"') {
                 out.push(PACKED_HEX);
                 push_leb128(out, (digits / 2) as u64);
-                for pair in text[i + 3..i + 3 + digits].chunks_exact(2) {
-                    out.push((hex_value(pair[0]) << 4) | hex_value(pair[1]));
-                }
+                let hex = &text[i + 3..i + 3 + digits];
+                out.extend(
+                    hex.chunks_exact(2)
+                        .map(|pair| (HEX_VALUES[usize::from(pair[0])] << 4) | HEX_VALUES[usize::from(pair[1])]),
+                );
                 i += 3 + digits + 1;
                 continue;
             }
@@ -81,10 +104,7 @@ pub fn hexunpack(packed: &[u8]) -> Result<Vec<u8>, String> {
                 let len = usize::try_from(reader.leb128()?).map_err(|_| "packed hex length overflows")?;
                 let bytes = reader.take(len)?;
                 out.extend_from_slice(b"\"0x");
-                for byte in bytes {
-                    out.push(HEX[usize::from(byte >> 4)]);
-                    out.push(HEX[usize::from(byte & 0x0f)]);
-                }
+                out.extend(bytes.iter().flat_map(|&byte| [HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0x0f)]]));
                 out.push(b'"');
             }
             ESCAPED => out.push(reader.u8()?),
@@ -92,13 +112,6 @@ pub fn hexunpack(packed: &[u8]) -> Result<Vec<u8>, String> {
         }
     }
     Ok(out)
-}
-
-fn hex_value(digit: u8) -> u8 {
-    match digit {
-        b'0'..=b'9' => digit - b'0',
-        _ => digit - b'a' + 10,
-    }
 }
 
 fn push_leb128(out: &mut Vec<u8>, mut value: u64) {

@@ -118,6 +118,81 @@ pub fn render_page<'a>(
     RenderedPage { body, records: start..end, count, cut_by_budget }
 }
 
+/// Appends `block`'s sync API JSON record, byte for byte what
+/// `serde_json::to_writer(out, &block.to_wire_json())` writes (with
+/// `signature` added as `block::sign_wire_record` adds it), without the
+/// tree of values, the key strings and the intermediate base64 strings that
+/// path allocates per block: the payload's base64 is encoded straight into
+/// `out`. Keys in serde_json's order (sorted: its map is a BTreeMap).
+pub fn push_json_record(out: &mut Vec<u8>, block: &StoredBlock, signature: Option<&str>) {
+    out.extend_from_slice(b"{\"blob_versioned_hashes\":");
+    push_versioned_hashes(out, &block.blob_versioned_hashes_json);
+    out.extend_from_slice(b",\"block_hash\":");
+    push_json_string(out, &block.hash);
+    out.extend_from_slice(b",\"block_number\":");
+    push_decimal(out, block.number);
+    if let Some(leader_signature) = &block.leader_signature {
+        out.extend_from_slice(b",\"leader_signature\":");
+        push_json_string(out, leader_signature);
+    }
+    out.extend_from_slice(b",\"parent_beacon_block_root\":");
+    push_json_string(out, &block.parent_beacon_block_root);
+    out.extend_from_slice(b",\"parent_hash\":");
+    push_json_string(out, &block.parent_hash);
+    out.extend_from_slice(b",\"payload_data\":");
+    push_base64_string(out, block.payload_json.as_bytes());
+    out.extend_from_slice(b",\"payload_version\":");
+    push_decimal(out, u64::from(block.payload_version));
+    out.extend_from_slice(b",\"requests_data\":");
+    push_base64_string(out, block.requests_json.as_bytes());
+    if let Some(signature) = signature {
+        out.extend_from_slice(b",\"signature\":");
+        push_json_string(out, signature);
+    }
+    out.extend_from_slice(b",\"term\":");
+    push_decimal(out, block.term);
+    out.extend_from_slice(b",\"timestamp\":");
+    push_decimal(out, block.timestamp);
+    out.push(b'}');
+}
+
+/// The stored list of versioned hashes as `to_wire_json` serves it: parsed
+/// and written compactly (an unparsable one, which `store.rs` refuses on
+/// read, as `[]`). Nearly every block has none: `[]` is written directly.
+fn push_versioned_hashes(out: &mut Vec<u8>, text: &str) {
+    if text == "[]" {
+        out.extend_from_slice(b"[]");
+        return;
+    }
+    let value: serde_json::Value = serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::Array(Vec::new()));
+    // Writing a Value into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, &value);
+}
+
+/// `text` as a JSON string, escaped as serde_json escapes it.
+fn push_json_string(out: &mut Vec<u8>, text: &str) {
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, text);
+}
+
+fn push_decimal(out: &mut Vec<u8>, number: u64) {
+    use std::io::Write as _;
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{number}");
+}
+
+/// `bytes` in base64 (standard, padded) between quotes, encoded in place.
+fn push_base64_string(out: &mut Vec<u8>, bytes: &[u8]) {
+    use base64::Engine as _;
+    out.push(b'"');
+    let start = out.len();
+    let len = base64::encoded_len(bytes.len(), true).unwrap_or(0);
+    out.resize(start + len, 0);
+    let written = base64::engine::general_purpose::STANDARD.encode_slice(bytes, &mut out[start..]).unwrap_or(0);
+    out.truncate(start + written);
+    out.push(b'"');
+}
+
 const JSON_PREFIX: &[u8] = b"{\"blocks\":";
 
 fn push_json_suffix(out: &mut Vec<u8>, head: u64) {
@@ -166,6 +241,35 @@ mod tests {
             |b, out| out.extend_from_slice(b.requests_json.as_bytes()),
             |b, out| crate::binary_page::push_record(out, b, None),
         )
+    }
+
+    #[test]
+    fn json_records_are_the_bytes_serde_json_writes() {
+        use crate::block::{sign_wire_record, SIGNATURE_FIELD};
+        let key = crate::secret::Secret::from_bytes(b"sync secret");
+        let plain = block(3, 10);
+        let signed = StoredBlock { leader_signature: Some(format!("0x{}", "ab".repeat(64))), ..block(4, 2) };
+        let with_hashes = StoredBlock {
+            blob_versioned_hashes_json: format!("[ \"0x{}\" ]", "01".repeat(32)),
+            requests_json: "[]".to_owned(),
+            hash: "0x\"quoted\\".to_owned(),
+            ..block(5, 0)
+        };
+        let unparsable = StoredBlock { blob_versioned_hashes_json: "nope".to_owned(), ..block(6, 1) };
+        for stored in [plain, signed, with_hashes, unparsable] {
+            let mut expected = Vec::new();
+            serde_json::to_writer(&mut expected, &stored.to_wire_json()).unwrap();
+            let mut out = b"prefix".to_vec();
+            push_json_record(&mut out, &stored, None);
+            assert_eq!(String::from_utf8_lossy(&out[6..]), String::from_utf8_lossy(&expected));
+            let mut wire = stored.to_wire_json();
+            sign_wire_record(&key, &mut wire);
+            let mut expected = Vec::new();
+            serde_json::to_writer(&mut expected, &wire).unwrap();
+            let mut out = Vec::new();
+            push_json_record(&mut out, &stored, wire[SIGNATURE_FIELD].as_str());
+            assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&expected));
+        }
     }
 
     #[test]
