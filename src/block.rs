@@ -255,6 +255,18 @@ fn is_signature_hex(text: &str) -> bool {
 }
 
 impl StoredBlock {
+    /// The bytes of text the block holds (what it costs in memory, and in a
+    /// statement that writes it).
+    pub fn text_bytes(&self) -> usize {
+        self.payload_json.len()
+            + self.requests_json.len()
+            + self.blob_versioned_hashes_json.len()
+            + self.hash.len()
+            + self.parent_hash.len()
+            + self.parent_beacon_block_root.len()
+            + self.leader_signature.as_ref().map_or(0, String::len)
+    }
+
     /// The sync API's JSON for one block: the seed's fields (`payload_data`
     /// and `requests_data` are base64 of the JSON the leader stored) plus the
     /// fields an exact replay needs.

@@ -191,6 +191,7 @@ fn start_syncer(config: &Config, shared: Shared, shutdown: &Shutdown) -> Result<
         status: shared.status,
         metrics: shared.metrics,
         watch: shared.watch,
+        serves_api: config.api_addr.is_some(),
         shutdown: shutdown.clone(),
     });
     spawn("syncer", move || syncer.run())

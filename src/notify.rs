@@ -30,6 +30,10 @@ const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 /// Committed blocks kept in memory by [`HeadWatch`]: enough for every
 /// long poll at the head, where members wait.
 pub const RECENT_BLOCKS: usize = 64;
+/// ... and at most this many bytes of block text, the newest block always
+/// kept: 64 full blocks are about 100 MB, which a member kept after a
+/// catch-up (docs/BENCHMARKS.md, M1), where a waiter at the head needs one.
+pub const RECENT_BYTES: usize = 2 * 1024 * 1024;
 
 /// The highest committed block number known to this process, and the last
 /// few blocks this process committed itself (producer) or stored (syncer).
@@ -90,7 +94,9 @@ impl HeadWatch {
         if state.recent.back().is_some_and(|last| last.number + 1 != block.number) {
             state.recent.clear();
         }
-        if state.recent.len() == RECENT_BLOCKS {
+        while state.recent.len() >= RECENT_BLOCKS
+            || !state.recent.is_empty() && recent_bytes(&state.recent) + block.text_bytes() > RECENT_BYTES
+        {
             state.recent.pop_front();
         }
         let number = block.number;
@@ -267,6 +273,11 @@ fn listen(store: &mut Store, observer: &HeadObserver<'_>, shutdown: &Shutdown) {
     }
 }
 
+/// The block text the watch holds (`RECENT_BYTES`).
+fn recent_bytes(recent: &VecDeque<Arc<StoredBlock>>) -> usize {
+    recent.iter().map(|block| block.text_bytes()).sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,5 +342,19 @@ mod tests {
         // The head learnt from elsewhere (the notifier) does not invent blocks.
         watch.advance_to(last + 5);
         assert_eq!(numbers(watch.recent_range(last, last + 1)), None);
+        // Bounded by bytes as well: full blocks push the oldest out, and one
+        // larger than the whole budget is still kept, alone.
+        let full = |number: u64, bytes: usize| {
+            Arc::new(StoredBlock { payload_json: "x".repeat(bytes), ..(*block(number)).clone() })
+        };
+        let first = last + 6;
+        for number in first..first + 4 {
+            watch.committed(full(number, RECENT_BYTES / 3));
+        }
+        assert_eq!(numbers(watch.recent_range(first + 2, first + 3)), Some(vec![first + 2, first + 3]));
+        assert_eq!(numbers(watch.recent_range(first, first + 3)), None);
+        watch.committed(full(first + 4, RECENT_BYTES * 2));
+        assert_eq!(numbers(watch.recent_range(first + 3, first + 4)), None);
+        assert_eq!(numbers(watch.recent_range(first + 4, first + 4)), Some(vec![first + 4]));
     }
 }

@@ -573,15 +573,32 @@ impl Store {
     /// is not flushed before this returns (see `clnode_append_replica` in
     /// schema.sql for why a member may lose its last rows, and how it repairs
     /// that).
+    ///
+    /// A page of more than [`APPEND_STATEMENT_BYTES`] is written in several
+    /// statements, each extending the one before (a failure part-way leaves
+    /// a shorter stored chain, the case `E > D` of the resume rules).
     pub fn append_replica_batch(&mut self, blocks: &[StoredBlock]) -> Result<u64, StoreError> {
-        let Some(first) = blocks.first() else {
+        if blocks.is_empty() {
             return self.committed_head().map(|head| head.number);
-        };
-        // The page links within itself; the database checks its first block
-        // against the stored head, in the same statement as the insert.
+        }
+        // The page links within itself; the database checks each
+        // statement's first block against the stored head, in the same
+        // statement as the insert.
         if let Err(reason) = page_links(blocks) {
             return Err(self.error(StoreErrorKind::NotHead, "append", reason));
         }
+        let mut head = 0;
+        for statement in statement_chunks(blocks, APPEND_STATEMENT_BYTES) {
+            head = self.append_statement(statement)?;
+        }
+        Ok(head)
+    }
+
+    /// One `clnode_append_replica` statement for `blocks` (not empty, linked).
+    fn append_statement(&mut self, blocks: &[StoredBlock]) -> Result<u64, StoreError> {
+        let Some(first) = blocks.first() else {
+            return self.committed_head().map(|head| head.number);
+        };
         // One statement for the whole page: column arrays, unnested.
         let bigints = |name: &str, value: fn(&StoredBlock) -> u64| -> Result<Vec<i64>, StoreError> {
             blocks
@@ -651,7 +668,10 @@ impl Store {
         // Served as a JSON list (`StoredBlock::to_wire_json`): checked here,
         // where it leaves the database, rather than rendered as an empty list.
         let versioned_hashes: String = row.get(7);
-        if !matches!(serde_json::from_str(&versioned_hashes), Ok(serde_json::Value::Array(_))) {
+        // Nearly every block has none: "[]" needs no parsing.
+        if versioned_hashes != "[]"
+            && !matches!(serde_json::from_str(&versioned_hashes), Ok(serde_json::Value::Array(_)))
+        {
             return Err(self
                 .error(
                     StoreErrorKind::Corrupt,
@@ -721,6 +741,28 @@ impl Statements {
             clock: client.prepare("SELECT extract(epoch FROM clock_timestamp())::FLOAT8")?,
         })
     }
+}
+
+/// A member writes a page in statements of at most this many bytes of
+/// block text (one larger block goes alone). The postgres client keeps the
+/// buffers it encoded and sent a statement in, at that statement's size,
+/// for as long as the connection lives: after a catch-up of 8 MiB pages a
+/// member held 21 MB in them (docs/BENCHMARKS.md, M1). A few statements
+/// per megabyte cost a round trip each, next to executing the megabyte.
+pub const APPEND_STATEMENT_BYTES: u64 = 1024 * 1024;
+
+/// `blocks` cut into consecutive runs of at most `budget` bytes of text
+/// each (`page_budget::blocks_within`: a larger block is a run alone).
+fn statement_chunks(blocks: &[StoredBlock], budget: u64) -> Vec<&[StoredBlock]> {
+    let mut chunks = Vec::new();
+    let mut rest = blocks;
+    while !rest.is_empty() {
+        let count = crate::page_budget::blocks_within(rest.iter().map(StoredBlock::text_bytes), budget).max(1);
+        let (chunk, after) = rest.split_at(count.min(rest.len()));
+        chunks.push(chunk);
+        rest = after;
+    }
+    chunks
 }
 
 /// Heights consecutive and parents linked within one page.
@@ -875,6 +917,26 @@ mod tests {
         let text = error.map(|e| e.to_string()).unwrap_or_default();
         assert!(text.starts_with("PostgreSQL commit of block 5 (u): term 18446744073709551615"), "{text}");
         assert_eq!(parse_commit_outcome("fenced:-1"), None, "a negative fence term is no outcome");
+    }
+
+    #[test]
+    fn member_pages_are_written_in_bounded_statements() {
+        let block = |number: u64, payload_len: usize| {
+            let record = crate::block::tests::sample_record(number, Hash32([1; 32]));
+            StoredBlock { payload_json: "x".repeat(payload_len), ..record.to_stored() }
+        };
+        let overhead = block(1, 0).text_bytes();
+        let sizes = |blocks: &[StoredBlock], budget: u64| -> Vec<Vec<u64>> {
+            statement_chunks(blocks, budget).iter().map(|chunk| chunk.iter().map(|b| b.number).collect()).collect()
+        };
+        // Blocks of 1,000 bytes of text each.
+        let blocks: Vec<_> = (1..=5).map(|n| block(n, 1000 - overhead)).collect();
+        assert_eq!(sizes(&blocks, 2500), [vec![1, 2], vec![3, 4], vec![5]]);
+        assert_eq!(sizes(&blocks, 5000), [vec![1, 2, 3, 4, 5]]);
+        // A block larger than the budget goes alone, and nothing waits behind it.
+        let mixed = [block(1, 1000), block(2, 100_000), block(3, 1000)];
+        assert_eq!(sizes(&mixed, 10_000), [vec![1], vec![2], vec![3]]);
+        assert_eq!(sizes(&[], 1000), Vec::<Vec<u64>>::new());
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub struct SyncerContext {
     pub status: Arc<NodeStatus>,
     pub metrics: Arc<Metrics>,
     pub watch: Arc<HeadWatch>,
+    /// This member serves the sync API (`--api-addr`): the blocks it stores
+    /// are kept in `watch` for its long polls. Without an API nothing reads
+    /// them, and with full blocks they were megabytes held for nothing.
+    pub serves_api: bool,
     pub shutdown: Shutdown,
 }
 
@@ -417,8 +421,10 @@ impl Syncer {
             );
         }
         // Stored: members of this member may be served them from memory.
-        for block in stored.into_iter().rev().take(crate::notify::RECENT_BLOCKS).rev() {
-            self.ctx.watch.committed(Arc::new(block));
+        if self.ctx.serves_api {
+            for block in stored.into_iter().rev().take(crate::notify::RECENT_BLOCKS).rev() {
+                self.ctx.watch.committed(Arc::new(block));
+            }
         }
         let count = records.len() as u64;
         self.ctx.metrics.blocks_synced.add(count);
