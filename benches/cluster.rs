@@ -1573,6 +1573,51 @@ fn random_rate<C>(
     done as f64 / seconds as f64
 }
 
+/// CPU seconds (user + system) `pid` has used (0 once it is gone), with its waited-for
+/// children's when `children` (PostgreSQL's postmaster reaps its backends:
+/// a backend that ended is counted there).
+fn process_cpu_seconds(pid: u32, children: bool) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // Fields after the command name, which may hold spaces: state is field 3.
+    let fields: Vec<f64> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or("")
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    // utime, stime, cutime, cstime are fields 14-17: 11-14 after the name.
+    let ticks = fields[11] + fields[12] + if children { fields[13] + fields[14] } else { 0.0 };
+    ticks / 100.0
+}
+
+/// CPU seconds used by the PostgreSQL server listening on `port`: its
+/// postmaster (with the backends it reaped) and every live backend.
+fn postgres_cpu_seconds(port: u16) -> f64 {
+    let processes: Vec<(u32, u32, String)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| {
+            let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let parent = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).ok()?.replace('\0', " ");
+            Some((pid, parent, cmdline))
+        })
+        .collect();
+    let needle = format!(" -p {port} ");
+    let Some(postmaster) =
+        processes.iter().find(|(_, _, cmdline)| cmdline.contains("postgres") && cmdline.contains(&needle)).map(|p| p.0)
+    else {
+        return 0.0;
+    };
+    process_cpu_seconds(postmaster, true)
+        + processes
+            .iter()
+            .filter(|(_, parent, _)| *parent == postmaster)
+            .map(|(pid, _, _)| process_cpu_seconds(*pid, false))
+            .sum::<f64>()
+}
+
 /// Issue 16.3. W1: bytes on the wire per raw block byte for a member
 /// catching up on full blocks (baseline: the JSON pages curl gets). M1: the
 /// member's RSS after that catch-up. U1/U2: the uncached API path, random
@@ -1676,12 +1721,20 @@ fn p16_pages_and_bytes(figures: &mut Vec<Figure>) {
     for (id, what, url, sql) in cases {
         let pick = |random: u64| if id == "U1" { random % span } else { 1 + random % top };
         let (mut api_rates, mut pg_rates) = (Vec::new(), Vec::new());
+        // CPU per request, which the machine's other load does not change
+        // as much as the rates: clnode's, and PostgreSQL's on either side.
+        let (leader_pid, pg_port) = (chain.nodes[0].proc.pid(), chain.postgres.port);
+        let (mut clnode_cpu, mut pg_cpu_api, mut pg_cpu_direct) = (0.0, 0.0, 0.0);
         for _ in 0..3 {
+            let (clnode_before, pg_before) = (cpu_seconds(leader_pid), postgres_cpu_seconds(pg_port));
             api_rates.push(random_rate(4, 5, ureq::Agent::new_with_defaults, |agent, random| {
                 let mut response = agent.get(&format!("{url}{}", pick(random))).call().unwrap();
                 assert_eq!(response.status().as_u16(), 200);
                 response.body_mut().with_config().limit(u64::MAX).read_to_vec().unwrap();
             }));
+            clnode_cpu += cpu_seconds(leader_pid) - clnode_before;
+            pg_cpu_api += postgres_cpu_seconds(pg_port) - pg_before;
+            let pg_before = postgres_cpu_seconds(pg_port);
             pg_rates.push(random_rate(
                 4,
                 5,
@@ -1697,7 +1750,16 @@ fn p16_pages_and_bytes(figures: &mut Vec<Figure>) {
                     }
                 },
             ));
+            pg_cpu_direct += postgres_cpu_seconds(pg_port) - pg_before;
         }
+        let (api_requests, pg_requests) = (api_rates.iter().sum::<f64>() * 5.0, pg_rates.iter().sum::<f64>() * 5.0);
+        let micros = |seconds: f64, requests: f64| seconds * 1e6 / requests.max(1.0);
+        let cpu_note = format!(
+            "CPU per request: clnode {:.0} µs + its PostgreSQL {:.0} µs, against PostgreSQL {:.0} µs direct",
+            micros(clnode_cpu, api_requests),
+            micros(pg_cpu_api, api_requests),
+            micros(pg_cpu_direct, pg_requests)
+        );
         let (value, baseline) = (median(&api_rates), median(&pg_rates));
         figures.push(Figure {
             id,
@@ -1713,7 +1775,7 @@ fn p16_pages_and_bytes(figures: &mut Vec<Figure>) {
             median: value,
             p99: percentile(&api_rates, 1.0),
             note: format!(
-                "5 s per trial over {top} blocks; API {:?}, PostgreSQL {:?} (p99 column: slowest trial)",
+                "5 s per trial over {top} blocks; API {:?}, PostgreSQL {:?} (p99 column: slowest trial); {cpu_note}",
                 round(&api_rates),
                 round(&pg_rates)
             ),
