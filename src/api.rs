@@ -8,7 +8,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -17,7 +16,7 @@ use serde_json::Value;
 
 use crate::block::{sign_wire_record, StoredBlock};
 use crate::codec::Hash32;
-use crate::http::{parse_decimal, parse_query, serve_with_cached_answers, CachedAnswers, Incoming, Reply};
+use crate::http::{parse_decimal, parse_query, precheck, serve_with_long_polls, Incoming, LongPolls, Park, Reply};
 use crate::log;
 use crate::metrics::Metrics;
 use crate::notify::HeadWatch;
@@ -26,10 +25,9 @@ use crate::secret::Secret;
 use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError, MAX_BLOCKS_PER_QUERY};
 
-/// Requests served at once; long polls hold a worker while they wait.
+/// Requests handled at once. Long polls waiting for the head do not hold
+/// a worker: the HTTP gate parks them (`http/park.rs`, [`ApiLongPolls`]).
 pub const API_WORKERS: usize = 16;
-/// At most this many workers may sit in a long poll; the rest answer at once.
-pub const MAX_CONCURRENT_LONG_POLLS: usize = API_WORKERS - 4;
 /// The longest `wait_ms` accepted.
 pub const MAX_WAIT_MS: u64 = 30_000;
 /// The seed's default page size.
@@ -130,21 +128,13 @@ pub struct ApiContext {
 
 pub fn start(addr: SocketAddr, ctx: ApiContext, shutdown: &Shutdown) -> Result<Vec<JoinHandle<()>>, String> {
     let ctx = Arc::new(ctx);
-    let long_polls = Arc::new(AtomicUsize::new(0));
     let cache = Arc::new(RenderCache::default());
-    let cached: CachedAnswers = {
-        let (ctx, cache) = (Arc::clone(&ctx), Arc::clone(&cache));
-        Arc::new(move |request: &Incoming<'_>| cached_answer(&ctx, &cache, request))
-    };
-    serve_with_cached_answers("api", addr, API_WORKERS, Some(cached), shutdown, || {
-        let mut handler = ApiHandler {
-            ctx: Arc::clone(&ctx),
-            store: connection_for(&ctx),
-            long_polls: Arc::clone(&long_polls),
-            cache: Arc::clone(&cache),
-        };
+    let long_polls: Arc<dyn LongPolls> = Arc::new(ApiLongPolls { ctx: Arc::clone(&ctx), cache: Arc::clone(&cache) });
+    let serving = serve_with_long_polls("api", addr, API_WORKERS, Some(long_polls), shutdown, || {
+        let mut handler = ApiHandler { ctx: Arc::clone(&ctx), store: connection_for(&ctx), cache: Arc::clone(&cache) };
         move |request: &Incoming<'_>| handler.handle(request)
-    })
+    })?;
+    Ok(serving.threads)
 }
 
 /// A worker's database connection, made when its first request needs it.
@@ -153,43 +143,65 @@ fn connection_for(ctx: &ApiContext) -> Reconnecting<Store, StoreError> {
     Reconnecting::new(move || Store::connect(&url, &application))
 }
 
-/// The answer to `request` if it is already rendered and valid for the
-/// present head: `/blocks/latest`, and full pages without a long poll to
-/// wait for. Runs on the HTTP guard's threads, ahead of any handler, so it
-/// makes the handler's checks first (method, body, bearer token, in constant
-/// time) and answers `None` to anything else, a refusal included: the
-/// handler then answers it. It never blocks and never touches the database.
-pub fn cached_answer(ctx: &ApiContext, cache: &RenderCache, request: &Incoming<'_>) -> Option<Reply> {
-    if !request.is_read() || request.body_refused || request.check_bearer(ctx.token.as_ref()).is_some() {
-        return None;
-    }
-    // Cached renderings are of blocks seen committed; after a regression the
-    // handler refuses everything instead.
-    if ctx.watch.regression().is_some() {
-        return None;
-    }
-    let reply = if request.path == "/blocks/latest" && request.query.is_empty() {
-        Reply::json_bytes(200, cache.latest(ctx.watch.get())?)
-    } else if request.path == "/blocks" || request.path == "/blocks/" {
-        let ListQuery { after, limit, wait_ms } = parse_list_query(request.query).ok()?;
-        let head = ctx.watch.get();
-        if wait_ms > 0 && head <= after {
-            return None; // a long poll: the handler waits
+/// The API's long polls, parked in the HTTP gate: a poll at the head waits
+/// there (a connection, no thread) and is answered from the blocks this
+/// process just committed or stored ([`HeadWatch::recent_range`]), one
+/// rendering per page for every waiter. Runs on the gate's thread: never
+/// blocks and never touches the database (a page not in memory goes to a
+/// handler).
+pub struct ApiLongPolls {
+    pub ctx: Arc<ApiContext>,
+    pub cache: Arc<RenderCache>,
+}
+
+impl LongPolls for ApiLongPolls {
+    fn park(&self, request: &Incoming<'_>) -> Option<Park> {
+        if precheck(request, self.ctx.token.as_ref()).is_some()
+            || self.ctx.watch.regression().is_some()
+            || self.ctx.shutdown.is_requested()
+            || !(request.path == "/blocks" || request.path == "/blocks/")
+        {
+            return None;
         }
-        let blocks_json = cache.page(after, limit, head)?;
-        Reply::json_bytes(200, page_body(&blocks_json, head))
-    } else {
-        return None;
-    };
-    ctx.metrics.api_requests.inc();
-    Some(reply)
+        let ListQuery { after, limit, wait_ms } = parse_list_query(request.query).ok()?;
+        if wait_ms == 0 || self.ctx.watch.get() > after {
+            return None;
+        }
+        Some(Park { after, limit, deadline: std::time::Instant::now() + Duration::from_millis(wait_ms) })
+    }
+
+    fn head(&self) -> u64 {
+        self.ctx.watch.get()
+    }
+
+    fn answer(&self, after: u64, limit: u32) -> Option<Reply> {
+        if self.ctx.watch.regression().is_some() {
+            return None; // the handler refuses it
+        }
+        self.ctx.metrics.api_requests.inc();
+        let head = self.ctx.watch.get();
+        if head <= after {
+            // The wait ended with nothing new: the page a handler would give.
+            return Some(Reply::json_bytes(200, page_body(b"[]", head)));
+        }
+        if let Some(blocks_json) = self.cache.page(after, limit, head) {
+            return Some(Reply::json_bytes(200, page_body(&blocks_json, head)));
+        }
+        let last = head.min(after.saturating_add(u64::from(limit)));
+        let blocks = self.ctx.watch.recent_range(after.saturating_add(1), last)?;
+        let blocks_json = render_page(&self.ctx, &self.cache, after, limit, blocks.iter().map(|block| &**block));
+        Some(Reply::json_bytes(200, page_body(&blocks_json, head)))
+    }
+
+    fn on_head_moved(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        self.ctx.watch.on_advance(wake);
+    }
 }
 
 struct ApiHandler {
     ctx: Arc<ApiContext>,
     /// This worker's own connection.
     store: Reconnecting<Store, StoreError>,
-    long_polls: Arc<AtomicUsize>,
     cache: Arc<RenderCache>,
 }
 
@@ -235,13 +247,7 @@ pub fn parse_list_query(query: &str) -> Result<ListQuery, String> {
 impl ApiHandler {
     fn handle(&mut self, request: &Incoming<'_>) -> Reply {
         self.ctx.metrics.api_requests.inc();
-        if !request.is_read() {
-            return Reply::method_not_allowed("GET, HEAD");
-        }
-        if let Some(refusal) = request.refuse_body() {
-            return refusal;
-        }
-        if let Some(refusal) = request.check_bearer(self.ctx.token.as_ref()) {
+        if let Some(refusal) = precheck(request, self.ctx.token.as_ref()) {
             return refusal;
         }
         // The database went back below a block this node saw committed:
@@ -276,7 +282,7 @@ impl ApiHandler {
         });
         match result {
             Ok(Some(block)) => {
-                let body: Arc<[u8]> = Arc::from(self.wire(&block).to_string().into_bytes());
+                let body: Arc<[u8]> = Arc::from(wire(&self.ctx, &block).to_string().into_bytes());
                 if lookup == Lookup::Latest {
                     self.cache.store_latest(block.number, Arc::clone(&body));
                 }
@@ -295,13 +301,12 @@ impl ApiHandler {
     }
 
     fn list(&mut self, query: &str) -> Reply {
-        let ListQuery { after, limit, wait_ms } = match parse_list_query(query) {
+        // A long poll that must wait was parked by the gate (ApiLongPolls);
+        // one here has its answer now.
+        let ListQuery { after, limit, wait_ms: _ } = match parse_list_query(query) {
             Ok(parsed) => parsed,
             Err(message) => return Reply::error(400, message),
         };
-        if wait_ms > 0 && self.ctx.watch.get() <= after {
-            self.long_poll(after, Duration::from_millis(wait_ms));
-        }
         let checked_head = self.ctx.watch.get();
         if let Some(blocks_json) = self.cache.page(after, limit, checked_head) {
             return Reply::json_bytes(200, page_body(&blocks_json, checked_head));
@@ -311,13 +316,13 @@ impl ApiHandler {
         let head = self.ctx.watch.get();
         let last = head.min(after.saturating_add(u64::from(limit)));
         if let Some(blocks) = self.ctx.watch.recent_range(after.saturating_add(1), last) {
-            let blocks_json = self.render_page(after, limit, blocks.iter().map(|block| &**block));
+            let blocks_json = render_page(&self.ctx, &self.cache, after, limit, blocks.iter().map(|block| &**block));
             return Reply::json_bytes(200, page_body(&blocks_json, head));
         }
         match self.with_store(|store| store.blocks_after(after, limit)) {
             Ok(blocks) => {
                 let head = blocks.last().map(|b| b.number).unwrap_or(0).max(self.ctx.watch.get());
-                let blocks_json = self.render_page(after, limit, blocks.iter());
+                let blocks_json = render_page(&self.ctx, &self.cache, after, limit, blocks.iter());
                 if blocks.len() >= crate::alloc::LARGE_PAGE_BLOCKS {
                     // A catch-up page's rows and JSON tree are several times
                     // its rendering; give that back once it is freed.
@@ -328,55 +333,6 @@ impl ApiHandler {
             }
             Err(reply) => reply,
         }
-    }
-
-    /// The JSON list of `blocks`, the page after `after`; kept in the render
-    /// cache when the page is full (a full page of committed blocks never
-    /// changes).
-    fn render_page<'a>(&self, after: u64, limit: u32, blocks: impl Iterator<Item = &'a StoredBlock>) -> Arc<[u8]> {
-        let items: Vec<Value> = blocks.map(|block| self.wire(block)).collect();
-        let full = items.len() == limit as usize;
-        let blocks_json: Arc<[u8]> = Arc::from(Value::Array(items).to_string().into_bytes());
-        if full {
-            self.cache.store_page(after, limit, Arc::clone(&blocks_json));
-        }
-        blocks_json
-    }
-
-    fn wire(&self, block: &StoredBlock) -> Value {
-        if self.ctx.wire == crate::config::SyncWire::Seed {
-            // A stored payload the seed's struct cannot hold is served as
-            // its number and the reason: the seed member stops there and
-            // logs it, rather than executing something else.
-            return crate::seed::wire::seed_wire_json(block).unwrap_or_else(|error| {
-                crate::log::warn(&format!("api: cannot serve block {} as a seed record: {error}", block.number));
-                serde_json::json!({"block_number": block.number, "error": error})
-            });
-        }
-        let mut wire = block.to_wire_json();
-        if let Some(key) = &self.ctx.signing_key {
-            sign_wire_record(key, &mut wire);
-        }
-        wire
-    }
-
-    fn long_poll(&self, after: u64, wait: Duration) {
-        /// How often a waiting long poll looks at the shutdown flag.
-        const SHUTDOWN_CHECK: Duration = Duration::from_millis(50);
-        let in_flight = self.long_polls.fetch_add(1, Ordering::SeqCst);
-        if in_flight < MAX_CONCURRENT_LONG_POLLS {
-            let deadline = std::time::Instant::now() + wait;
-            loop {
-                let remaining = deadline.saturating_duration_since(std::time::Instant::now());
-                if remaining.is_zero() || self.ctx.shutdown.is_requested() {
-                    break;
-                }
-                if self.ctx.watch.wait_beyond(after, remaining.min(SHUTDOWN_CHECK)) > after {
-                    break;
-                }
-            }
-        }
-        self.long_polls.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Runs `query` on this worker's connection, connecting if needed.
@@ -402,6 +358,42 @@ impl ApiHandler {
             retried = true;
         }
     }
+}
+
+/// The JSON list of `blocks`, the page after `after`; kept in the render
+/// cache when the page is full (a full page of committed blocks never
+/// changes).
+fn render_page<'a>(
+    ctx: &ApiContext,
+    cache: &RenderCache,
+    after: u64,
+    limit: u32,
+    blocks: impl Iterator<Item = &'a StoredBlock>,
+) -> Arc<[u8]> {
+    let items: Vec<Value> = blocks.map(|block| wire(ctx, block)).collect();
+    let full = items.len() == limit as usize;
+    let blocks_json: Arc<[u8]> = Arc::from(Value::Array(items).to_string().into_bytes());
+    if full {
+        cache.store_page(after, limit, Arc::clone(&blocks_json));
+    }
+    blocks_json
+}
+
+fn wire(ctx: &ApiContext, block: &StoredBlock) -> Value {
+    if ctx.wire == crate::config::SyncWire::Seed {
+        // A stored payload the seed's struct cannot hold is served as
+        // its number and the reason: the seed member stops there and
+        // logs it, rather than executing something else.
+        return crate::seed::wire::seed_wire_json(block).unwrap_or_else(|error| {
+            crate::log::warn(&format!("api: cannot serve block {} as a seed record: {error}", block.number));
+            serde_json::json!({"block_number": block.number, "error": error})
+        });
+    }
+    let mut wire = block.to_wire_json();
+    if let Some(key) = &ctx.signing_key {
+        sign_wire_record(key, &mut wire);
+    }
+    wire
 }
 
 /// Parses `{key}` of `/blocks/{key}`; the error is the 400 message.
@@ -443,74 +435,88 @@ mod tests {
         assert!(cache.latest(6).is_none(), "a newer head misses the cache");
     }
 
-    #[test]
-    fn cached_answers_check_the_token_and_match_the_handler() {
-        use crate::http::ForwardedHead;
-        let ctx = Arc::new(ApiContext {
+    fn test_context(token: Option<Secret>) -> Arc<ApiContext> {
+        Arc::new(ApiContext {
             postgres_url: "postgres://unreachable.invalid/none".to_owned(),
             watch: Arc::new(HeadWatch::default()),
             metrics: Arc::new(Metrics::default()),
             instance_id: "test".to_owned(),
-            token: Some(Secret::from_bytes(b"api-token-0123456789abcdef")),
+            token,
             signing_key: None,
             shutdown: Shutdown::new(),
             wire: crate::config::SyncWire::Json,
-        });
+        })
+    }
+
+    fn stored(number: u64) -> Arc<StoredBlock> {
+        Arc::new(StoredBlock {
+            number,
+            hash: format!("0x{number:064x}"),
+            parent_hash: format!("0x{:064x}", number.saturating_sub(1)),
+            payload_json: "{}".into(),
+            requests_json: "[]".into(),
+            timestamp: number,
+            parent_beacon_block_root: format!("0x{:064x}", 0),
+            blob_versioned_hashes_json: "[]".into(),
+            payload_version: 5,
+            term: 1,
+            leader_signature: None,
+        })
+    }
+
+    /// Issue 16: a long poll is parked by the gate only after the same
+    /// precheck the handler makes (method, body, token), and its answer is
+    /// the handler's answer to the same request, byte for byte.
+    #[test]
+    fn parked_polls_pass_the_precheck_and_get_the_handlers_answer() {
+        let ctx = test_context(Some(Secret::from_bytes(b"api-token-0123456789abcdef")));
         let cache = Arc::new(RenderCache::default());
-        let mut handler = ApiHandler {
-            ctx: Arc::clone(&ctx),
-            store: connection_for(&ctx),
-            long_polls: Arc::new(AtomicUsize::new(0)),
-            cache: Arc::clone(&cache),
-        };
-        let head = |text: String| -> ForwardedHead { crate::http::rewrite_head(text.as_bytes()).unwrap() };
+        let polls = ApiLongPolls { ctx: Arc::clone(&ctx), cache: Arc::clone(&cache) };
+        let mut handler = ApiHandler { ctx: Arc::clone(&ctx), store: connection_for(&ctx), cache: Arc::clone(&cache) };
         let request = |method: &str, target: &str, auth: &str| {
-            head(format!("{method} {target} HTTP/1.1\r\nHost: x\r\n{auth}\r\n"))
+            crate::http::rewrite_head(format!("{method} {target} HTTP/1.1\r\nHost: x\r\n{auth}\r\n").as_bytes())
+                .unwrap()
         };
         let good = "Authorization: Bearer api-token-0123456789abcdef\r\n";
-        let latest = request("GET", "/blocks/latest", good);
-        assert!(cached_answer(&ctx, &cache, &latest.incoming().unwrap()).is_none(), "nothing cached yet");
-
-        ctx.watch.advance_to(7);
-        cache.store_latest(7, Arc::from(b"{\"block_number\":7}".to_vec()));
-        cache.store_page(3, 2, Arc::from(b"[4,5]".to_vec()));
-        for (target, method) in
-            [("/blocks/latest", "GET"), ("/blocks/latest", "HEAD"), ("/blocks?after=3&limit=2", "GET")]
-        {
-            let forwarded = request(method, target, good);
-            let incoming = forwarded.incoming().unwrap();
-            let fast = cached_answer(&ctx, &cache, &incoming).expect("a cached answer");
-            // The handler gives the same answer (from the cache: no database here).
-            let slow = handler.handle(&incoming);
-            assert_eq!((fast.status, fast.content_type, &fast.body), (slow.status, slow.content_type, &slow.body));
-            assert_eq!(fast.status, 200);
-        }
-        let page = request("GET", "/blocks?after=3&limit=2", good);
-        let body = cached_answer(&ctx, &cache, &page.incoming().unwrap()).unwrap().body;
-        assert_eq!(&body[..], b"{\"blocks\":[4,5],\"head\":7}");
-
-        // Refusals, misses and long polls are left to the handler.
         let wrong = "Authorization: Bearer api-token-0123456789abcdeX\r\n";
-        for forwarded in [
-            request("GET", "/blocks/latest", ""),
-            request("GET", "/blocks/latest", wrong),
-            request("GET", "/blocks/latest", "Authorization: Basic xyz\r\n"),
-            request("POST", "/blocks/latest", good),
-            request("GET", "/blocks/latest", &format!("{good}Content-Length: 3\r\n")),
-            request("GET", "/blocks/latest?x=1", good),
-            request("GET", "/blocks/7", good),
-            request("GET", "/blocks?after=4&limit=2", good),
-            request("GET", "/blocks?after=3&limit=2&wait_ms=100&bogus=1", good),
-            request("GET", "/blocks?after=9&limit=2&wait_ms=100", good),
-        ] {
-            let incoming = forwarded.incoming().unwrap();
-            assert!(
-                cached_answer(&ctx, &cache, &incoming).is_none(),
-                "{:?}",
-                String::from_utf8_lossy(&forwarded.bytes)
-            );
+        for block in 1..=3 {
+            ctx.watch.committed(stored(block));
         }
-        assert_eq!(handler.handle(&request("GET", "/blocks/latest", wrong).incoming().unwrap()).status, 401);
+        let waiting = request("GET", "/blocks?after=3&limit=2&wait_ms=1000", good);
+        let park = polls.park(&waiting.incoming().unwrap()).expect("parked");
+        assert_eq!((park.after, park.limit), (3, 2));
+        for refused in [
+            request("GET", "/blocks?after=3&wait_ms=1000", ""),
+            request("GET", "/blocks?after=3&wait_ms=1000", wrong),
+            request("POST", "/blocks?after=3&wait_ms=1000", good),
+            request("GET", "/blocks?after=3&wait_ms=1000", &format!("{good}Content-Length: 3\r\n")),
+            request("GET", "/blocks?after=3&wait_ms=1000&bogus=1", good),
+            request("GET", "/blocks?after=3", good),
+            request("GET", "/blocks?after=2&wait_ms=1000", good),
+            request("GET", "/blocks/latest", good),
+        ] {
+            let incoming = refused.incoming().unwrap();
+            assert!(polls.park(&incoming).is_none(), "{:?}", String::from_utf8_lossy(&refused.bytes));
+        }
+        let refusal = handler.handle(&request("GET", "/blocks?after=3&wait_ms=1000", wrong).incoming().unwrap());
+        assert_eq!(refusal.status, 401);
+        // The wait ends with nothing new: the empty page the handler gives.
+        assert_eq!(&polls.answer(3, 2).unwrap().body[..], b"{\"blocks\":[],\"head\":3}");
+        // The head moves: the page from memory, as the handler renders it.
+        ctx.watch.committed(stored(4));
+        ctx.watch.committed(stored(5));
+        let parked = polls.answer(3, 2).expect("from the blocks in memory");
+        let handled = handler.handle(&waiting.incoming().unwrap());
+        assert_eq!(
+            (parked.status, parked.content_type, &parked.body),
+            (handled.status, handled.content_type, &handled.body)
+        );
+        let page: Value = serde_json::from_slice(&parked.body).unwrap();
+        assert_eq!(page["head"], 5);
+        assert_eq!(page["blocks"].as_array().map(Vec::len), Some(2));
+        // Blocks no longer in memory (a new run after a gap): the handler answers.
+        ctx.watch.committed(stored(7));
+        assert!(polls.answer(4, 10).is_none());
     }
 
     /// Issue 14.2: a page rendered from a database read that ran ahead of
@@ -520,24 +526,14 @@ mod tests {
     /// never saw. Cached pages are served only at or below the checked head.
     #[test]
     fn cached_pages_hold_only_blocks_at_or_below_the_checked_head() {
-        let ctx = ApiContext {
-            postgres_url: "postgres://unreachable.invalid/none".to_owned(),
-            watch: Arc::new(HeadWatch::default()),
-            metrics: Arc::new(Metrics::default()),
-            instance_id: "test".to_owned(),
-            token: None,
-            signing_key: None,
-            shutdown: Shutdown::new(),
-            wire: crate::config::SyncWire::Json,
-        };
-        let cache = RenderCache::default();
-        let forwarded = crate::http::rewrite_head(b"GET /blocks?after=8&limit=2 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let incoming = forwarded.incoming().unwrap();
+        let ctx = test_context(None);
+        let cache = Arc::new(RenderCache::default());
+        let polls = ApiLongPolls { ctx: Arc::clone(&ctx), cache: Arc::clone(&cache) };
         ctx.watch.advance_to(9);
         cache.store_page(8, 2, Arc::from(b"[9,10]".to_vec()));
-        assert!(cached_answer(&ctx, &cache, &incoming).is_none(), "block 10 is above the checked head 9");
+        assert!(polls.answer(8, 2).is_none(), "block 10 is above the checked head 9: the handler reads it");
         ctx.watch.advance_to(10);
-        let body = cached_answer(&ctx, &cache, &incoming).expect("served once the head is checked").body;
+        let body = polls.answer(8, 2).expect("served once the head is checked").body;
         assert_eq!(&body[..], b"{\"blocks\":[9,10],\"head\":10}");
     }
 
