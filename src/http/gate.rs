@@ -124,7 +124,13 @@ pub(crate) fn run(setup: GateSetup, poll: Poll, open: Arc<AtomicUsize>) {
         crate::log::error(&format!("{name}: cannot watch the listening socket: {error}"));
         return;
     }
-    let upstreams = (0..upstreams).map(|_| Upstream::new(socket_path.clone())).collect();
+    let mut upstreams: Vec<Upstream> = (0..upstreams).map(|_| Upstream::new(socket_path.clone())).collect();
+    for (slot, upstream) in upstreams.iter_mut().enumerate() {
+        if let Err(error) = upstream.connect(&poll, Token(UPSTREAM_BASE + slot)) {
+            // Tried again when a request needs it.
+            crate::log::warn(&format!("{name}: cannot connect to the handler side yet: {error}"));
+        }
+    }
     let mut gate = Gate {
         name,
         poll,
@@ -380,8 +386,8 @@ impl Gate {
         while let Some(slot) = self.upstreams.iter().position(Upstream::is_free) {
             let Some((index, id)) = self.queue.pop_front() else { return };
             let Some(Some(conn)) = self.conns.get_mut(index) else { continue };
-            if conn.id != id {
-                continue;
+            if conn.id != id || !matches!(conn.phase, Phase::Queued(_)) {
+                continue; // a stale entry: answered otherwise meanwhile
             }
             let Phase::Queued(head) = std::mem::replace(&mut conn.phase, Phase::Handling) else { continue };
             let Some(upstream) = self.upstreams.get_mut(slot) else { return };

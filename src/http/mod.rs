@@ -500,6 +500,44 @@ mod tests {
         }
     }
 
+    /// Found while building the gate: tiny_http's thread pool, given its
+    /// connections faster than its idle threads wake, queued eleven of
+    /// sixteen kept-open connections behind ones that never end, and their
+    /// requests were never answered. Here 2,000 keep-alive clients each
+    /// get an answer through sixteen handler connections, and once idle
+    /// they are closed at the keep-alive deadline.
+    #[test]
+    fn every_client_is_answered_and_idle_ones_are_closed() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let shutdown = Shutdown::new();
+        let threads = serve("test-idle", addr, 16, &shutdown, || |_: &Incoming<'_>| Reply::error(404, "no")).unwrap();
+        let mut held: Vec<TcpStream> = (0..2000)
+            .map(|_| {
+                let mut stream = connect(addr);
+                stream.write_all(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                stream
+            })
+            .collect();
+        let answered = Instant::now();
+        for stream in &mut held {
+            assert!(read_answer(stream, false).starts_with(b"HTTP/1.1 404 Not Found\r\n"));
+        }
+        for stream in &mut held {
+            let mut rest = Vec::new();
+            assert_eq!(stream.read_to_end(&mut rest).unwrap(), 0, "closed without another word");
+        }
+        let closed = answered.elapsed();
+        assert!(
+            closed >= KEEP_ALIVE_IDLE - Duration::from_millis(500) && closed < Duration::from_secs(9),
+            "{closed:?}"
+        );
+        shutdown.request();
+        for handle in threads {
+            handle.join().unwrap();
+        }
+    }
+
     #[test]
     fn query_parsing_is_strict() {
         assert_eq!(

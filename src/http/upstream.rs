@@ -16,6 +16,9 @@ use mio::{Interest, Poll, Token};
 use super::head::{find_head_end, ForwardedHead};
 use super::{MAX_ANSWER_BYTES, MAX_HEAD_BYTES};
 
+/// How long a new connection to tiny_http may take to be served.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A unix socket in a fresh directory only this user can enter.
 pub(crate) fn private_unix_listener(name: &str) -> Result<(PathBuf, UnixListener), String> {
     use std::os::unix::fs::DirBuilderExt as _;
@@ -76,12 +79,7 @@ impl Upstream {
         head: &ForwardedHead,
     ) -> std::io::Result<()> {
         if self.stream.is_none() {
-            // A local unix connect completes at once (or fails).
-            let stream = std::os::unix::net::UnixStream::connect(&self.socket_path)?;
-            stream.set_nonblocking(true)?;
-            let mut stream = UnixStream::from_std(stream);
-            poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
-            self.stream = Some(stream);
+            self.connect(poll, token)?;
         }
         self.client = Some(client);
         self.request.clear();
@@ -90,6 +88,38 @@ impl Upstream {
         self.answer.clear();
         self.head_only = head.head_only;
         self.started = Instant::now();
+        Ok(())
+    }
+
+    /// Connects to tiny_http and waits until one of its connection threads
+    /// serves the connection: a probe (`OPTIONS *`, which every handler
+    /// refuses with 405 before doing anything) must come back. tiny_http's
+    /// thread pool, given connections faster than its idle threads wake,
+    /// queues them behind connections that never end (these are kept open),
+    /// so they are added one at a time, each served before the next.
+    pub fn connect(&mut self, poll: &Poll, token: Token) -> std::io::Result<()> {
+        // A local unix connect completes at once (or fails).
+        let mut stream = std::os::unix::net::UnixStream::connect(&self.socket_path)?;
+        stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
+        stream.set_write_timeout(Some(PROBE_TIMEOUT))?;
+        stream.write_all(b"OPTIONS * HTTP/1.1\r\n\r\n")?;
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 1024];
+        loop {
+            let framed = framed_length(&answer, false).map_err(std::io::Error::other)?;
+            if framed.is_some_and(|total| answer.len() >= total) {
+                break;
+            }
+            let read = stream.read(&mut chunk)?;
+            if read == 0 {
+                return Err(std::io::Error::other("the handler side closed the probe connection"));
+            }
+            answer.extend_from_slice(chunk.get(..read).unwrap_or_default());
+        }
+        stream.set_nonblocking(true)?;
+        let mut stream = UnixStream::from_std(stream);
+        poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+        self.stream = Some(stream);
         Ok(())
     }
 
