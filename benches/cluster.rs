@@ -1456,6 +1456,66 @@ fn p9_subscribers(figures: &mut Vec<Figure>) {
     });
 }
 
+/// P9s (issue 16.4): 10,000 connections that send half a request head and
+/// then nothing, then (separately) 10,000 idle keep-alive connections, on
+/// the API port and on the health port of one leader-mode node: 200
+/// well-behaved requests on the same port during each, their p99 (goal:
+/// all 200, p99 <= 2 s), the node's RSS (bounded), and when the slow ones
+/// were closed (the 5 s deadline).
+fn p9s_slow_clients(figures: &mut Vec<Figure>) {
+    use std::io::Read as _;
+    let count: usize = std::env::var("CLNODE_SLOW_CLIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    eprintln!("P9s: {count} slow clients");
+    let cluster = Cluster::builder("bench-p9s").leaders(1).fast().start();
+    wait_for(Duration::from_secs(60), "P9s leader", || cluster.nodes[0].is_leader().then_some(()));
+    let node = &cluster.nodes[0];
+    let pid = node.proc.pid();
+    let rss_before = rss_kib(pid);
+    for (port_name, port, path) in
+        [("API", node.api_port.unwrap(), "/blocks/latest"), ("health", node.health_port, "/health")]
+    {
+        for partial in [true, false] {
+            let attack = if partial { "partial heads" } else { "idle keep-alive" };
+            let mut held = hold_connections(port, count, partial);
+            let opened = Instant::now();
+            let rss = rss_kib(pid);
+            let (mut latencies, mut good) = (Vec::new(), 0usize);
+            for _ in 0..200 {
+                let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let started = Instant::now();
+                let (status, _) = raw_http(port, request.as_bytes(), Duration::from_secs(10));
+                latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+                good += usize::from(status == Some(200));
+            }
+            let mut buffer = [0u8; 1024];
+            for stream in &mut held {
+                stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                while matches!(stream.read(&mut buffer), Ok(read) if read > 0) {}
+            }
+            let closed_ms = opened.elapsed().as_secs_f64() * 1000.0;
+            let p99 = percentile(&latencies, 99.0);
+            eprintln!("P9s: {port_name} port, {count} {attack}: {good}/200 good requests 200, p99 {p99:.1} ms; RSS {rss} KiB (before {rss_before}); all closed {closed_ms:.0} ms after the last opened");
+            figures.push(Figure {
+                id: "P9s",
+                what: format!("{port_name} port under {count} {attack}: well-behaved requests' p99 (ms)"),
+                value: p99,
+                unit: "ms",
+                baseline: "goal 2 s".into(),
+                baseline_value: None,
+                ratio: None,
+                goal: "all 200, p99 <= 2000 ms",
+                met: good == 200 && p99 <= 2000.0,
+                trials: latencies.len(),
+                median: median(&latencies),
+                p99,
+                note: format!(
+                    "{good}/200 answered 200; node RSS {rss} KiB with them open (before {rss_before} KiB); the slow ones all closed {closed_ms:.0} ms after the last was opened (deadline 5 s)"
+                ),
+            });
+        }
+    }
+}
+
 fn report(figures: &[Figure], started: Instant) {
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks\n");
@@ -1562,6 +1622,9 @@ fn main() {
     }
     if selected("P9") {
         p9_subscribers(&mut figures);
+    }
+    if selected("P9s") {
+        p9s_slow_clients(&mut figures);
     }
     for f in &figures {
         eprintln!(
