@@ -16,7 +16,9 @@ use serde_json::Value;
 
 use crate::block::{sign_wire_record, StoredBlock};
 use crate::codec::Hash32;
-use crate::http::{parse_decimal, parse_query, precheck, serve_with_long_polls, Incoming, LongPolls, Park, Reply};
+use crate::http::{
+    parse_decimal, parse_query, precheck, serve_with_long_polls, Incoming, LongPolls, Park, PollRoute, Reply,
+};
 use crate::log;
 use crate::metrics::Metrics;
 use crate::notify::HeadWatch;
@@ -155,19 +157,26 @@ pub struct ApiLongPolls {
 }
 
 impl LongPolls for ApiLongPolls {
-    fn park(&self, request: &Incoming<'_>) -> Option<Park> {
+    fn route(&self, request: &Incoming<'_>) -> PollRoute {
         if precheck(request, self.ctx.token.as_ref()).is_some()
             || self.ctx.watch.regression().is_some()
             || self.ctx.shutdown.is_requested()
             || !(request.path == "/blocks" || request.path == "/blocks/")
         {
-            return None;
+            return PollRoute::Handler;
         }
-        let ListQuery { after, limit, wait_ms } = parse_list_query(request.query).ok()?;
-        if wait_ms == 0 || self.ctx.watch.get() > after {
-            return None;
+        let Ok(ListQuery { after, limit, wait_ms }) = parse_list_query(request.query) else {
+            return PollRoute::Handler;
+        };
+        if self.ctx.watch.get() > after {
+            // Blocks already there (a subscriber behind, or catching up):
+            // from memory if they are there, else a handler reads them.
+            return PollRoute::Now { after, limit };
         }
-        Some(Park { after, limit, deadline: std::time::Instant::now() + Duration::from_millis(wait_ms) })
+        if wait_ms == 0 {
+            return PollRoute::Handler;
+        }
+        PollRoute::Park(Park { after, limit, deadline: std::time::Instant::now() + Duration::from_millis(wait_ms) })
     }
 
     fn head(&self) -> u64 {
@@ -483,8 +492,10 @@ mod tests {
             ctx.watch.committed(stored(block));
         }
         let waiting = request("GET", "/blocks?after=3&limit=2&wait_ms=1000", good);
-        let park = polls.park(&waiting.incoming().unwrap()).expect("parked");
+        let PollRoute::Park(park) = polls.route(&waiting.incoming().unwrap()) else { panic!("not parked") };
         assert_eq!((park.after, park.limit), (3, 2));
+        let behind = request("GET", "/blocks?after=2&limit=5&wait_ms=1000", good);
+        assert_eq!(polls.route(&behind.incoming().unwrap()), PollRoute::Now { after: 2, limit: 5 });
         for refused in [
             request("GET", "/blocks?after=3&wait_ms=1000", ""),
             request("GET", "/blocks?after=3&wait_ms=1000", wrong),
@@ -492,11 +503,10 @@ mod tests {
             request("GET", "/blocks?after=3&wait_ms=1000", &format!("{good}Content-Length: 3\r\n")),
             request("GET", "/blocks?after=3&wait_ms=1000&bogus=1", good),
             request("GET", "/blocks?after=3", good),
-            request("GET", "/blocks?after=2&wait_ms=1000", good),
             request("GET", "/blocks/latest", good),
         ] {
             let incoming = refused.incoming().unwrap();
-            assert!(polls.park(&incoming).is_none(), "{:?}", String::from_utf8_lossy(&refused.bytes));
+            assert_eq!(polls.route(&incoming), PollRoute::Handler, "{:?}", String::from_utf8_lossy(&refused.bytes));
         }
         let refusal = handler.handle(&request("GET", "/blocks?after=3&wait_ms=1000", wrong).incoming().unwrap());
         assert_eq!(refusal.status, 401);

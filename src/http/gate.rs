@@ -27,7 +27,7 @@ use tiny_http::HTTPVersion;
 
 use super::head::{find_head_end, rewrite_head, ForwardedHead};
 use super::limits::ConnectionBudget;
-use super::park::{LongPolls, Park, ParkedPolls};
+use super::park::{LongPolls, Park, ParkedPolls, PollRoute, Renderings};
 use super::upstream::{Upstream, UpstreamEvent};
 use super::{
     tiny_response, Reply, DEADLINE_GRANULARITY, HANDLER_TIMEOUT, HEAD_TIMEOUT, KEEP_ALIVE_IDLE, MAX_HEAD_BYTES,
@@ -108,6 +108,8 @@ struct Gate {
     upstreams: Vec<Upstream>,
     queue: VecDeque<(usize, u64)>,
     parked: ParkedPolls,
+    /// Pages rendered at the present head, shared by every answer to them.
+    rendered: Renderings,
     long_polls: Option<Arc<dyn LongPolls>>,
     budget: Arc<ConnectionBudget>,
     /// Earliest deadline that may be due; a sweep runs when it passes.
@@ -141,6 +143,7 @@ pub(crate) fn run(setup: GateSetup, poll: Poll, open: Arc<AtomicUsize>) {
         upstreams,
         queue: VecDeque::new(),
         parked: ParkedPolls::default(),
+        rendered: Renderings::default(),
         long_polls,
         budget,
         next_sweep: Instant::now() + KEEP_ALIVE_IDLE,
@@ -345,26 +348,36 @@ impl Gate {
         }
     }
 
-    /// A complete head: park it, or queue it for tiny_http.
+    /// A complete head: park it, answer it from the renderings at the
+    /// head, or queue it for tiny_http.
     fn route(&mut self, index: usize, head: ForwardedHead) {
-        let park = match (&self.long_polls, head.incoming()) {
-            (Some(polls), Some(incoming)) => polls.park(&incoming),
-            _ => None,
+        let polls = self.long_polls.clone();
+        let route = match (&polls, head.incoming()) {
+            (Some(polls), Some(incoming)) => polls.route(&incoming),
+            _ => PollRoute::Handler,
         };
         let Some(Some(conn)) = self.conns.get_mut(index) else { return };
         conn.keep_alive = head.keep_alive;
-        if let Some(park) = park {
-            if self.parked.live() >= MAX_PARKED_POLLS {
-                self.answer_plain(index, 429, "too many long polls waiting; retry after the Retry-After seconds");
-                return;
+        match (route, polls) {
+            (PollRoute::Park(park), _) => {
+                if self.parked.live() >= MAX_PARKED_POLLS {
+                    self.answer_plain(index, 429, "too many long polls waiting; retry after the Retry-After seconds");
+                    return;
+                }
+                conn.deadline = park.deadline;
+                self.parked.park(park.after, index, conn.id);
+                conn.phase = Phase::Parked { head, park };
+                self.note_deadline(park.deadline);
             }
-            conn.deadline = park.deadline;
-            self.parked.park(park.after, index, conn.id);
-            conn.phase = Phase::Parked { head, park };
-            self.note_deadline(park.deadline);
-            return;
+            (PollRoute::Now { after, limit }, Some(polls)) => {
+                self.rendered.at_head(polls.head());
+                match self.rendered.answer(&*polls, after, limit, head.http_1_0, head.head_only) {
+                    Some(parts) => self.start_writing(index, parts, !head.keep_alive),
+                    None => self.enqueue(index, head),
+                }
+            }
+            _ => self.enqueue(index, head),
         }
-        self.enqueue(index, head);
     }
 
     fn enqueue(&mut self, index: usize, head: ForwardedHead) {
@@ -501,25 +514,19 @@ impl Gate {
     /// per page.
     fn answer_parked(&mut self) {
         let Some(polls) = self.long_polls.clone() else { return };
-        let ready = self.parked.take_below(polls.head());
-        let mut rendered = super::park::Renderings::default();
+        let head = polls.head();
+        let ready = self.parked.take_below(head);
+        self.rendered.at_head(head);
         for (after, entries) in ready {
             for (index, id) in entries {
-                self.answer_one_parked(index, id, Some(after), &*polls, &mut rendered);
+                self.answer_one_parked(index, id, Some(after), &*polls);
             }
         }
     }
 
     /// Answers one parked poll with the page `polls` renders now (shared
     /// with every other poll for the same page), or hands it to tiny_http.
-    fn answer_one_parked(
-        &mut self,
-        index: usize,
-        id: u64,
-        expected_after: Option<u64>,
-        polls: &dyn LongPolls,
-        rendered: &mut super::park::Renderings,
-    ) {
+    fn answer_one_parked(&mut self, index: usize, id: u64, expected_after: Option<u64>, polls: &dyn LongPolls) {
         let Some(Some(conn)) = self.conns.get_mut(index) else { return };
         let Phase::Parked { park, .. } = &conn.phase else { return };
         if conn.id != id || expected_after.is_some_and(|after| after != park.after) {
@@ -527,7 +534,7 @@ impl Gate {
         }
         let Phase::Parked { head, park } = std::mem::replace(&mut conn.phase, Phase::Handling) else { return };
         self.parked.left();
-        match rendered.answer(polls, park.after, park.limit, head.http_1_0, head.head_only) {
+        match self.rendered.answer(polls, park.after, park.limit, head.http_1_0, head.head_only) {
             Some(parts) => {
                 let close_after = !head.keep_alive;
                 self.start_writing(index, parts, close_after);
@@ -552,7 +559,9 @@ impl Gate {
             }
         }
         let polls = self.long_polls.clone();
-        let mut rendered = super::park::Renderings::default();
+        if let Some(polls) = &polls {
+            self.rendered.at_head(polls.head());
+        }
         for (index, id) in due {
             let Some(Some(conn)) = self.conns.get(index) else { continue };
             match &conn.phase {
@@ -565,7 +574,7 @@ impl Gate {
                 }
                 Phase::Parked { .. } => {
                     if let Some(polls) = &polls {
-                        self.answer_one_parked(index, id, None, &**polls, &mut rendered);
+                        self.answer_one_parked(index, id, None, &**polls);
                     }
                 }
                 Phase::Queued(_) | Phase::Handling => self.answer_plain(index, 504, "the handler took too long"),

@@ -39,7 +39,7 @@ pub mod park;
 pub mod upstream;
 
 pub use head::{rewrite_head, ForwardedHead};
-pub use park::{LongPolls, Park};
+pub use park::{LongPolls, Park, PollRoute};
 use upstream::private_unix_listener;
 
 /// Set by the gate on a request that announced a body (never forwarded).
@@ -387,13 +387,12 @@ mod tests {
     }
 
     impl LongPolls for TestPolls {
-        fn park(&self, request: &Incoming<'_>) -> Option<Park> {
+        fn route(&self, request: &Incoming<'_>) -> PollRoute {
             let wait = if request.query == "short" { Duration::from_millis(300) } else { Duration::from_secs(30) };
-            (request.path == "/poll" && self.head.load(Ordering::SeqCst) == 0).then(|| Park {
-                after: 0,
-                limit: 1,
-                deadline: Instant::now() + wait,
-            })
+            if request.path != "/poll" || self.head.load(Ordering::SeqCst) != 0 {
+                return PollRoute::Handler;
+            }
+            PollRoute::Park(Park { after: 0, limit: 1, deadline: Instant::now() + wait })
         }
         fn head(&self) -> u64 {
             self.head.load(Ordering::SeqCst)

@@ -21,14 +21,27 @@ pub struct Park {
     pub deadline: Instant,
 }
 
+/// Where a request goes, as the server's [`LongPolls`] decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollRoute {
+    /// To a handler (anything not a page request, any refusal).
+    Handler,
+    /// A long poll that must wait: parked in the gate.
+    Park(Park),
+    /// A page whose blocks have already come (a subscriber a block or more
+    /// behind): answered now from the same renderings as parked polls if
+    /// they are in memory, else by a handler.
+    Now { after: u64, limit: u32 },
+}
+
 /// What a server tells the gate about its long polls (the API: `api.rs`).
 /// Every method runs on the gate's thread: none may block, wait or touch
 /// the database.
 pub trait LongPolls: Send + Sync {
-    /// `Some` when `request` is a long poll that must wait now. It makes
-    /// the server's precheck ([`super::precheck`]) first: a request it
-    /// refuses is never parked (the handler answers the refusal).
-    fn park(&self, request: &Incoming<'_>) -> Option<Park>;
+    /// Where `request` goes. It makes the server's precheck
+    /// ([`super::precheck`]) first: a request it refuses goes to the
+    /// handler, which answers the refusal.
+    fn route(&self, request: &Incoming<'_>) -> PollRoute;
     /// The head that parked polls wait to pass.
     fn head(&self) -> u64;
     /// The answer, now, to a poll for the page after `after` (at the head
@@ -91,15 +104,29 @@ impl ParkedPolls {
 /// An answer's head and body, as written.
 pub(crate) type AnswerParts = [Arc<[u8]>; 2];
 
-/// The renderings made while answering one batch of parked polls: each
-/// page rendered once, each answer head once per HTTP version.
+/// The renderings made at one head: each page rendered once, each answer
+/// head once per HTTP version. The gate drops them when the head moves
+/// (bounded: at most [`MAX_RENDERINGS`] kept, then started afresh).
 #[derive(Default)]
 pub(crate) struct Renderings {
+    head: u64,
     pages: HashMap<(u64, u32), Option<Reply>>,
     answers: HashMap<(u64, u32, bool, bool), AnswerParts>,
 }
 
+/// Pages kept per head by [`Renderings`].
+pub const MAX_RENDERINGS: usize = 256;
+
 impl Renderings {
+    /// Forgets everything rendered at another head than `head`.
+    pub fn at_head(&mut self, head: u64) {
+        if head != self.head || self.pages.len() >= MAX_RENDERINGS {
+            self.head = head;
+            self.pages.clear();
+            self.answers.clear();
+        }
+    }
+
     /// The bytes to write (head, body) to a poll for the page after
     /// `after`, or `None` when the handler must answer it.
     pub fn answer(
@@ -156,8 +183,8 @@ mod tests {
     }
 
     impl LongPolls for Counting {
-        fn park(&self, _: &Incoming<'_>) -> Option<Park> {
-            None
+        fn route(&self, _: &Incoming<'_>) -> PollRoute {
+            PollRoute::Handler
         }
         fn head(&self) -> u64 {
             9
