@@ -38,7 +38,7 @@ fn request(after: u64) -> Vec<u8> {
     format!("GET /blocks?after={after}&limit=100&wait_ms=20000 HTTP/1.1\r\nHost: bench\r\n\r\n").into_bytes()
 }
 
-/// One complete answer at the start of `input`: (status, body range end, head).
+/// One complete answer at the start of `input`: (status, answer end, head).
 fn take_answer(input: &[u8]) -> Option<(u16, usize, Option<u64>)> {
     let end = input.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     let head = std::str::from_utf8(&input[..end]).ok()?;
@@ -87,6 +87,7 @@ fn main() {
     let mut received: HashMap<u64, Vec<f64>> = HashMap::new();
     let mut statuses: BTreeMap<u16, usize> = BTreeMap::new();
     let (mut answers, mut errors, mut reconnects) = (0usize, 0usize, 0usize);
+    let mut first_refusal: Option<String> = None;
     let mut events = Events::with_capacity(4096);
     let mut chunk = vec![0u8; 64 * 1024];
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -124,6 +125,9 @@ fn main() {
             }
             let at = now_ms();
             while let Some((status, used, chain_head)) = take_answer(&sub.input) {
+                if status != 200 && first_refusal.is_none() {
+                    first_refusal = Some(String::from_utf8_lossy(&sub.input[..used]).replace("\r\n", " | "));
+                }
                 sub.input.drain(..used);
                 answers += 1;
                 *statuses.entry(status).or_default() += 1;
@@ -165,6 +169,9 @@ fn main() {
             times[times.len() - 1]
         ));
     }
-    out.push_str(&format!("summary answers {answers} errors {errors} reconnects {reconnects} statuses {statuses:?}\n"));
+    out.push_str(&format!(
+        "summary answers {answers} errors {errors} reconnects {reconnects} statuses {statuses:?} first refusal: {}\n",
+        first_refusal.unwrap_or_else(|| "none".into())
+    ));
     print!("{out}");
 }
