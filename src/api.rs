@@ -32,6 +32,9 @@ use crate::store::{Store, StoreError, MAX_BLOCKS_PER_QUERY};
 pub const API_WORKERS: usize = 16;
 /// The longest `wait_ms` accepted.
 pub const MAX_WAIT_MS: u64 = 30_000;
+/// Blocks the in-memory run may trail the head by, for parked polls to
+/// wait for it (see `ApiLongPolls::head`).
+pub const MEMORY_HEAD_SLACK: u64 = 2;
 /// The seed's default page size.
 pub const DEFAULT_LIMIT: u32 = 100;
 /// Rendered pages kept; a page is cached only once every block in it is
@@ -168,7 +171,7 @@ impl LongPolls for ApiLongPolls {
         let Ok(ListQuery { after, limit, wait_ms }) = parse_list_query(request.query) else {
             return PollRoute::Handler;
         };
-        if self.ctx.watch.get() > after {
+        if LongPolls::head(self) > after {
             // Blocks already there (a subscriber behind, or catching up):
             // from memory if they are there, else a handler reads them.
             return PollRoute::Now { after, limit };
@@ -179,8 +182,20 @@ impl LongPolls for ApiLongPolls {
         PollRoute::Park(Park { after, limit, deadline: std::time::Instant::now() + Duration::from_millis(wait_ms) })
     }
 
+    /// The head parked polls are answered at: the last block in memory
+    /// when it is at most [`MEMORY_HEAD_SLACK`] behind the watch's head.
+    /// The notifier may raise the head (from the database the commit just
+    /// wrote) before the producer hands the block to the watch; answering
+    /// then would send every waiter to a handler at once (P9: the handler
+    /// queue overflowed at 5,000 subscribers). The watch wakes the gate
+    /// again when the block arrives; a poll still waiting at its deadline
+    /// is answered then, by a handler if need be.
     fn head(&self) -> u64 {
-        self.ctx.watch.get()
+        let head = self.ctx.watch.get();
+        match self.ctx.watch.recent_head() {
+            Some(in_memory) if in_memory < head && head - in_memory <= MEMORY_HEAD_SLACK => in_memory,
+            _ => head,
+        }
     }
 
     fn answer(&self, after: u64, limit: u32) -> Option<Reply> {
@@ -188,7 +203,7 @@ impl LongPolls for ApiLongPolls {
             return None; // the handler refuses it
         }
         self.ctx.metrics.api_requests.inc();
-        let head = self.ctx.watch.get();
+        let head = LongPolls::head(self);
         if head <= after {
             // The wait ended with nothing new: the page a handler would give.
             return Some(Reply::json_bytes(200, page_body(b"[]", head)));

@@ -79,9 +79,7 @@ impl HeadWatch {
         if number > state.head {
             state.head = number;
             self.advanced.notify_all();
-            for wake in self.on_advance.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
-                wake();
-            }
+            self.wake_subscribers();
         }
     }
 
@@ -108,7 +106,24 @@ impl HeadWatch {
         }
         let number = block.number;
         state.recent.push_back(block);
+        if number <= state.head {
+            // The notifier raised the head first (it reads the database
+            // the commit just wrote): parked polls waiting for this block
+            // in memory are woken now that it is here.
+            self.wake_subscribers();
+        }
         self.raise(&mut state, number);
+    }
+
+    /// The last block kept in memory, if any.
+    pub fn recent_head(&self) -> Option<u64> {
+        self.lock().recent.back().map(|block| block.number)
+    }
+
+    fn wake_subscribers(&self) {
+        for wake in self.on_advance.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
+            wake();
+        }
     }
 
     /// Leader mode: this node committed `head` itself.
