@@ -1907,8 +1907,10 @@ fn p9s_slow_clients(figures: &mut Vec<Figure>) {
     use std::io::Read as _;
     let count: usize = std::env::var("CLNODE_SLOW_CLIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     eprintln!("P9s: {count} slow clients");
-    let cluster = Cluster::builder("bench-p9s").leaders(1).fast().start();
+    // Empty blocks, so that /blocks/latest has a block to answer with.
+    let cluster = Cluster::builder("bench-p9s").leaders(1).fast().flags(&["--empty-block-interval", "1s"]).start();
     wait_for(Duration::from_secs(60), "P9s leader", || cluster.nodes[0].is_leader().then_some(()));
+    wait_for(Duration::from_secs(30), "P9s first block", || (head(&cluster.postgres) > 0).then_some(()));
     let node = &cluster.nodes[0];
     let pid = node.proc.pid();
     let rss_before = rss_kib(pid);
@@ -1920,13 +1922,19 @@ fn p9s_slow_clients(figures: &mut Vec<Figure>) {
             let mut held = hold_connections(port, count, partial);
             let opened = Instant::now();
             let rss = rss_kib(pid);
-            let (mut latencies, mut good) = (Vec::new(), 0usize);
+            let (mut latencies, mut good, mut refused) = (Vec::new(), 0usize, Vec::new());
             for _ in 0..200 {
                 let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
                 let started = Instant::now();
                 let (status, _) = raw_http(port, request.as_bytes(), Duration::from_secs(10));
                 latencies.push(started.elapsed().as_secs_f64() * 1000.0);
                 good += usize::from(status == Some(200));
+                if status != Some(200) && refused.len() < 3 {
+                    refused.push(status);
+                }
+            }
+            if !refused.is_empty() {
+                eprintln!("P9s: {port_name} port, {attack}: not 200: {refused:?}");
             }
             let mut buffer = [0u8; 1024];
             for stream in &mut held {
