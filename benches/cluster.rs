@@ -1764,6 +1764,13 @@ fn run_subscribers(
     (blocks, summary)
 }
 
+/// The 1-minute load average, as /proc/loadavg gives it (this machine is
+/// often shared: the figures it qualifies are read with it).
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().next().unwrap_or("?").to_owned()
+}
+
 /// P9 (issue 16.2): thousands of subscribers long-polling one leader-mode
 /// node at the head while it commits empty blocks at 4 a second. Lag =
 /// the subscriber's receive time - the leader's "committed block" log
@@ -1824,11 +1831,28 @@ fn p9_subscribers(figures: &mut Vec<Figure>) {
         let p99s: Vec<f64> = steady.iter().map(|b| b.3 - committed[&b.0]).collect();
         let maxes: Vec<f64> = steady.iter().map(|b| b.4 - committed[&b.0]).collect();
         let (lag_p50, lag_p99) = (median(&p50s), percentile(&p99s, 99.0));
+        // The node's own share: the gate's time from the wake to the last
+        // parked answer handed to the kernel, per block (debug log).
+        let bursts: std::collections::HashMap<u64, f64> = node
+            .proc
+            .log_text()
+            .lines()
+            .filter_map(|line| {
+                let rest = line.split_once("api-gate: answered ")?.1;
+                let (_, rest) = rest.split_once(" parked polls at head ")?;
+                let (number, rest) = rest.split_once(" in ")?;
+                Some((number.parse().ok()?, rest.split_once(" ms")?.0.parse().ok()?))
+            })
+            .collect();
+        let burst_ms: Vec<f64> = steady.iter().filter_map(|b| bursts.get(&b.0).copied()).collect();
+        let (burst_p50, burst_p99) =
+            if burst_ms.is_empty() { (f64::NAN, f64::NAN) } else { (median(&burst_ms), percentile(&burst_ms, 99.0)) };
         eprintln!(
-            "P9: {count} subscribers: {} blocks, {complete} reached every subscriber; lag p50 {lag_p50:.1} ms, p99 {lag_p99:.1} ms, max {:.1} ms; node CPU {:.2} s in {seconds} s, RSS {rss:.1} MB; {summary}",
+            "P9: {count} subscribers: {} blocks, {complete} reached every subscriber; lag p50 {lag_p50:.1} ms, p99 {lag_p99:.1} ms, max {:.1} ms; gate burst p50 {burst_p50:.2} ms, p99 {burst_p99:.2} ms; node CPU {:.2} s in {seconds} s, RSS {rss:.1} MB; load {}; {summary}",
             steady.len(),
             maxes.iter().copied().fold(0.0, f64::max),
-            cpu
+            cpu,
+            load_average()
         );
         if count == 1 {
             baseline_p99 = lag_p99;
@@ -1851,9 +1875,10 @@ fn p9_subscribers(figures: &mut Vec<Figure>) {
             median: lag_p50,
             p99: lag_p99,
             note: format!(
-                "4 empty blocks/s for {seconds} s; {complete} of {} steady blocks reached all {count}; node CPU {cpu:.2} s ({:.1} % of a core), RSS {rss:.1} MB; {summary}",
+                "4 empty blocks/s for {seconds} s; {complete} of {} steady blocks reached all {count}; the node's own share (gate: wake to the last parked answer written) p50 {burst_p50:.2} ms, p99 {burst_p99:.2} ms; node CPU {cpu:.2} s ({:.1} % of a core), RSS {rss:.1} MB; load average {}; {summary}",
                 steady.len(),
-                cpu / seconds as f64 * 100.0
+                cpu / seconds as f64 * 100.0,
+                load_average()
             ),
         });
     }
