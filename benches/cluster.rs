@@ -1831,14 +1831,14 @@ fn p9_subscribers(figures: &mut Vec<Figure>) {
         let p99s: Vec<f64> = steady.iter().map(|b| b.3 - committed[&b.0]).collect();
         let maxes: Vec<f64> = steady.iter().map(|b| b.4 - committed[&b.0]).collect();
         let (lag_p50, lag_p99) = (median(&p50s), percentile(&p99s, 99.0));
-        // The node's own share: the gate's time from the wake to the last
+        // The node's own share: the API gate's time from the wake to the last
         // parked answer handed to the kernel, per block (debug log).
         let bursts: std::collections::HashMap<u64, f64> = node
             .proc
             .log_text()
             .lines()
             .filter_map(|line| {
-                let rest = line.split_once("api-gate: answered ")?.1;
+                let rest = line.split_once(" api: answered ")?.1;
                 let (_, rest) = rest.split_once(" parked polls at head ")?;
                 let (number, rest) = rest.split_once(" in ")?;
                 Some((number.parse().ok()?, rest.split_once(" ms")?.0.parse().ok()?))
