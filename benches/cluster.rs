@@ -1785,6 +1785,273 @@ fn p16_pages_and_bytes(figures: &mut Vec<Figure>) {
 
 use std::path::Path;
 
+/// A block as the subscribers got it: number, how many got it, and the
+/// p50, p99 and last receive time (ms since the epoch).
+type BlockReceipt = (u64, usize, f64, f64, f64);
+
+/// One run of the simulated subscribers (benches/tools/subscribers.rs, a
+/// separate process): per block, (number, count, p50, p99, max receive ms),
+/// and the summary line.
+fn run_subscribers(
+    binary: &std::path::Path,
+    port: u16,
+    count: usize,
+    seconds: u64,
+    after: u64,
+    idle: bool,
+) -> (Vec<BlockReceipt>, String) {
+    let mut command = std::process::Command::new(binary);
+    command.args([format!("127.0.0.1:{port}"), count.to_string(), seconds.to_string(), after.to_string()]);
+    if idle {
+        command.arg("idle");
+    }
+    let output = command.output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let mut blocks = Vec::new();
+    let mut summary = String::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.first() == Some(&"block") && fields.len() == 6 {
+            blocks.push((
+                fields[1].parse().unwrap(),
+                fields[2].parse().unwrap(),
+                fields[3].parse().unwrap(),
+                fields[4].parse().unwrap(),
+                fields[5].parse().unwrap(),
+            ));
+        } else if line.starts_with("summary") {
+            summary = line.to_owned();
+        }
+    }
+    (blocks, summary)
+}
+
+/// The 1-minute load average, as /proc/loadavg gives it (this machine is
+/// often shared: the figures it qualifies are read with it).
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().next().unwrap_or("?").to_owned()
+}
+
+/// P9 (issue 16.2): thousands of subscribers long-polling one leader-mode
+/// node at the head while it commits empty blocks at 4 a second. Lag =
+/// the subscriber's receive time - the leader's "committed block" log
+/// line (one clock); per block its p50/p99 over the subscribers, then the
+/// p50 of the p50s and the p99 of the p99s over the blocks. "Added" is
+/// against one subscriber in the same run. Idle cost: the node's CPU and
+/// RSS with N subscribers parked on a block that never comes, against none.
+fn p9_subscribers(figures: &mut Vec<Figure>) {
+    eprintln!("P9: subscribers at the head");
+    let status =
+        std::process::Command::new("cargo").args(["build", "--release", "--example", "subscribers"]).status().unwrap();
+    assert!(status.success(), "building the subscribers tool failed");
+    let binary = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/examples/subscribers");
+    let cluster = Cluster::builder("bench-p9")
+        .leaders(1)
+        .flags(&[
+            "--max-timestamp-lead",
+            "60m",
+            "--min-block-interval",
+            "250ms",
+            "--empty-block-interval",
+            "250ms",
+            "--log-level",
+            "debug",
+        ])
+        .start();
+    wait_for(Duration::from_secs(60), "P9 leader", || cluster.nodes[0].is_leader().then_some(()));
+    wait_for(Duration::from_secs(30), "P9 blocks", || (head(&cluster.postgres) > 3).then_some(()));
+    let node = &cluster.nodes[0];
+    let (pid, port) = (node.proc.pid(), node.api_port.unwrap());
+    let seconds = 20;
+    let mut added_p99 = Vec::new();
+    let mut baseline_p99 = f64::NAN;
+    for count in [1usize, 1000, 5000] {
+        let after = head(&cluster.postgres);
+        let cpu_before = cpu_seconds(pid);
+        let (blocks, summary) = run_subscribers(&binary, port, count, seconds, after, false);
+        let cpu = cpu_seconds(pid) - cpu_before;
+        let rss = rss_mb(pid);
+        let committed: std::collections::HashMap<u64, f64> = node
+            .proc
+            .log_text()
+            .lines()
+            .filter_map(|line| {
+                let number = line.split_once("leader: committed block ")?.1.split_once(' ')?.0.parse().ok()?;
+                Some((number, log_time_ms(line)?))
+            })
+            .collect();
+        // Blocks of the steady state: after the first 2 s, before the last 1 s.
+        let steady: Vec<&BlockReceipt> = blocks
+            .iter()
+            .skip(8)
+            .take(blocks.len().saturating_sub(12))
+            .filter(|b| committed.contains_key(&b.0))
+            .collect();
+        let complete = steady.iter().filter(|b| b.1 == count).count();
+        let p50s: Vec<f64> = steady.iter().map(|b| b.2 - committed[&b.0]).collect();
+        let p99s: Vec<f64> = steady.iter().map(|b| b.3 - committed[&b.0]).collect();
+        let maxes: Vec<f64> = steady.iter().map(|b| b.4 - committed[&b.0]).collect();
+        let (lag_p50, lag_p99) = (median(&p50s), percentile(&p99s, 99.0));
+        // The node's own share: the API gate's time from the wake to the last
+        // parked answer handed to the kernel, per block (debug log).
+        let bursts: std::collections::HashMap<u64, f64> = node
+            .proc
+            .log_text()
+            .lines()
+            .filter_map(|line| {
+                let rest = line.split_once(" api: answered ")?.1;
+                let (_, rest) = rest.split_once(" parked polls at head ")?;
+                let (number, rest) = rest.split_once(" in ")?;
+                Some((number.parse().ok()?, rest.split_once(" ms")?.0.parse().ok()?))
+            })
+            .collect();
+        let burst_ms: Vec<f64> = steady.iter().filter_map(|b| bursts.get(&b.0).copied()).collect();
+        let (burst_p50, burst_p99) =
+            if burst_ms.is_empty() { (f64::NAN, f64::NAN) } else { (median(&burst_ms), percentile(&burst_ms, 99.0)) };
+        eprintln!(
+            "P9: {count} subscribers: {} blocks, {complete} reached every subscriber; lag p50 {lag_p50:.1} ms, p99 {lag_p99:.1} ms, max {:.1} ms; gate burst p50 {burst_p50:.2} ms, p99 {burst_p99:.2} ms; node CPU {:.2} s in {seconds} s, RSS {rss:.1} MB; load {}; {summary}",
+            steady.len(),
+            maxes.iter().copied().fold(0.0, f64::max),
+            cpu,
+            load_average()
+        );
+        if count == 1 {
+            baseline_p99 = lag_p99;
+            continue;
+        }
+        let added = lag_p99 - baseline_p99;
+        added_p99.push((count, added));
+        let goal_ms = if count <= 1000 { 20.0 } else { 50.0 };
+        figures.push(Figure {
+            id: "P9",
+            what: format!("{count} subscribers at the head: added p99 lag, commit -> subscriber has it (ms)"),
+            value: added,
+            unit: "ms",
+            baseline: "1 subscriber, same node, same run".into(),
+            baseline_value: Some(baseline_p99),
+            ratio: None,
+            goal: if count <= 1000 { "<= 20 ms, every block to all" } else { "<= 50 ms, every block to all" },
+            met: added <= goal_ms && complete == steady.len() && !steady.is_empty(),
+            trials: steady.len(),
+            median: lag_p50,
+            p99: lag_p99,
+            note: format!(
+                "4 empty blocks/s for {seconds} s; {complete} of {} steady blocks reached all {count}; the node's own share (gate: wake to the last parked answer written) p50 {burst_p50:.2} ms, p99 {burst_p99:.2} ms; node CPU {cpu:.2} s ({:.1} % of a core), RSS {rss:.1} MB; load average {}; {summary}",
+                steady.len(),
+                cpu / seconds as f64 * 100.0,
+                load_average()
+            ),
+        });
+    }
+    // Idle cost: subscribers parked on a block that never comes.
+    let idle_seconds = 10;
+    let cpu_before = cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(idle_seconds));
+    let cpu_none = cpu_seconds(pid) - cpu_before;
+    let rss_none = rss_mb(pid);
+    let waiter = {
+        let binary = binary.clone();
+        let after = head(&cluster.postgres);
+        std::thread::spawn(move || run_subscribers(&binary, port, 5000, idle_seconds + 4, after, true))
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let cpu_before = cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(idle_seconds));
+    let cpu_idle = cpu_seconds(pid) - cpu_before;
+    let rss_idle = rss_mb(pid);
+    let (_, idle_summary) = waiter.join().unwrap();
+    let per_thousand = (rss_idle - rss_none) / 5.0;
+    eprintln!(
+        "P9: idle: node CPU {cpu_none:.2} s without subscribers, {cpu_idle:.2} s with 5,000 parked (in {idle_seconds} s); RSS {rss_none:.1} -> {rss_idle:.1} MB ({per_thousand:.2} MB per 1,000); {idle_summary}"
+    );
+    figures.push(Figure {
+        id: "P9",
+        what: "5,000 idle subscribers parked: node CPU vs none, same blocks (ratio)".into(),
+        value: cpu_idle,
+        unit: "CPU s",
+        baseline: format!("no subscribers, {idle_seconds} s, 4 blocks/s"),
+        baseline_value: Some(cpu_none),
+        ratio: Some(cpu_idle / cpu_none.max(0.01)),
+        goal: "CPU grows with blocks, not idle subscribers",
+        met: cpu_idle <= cpu_none * 1.5 + 0.1,
+        trials: 1,
+        median: cpu_idle,
+        p99: cpu_idle,
+        note: format!(
+            "RSS {rss_none:.1} MB -> {rss_idle:.1} MB with 5,000 parked: {per_thousand:.2} MB per 1,000 subscribers"
+        ),
+    });
+}
+
+/// P9s (issue 16.4): 10,000 connections that send half a request head and
+/// then nothing, then (separately) 10,000 idle keep-alive connections, on
+/// the API port and on the health port of one leader-mode node: 200
+/// well-behaved requests on the same port during each, their p99 (goal:
+/// all 200, p99 <= 2 s), the node's RSS (bounded), and when the slow ones
+/// were closed (the 5 s deadline).
+fn p9s_slow_clients(figures: &mut Vec<Figure>) {
+    use std::io::Read as _;
+    let count: usize = std::env::var("CLNODE_SLOW_CLIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    eprintln!("P9s: {count} slow clients");
+    // Empty blocks, so that /blocks/latest has a block to answer with.
+    let cluster = Cluster::builder("bench-p9s").leaders(1).fast().flags(&["--empty-block-interval", "1s"]).start();
+    wait_for(Duration::from_secs(60), "P9s leader", || cluster.nodes[0].is_leader().then_some(()));
+    wait_for(Duration::from_secs(30), "P9s first block", || (head(&cluster.postgres) > 0).then_some(()));
+    let node = &cluster.nodes[0];
+    let pid = node.proc.pid();
+    let rss_before = rss_kib(pid);
+    for (port_name, port, path) in
+        [("API", node.api_port.unwrap(), "/blocks/latest"), ("health", node.health_port, "/health")]
+    {
+        for partial in [true, false] {
+            let attack = if partial { "partial heads" } else { "idle keep-alive" };
+            let mut held = hold_connections(port, count, partial);
+            let opened = Instant::now();
+            let rss = rss_kib(pid);
+            let (mut latencies, mut good, mut refused) = (Vec::new(), 0usize, Vec::new());
+            for _ in 0..200 {
+                let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let started = Instant::now();
+                let (status, _) = raw_http(port, request.as_bytes(), Duration::from_secs(10));
+                latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+                good += usize::from(status == Some(200));
+                if status != Some(200) && refused.len() < 3 {
+                    refused.push(status);
+                }
+            }
+            if !refused.is_empty() {
+                eprintln!("P9s: {port_name} port, {attack}: not 200: {refused:?}");
+            }
+            let mut buffer = [0u8; 1024];
+            for stream in &mut held {
+                stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                while matches!(stream.read(&mut buffer), Ok(read) if read > 0) {}
+            }
+            let closed_ms = opened.elapsed().as_secs_f64() * 1000.0;
+            let p99 = percentile(&latencies, 99.0);
+            eprintln!("P9s: {port_name} port, {count} {attack}: {good}/200 good requests 200, p99 {p99:.1} ms; RSS {rss} KiB (before {rss_before}); all closed {closed_ms:.0} ms after the last opened");
+            figures.push(Figure {
+                id: "P9s",
+                what: format!("{port_name} port under {count} {attack}: well-behaved requests' p99 (ms)"),
+                value: p99,
+                unit: "ms",
+                baseline: "goal 2 s".into(),
+                baseline_value: None,
+                ratio: None,
+                goal: "all 200, p99 <= 2000 ms",
+                met: good == 200 && p99 <= 2000.0,
+                trials: latencies.len(),
+                median: median(&latencies),
+                p99,
+                note: format!(
+                    "{good}/200 answered 200; node RSS {rss} KiB with them open (before {rss_before} KiB); the slow ones all closed {closed_ms:.0} ms after the last was opened (deadline 5 s)"
+                ),
+            });
+        }
+    }
+}
+
 fn report(figures: &[Figure], started: Instant) {
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks\n");
@@ -1900,6 +2167,12 @@ fn main() {
     }
     if ["W1", "M1", "U1", "U2"].iter().any(|id| selected(id)) {
         p16_pages_and_bytes(&mut figures);
+    }
+    if selected("P9") {
+        p9_subscribers(&mut figures);
+    }
+    if selected("P9s") {
+        p9s_slow_clients(&mut figures);
     }
     for f in &figures {
         eprintln!(

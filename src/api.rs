@@ -10,7 +10,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -19,12 +18,14 @@ use serde_json::Value;
 
 mod page;
 
-pub use page::PageFormat;
+pub use crate::page_key::{PageFormat, PageKey};
 use page::{page_body, render_page, RenderedPage};
 
 use crate::block::{sign_wire_record, StoredBlock, SIGNATURE_FIELD};
 use crate::codec::Hash32;
-use crate::http::{parse_decimal, parse_query, serve_with_cached_answers, CachedAnswers, Incoming, Reply};
+use crate::http::{
+    parse_decimal, parse_query, precheck, serve_with_long_polls, Incoming, LongPolls, Park, PollRoute, Reply,
+};
 use crate::log;
 use crate::metrics::Metrics;
 use crate::notify::HeadWatch;
@@ -34,12 +35,14 @@ use crate::secret::Secret;
 use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError, MAX_BLOCKS_PER_QUERY};
 
-/// Requests served at once; long polls hold a worker while they wait.
+/// Requests handled at once. Long polls waiting for the head do not hold
+/// a worker: the HTTP gate parks them (`http/park.rs`, [`ApiLongPolls`]).
 pub const API_WORKERS: usize = 16;
-/// At most this many workers may sit in a long poll; the rest answer at once.
-pub const MAX_CONCURRENT_LONG_POLLS: usize = API_WORKERS - 4;
 /// The longest `wait_ms` accepted.
 pub const MAX_WAIT_MS: u64 = 30_000;
+/// Blocks the in-memory run may trail the head by, for parked polls to
+/// wait for it (see `ApiLongPolls::head`).
+pub const MEMORY_HEAD_SLACK: u64 = 2;
 /// The seed's default page size.
 pub const DEFAULT_LIMIT: u32 = 100;
 /// Rendered pages kept; a page is cached only once every block in it is
@@ -132,15 +135,6 @@ struct CachedPage {
     records: std::ops::Range<usize>,
 }
 
-/// What identifies a page's rendering: the query without its wait.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PageKey {
-    pub after: u64,
-    pub limit: u32,
-    pub max_bytes: u64,
-    pub format: PageFormat,
-}
-
 impl ListQuery {
     pub fn key(&self) -> PageKey {
         PageKey { after: self.after, limit: self.limit, max_bytes: self.max_bytes, format: self.format }
@@ -168,22 +162,18 @@ pub struct ApiContext {
 
 pub fn start(addr: SocketAddr, ctx: ApiContext, shutdown: &Shutdown) -> Result<Vec<JoinHandle<()>>, String> {
     let ctx = Arc::new(ctx);
-    let long_polls = Arc::new(AtomicUsize::new(0));
     let cache = Arc::new(RenderCache::default());
-    let cached: CachedAnswers = {
-        let (ctx, cache) = (Arc::clone(&ctx), Arc::clone(&cache));
-        Arc::new(move |request: &Incoming<'_>| cached_answer(&ctx, &cache, request))
-    };
-    serve_with_cached_answers("api", addr, API_WORKERS, Some(cached), shutdown, || {
+    let long_polls: Arc<dyn LongPolls> = Arc::new(ApiLongPolls::new(Arc::clone(&ctx), Arc::clone(&cache)));
+    let serving = serve_with_long_polls("api", addr, API_WORKERS, Some(long_polls), shutdown, || {
         let mut handler = ApiHandler {
             ctx: Arc::clone(&ctx),
             store: connection_for(&ctx),
-            long_polls: Arc::clone(&long_polls),
             cache: Arc::clone(&cache),
             scratch: Vec::new(),
         };
         move |request: &Incoming<'_>| handler.handle(request)
-    })
+    })?;
+    Ok(serving.threads)
 }
 
 /// A worker's database connection, made when its first request needs it.
@@ -192,42 +182,112 @@ fn connection_for(ctx: &ApiContext) -> Reconnecting<Store, StoreError> {
     Reconnecting::new(move || Store::connect(&url, &application))
 }
 
-/// The answer to `request` if it is already rendered and valid for the
-/// present head: `/blocks/latest`, and full pages without a long poll to
-/// wait for. Runs on the HTTP guard's threads, ahead of any handler, so it
-/// makes the handler's checks first (method, body, bearer token, in constant
-/// time) and answers `None` to anything else, a refusal included: the
-/// handler then answers it. It never blocks and never touches the database.
-pub fn cached_answer(ctx: &ApiContext, cache: &RenderCache, request: &Incoming<'_>) -> Option<Reply> {
-    if !request.is_read() || request.body_refused || request.check_bearer(ctx.token.as_ref()).is_some() {
-        return None;
+/// The API's long polls, parked in the HTTP gate: a poll at the head waits
+/// there (a connection, no thread) and is answered from the blocks this
+/// process just committed or stored ([`HeadWatch::recent_range`]), one
+/// rendering per page (the whole query: after, limit, byte budget, format)
+/// for every waiter. Runs on the gate's thread: never blocks and never
+/// touches the database (a page not in memory goes to a handler).
+pub struct ApiLongPolls {
+    ctx: Arc<ApiContext>,
+    cache: Arc<RenderCache>,
+    /// The gate thread's render buffer (the only user: never contended).
+    scratch: Mutex<Vec<u8>>,
+}
+
+impl ApiLongPolls {
+    pub fn new(ctx: Arc<ApiContext>, cache: Arc<RenderCache>) -> ApiLongPolls {
+        ApiLongPolls { ctx, cache, scratch: Mutex::new(Vec::new()) }
     }
-    // Cached renderings are of blocks seen committed; after a regression the
-    // handler refuses everything instead.
-    if ctx.watch.regression().is_some() {
-        return None;
-    }
-    let reply = if request.path == "/blocks/latest" && request.query.is_empty() {
-        Reply::json_bytes(200, cache.latest(ctx.watch.get())?)
-    } else if request.path == "/blocks" || request.path == "/blocks/" {
-        let query = parse_list_query(request.query).ok()?;
-        let head = ctx.watch.get();
-        if query.wait_ms > 0 && head <= query.after {
-            return None; // a long poll: the handler waits
+}
+
+impl LongPolls for ApiLongPolls {
+    fn route(&self, request: &Incoming<'_>) -> PollRoute {
+        if precheck(request, self.ctx.token.as_ref()).is_some()
+            || self.ctx.watch.regression().is_some()
+            || self.ctx.shutdown.is_requested()
+            || !(request.path == "/blocks" || request.path == "/blocks/")
+        {
+            return PollRoute::Handler;
         }
-        page_reply(query.format, cache.page(&query.key(), head)?)
-    } else {
-        return None;
-    };
-    ctx.metrics.api_requests.inc();
-    Some(reply)
+        let Ok(query) = parse_list_query(request.query) else {
+            return PollRoute::Handler;
+        };
+        if query_refusal(&self.ctx, &query).is_some() {
+            return PollRoute::Handler;
+        }
+        if LongPolls::head(self) > query.after {
+            // Blocks already there (a subscriber behind, or catching up):
+            // from memory or the cache if they are there, else a handler
+            // reads them.
+            return PollRoute::Now(query.key());
+        }
+        if query.wait_ms == 0 {
+            return PollRoute::Handler;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_millis(query.wait_ms);
+        PollRoute::Park(Park { page: query.key(), deadline })
+    }
+
+    /// The head parked polls are answered at: the last block in memory
+    /// when it is at most [`MEMORY_HEAD_SLACK`] behind the watch's head.
+    /// The notifier may raise the head (from the database the commit just
+    /// wrote) before the producer hands the block to the watch; answering
+    /// then would send every waiter to a handler at once (P9: the handler
+    /// queue overflowed at 5,000 subscribers). The watch wakes the gate
+    /// again when the block arrives; a poll still waiting at its deadline
+    /// is answered then, by a handler if need be.
+    fn head(&self) -> u64 {
+        let head = self.ctx.watch.get();
+        match self.ctx.watch.recent_head() {
+            Some(in_memory) if in_memory < head && head - in_memory <= MEMORY_HEAD_SLACK => in_memory,
+            _ => head,
+        }
+    }
+
+    fn answer(&self, page: PageKey) -> Option<Reply> {
+        if self.ctx.watch.regression().is_some() {
+            return None; // the handler refuses it
+        }
+        self.ctx.metrics.api_requests.inc();
+        let head = LongPolls::head(self);
+        if head <= page.after {
+            // The wait ended with nothing new: the page a handler would give.
+            return Some(page_reply(page.format, page_body(page.format, empty_records(page.format), head)));
+        }
+        if let Some(body) = self.cache.page(&page, head) {
+            return Some(page_reply(page.format, body));
+        }
+        let last = head.min(page.after.saturating_add(u64::from(page.limit)));
+        let blocks = self.ctx.watch.recent_range(page.after.saturating_add(1), last)?;
+        let mut scratch = self.scratch.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let rendered = render_and_cache(&self.ctx, &self.cache, page, head, blocks.iter().map(|b| &**b), &mut scratch);
+        Some(page_reply(page.format, rendered.body))
+    }
+
+    fn on_head_moved(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        self.ctx.watch.on_advance(wake);
+    }
+}
+
+/// The records of an empty page in `format`.
+fn empty_records(format: PageFormat) -> &'static [u8] {
+    match format {
+        PageFormat::Json => b"[]",
+        PageFormat::Binary => b"",
+    }
+}
+
+/// Why a well-formed list query is refused, if it is (the handler's 400).
+fn query_refusal(ctx: &ApiContext, query: &ListQuery) -> Option<&'static str> {
+    (query.format == PageFormat::Binary && ctx.wire == crate::config::SyncWire::Seed)
+        .then_some("format=binary carries clnode records; this node serves the seed's (--sync-wire seed)")
 }
 
 struct ApiHandler {
     ctx: Arc<ApiContext>,
     /// This worker's own connection.
     store: Reconnecting<Store, StoreError>,
-    long_polls: Arc<AtomicUsize>,
     cache: Arc<RenderCache>,
     /// This worker's render buffer, reused from page to page.
     scratch: Vec<u8>,
@@ -288,13 +348,7 @@ pub fn parse_list_query(query: &str) -> Result<ListQuery, String> {
 impl ApiHandler {
     fn handle(&mut self, request: &Incoming<'_>) -> Reply {
         self.ctx.metrics.api_requests.inc();
-        if !request.is_read() {
-            return Reply::method_not_allowed("GET, HEAD");
-        }
-        if let Some(refusal) = request.refuse_body() {
-            return refusal;
-        }
-        if let Some(refusal) = request.check_bearer(self.ctx.token.as_ref()) {
+        if let Some(refusal) = precheck(request, self.ctx.token.as_ref()) {
             return refusal;
         }
         // The database went back below a block this node saw committed:
@@ -332,7 +386,7 @@ impl ApiHandler {
                 // Rendered into this worker's buffer, then copied once.
                 let mut scratch = std::mem::take(&mut self.scratch);
                 scratch.clear();
-                self.push_json_record(&block, &mut scratch);
+                push_json_record(&self.ctx, &block, &mut scratch);
                 let body: Arc<[u8]> = Arc::from(&scratch[..]);
                 if scratch.capacity() <= page::SCRATCH_KEEP_BYTES {
                     self.scratch = scratch;
@@ -355,20 +409,16 @@ impl ApiHandler {
     }
 
     fn list(&mut self, query: &str) -> Reply {
+        // A long poll that must wait was parked by the gate (ApiLongPolls);
+        // one here has its answer now.
         let query = match parse_list_query(query) {
             Ok(parsed) => parsed,
             Err(message) => return Reply::error(400, message),
         };
-        if query.format == PageFormat::Binary && self.ctx.wire == crate::config::SyncWire::Seed {
-            return Reply::error(
-                400,
-                "format=binary carries clnode records; this node serves the seed's (--sync-wire seed)",
-            );
+        if let Some(refusal) = query_refusal(&self.ctx, &query) {
+            return Reply::error(400, refusal);
         }
-        let ListQuery { after, limit, wait_ms, max_bytes, format } = query;
-        if wait_ms > 0 && self.ctx.watch.get() <= after {
-            self.long_poll(after, Duration::from_millis(wait_ms));
-        }
+        let ListQuery { after, limit, wait_ms: _, max_bytes, format } = query;
         let checked_head = self.ctx.watch.get();
         if let Some(body) = self.cache.page(&query.key(), checked_head) {
             return page_reply(format, body);
@@ -395,83 +445,15 @@ impl ApiHandler {
         }
     }
 
-    /// The records of `blocks`, the page for `key`, within its byte budget;
-    /// kept in the render cache when the page is full or cut by its budget
-    /// (such a page of committed blocks never changes).
+    /// The records of `blocks`, the page for `key`, within its byte budget
+    /// (see [`render_and_cache`]), in this worker's buffer.
     fn render_page<'a>(
         &mut self,
         key: PageKey,
         head: u64,
         blocks: impl Iterator<Item = &'a StoredBlock>,
     ) -> RenderedPage {
-        let mut last = key.after;
-        let blocks = blocks.inspect(|block| last = block.number);
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let rendered = render_page(
-            key.format,
-            key.max_bytes,
-            head,
-            blocks,
-            &mut scratch,
-            |block, out| self.push_json_record(block, out),
-            |block, out| {
-                let signature = self.hmac_signature(block);
-                crate::binary_page::push_record(out, block, signature.as_deref());
-            },
-        );
-        self.scratch = scratch;
-        if rendered.count == key.limit as usize || rendered.cut_by_budget {
-            // `last` ran one block past a page cut by its budget: the cut
-            // page is valid once that block is committed and checked too.
-            self.cache.store_page(key, last, head, &rendered);
-        }
-        rendered
-    }
-
-    /// The serving node's HMAC over `block`'s JSON record, if it signs.
-    fn hmac_signature(&self, block: &StoredBlock) -> Option<String> {
-        let key = self.ctx.signing_key.as_ref()?;
-        let mut wire = block.to_wire_json();
-        sign_wire_record(key, &mut wire);
-        wire.get(SIGNATURE_FIELD).and_then(Value::as_str).map(str::to_owned)
-    }
-
-    /// Appends `block`'s JSON record (signed when this node signs), or the
-    /// seed's record with `--sync-wire seed`.
-    fn push_json_record(&self, block: &StoredBlock, out: &mut Vec<u8>) {
-        if self.ctx.wire == crate::config::SyncWire::Seed {
-            // A stored payload the seed's struct cannot hold is served as
-            // its number and the reason: the seed member stops there and
-            // logs it, rather than executing something else.
-            let seed = crate::seed::wire::seed_wire_json(block).unwrap_or_else(|error| {
-                crate::log::warn(&format!("api: cannot serve block {} as a seed record: {error}", block.number));
-                serde_json::json!({"block_number": block.number, "error": error})
-            });
-            // Writing a Value into a Vec cannot fail.
-            let _ = serde_json::to_writer(out, &seed);
-            return;
-        }
-        let signature = self.hmac_signature(block);
-        page::push_json_record(out, block, signature.as_deref());
-    }
-
-    fn long_poll(&self, after: u64, wait: Duration) {
-        /// How often a waiting long poll looks at the shutdown flag.
-        const SHUTDOWN_CHECK: Duration = Duration::from_millis(50);
-        let in_flight = self.long_polls.fetch_add(1, Ordering::SeqCst);
-        if in_flight < MAX_CONCURRENT_LONG_POLLS {
-            let deadline = std::time::Instant::now() + wait;
-            loop {
-                let remaining = deadline.saturating_duration_since(std::time::Instant::now());
-                if remaining.is_zero() || self.ctx.shutdown.is_requested() {
-                    break;
-                }
-                if self.ctx.watch.wait_beyond(after, remaining.min(SHUTDOWN_CHECK)) > after {
-                    break;
-                }
-            }
-        }
-        self.long_polls.fetch_sub(1, Ordering::SeqCst);
+        render_and_cache(&self.ctx, &self.cache, key, head, blocks, &mut self.scratch)
     }
 
     /// Runs `query` on this worker's connection, connecting if needed.
@@ -497,6 +479,68 @@ impl ApiHandler {
             retried = true;
         }
     }
+}
+
+/// Renders the page for `key` of `blocks` with `head` into `scratch`,
+/// within its byte budget; keeps it in the render cache when it is full or
+/// cut by its budget (such a page of committed blocks never changes).
+/// Shared by the handlers and the gate's parked polls, so both give the
+/// same bytes.
+fn render_and_cache<'a>(
+    ctx: &ApiContext,
+    cache: &RenderCache,
+    key: PageKey,
+    head: u64,
+    blocks: impl Iterator<Item = &'a StoredBlock>,
+    scratch: &mut Vec<u8>,
+) -> RenderedPage {
+    let mut last = key.after;
+    let blocks = blocks.inspect(|block| last = block.number);
+    let rendered = render_page(
+        key.format,
+        key.max_bytes,
+        head,
+        blocks,
+        scratch,
+        |block, out| push_json_record(ctx, block, out),
+        |block, out| {
+            let signature = hmac_signature(ctx, block);
+            crate::binary_page::push_record(out, block, signature.as_deref());
+        },
+    );
+    if rendered.count == key.limit as usize || rendered.cut_by_budget {
+        // `last` ran one block past a page cut by its budget: the cut
+        // page is valid once that block is committed and checked too.
+        cache.store_page(key, last, head, &rendered);
+    }
+    rendered
+}
+
+/// The serving node's HMAC over `block`'s JSON record, if it signs.
+fn hmac_signature(ctx: &ApiContext, block: &StoredBlock) -> Option<String> {
+    let key = ctx.signing_key.as_ref()?;
+    let mut wire = block.to_wire_json();
+    sign_wire_record(key, &mut wire);
+    wire.get(SIGNATURE_FIELD).and_then(Value::as_str).map(str::to_owned)
+}
+
+/// Appends `block`'s JSON record (signed when this node signs), or the
+/// seed's record with `--sync-wire seed`.
+fn push_json_record(ctx: &ApiContext, block: &StoredBlock, out: &mut Vec<u8>) {
+    if ctx.wire == crate::config::SyncWire::Seed {
+        // A stored payload the seed's struct cannot hold is served as
+        // its number and the reason: the seed member stops there and
+        // logs it, rather than executing something else.
+        let seed = crate::seed::wire::seed_wire_json(block).unwrap_or_else(|error| {
+            crate::log::warn(&format!("api: cannot serve block {} as a seed record: {error}", block.number));
+            serde_json::json!({"block_number": block.number, "error": error})
+        });
+        // Writing a Value into a Vec cannot fail.
+        let _ = serde_json::to_writer(out, &seed);
+        return;
+    }
+    let signature = hmac_signature(ctx, block);
+    page::push_json_record(out, block, signature.as_deref());
 }
 
 /// Parses `{key}` of `/blocks/{key}`; the error is the 400 message.
@@ -553,75 +597,112 @@ mod tests {
         assert!(cache.latest(6).is_none(), "a newer head misses the cache");
     }
 
-    #[test]
-    fn cached_answers_check_the_token_and_match_the_handler() {
-        use crate::http::ForwardedHead;
-        let ctx = Arc::new(ApiContext {
+    fn test_context(token: Option<Secret>) -> Arc<ApiContext> {
+        Arc::new(ApiContext {
             postgres_url: "postgres://unreachable.invalid/none".to_owned(),
             watch: Arc::new(HeadWatch::default()),
             metrics: Arc::new(Metrics::default()),
             instance_id: "test".to_owned(),
-            token: Some(Secret::from_bytes(b"api-token-0123456789abcdef")),
+            token,
             signing_key: None,
             shutdown: Shutdown::new(),
             wire: crate::config::SyncWire::Json,
-        });
+        })
+    }
+
+    fn stored(number: u64) -> Arc<StoredBlock> {
+        Arc::new(StoredBlock {
+            number,
+            hash: format!("0x{number:064x}"),
+            parent_hash: format!("0x{:064x}", number.saturating_sub(1)),
+            payload_json: "{}".into(),
+            requests_json: "[]".into(),
+            timestamp: number,
+            parent_beacon_block_root: format!("0x{:064x}", 0),
+            blob_versioned_hashes_json: "[]".into(),
+            payload_version: 5,
+            term: 1,
+            leader_signature: None,
+        })
+    }
+
+    /// Issue 16: a long poll is parked by the gate only after the same
+    /// precheck the handler makes (method, body, token), and its answer is
+    /// the handler's answer to the same request, byte for byte.
+    #[test]
+    fn parked_polls_pass_the_precheck_and_get_the_handlers_answer() {
+        let ctx = test_context(Some(Secret::from_bytes(b"api-token-0123456789abcdef")));
         let cache = Arc::new(RenderCache::default());
+        let polls = ApiLongPolls::new(Arc::clone(&ctx), Arc::clone(&cache));
         let mut handler = ApiHandler {
             ctx: Arc::clone(&ctx),
             store: connection_for(&ctx),
-            long_polls: Arc::new(AtomicUsize::new(0)),
             cache: Arc::clone(&cache),
             scratch: Vec::new(),
         };
-        let head = |text: String| -> ForwardedHead { crate::http::rewrite_head(text.as_bytes()).unwrap() };
         let request = |method: &str, target: &str, auth: &str| {
-            head(format!("{method} {target} HTTP/1.1\r\nHost: x\r\n{auth}\r\n"))
+            crate::http::rewrite_head(format!("{method} {target} HTTP/1.1\r\nHost: x\r\n{auth}\r\n").as_bytes())
+                .unwrap()
         };
         let good = "Authorization: Bearer api-token-0123456789abcdef\r\n";
-        let latest = request("GET", "/blocks/latest", good);
-        assert!(cached_answer(&ctx, &cache, &latest.incoming().unwrap()).is_none(), "nothing cached yet");
-
-        ctx.watch.advance_to(7);
-        cache.store_latest(7, Arc::from(b"{\"block_number\":7}".to_vec()));
-        store_records(&cache, key(3, 2), 5, b"[4,5]");
-        for (target, method) in
-            [("/blocks/latest", "GET"), ("/blocks/latest", "HEAD"), ("/blocks?after=3&limit=2", "GET")]
-        {
-            let forwarded = request(method, target, good);
-            let incoming = forwarded.incoming().unwrap();
-            let fast = cached_answer(&ctx, &cache, &incoming).expect("a cached answer");
-            // The handler gives the same answer (from the cache: no database here).
-            let slow = handler.handle(&incoming);
-            assert_eq!((fast.status, fast.content_type, &fast.body), (slow.status, slow.content_type, &slow.body));
-            assert_eq!(fast.status, 200);
-        }
-        let page = request("GET", "/blocks?after=3&limit=2", good);
-        let body = cached_answer(&ctx, &cache, &page.incoming().unwrap()).unwrap().body;
-        assert_eq!(&body[..], b"{\"blocks\":[4,5],\"head\":7}");
-
-        // Refusals, misses and long polls are left to the handler.
         let wrong = "Authorization: Bearer api-token-0123456789abcdeX\r\n";
-        for forwarded in [
-            request("GET", "/blocks/latest", ""),
-            request("GET", "/blocks/latest", wrong),
-            request("GET", "/blocks/latest", "Authorization: Basic xyz\r\n"),
-            request("POST", "/blocks/latest", good),
-            request("GET", "/blocks/latest", &format!("{good}Content-Length: 3\r\n")),
-            request("GET", "/blocks/latest?x=1", good),
-            request("GET", "/blocks/7", good),
-            request("GET", "/blocks?after=4&limit=2", good),
-            request("GET", "/blocks?after=3&limit=2&wait_ms=100&bogus=1", good),
-            request("GET", "/blocks?after=9&limit=2&wait_ms=100", good),
-        ] {
-            let incoming = forwarded.incoming().unwrap();
-            assert!(
-                cached_answer(&ctx, &cache, &incoming).is_none(),
-                "{:?}",
-                String::from_utf8_lossy(&forwarded.bytes)
-            );
+        for block in 1..=3 {
+            ctx.watch.committed(stored(block));
         }
-        assert_eq!(handler.handle(&request("GET", "/blocks/latest", wrong).incoming().unwrap()).status, 401);
+        let waiting = request("GET", "/blocks?after=3&limit=2&wait_ms=1000", good);
+        let PollRoute::Park(park) = polls.route(&waiting.incoming().unwrap()) else { panic!("not parked") };
+        assert_eq!(park.page, key(3, 2));
+        let behind = request("GET", "/blocks?after=2&limit=5&wait_ms=1000", good);
+        assert_eq!(polls.route(&behind.incoming().unwrap()), PollRoute::Now(key(2, 5)));
+        for refused in [
+            request("GET", "/blocks?after=3&wait_ms=1000", ""),
+            request("GET", "/blocks?after=3&wait_ms=1000", wrong),
+            request("POST", "/blocks?after=3&wait_ms=1000", good),
+            request("GET", "/blocks?after=3&wait_ms=1000", &format!("{good}Content-Length: 3\r\n")),
+            request("GET", "/blocks?after=3&wait_ms=1000&bogus=1", good),
+            request("GET", "/blocks?after=3", good),
+            request("GET", "/blocks/latest", good),
+        ] {
+            let incoming = refused.incoming().unwrap();
+            assert_eq!(polls.route(&incoming), PollRoute::Handler, "{:?}", String::from_utf8_lossy(&refused.bytes));
+        }
+        let refusal = handler.handle(&request("GET", "/blocks?after=3&wait_ms=1000", wrong).incoming().unwrap());
+        assert_eq!(refusal.status, 401);
+        // The wait ends with nothing new: the empty page the handler gives.
+        assert_eq!(&polls.answer(key(3, 2)).unwrap().body[..], b"{\"blocks\":[],\"head\":3}");
+        // The head moves: the page from memory, as the handler renders it.
+        ctx.watch.committed(stored(4));
+        ctx.watch.committed(stored(5));
+        let parked = polls.answer(key(3, 2)).expect("from the blocks in memory");
+        let handled = handler.handle(&waiting.incoming().unwrap());
+        assert_eq!(
+            (parked.status, parked.content_type, &parked.body),
+            (handled.status, handled.content_type, &handled.body)
+        );
+        let page: Value = serde_json::from_slice(&parked.body).unwrap();
+        assert_eq!(page["head"], 5);
+        assert_eq!(page["blocks"].as_array().map(Vec::len), Some(2));
+        // What members ask for: binary pages within a byte budget. The gate
+        // routes them with the whole query and answers what the handler
+        // would, one block at a time when the budget holds one.
+        let binary = request("GET", "/blocks?after=3&limit=2&max_bytes=1&format=binary&wait_ms=1000", good);
+        let binary_key = PageKey { max_bytes: 1, format: PageFormat::Binary, ..key(3, 2) };
+        assert_eq!(polls.route(&binary.incoming().unwrap()), PollRoute::Now(binary_key));
+        let parked = polls.answer(binary_key).expect("from the blocks in memory");
+        let handled = handler.handle(&binary.incoming().unwrap());
+        assert_eq!(
+            (parked.status, parked.content_type, &parked.body),
+            (handled.status, handled.content_type, &handled.body)
+        );
+        assert_eq!(parked.content_type, crate::binary_page::CONTENT_TYPE);
+        let json_one = polls.answer(PageKey { max_bytes: 1, ..key(3, 2) }).unwrap();
+        let one: Value = serde_json::from_slice(&json_one.body).unwrap();
+        assert_eq!(one["blocks"].as_array().map(Vec::len), Some(1), "the budget holds one block");
+        let empty = polls.answer(PageKey { after: 5, ..binary_key }).unwrap();
+        assert_eq!(empty.body, page_body(PageFormat::Binary, b"", 5), "an ended wait: the empty binary page");
+        // Blocks no longer in memory (a new run after a gap): the handler answers.
+        ctx.watch.committed(stored(7));
+        assert!(polls.answer(key(4, 10)).is_none());
     }
 
     /// Issue 14.2: a page rendered from a database read that ran ahead of
@@ -631,24 +712,14 @@ mod tests {
     /// never saw. Cached pages are served only at or below the checked head.
     #[test]
     fn cached_pages_hold_only_blocks_at_or_below_the_checked_head() {
-        let ctx = ApiContext {
-            postgres_url: "postgres://unreachable.invalid/none".to_owned(),
-            watch: Arc::new(HeadWatch::default()),
-            metrics: Arc::new(Metrics::default()),
-            instance_id: "test".to_owned(),
-            token: None,
-            signing_key: None,
-            shutdown: Shutdown::new(),
-            wire: crate::config::SyncWire::Json,
-        };
-        let cache = RenderCache::default();
-        let forwarded = crate::http::rewrite_head(b"GET /blocks?after=8&limit=2 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let incoming = forwarded.incoming().unwrap();
+        let ctx = test_context(None);
+        let cache = Arc::new(RenderCache::default());
+        let polls = ApiLongPolls::new(Arc::clone(&ctx), Arc::clone(&cache));
         ctx.watch.advance_to(9);
         store_records(&cache, key(8, 2), 10, b"[9,10]");
-        assert!(cached_answer(&ctx, &cache, &incoming).is_none(), "block 10 is above the checked head 9");
+        assert!(polls.answer(key(8, 2)).is_none(), "block 10 is above the checked head 9: the handler reads it");
         ctx.watch.advance_to(10);
-        let body = cached_answer(&ctx, &cache, &incoming).expect("served once the head is checked").body;
+        let body = polls.answer(key(8, 2)).expect("served once the head is checked").body;
         assert_eq!(&body[..], b"{\"blocks\":[9,10],\"head\":10}");
     }
 

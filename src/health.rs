@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 
 use serde_json::json;
 
-use crate::http::{parse_query, serve, Incoming, Reply};
+use crate::http::{parse_query, precheck, serve, Incoming, Reply};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::status::NodeStatus;
@@ -41,10 +41,8 @@ fn handle(request: &Incoming<'_>, status: &NodeStatus, metrics: &Metrics, admin:
     if let Some(action) = request.path.strip_prefix("/admin/") {
         return crate::admin::handle(request, action, status, admin);
     }
-    if !request.is_read() {
-        return Reply::method_not_allowed("GET, HEAD");
-    }
-    if let Some(refusal) = request.refuse_body() {
+    // No token on the read routes; admin routes check their own.
+    if let Some(refusal) = precheck(request, None) {
         return refusal;
     }
     match request.path {

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod node;
 pub mod notify;
 pub mod page_budget;
+pub mod page_key;
 pub mod reconnect;
 pub mod regression;
 pub mod replay;

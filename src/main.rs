@@ -63,6 +63,9 @@ fn main() -> ExitCode {
         config.health_addr,
         config.api_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into())
     ));
+    // Thousands of connections need as many descriptors: raise the soft
+    // limit to the hard one and size the servers' connection budget by it.
+    log::info(&clnode::http::limits::raise_open_files_limit());
     match node::start(*config, shutdown.clone()) {
         Ok(running) => {
             running.join();

@@ -124,7 +124,7 @@ pub const ENGINE_METHODS: [&str; 11] = [
 ];
 
 /// Error kinds counted in `clnode_errors_total{kind}`.
-pub const ERROR_KINDS: [&str; 12] = [
+pub const ERROR_KINDS: [&str; 13] = [
     "engine_transport",
     "engine_timeout",
     "engine_auth",
@@ -136,6 +136,8 @@ pub const ERROR_KINDS: [&str; 12] = [
     "redis",
     "sync_fetch",
     "sync_refused",
+    // The source answered 429 (at its long-poll cap); the member waited.
+    "sync_busy",
     "internal",
 ];
 

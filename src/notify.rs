@@ -50,6 +50,9 @@ pub const RECENT_BYTES: usize = 2 * 1024 * 1024;
 pub struct HeadWatch {
     state: Mutex<WatchState>,
     advanced: Condvar,
+    /// Called (under the state lock, so never missed) whenever the head
+    /// rises: the HTTP gates' wakers, which answer parked long polls.
+    on_advance: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
 }
 
 #[derive(Default)]
@@ -80,7 +83,15 @@ impl HeadWatch {
         if number > state.head {
             state.head = number;
             self.advanced.notify_all();
+            self.wake_subscribers();
         }
+    }
+
+    /// Calls `wake` whenever the head rises (it must be cheap and never
+    /// block: it runs with the watch locked). Bounded by the servers that
+    /// register, one each.
+    pub fn on_advance(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        self.on_advance.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(wake);
     }
 
     /// `block` is committed (its commit returned): remember it and raise the
@@ -101,7 +112,24 @@ impl HeadWatch {
         }
         let number = block.number;
         state.recent.push_back(block);
+        if number <= state.head {
+            // The notifier raised the head first (it reads the database
+            // the commit just wrote): parked polls waiting for this block
+            // in memory are woken now that it is here.
+            self.wake_subscribers();
+        }
         self.raise(&mut state, number);
+    }
+
+    /// The last block kept in memory, if any.
+    pub fn recent_head(&self) -> Option<u64> {
+        self.lock().recent.back().map(|block| block.number)
+    }
+
+    fn wake_subscribers(&self) {
+        for wake in self.on_advance.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
+            wake();
+        }
     }
 
     /// Leader mode: this node committed `head` itself.

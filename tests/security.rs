@@ -389,3 +389,67 @@ fn startup_errors_are_one_line_and_a_nonzero_exit() {
     assert!(stderr.contains("database holds chain 1337 with genesis 0x1111"), "{stderr}");
     assert_eq!(stderr.lines().filter(|l| l.starts_with("clnode:")).count(), 1, "{stderr}");
 }
+
+/// Issue 16.4: connections that send half a request head and then nothing,
+/// and (separately) idle keep-alive connections, cannot deny service: with
+/// thousands of them open on a port, well-behaved requests on the same
+/// port are answered 200, on the API port and on the health port, and the
+/// slow ones are closed at the head deadline. Before the gate, 200 such
+/// connections made every request get 503 for the whole attack. The count
+/// is CLNODE_SLOW_CLIENTS (default 2,000 here; 10,000 in `make bench`'s P9s).
+#[test]
+fn slow_clients_cannot_deny_service() {
+    use std::io::Read;
+    let count: usize = std::env::var("CLNODE_SLOW_CLIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000);
+    let setup = start("security-slow", 1, &[]);
+    commit(&setup, 1);
+    let node = &setup.nodes[0];
+    let pid = node.proc.pid();
+    let rss_before = rss_kib(pid);
+    let ports = [("api", node.api_port.unwrap(), "/blocks/latest"), ("health", node.health_port, "/health")];
+    for (port_name, port, path) in ports {
+        for partial in [true, false] {
+            let attack = if partial { "partial heads" } else { "idle keep-alive" };
+            let mut held = hold_connections(port, count, partial);
+            let opened = Instant::now();
+            let mut latencies = Vec::new();
+            for _ in 0..50 {
+                let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let started = Instant::now();
+                let (status, text) = raw_http(port, request.as_bytes(), Duration::from_secs(10));
+                latencies.push(started.elapsed());
+                assert_eq!(status, Some(200), "{port_name} port under {count} {attack}: {text}");
+            }
+            let rss = rss_kib(pid);
+            let p99 = support::stats::percentile(&latencies, 99.0).unwrap();
+            eprintln!(
+                "{port_name} port, {count} {attack}: 50 good requests all 200, p99 {} ms; node RSS {rss} KiB (before {rss_before})",
+                p99.as_millis()
+            );
+            assert!(latencies.iter().all(|l| *l < Duration::from_secs(10)), "a good request waited behind the attack");
+            // The slow ones are closed at the deadline (head: 5 s from the
+            // connection, keep-alive: 5 s idle): a partial head is told 408.
+            let probing = opened.elapsed();
+            let mut buffer = [0u8; 1024];
+            for stream in &mut held {
+                stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut answer = Vec::new();
+                loop {
+                    match stream.read(&mut buffer) {
+                        Ok(0) | Err(_) => break,
+                        Ok(read) => answer.extend_from_slice(&buffer[..read]),
+                    }
+                }
+                if partial {
+                    assert!(answer.starts_with(b"HTTP/1.1 408 "), "{}", String::from_utf8_lossy(&answer));
+                } else {
+                    assert!(answer.is_empty(), "an idle connection is closed without a word");
+                }
+            }
+            let closed_after = opened.elapsed();
+            let bound = probing.max(Duration::from_secs(5)) + Duration::from_secs(4);
+            assert!(closed_after < bound, "{attack} held for {closed_after:?} (bound {bound:?})");
+            eprintln!("{port_name} port: all {count} {attack} closed {} ms after opening", closed_after.as_millis());
+        }
+    }
+}

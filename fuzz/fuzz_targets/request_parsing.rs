@@ -1,4 +1,4 @@
-//! Everything a request's bytes reach before a handler: the guard's head
+//! Everything a request's bytes reach before a handler: the gate's head
 //! check and rewrite, then path and query parsing of every route.
 #![no_main]
 
@@ -6,14 +6,14 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(rewritten) = clnode::http::rewrite_head(data) {
-        // What the guard forwards ends its head, and is accepted again
+        // What the gate forwards ends its head, and is accepted again
         // unchanged (rewriting is idempotent on its own output).
         assert!(rewritten.bytes.ends_with(b"\r\n\r\n"));
-        // What a cached-answer lookup sees of it always exists.
+        // What the precheck and parking see of it always exists.
         assert!(rewritten.incoming().is_some());
         let marked = rewritten.bytes.windows(21).any(|w| w.eq_ignore_ascii_case(b"x-clnode-body-refused"));
         if rewritten.bytes.len() <= clnode::http::MAX_HEAD_BYTES && !marked {
-            let again = clnode::http::rewrite_head(&rewritten.bytes).expect("the guard accepts what it forwards");
+            let again = clnode::http::rewrite_head(&rewritten.bytes).expect("the gate accepts what it forwards");
             assert_eq!(again.bytes, rewritten.bytes);
         }
     }

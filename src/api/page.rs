@@ -7,33 +7,7 @@ use std::sync::Arc;
 
 use crate::block::StoredBlock;
 use crate::page_budget::fits;
-
-/// The encoding of a page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum PageFormat {
-    /// `{"blocks":[...],"head":N}`: readable, the default.
-    #[default]
-    Json,
-    /// `binary_page.rs`: what members ask for.
-    Binary,
-}
-
-impl PageFormat {
-    pub fn parse(value: &str) -> Result<PageFormat, String> {
-        match value {
-            "json" => Ok(PageFormat::Json),
-            "binary" => Ok(PageFormat::Binary),
-            _ => Err(format!("format must be json or binary, got {value:?}")),
-        }
-    }
-
-    pub fn content_type(self) -> &'static str {
-        match self {
-            PageFormat::Json => "application/json",
-            PageFormat::Binary => crate::binary_page::CONTENT_TYPE,
-        }
-    }
-}
+use crate::page_key::PageFormat;
 
 /// A rendered page: its body, and where its records (the part that does
 /// not change with the head) are in it.

@@ -1,6 +1,7 @@
 //! Request-head parsing: pure, bounded, fuzzed (`fuzz/request_parsing`).
-//! Turns the bytes a client sent into the head the guard forwards (no
-//! body, `Connection: close` stripped) and what a handler would see of it.
+//! Turns the bytes a client sent into the head the gate forwards to
+//! tiny_http (no body, no hop-by-hop headers) and what a handler would see
+//! of it.
 
 use std::ops::Range;
 
@@ -8,8 +9,8 @@ use tiny_http::Method;
 
 use super::{Incoming, BODY_REFUSED_HEADER, BODY_REFUSED_HEADER_LOWER, MAX_HEAD_BYTES, MAX_TARGET_LEN};
 
-/// A request head as the guard forwards it, how to frame its answer, and
-/// what a handler would see of it (for [`super::CachedAnswers`]).
+/// A request head as the gate forwards it, how to frame its answer, and
+/// what a handler would see of it (for the precheck and parked polls).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardedHead {
     pub bytes: Vec<u8>,
@@ -27,9 +28,6 @@ pub struct ForwardedHead {
     pub accepts_json: bool,
     /// A body was announced (and is never read).
     pub body_refused: bool,
-    /// A `TE` header: tiny_http may then choose the answer's framing from
-    /// it, so only the relay answers such a request.
-    pub names_transfer_coding: bool,
 }
 
 impl ForwardedHead {
@@ -55,9 +53,14 @@ impl ForwardedHead {
 }
 
 /// Checks one complete request head (ending in an empty line) and rewrites
-/// it for tiny_http: hop-by-hop connection headers and body headers removed
+/// it for tiny_http: hop-by-hop headers (`Connection`, `Keep-Alive`, `TE`:
+/// tiny_http would choose chunked framing from it) and body headers removed
 /// (a body is never read or forwarded; the handler is told one was
-/// announced, and the connection closes after the answer). Pure, for fuzzing.
+/// announced, and the connection closes after the answer). The gate's
+/// connection to tiny_http is kept open after every answer: an HTTP/1.0
+/// request says `Connection: keep-alive` to it (tiny_http writes no
+/// Connection header in its answer, so the client's bytes do not change).
+/// Pure, for fuzzing.
 pub fn rewrite_head(head: &[u8]) -> Result<ForwardedHead, (u16, &'static str)> {
     if head.len() > MAX_HEAD_BYTES {
         return Err((431, "request head larger than 8192 bytes"));
@@ -78,6 +81,9 @@ pub fn rewrite_head(head: &[u8]) -> Result<ForwardedHead, (u16, &'static str)> {
     let facts = copy_headers(lines, &mut rewritten)?;
     // HTTP/1.1 keeps the connection unless told otherwise; 1.0 closes it.
     let mut keep_alive = facts.connection_keep_alive.unwrap_or(version == "HTTP/1.1");
+    if version == "HTTP/1.0" {
+        rewritten.push_str("Connection: keep-alive\r\n");
+    }
     if facts.body_announced {
         // The unread body would be taken for the next request: close after.
         keep_alive = false;
@@ -95,11 +101,10 @@ pub fn rewrite_head(head: &[u8]) -> Result<ForwardedHead, (u16, &'static str)> {
         bearer: facts.bearer,
         accepts_json: facts.accepts_json,
         body_refused: facts.body_announced,
-        names_transfer_coding: facts.names_transfer_coding,
     })
 }
 
-/// What the guard learns from the header lines while copying them.
+/// What the gate learns from the header lines while copying them.
 #[derive(Default)]
 struct HeaderFacts {
     /// The last `Connection` header's say, if any.
@@ -108,7 +113,6 @@ struct HeaderFacts {
     /// The first Authorization header's bearer token, within the rewritten head.
     bearer: Option<Range<usize>>,
     accepts_json: bool,
-    names_transfer_coding: bool,
 }
 
 /// Copies the header lines into `rewritten`, dropping hop-by-hop and body
@@ -148,7 +152,7 @@ fn copy_headers<'a>(
                 }
                 continue;
             }
-            "keep-alive" | BODY_REFUSED_HEADER_LOWER => continue,
+            "keep-alive" | "te" | BODY_REFUSED_HEADER_LOWER => continue,
             // As check_and_handle reads them from tiny_http: the first
             // Authorization header, any Accept header.
             "authorization" if !authorization_seen => {
@@ -159,7 +163,6 @@ fn copy_headers<'a>(
                     .map(|token| shift(range_within(line, token), rewritten.len()));
             }
             "accept" => facts.accepts_json |= value.to_ascii_lowercase().contains("application/json"),
-            "te" => facts.names_transfer_coding = true,
             _ => {}
         }
         rewritten.push_str(line);
@@ -231,8 +234,13 @@ mod tests {
         .unwrap();
         let incoming = seen.incoming().unwrap();
         assert_eq!((incoming.path, incoming.query, incoming.bearer), ("/b", "after=1", Some("t0k")));
-        assert!(incoming.accepts_json && !incoming.body_refused && !seen.names_transfer_coding);
-        assert!(rewrite_head(b"GET / HTTP/1.1\r\nte: trailers\r\n\r\n").unwrap().names_transfer_coding);
+        assert!(incoming.accepts_json && !incoming.body_refused);
+        // TE is hop-by-hop: tiny_http would frame its answer by it.
+        assert_eq!(rewrite_head(b"GET / HTTP/1.1\r\nte: chunked\r\n\r\n").unwrap().bytes, b"GET / HTTP/1.1\r\n\r\n");
+        // HTTP/1.0 keeps the gate's own connection to tiny_http open.
+        let old = rewrite_head(b"GET / HTTP/1.0\r\nConnection: close\r\n\r\n").unwrap();
+        assert_eq!(old.bytes, b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        assert!(!old.keep_alive);
         let spoofed = rewrite_head(b"GET /x HTTP/1.1\r\nX-Clnode-Body-Refused: 1\r\n\r\n").unwrap();
         assert!(!String::from_utf8(spoofed.bytes).unwrap().contains("Refused"), "a client cannot set the marker");
         assert_eq!(rewrite_head(&[0xff, 0xfe, b'\r', b'\n', b'\r', b'\n']).unwrap_err().0, 400);

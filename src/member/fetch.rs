@@ -179,6 +179,9 @@ pub enum FetchErrorKind {
     /// 400: the source does not take the request (an older node that does
     /// not know `max_bytes`/`format`): ask in plain JSON.
     BadRequest,
+    /// 429: the source is at its long-poll cap and says when to come
+    /// back (`Retry-After`): wait that long, as asked; not a failure.
+    Busy,
     /// Anything else: the source is down, busy or broken; back off.
     Failed,
 }
@@ -221,7 +224,11 @@ pub fn fetch_page(url: &str, token: Option<&Secret>, request: PageRequest) -> Re
     };
     if status != 200 {
         let excerpt: String = String::from_utf8_lossy(&body).chars().take(200).collect();
-        let kind = if status == 400 { FetchErrorKind::BadRequest } else { FetchErrorKind::Failed };
+        let kind = match status {
+            400 => FetchErrorKind::BadRequest,
+            429 => FetchErrorKind::Busy,
+            _ => FetchErrorKind::Failed,
+        };
         return Err(FetchError { kind, message: format!("GET {target}: HTTP {status}: {excerpt}"), retry_after });
     }
     let (head, records) = if binary {
@@ -381,6 +388,14 @@ impl Fetcher {
                         error.message
                     ));
                 }
+                Err(FetchError { kind: FetchErrorKind::Busy, message, retry_after }) => {
+                    // A healthy source past its cap: the member waits its
+                    // turn (never sooner than asked, never at once) and
+                    // stays healthy; only its count says it happened.
+                    self.metrics.count_error("sync_busy");
+                    log::debug(&format!("member: {message}"));
+                    self.shutdown.sleep(pause_before_next(Duration::ZERO, true, retry_after));
+                }
                 Err(FetchError { message: reason, retry_after, .. }) => {
                     failures_in_a_row = failures_in_a_row.saturating_add(1);
                     self.metrics.count_error("sync_fetch");
@@ -491,7 +506,8 @@ mod tests {
     }
 
     /// Runs a fetcher against `url` for `run_for`, draining its batches.
-    fn run_fetcher(url: &str, batch_limit: u32, max_answer: u64, run_for: Duration) {
+    /// Runs a fetcher against `url` for `run_for`; its node status after.
+    fn run_fetcher(url: &str, batch_limit: u32, max_answer: u64, run_for: Duration) -> Arc<NodeStatus> {
         let config = MemberConfig {
             leader_urls: vec![url.to_owned()],
             sync_token: None,
@@ -503,13 +519,9 @@ mod tests {
         };
         let shutdown = Shutdown::new();
         let backoff = Backoff::with_jitter(Duration::from_millis(200), Duration::from_secs(30), "test");
-        let parts = (
-            Arc::new(Cursor::default()),
-            Arc::new(NodeStatus::new(crate::config::Mode::Member, "test")),
-            Arc::new(Metrics::default()),
-            shutdown.clone(),
-            backoff,
-        );
+        let status = Arc::new(NodeStatus::new(crate::config::Mode::Member, "test"));
+        let parts =
+            (Arc::new(Cursor::default()), Arc::clone(&status), Arc::new(Metrics::default()), shutdown.clone(), backoff);
         let mut fetcher = Fetcher::new(config, SyncKeys::default(), parts);
         fetcher.max_answer = max_answer;
         let (sender, receiver) = sync_channel(PIPELINE_DEPTH);
@@ -522,6 +534,7 @@ mod tests {
         while !thread.is_finished() {
             let _ = receiver.recv_timeout(Duration::from_millis(10));
         }
+        status
     }
 
     /// Issue 16.2: a source past its long-poll cap answered an empty page at
@@ -534,6 +547,20 @@ mod tests {
         let asked = source.queries().len();
         let most = (Duration::from_millis(1000).as_millis() / super::super::pace::EMPTY_ANSWER_FLOOR.as_millis()) + 1;
         assert!((1..=most as usize).contains(&asked), "{asked} requests in 1 s (at most {most})");
+    }
+
+    /// Issue 16.2: past its long-poll cap the gate answers 429 with
+    /// Retry-After; the member counted that as a failed fetch (unhealthy,
+    /// backing off by its own schedule). It waits as asked and stays
+    /// healthy.
+    #[test]
+    fn a_busy_source_is_asked_again_after_its_retry_after_and_the_member_stays_healthy() {
+        let source = FakeSource::start(|_| (429, Some(("Retry-After", "1")), b"{\"error\":\"busy\"}".to_vec()));
+        let status = run_fetcher(&source.url, 100, MAX_SYNC_RESPONSE_BYTES, Duration::from_millis(1500));
+        let asked = source.queries().len();
+        assert!((1..=2).contains(&asked), "{asked} requests in 1.5 s with Retry-After: 1");
+        let problems = status.snapshot().problems;
+        assert!(problems.is_empty(), "a busy source is not a failure: {problems:?}");
     }
 
     #[test]

@@ -81,3 +81,37 @@ pub fn raw_http(port: u16, request: &[u8], read_timeout: Duration) -> (Option<u1
     let body = text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
     (status, body)
 }
+
+/// Opens `count` connections to `port` that each send half a request head
+/// and then nothing (`partial`), or a whole request whose answer is read,
+/// leaving an idle keep-alive connection.
+pub fn hold_connections(port: u16, count: usize, partial: bool) -> Vec<TcpStream> {
+    let mut held: Vec<TcpStream> = (0..count)
+        .filter_map(|_| {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+            let request: &[u8] =
+                if partial { b"GET /health HTTP/1.1\r\nHost: x\r\n" } else { b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n" };
+            stream.write_all(request).ok()?;
+            Some(stream)
+        })
+        .collect();
+    if !partial {
+        // Read each answer (a 404), leaving the connection open and idle.
+        for stream in &mut held {
+            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buffer = [0u8; 4096];
+            let _ = stream.read(&mut buffer);
+        }
+    }
+    assert!(held.len() * 10 >= count * 9, "only {} of {count} connections opened", held.len());
+    held
+}
+
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}

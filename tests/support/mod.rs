@@ -21,7 +21,7 @@ pub mod stats;
 #[allow(unused_imports)]
 pub use cluster::{Cluster, Member, NodeLinks};
 #[allow(unused_imports)]
-pub use http::{http_get, http_get_within, http_request, raw_http};
+pub use http::{hold_connections, http_get, http_get_within, http_request, raw_http, rss_kib};
 #[allow(unused_imports)]
 pub use proxy::{Fault, ProxyMode, TcpProxy};
 #[allow(unused_imports)]
