@@ -2,18 +2,23 @@
 //!
 //! By default glibc gives each busy thread its own arena and moves its mmap
 //! threshold after a large free, so the megabyte-sized pages the API
-//! renders and the syncer applies stay resident after use. The first
-//! answer (a fixed 256 KiB mmap threshold and `malloc_trim` after every
-//! large page) kept memory low but made every large page mmap, fault in,
-//! zero and unmap its buffers: a profile of random uncached pages showed
-//! 71 % kernel time there. Now the API renders into a reusable buffer per
-//! worker (`api/page.rs`), so only a page's final body is mapped, and a
-//! trimmer thread hands free memory back once no large page was freed for
-//! a check interval (after a catch-up, within about a second). *Never*
-//! trims on a request's path. Why not a higher mmap threshold, so that
-//! bodies come from the heap as well: measured, a 32 MiB threshold left a
-//! member at 36 MB after a catch-up of full blocks, against 25 MB with
-//! 256 KiB, trimmed all the same (the heap fragments).
+//! renders and the syncer applies stay resident after use. A fixed 256 KiB
+//! mmap threshold (the first answer, with `malloc_trim` after every large
+//! page) made every buffer of a page with calldata blocks (the postgres
+//! read buffer, the row strings, the body) map, fault in, zero and unmap
+//! itself on every uncached request. Now buffers up to 1 MiB come from the
+//! heap and are reused from request to request, `free` never trims (a
+//! 64 MiB threshold), and a trimmer thread hands free memory back once no
+//! large page was freed for a check interval (after a catch-up, within
+//! about a second), and at least every 10 s (a leader
+//! that commits full blocks frees large buffers without serving pages).
+//! *Never* trims on a request's path. Measured (docs/BENCHMARKS.md, U1 and
+//! M1, same command): clnode's CPU per random 100-block page 1.7 ms
+//! against 2.6–3.3 ms with 256 KiB; the member's RSS after a catch-up of
+//! full blocks 16.4 MB against 12.3–12.8 MB (goal 20); with 4 MiB, 2.0 ms
+//! and 17.4 MB. (An earlier 32 MiB trial, 36 MB against 25 MB, was made
+//! while the postgres buffers and 64 full blocks in the head watch were
+//! still held, since fixed.)
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -29,6 +34,9 @@ pub const LARGE_PAGE_BLOCKS: usize = 64;
 pub const LARGE_PAGE_BYTES: u64 = 1024 * 1024;
 /// How often the trimmer looks whether large pages were freed.
 pub const TRIM_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+/// The trimmer hands free memory back at least every this many checks
+/// (10 s), busy or not.
+pub const FORCED_TRIM_CHECKS: u32 = 20;
 
 /// Whether a page of `blocks` blocks and `bytes` bytes is large.
 pub fn is_large_page(blocks: usize, bytes: u64) -> bool {
@@ -41,9 +49,10 @@ const M_MMAP_THRESHOLD: i32 = -3;
 const M_ARENA_MAX: i32 = -8;
 /// Buffers from this size are mapped, and unmapped when freed (fixed, so
 /// glibc does not raise it after a large free and keep pages resident).
-const MMAP_THRESHOLD: i32 = 256 * 1024;
-/// `free` gives back free memory at the main heap's top beyond this.
-const TRIM_THRESHOLD: i32 = 1024 * 1024;
+const MMAP_THRESHOLD: i32 = 1024 * 1024;
+/// `free` gives back free memory at a heap's top only beyond this: the
+/// trimmer does it instead, off the request path.
+const TRIM_THRESHOLD: i32 = 64 * 1024 * 1024;
 
 extern "C" {
     fn mallopt(param: i32, value: i32) -> i32;
@@ -52,7 +61,7 @@ extern "C" {
 
 static LARGE_PAGES_FREED: AtomicU64 = AtomicU64::new(0);
 
-/// Two arenas, a fixed 256 KiB mmap threshold and a 1 MiB trim threshold
+/// Two arenas, a fixed 1 MiB mmap threshold and a 64 MiB trim threshold
 /// (see the module). Call before any other thread exists.
 pub fn tune_allocator() {
     // SAFETY: mallopt only adjusts allocator parameters; called from main
@@ -71,19 +80,20 @@ pub fn large_page_freed() {
 
 /// Whether to trim now: large pages were freed since the last trim, and
 /// none since the previous check (the process is idle, as far as large
-/// pages go). Counts are of [`large_page_freed`] calls.
-pub fn should_trim(freed_now: u64, freed_at_last_check: u64, freed_at_last_trim: u64) -> bool {
-    freed_now == freed_at_last_check && freed_now != freed_at_last_trim
+/// pages go), or [`FORCED_TRIM_CHECKS`] checks passed since the last trim. Counts are of [`large_page_freed`] calls.
+pub fn should_trim(freed_now: u64, freed_at_last_check: u64, freed_at_last_trim: u64, checks_since_trim: u32) -> bool {
+    (freed_now == freed_at_last_check && freed_now != freed_at_last_trim) || checks_since_trim >= FORCED_TRIM_CHECKS
 }
 
 /// The trimmer thread's loop: every [`TRIM_CHECK_INTERVAL`] until shutdown.
 pub fn run_idle_trimmer(shutdown: &Shutdown) {
-    let (mut last_check, mut last_trim) = (0, 0);
+    let (mut last_check, mut last_trim, mut checks_since_trim) = (0, 0, 0);
     while shutdown.sleep(TRIM_CHECK_INTERVAL) {
         let now = LARGE_PAGES_FREED.load(Ordering::Relaxed);
-        if should_trim(now, last_check, last_trim) {
+        checks_since_trim += 1;
+        if should_trim(now, last_check, last_trim, checks_since_trim) {
             release_free_memory();
-            last_trim = now;
+            (last_trim, checks_since_trim) = (now, 0);
         }
         last_check = now;
     }
@@ -105,17 +115,21 @@ mod tests {
 
     #[test]
     fn trims_once_after_large_pages_stop() {
-        // (freed now, at the last check, at the last trim, trim?)
+        // (freed now, at the last check, at the last trim, checks since, trim?)
+        let forced = FORCED_TRIM_CHECKS;
         let cases = [
-            (0, 0, 0, false), // nothing freed yet
-            (3, 1, 0, false), // still freeing: busy
-            (3, 3, 0, true),  // stopped: trim
-            (3, 3, 3, false), // trimmed already
-            (4, 3, 3, false), // busy again
-            (4, 4, 3, true),
+            (0, 0, 0, 1, false), // nothing freed yet
+            (3, 1, 0, 1, false), // still freeing: busy
+            (3, 3, 0, 1, true),  // stopped: trim
+            (3, 3, 3, 1, false), // trimmed already
+            (4, 3, 3, 1, false), // busy again
+            (4, 4, 3, 1, true),
+            (9, 8, 3, forced, true),      // busy for 10 s: trim all the same
+            (0, 0, 0, forced, true),      // ... and with no large page at all
+            (0, 0, 0, forced - 1, false), // not yet
         ];
-        for (now, check, trim, expected) in cases {
-            assert_eq!(should_trim(now, check, trim), expected, "{now} {check} {trim}");
+        for (now, check, trim, checks, expected) in cases {
+            assert_eq!(should_trim(now, check, trim, checks), expected, "{now} {check} {trim} {checks}");
         }
     }
 
