@@ -2,23 +2,22 @@
 //!
 //! By default glibc gives each busy thread its own arena and moves its mmap
 //! threshold after a large free, so the megabyte-sized pages the API
-//! renders and the syncer applies stay resident after use. A fixed 256 KiB
-//! mmap threshold (the first answer, with `malloc_trim` after every large
-//! page) made every buffer of a page with calldata blocks (the postgres
-//! read buffer, the row strings, the body) map, fault in, zero and unmap
-//! itself on every uncached request. Now buffers up to 1 MiB come from the
-//! heap and are reused from request to request, `free` never trims (a
-//! 64 MiB threshold), and a trimmer thread hands free memory back once no
-//! large page was freed for a check interval (after a catch-up, within
-//! about a second), and at least every 10 s (a leader
-//! that commits full blocks frees large buffers without serving pages).
-//! *Never* trims on a request's path. Measured (docs/BENCHMARKS.md, U1 and
-//! M1, same command): clnode's CPU per random 100-block page 1.7 ms
-//! against 2.6–3.3 ms with 256 KiB; the member's RSS after a catch-up of
-//! full blocks 16.4 MB against 12.3–12.8 MB (goal 20); with 4 MiB, 2.0 ms
-//! and 17.4 MB. (An earlier 32 MiB trial, 36 MB against 25 MB, was made
-//! while the postgres buffers and 64 full blocks in the head watch were
-//! still held, since fixed.)
+//! renders and the syncer applies stay resident after use. The first
+//! answer (a fixed 256 KiB mmap threshold and `malloc_trim` after every
+//! large page) kept memory low but made every large page mmap, fault in,
+//! zero and unmap its buffers: a profile of random uncached pages showed
+//! 71 % kernel time there. Now the API renders into a reusable buffer per
+//! worker (`api/page.rs`), and a trimmer thread hands free memory back once
+//! no large page was freed for a check interval (after a catch-up, within
+//! about a second), and at least every 10 s (a leader that commits full
+//! blocks frees large buffers without serving pages). *Never* trims on a
+//! request's path. Why not a higher mmap threshold, so that the postgres
+//! read buffer, row strings and body of a page with calldata blocks are
+//! reused from the heap: measured (docs/BENCHMARKS.md, U1 and M1, same
+//! command), 1 MiB with a 64 MiB trim threshold cut clnode's CPU per random
+//! 100-block page from 2.6 to 1.7–2.0 ms, but left a member at 16.4 and
+//! 19.4 MB after a catch-up of full blocks against 12.3–12.8 MB (goal 20):
+//! too little margin (4 MiB: 2.0 ms, 17.4 MB).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -49,10 +48,9 @@ const M_MMAP_THRESHOLD: i32 = -3;
 const M_ARENA_MAX: i32 = -8;
 /// Buffers from this size are mapped, and unmapped when freed (fixed, so
 /// glibc does not raise it after a large free and keep pages resident).
-const MMAP_THRESHOLD: i32 = 1024 * 1024;
-/// `free` gives back free memory at a heap's top only beyond this: the
-/// trimmer does it instead, off the request path.
-const TRIM_THRESHOLD: i32 = 64 * 1024 * 1024;
+const MMAP_THRESHOLD: i32 = 256 * 1024;
+/// `free` gives back free memory at the main heap's top beyond this.
+const TRIM_THRESHOLD: i32 = 1024 * 1024;
 
 extern "C" {
     fn mallopt(param: i32, value: i32) -> i32;
@@ -61,7 +59,7 @@ extern "C" {
 
 static LARGE_PAGES_FREED: AtomicU64 = AtomicU64::new(0);
 
-/// Two arenas, a fixed 1 MiB mmap threshold and a 64 MiB trim threshold
+/// Two arenas, a fixed 256 KiB mmap threshold and a 1 MiB trim threshold
 /// (see the module). Call before any other thread exists.
 pub fn tune_allocator() {
     // SAFETY: mallopt only adjusts allocator parameters; called from main
