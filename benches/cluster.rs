@@ -80,6 +80,16 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// CPU seconds of this process's children that have been waited for
+/// (cutime + cstime): around one `Command::output`, that child's CPU.
+fn waited_children_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = fields[13].parse::<f64>().unwrap() + fields[14].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
 fn rss_mb(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kb: f64 = status
@@ -1806,9 +1816,10 @@ fn p9_subscribers(figures: &mut Vec<Figure>) {
     let mut baseline_p99 = f64::NAN;
     for count in [1usize, 1000, 5000] {
         let after = head(&cluster.postgres);
-        let cpu_before = cpu_seconds(pid);
+        let (cpu_before, client_cpu_before) = (cpu_seconds(pid), waited_children_cpu_seconds());
         let (blocks, summary) = run_subscribers(&binary, port, count, seconds, after, false);
         let cpu = cpu_seconds(pid) - cpu_before;
+        let client_cpu = waited_children_cpu_seconds() - client_cpu_before;
         let rss = rss_mb(pid);
         let committed: std::collections::HashMap<u64, f64> = node
             .proc
@@ -1848,7 +1859,7 @@ fn p9_subscribers(figures: &mut Vec<Figure>) {
         let (burst_p50, burst_p99) =
             if burst_ms.is_empty() { (f64::NAN, f64::NAN) } else { (median(&burst_ms), percentile(&burst_ms, 99.0)) };
         eprintln!(
-            "P9: {count} subscribers: {} blocks, {complete} reached every subscriber; lag p50 {lag_p50:.1} ms, p99 {lag_p99:.1} ms, max {:.1} ms; gate burst p50 {burst_p50:.2} ms, p99 {burst_p99:.2} ms; node CPU {:.2} s in {seconds} s, RSS {rss:.1} MB; load {}; {summary}",
+            "P9: {count} subscribers: {} blocks, {complete} reached every subscriber; lag p50 {lag_p50:.1} ms, p99 {lag_p99:.1} ms, max {:.1} ms; gate burst p50 {burst_p50:.2} ms, p99 {burst_p99:.2} ms; node CPU {:.2} s in {seconds} s, the subscribers' {client_cpu:.2} s, RSS {rss:.1} MB; load {}; {summary}",
             steady.len(),
             maxes.iter().copied().fold(0.0, f64::max),
             cpu,
@@ -1875,7 +1886,7 @@ fn p9_subscribers(figures: &mut Vec<Figure>) {
             median: lag_p50,
             p99: lag_p99,
             note: format!(
-                "4 empty blocks/s for {seconds} s; {complete} of {} steady blocks reached all {count}; the node's own share (gate: wake to the last parked answer written) p50 {burst_p50:.2} ms, p99 {burst_p99:.2} ms; node CPU {cpu:.2} s ({:.1} % of a core), RSS {rss:.1} MB; load average {}; {summary}",
+                "4 empty blocks/s for {seconds} s; {complete} of {} steady blocks reached all {count}; the node's own share (gate: wake to the last parked answer written) p50 {burst_p50:.2} ms, p99 {burst_p99:.2} ms; node CPU {cpu:.2} s ({:.1} % of a core), the subscriber process's {client_cpu:.2} s, RSS {rss:.1} MB; load average {}; {summary}",
                 steady.len(),
                 cpu / seconds as f64 * 100.0,
                 load_average()
