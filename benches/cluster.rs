@@ -1482,7 +1482,7 @@ fn p4_sustained(figures: &mut Vec<Figure>) {
         std::thread::sleep(Duration::from_secs(3));
         let seen = watch.finish();
         let sent = accepted_with_times(&loads[0].log_text());
-        let latencies: Vec<f64> = sent.iter().filter_map(|(h, at)| seen.get(h).map(|s| s - at)).collect();
+        let latencies: Vec<f64> = sent.iter().filter_map(|(h, at)| seen.transactions.get(h).map(|s| s - at)).collect();
         assert_eq!(latencies.len(), sent.len(), "every transfer at {rate} tx/s included");
         results.push((rate, latencies));
     }
@@ -1835,6 +1835,8 @@ fn main() {
     if selected("P10") {
         p10_sustained_rate(&mut figures);
         p10_big_blocks(&mut figures);
+    } else if selected("P10b") {
+        p10b_alone(&mut figures);
     }
     if ["W1", "M1", "U1", "U2"].iter().any(|id| selected(id)) {
         p16_pages_and_bytes(&mut figures);
@@ -1857,12 +1859,20 @@ fn main() {
 // ---------------------------------------------------------------------------
 // P10 (issue 16, section 5): the cluster at its execution client's limit.
 
-/// The first time each transaction was seen in a canonical block of an
-/// execution client, from a thread polling `eth_blockNumber` every 5 ms
-/// (what P4 measures, for many transactions at once).
+/// The first time each transaction (and each block) was seen in a canonical
+/// block of an execution client, from a thread polling `eth_blockNumber`
+/// every 5 ms (what P4 measures, for many transactions at once).
 struct InclusionWatch {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<std::collections::HashMap<String, f64>>,
+    thread: std::thread::JoinHandle<Seen>,
+}
+
+/// What an [`InclusionWatch`] saw: when each transaction hash and each
+/// block number became canonical (ms since the epoch).
+#[derive(Default)]
+struct Seen {
+    transactions: std::collections::HashMap<String, f64>,
+    blocks: std::collections::HashMap<u64, f64>,
 }
 
 impl InclusionWatch {
@@ -1870,7 +1880,7 @@ impl InclusionWatch {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (url, flag) = (rpc_url.to_owned(), std::sync::Arc::clone(&stop));
         let thread = std::thread::spawn(move || {
-            let mut seen = std::collections::HashMap::new();
+            let mut seen = Seen::default();
             let number = |url: &str| rpc(url, "eth_blockNumber", json!([])).ok().map(|n| quantity(&n));
             let mut last = number(&url).unwrap_or(0);
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
@@ -1880,8 +1890,9 @@ impl InclusionWatch {
                 for n in last + 1..=now {
                     let block = rpc(&url, "eth_getBlockByNumber", json!([format!("0x{n:x}"), false])).unwrap();
                     for hash in block["transactions"].as_array().unwrap() {
-                        seen.insert(hash.as_str().unwrap().to_owned(), at);
+                        seen.transactions.insert(hash.as_str().unwrap().to_owned(), at);
                     }
+                    seen.blocks.insert(n, at);
                 }
                 last = last.max(now);
             }
@@ -1890,7 +1901,7 @@ impl InclusionWatch {
         InclusionWatch { stop, thread }
     }
 
-    fn finish(self) -> std::collections::HashMap<String, f64> {
+    fn finish(self) -> Seen {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.thread.join().unwrap()
     }
@@ -1927,6 +1938,9 @@ struct RateStep {
     latencies: Vec<f64>,
     blocks: u64,
     seconds: f64,
+    /// When each block of the step became canonical on the leader's
+    /// client (the inclusion watch's view).
+    canonical_ms: std::collections::HashMap<u64, f64>,
 }
 
 impl RateStep {
@@ -1947,8 +1961,8 @@ impl RateStep {
 
     fn describe(&self) -> String {
         format!(
-            "{:.0} tx/s for {:.0} s: {} accepted ({:.0}/s), {} not included, {} blocks, member store after the leader's commit max {:.0} ms (at most {} block(s) behind), inclusion p50 {:.0} ms p99 {:.0} ms",
-            self.rate,
+            "{} tx/s for {:.0} s: {} accepted ({:.0}/s), {} not included, {} blocks, member store after the leader's commit max {:.0} ms (at most {} block(s) behind), inclusion p50 {:.0} ms p99 {:.0} ms",
+            format!("{:.1}", self.rate).trim_end_matches(".0"),
             self.seconds,
             self.accepted,
             self.accepted as f64 / self.seconds,
@@ -2031,7 +2045,7 @@ fn rate_step(cluster: &Cluster, members: &[Member], tag: &str, rate: f64, second
         .flatten()
         .filter_map(|(n, stored)| committed.get(n).map(|c| stored - c))
         .fold(0.0, f64::max);
-    let latencies: Vec<f64> = sent.iter().filter_map(|(h, at)| seen.get(h).map(|s| s - at)).collect();
+    let latencies: Vec<f64> = sent.iter().filter_map(|(h, at)| seen.transactions.get(h).map(|s| s - at)).collect();
     RateStep {
         rate,
         accepted: sent.len(),
@@ -2041,6 +2055,7 @@ fn rate_step(cluster: &Cluster, members: &[Member], tag: &str, rate: f64, second
         latencies,
         blocks: last_head - first_head,
         seconds,
+        canonical_ms: seen.blocks,
     }
 }
 
@@ -2113,7 +2128,7 @@ fn p10_sustained_rate(figures: &mut Vec<Figure>) {
         if from < records.len() { import_seconds(&cluster.dir, "geth-import", &records, from) } else { f64::NAN };
     let import_rate = window_txs as f64 / import_s;
     // Inclusion at half the sustained rate.
-    let half = rate_step(&cluster, &members, "half", (best / 2.0).max(1.0), 40.0);
+    let half = rate_step(&cluster, &members, "half", off_the_second((best / 2.0).max(1.0)), 40.0);
     eprintln!("  half: {}", half.describe());
     let value = hold.as_ref().map_or(0.0, |h| h.accepted as f64 / h.seconds);
     let ramp: Vec<String> = steps.iter().map(RateStep::describe).collect();
@@ -2139,8 +2154,26 @@ fn p10_sustained_rate(figures: &mut Vec<Figure>) {
             ramp.join("; ")
         ),
     });
+    figures.push(p10b_figure(&half, None));
+    drop(members);
+}
+
+/// A sending rate 1 % below `rate`, for P10b. The search's rates (10 × 2^k)
+/// halve to intervals that divide a second (50 ms at 20 tx/s), so a
+/// sender's transfers arrive at the same phases of every second, and with
+/// blocks built once a second at a fixed phase the measured wait depends on
+/// where in its 50 ms the sender happened to start: up to ±25 ms on p50
+/// from one run to the next. 1 % slower, the sends drift by 10 ms a second
+/// against the blocks and sweep every phase every 5 s.
+fn off_the_second(rate: f64) -> f64 {
+    rate * 0.99
+}
+
+/// P10b's figure from the half-rate step (and the per-block timeline when
+/// the leader logged its debug lines).
+fn p10b_figure(half: &RateStep, timeline: Option<String>) -> Figure {
     let (p50, p99) = (median(&half.latencies), percentile(&half.latencies, 99.0));
-    figures.push(Figure {
+    Figure {
         id: "P10b",
         what: "inclusion at half the sustained rate, eth_sendRawTransaction to canonical on the leader's geth (ms)"
             .into(),
@@ -2154,9 +2187,96 @@ fn p10_sustained_rate(figures: &mut Vec<Figure>) {
         trials: half.latencies.len(),
         median: p50,
         p99,
-        note: half.describe(),
-    });
+        note: match timeline {
+            Some(timeline) => format!("{}; {timeline}", half.describe()),
+            None => half.describe(),
+        },
+    }
+}
+
+/// P10b alone (`CLNODE_BENCH_ONLY=P10b`), without P10's search: the same
+/// cluster (a leader and two members at the defaults, the leader logging
+/// its per-block debug line) at 1 % below `CLNODE_BENCH_P10B_RATE` tx/s
+/// (20, half of the last held rate; see [`off_the_second`]) for
+/// `CLNODE_BENCH_P10B_S` seconds (40), with the leader's per-block timeline.
+fn p10b_alone(figures: &mut Vec<Figure>) {
+    let env = |name: &str, default: f64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let rate = off_the_second(env("CLNODE_BENCH_P10B_RATE", 20.0));
+    let seconds = env("CLNODE_BENCH_P10B_S", 40.0);
+    eprintln!("P10b: inclusion at {rate} tx/s for {seconds} s, with the leader's per-block timeline");
+    let cluster = Cluster::builder("bench-p10b").flags(&["--log-level", "debug"]).start();
+    wait_for(Duration::from_secs(30), "leader", || cluster.nodes[0].is_leader().then_some(()));
+    let sync = [cluster.nodes[0].api_url()];
+    let members: Vec<Member> =
+        (0..2).map(|i| Member::start(&cluster.dir, &format!("m{i}"), ElKind::Geth, "osaka", &sync, &[])).collect();
+    cluster.commit_transactions(0, 1, Duration::from_secs(60));
+    for member in &members {
+        member.wait_caught_up(&cluster.head(), Duration::from_secs(60));
+    }
+    let step = rate_step(&cluster, &members, "p10b", rate, seconds);
+    eprintln!("  {}", step.describe());
+    let timeline = block_timeline(&cluster.nodes[0].proc.log_text(), &step.canonical_ms);
+    eprintln!("  {timeline}");
+    figures.push(p10b_figure(&step, Some(timeline)));
     drop(members);
+}
+
+/// The leader's per-block timeline over the blocks in `canonical_ms`, from
+/// its debug lines (logged just after the commit): p50/p99 of how late
+/// each build started after block time allowed it (`--max-timestamp-lead`,
+/// 2 s, minus how far block time ran ahead at the start), where in the
+/// second it started, each step, the rest of build start → commit (the
+/// build wait and the gaps), and commit → canonical on the leader's client.
+fn block_timeline(leader_log: &str, canonical_ms: &std::collections::HashMap<u64, f64>) -> String {
+    let mut columns: [Vec<f64>; 8] = Default::default();
+    for line in leader_log.lines().filter(|l| l.contains("leader: committed block ")) {
+        let Some(number) = line.split_once("leader: committed block ").and_then(|(_, r)| r.split(' ').next()) else {
+            continue;
+        };
+        let Some(visible) = number.parse::<u64>().ok().and_then(|n| canonical_ms.get(&n)) else { continue };
+        let field = |name: &str| ms_field(line, name);
+        let (Some(at), Some(fcu), Some(get), Some(new), Some(commit), Some(total), Some(lead)) = (
+            log_time_ms(line),
+            field("forkchoiceUpdated"),
+            field("getPayload"),
+            field("newPayload"),
+            field("commit"),
+            field("build start to commit"),
+            field("block time"),
+        ) else {
+            continue;
+        };
+        let started = at - total;
+        let values = [
+            2000.0 - lead,
+            started.rem_euclid(1000.0),
+            fcu,
+            get,
+            new,
+            commit,
+            total - fcu - get - new - commit,
+            visible - at,
+        ];
+        for (column, value) in columns.iter_mut().zip(values) {
+            column.push(value);
+        }
+    }
+    let names = [
+        "start after allowed",
+        "start within the second",
+        "forkchoiceUpdated",
+        "getPayload",
+        "newPayload",
+        "commit",
+        "build wait and gaps",
+        "commit to canonical (seen)",
+    ];
+    let parts: Vec<String> = names
+        .iter()
+        .zip(&columns)
+        .map(|(name, c)| format!("{name} {:.0}/{:.0}", median(c), percentile(c, 99.0)))
+        .collect();
+    format!("per block, p50/p99 ms over {} blocks: {}", columns[0].len(), parts.join(", "))
 }
 
 /// Sends `count` transactions of `data_bytes` calldata each, as fast as
