@@ -1838,6 +1838,9 @@ fn main() {
     } else if selected("P10b") {
         p10b_alone(&mut figures);
     }
+    if selected("P9r") {
+        p9r_relay_tree(&mut figures);
+    }
     if ["W1", "M1", "U1", "U2"].iter().any(|id| selected(id)) {
         p16_pages_and_bytes(&mut figures);
     }
@@ -1854,6 +1857,146 @@ fn main() {
         );
     }
     report(&figures, started);
+}
+
+// ---------------------------------------------------------------------------
+// P9r (issue 16, section 2): a relay tree, members serving members.
+
+/// When each block was committed, from a leader's debug lines (written as
+/// its durable commit returns; microsecond timestamps, one clock).
+fn leader_commit_ms(log: &str) -> std::collections::HashMap<u64, f64> {
+    log.lines()
+        .filter_map(|line| {
+            let number = line.split_once("leader: committed block ")?.1.split_once(' ')?.0.parse().ok()?;
+            Some((number, log_time_ms(line)?))
+        })
+        .collect()
+}
+
+/// When each block reached a member's head, from its debug lines (written
+/// as the store of the page returns, just before the page is handed to the
+/// member's own API for its long polls), and how long the member itself
+/// spent applying that page: newPayload, then the later of
+/// forkchoiceUpdated and its store (they run side by side).
+fn member_head_ms(log: &str) -> std::collections::HashMap<u64, (f64, f64)> {
+    applied_pages(log)
+        .into_iter()
+        .flat_map(|page| {
+            let apply_ms = page.new_payload_ms + page.forkchoice_ms.max(page.store_ms);
+            (page.first..=page.last).map(move |n| (n, (page.at_ms, apply_ms)))
+        })
+        .collect()
+}
+
+/// P9r: one leader paced at 10 blocks/s with 30 transfers a second (P3's
+/// settings), member A syncing from the leader's API, member B from A's,
+/// member C from B's, each on its own geth and PostgreSQL. Per block of a
+/// `CLNODE_BENCH_P9R_S`-second window (40 by default): the lag of each hop
+/// (the leader's durable commit → A's head, A's head → B's, B's → C's;
+/// each node's debug line, one clock) and end to end.
+fn p9r_relay_tree(figures: &mut Vec<Figure>) {
+    eprintln!("P9r: a relay tree (leader -> A -> B -> C), lag per hop at 10 blocks/s");
+    let seconds: f64 = std::env::var("CLNODE_BENCH_P9R_S").ok().and_then(|v| v.parse().ok()).unwrap_or(40.0);
+    let cluster = Cluster::builder("bench-p9r")
+        .flags(&["--max-timestamp-lead", "60m", "--min-block-interval", "100ms", "--log-level", "debug"])
+        .start();
+    wait_for(Duration::from_secs(30), "leader", || cluster.nodes[0].is_leader().then_some(()));
+    let mut upstream = cluster.nodes[0].api_url();
+    let mut members = Vec::new();
+    for name in ["relay-a", "relay-b", "relay-c"] {
+        let member = Member::start(
+            &cluster.dir,
+            name,
+            ElKind::Geth,
+            "osaka",
+            std::slice::from_ref(&upstream),
+            &["--log-level", "debug"],
+        );
+        upstream = member.node.api_url();
+        members.push(member);
+    }
+    cluster.commit_transactions(0, 1, Duration::from_secs(60));
+    for member in &members {
+        member.wait_caught_up(&cluster.head(), Duration::from_secs(120));
+    }
+    // The window starts after node.js is sending at its pace.
+    let mut load =
+        load_generator(&cluster.dir, "p9r-load", &cluster.els[0].rpc_url(), keys::DEV_KEYS[0], 30.0, seconds + 5.0);
+    std::thread::sleep(Duration::from_secs(3));
+    let window_start = head(&cluster.postgres);
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    let window_end = head(&cluster.postgres);
+    wait_for(Duration::from_secs(60), "sender done", || load.exited().map(|_| ()));
+    let last = cluster.head();
+    for member in &members {
+        member.wait_caught_up(&last, Duration::from_secs(120));
+    }
+    let leader = leader_commit_ms(&cluster.nodes[0].proc.log_text());
+    let heads: Vec<_> = members.iter().map(|m| member_head_ms(&m.node.proc.log_text())).collect();
+    // hops[0]: leader -> A, [1]: A -> B, [2]: B -> C; [3]: leader -> C.
+    // applies[i]: the receiving member's own apply time within hops[i]; the
+    // rest is serving and fetching (the long poll's wake-up, the page on
+    // the wire).
+    let mut hops: [Vec<f64>; 4] = Default::default();
+    let mut applies: [Vec<f64>; 3] = Default::default();
+    for number in window_start + 1..=window_end {
+        let committed = *leader.get(&number).unwrap_or_else(|| panic!("block {number}: no commit time on the leader"));
+        let member = |i: usize| -> (f64, f64) {
+            *heads[i].get(&number).unwrap_or_else(|| panic!("block {number}: no head time on member {i}"))
+        };
+        let chain = [committed, member(0).0, member(1).0, member(2).0];
+        for hop in 0..3 {
+            hops[hop].push(chain[hop + 1] - chain[hop]);
+            applies[hop].push(member(hop).1);
+        }
+        hops[3].push(chain[3] - chain[0]);
+    }
+    let names = ["leader -> A", "A -> B", "B -> C", "end to end (leader -> C)"];
+    let summary: Vec<String> = names
+        .iter()
+        .zip(&hops)
+        .enumerate()
+        .map(|(i, (name, lags))| {
+            let apply = applies.get(i).map_or(String::new(), |a| {
+                let rest: Vec<f64> = lags.iter().zip(a).map(|(lag, apply)| lag - apply).collect();
+                format!(
+                    " (the member's own apply p50 {:.1}, the rest: serving and fetching p50 {:.1} / p99 {:.1})",
+                    median(a),
+                    median(&rest),
+                    percentile(&rest, 99.0)
+                )
+            });
+            format!(
+                "{name} p50 {:.1} / p99 {:.1} / max {:.1}{apply}",
+                median(lags),
+                percentile(lags, 99.0),
+                percentile(lags, 100.0)
+            )
+        })
+        .collect();
+    eprintln!("  {} blocks: {}", hops[3].len(), summary.join("; "));
+    let (first_hop_p99, end_to_end_p99) = (percentile(&hops[0], 99.0), percentile(&hops[3], 99.0));
+    figures.push(Figure {
+        id: "P9r",
+        what: "relay tree, leader commit (durable) to the third-level member's head (stored), end to end (ms)".into(),
+        value: end_to_end_p99,
+        unit: "ms (p99)",
+        baseline: "one hop: leader commit to a member of the leader (A), same run".into(),
+        baseline_value: Some(first_hop_p99),
+        ratio: Some(end_to_end_p99 / first_hop_p99),
+        goal: "reported (lag per hop)",
+        met: hops[3].len() as u64 == window_end - window_start && window_end > window_start,
+        trials: hops[3].len(),
+        median: median(&hops[3]),
+        p99: end_to_end_p99,
+        note: format!(
+            "{} blocks at 10 blocks/s, 30 transfers/s; each member on its own geth and PostgreSQL, syncing from the one above \
+             (the leader -> A -> B -> C); per hop, head to head: {}",
+            hops[3].len(),
+            summary.join("; ")
+        ),
+    });
+    drop(members);
 }
 
 // ---------------------------------------------------------------------------
