@@ -674,15 +674,7 @@ fn p3_replication_lag(chain: &mut Cluster, figures: &mut Vec<Figure>) {
     // Both ends from the nodes' own debug lines (microsecond timestamps, one
     // clock): the leader's is written as its commit returns (durable), the
     // member's as its store returns (its head moves).
-    let leader_ms: std::collections::HashMap<u64, f64> = chain.nodes[0]
-        .proc
-        .log_text()
-        .lines()
-        .filter_map(|line| {
-            let number = line.split_once("leader: committed block ")?.1.split_once(' ')?.0.parse().ok()?;
-            Some((number, log_time_ms(line)?))
-        })
-        .collect();
+    let leader_ms = leader_commit_ms(&chain.nodes[0].proc.log_text());
     // Each page the member applied: when its head moved and when its client
     // was busy with it (from the line's durations).
     let pages: Vec<(AppliedPage, f64, f64, f64, f64)> = applied_pages(&member.proc.log_text())
@@ -1821,15 +1813,7 @@ fn p9_subscribers(figures: &mut Vec<Figure>) {
         let cpu = cpu_seconds(pid) - cpu_before;
         let client_cpu = waited_children_cpu_seconds() - client_cpu_before;
         let rss = rss_mb(pid);
-        let committed: std::collections::HashMap<u64, f64> = node
-            .proc
-            .log_text()
-            .lines()
-            .filter_map(|line| {
-                let number = line.split_once("leader: committed block ")?.1.split_once(' ')?.0.parse().ok()?;
-                Some((number, log_time_ms(line)?))
-            })
-            .collect();
+        let committed = leader_commit_ms(&node.proc.log_text());
         // Blocks of the steady state: after the first 2 s, before the last 1 s.
         let steady: Vec<&BlockReceipt> = blocks
             .iter()
@@ -2502,11 +2486,10 @@ fn import_seconds(dir: &TestDir, name: &str, records: &[(Value, BlockRecord)], f
     raw_loop(&engine, &records[from..], &[])
 }
 
-fn p10_sustained_rate(figures: &mut Vec<Figure>) {
-    eprintln!("P10: highest sustained transaction rate with the members within one block, against geth's import");
-    let hold_s: f64 = std::env::var("CLNODE_BENCH_P10_HOLD_S").ok().and_then(|v| v.parse().ok()).unwrap_or(120.0);
-    // Operators' settings: block time at the clock (one block a second).
-    let cluster = Cluster::builder("bench-p10").start();
+/// P10's cluster: `builder`'s leader and two geth members, all at the
+/// first block and caught up.
+fn p10_cluster(builder: support::cluster::ClusterBuilder) -> (Cluster, Vec<Member>) {
+    let cluster = builder.start();
     wait_for(Duration::from_secs(30), "leader", || cluster.nodes[0].is_leader().then_some(()));
     let sync = [cluster.nodes[0].api_url()];
     let members: Vec<Member> =
@@ -2515,6 +2498,14 @@ fn p10_sustained_rate(figures: &mut Vec<Figure>) {
     for member in &members {
         member.wait_caught_up(&cluster.head(), Duration::from_secs(60));
     }
+    (cluster, members)
+}
+
+fn p10_sustained_rate(figures: &mut Vec<Figure>) {
+    eprintln!("P10: highest sustained transaction rate with the members within one block, against geth's import");
+    let hold_s: f64 = std::env::var("CLNODE_BENCH_P10_HOLD_S").ok().and_then(|v| v.parse().ok()).unwrap_or(120.0);
+    // Operators' settings: block time at the clock (one block a second).
+    let (cluster, members) = p10_cluster(Cluster::builder("bench-p10"));
     // Search: double the rate in 20 s steps until a step is not sustained.
     let mut steps = Vec::new();
     let mut rate = 10.0;
@@ -2631,15 +2622,7 @@ fn p10b_alone(figures: &mut Vec<Figure>) {
     let rate = off_the_second(env("CLNODE_BENCH_P10B_RATE", 20.0));
     let seconds = env("CLNODE_BENCH_P10B_S", 40.0);
     eprintln!("P10b: inclusion at {rate} tx/s for {seconds} s, with the leader's per-block timeline");
-    let cluster = Cluster::builder("bench-p10b").flags(&["--log-level", "debug"]).start();
-    wait_for(Duration::from_secs(30), "leader", || cluster.nodes[0].is_leader().then_some(()));
-    let sync = [cluster.nodes[0].api_url()];
-    let members: Vec<Member> =
-        (0..2).map(|i| Member::start(&cluster.dir, &format!("m{i}"), ElKind::Geth, "osaka", &sync, &[])).collect();
-    cluster.commit_transactions(0, 1, Duration::from_secs(60));
-    for member in &members {
-        member.wait_caught_up(&cluster.head(), Duration::from_secs(60));
-    }
+    let (cluster, members) = p10_cluster(Cluster::builder("bench-p10b").flags(&["--log-level", "debug"]));
     let step = rate_step(&cluster, &members, "p10b", rate, seconds);
     eprintln!("  {}", step.describe());
     let timeline = block_timeline(&cluster.nodes[0].proc.log_text(), &step.canonical_ms);
