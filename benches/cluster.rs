@@ -80,6 +80,16 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// CPU seconds of this process's children that have been waited for
+/// (cutime + cstime): around one `Command::output`, that child's CPU.
+fn waited_children_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = fields[13].parse::<f64>().unwrap() + fields[14].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
 fn rss_mb(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kb: f64 = status
@@ -664,15 +674,7 @@ fn p3_replication_lag(chain: &mut Cluster, figures: &mut Vec<Figure>) {
     // Both ends from the nodes' own debug lines (microsecond timestamps, one
     // clock): the leader's is written as its commit returns (durable), the
     // member's as its store returns (its head moves).
-    let leader_ms: std::collections::HashMap<u64, f64> = chain.nodes[0]
-        .proc
-        .log_text()
-        .lines()
-        .filter_map(|line| {
-            let number = line.split_once("leader: committed block ")?.1.split_once(' ')?.0.parse().ok()?;
-            Some((number, log_time_ms(line)?))
-        })
-        .collect();
+    let leader_ms = leader_commit_ms(&chain.nodes[0].proc.log_text());
     // Each page the member applied: when its head moved and when its client
     // was busy with it (from the line's durations).
     let pages: Vec<(AppliedPage, f64, f64, f64, f64)> = applied_pages(&member.proc.log_text())
@@ -1482,7 +1484,7 @@ fn p4_sustained(figures: &mut Vec<Figure>) {
         std::thread::sleep(Duration::from_secs(3));
         let seen = watch.finish();
         let sent = accepted_with_times(&loads[0].log_text());
-        let latencies: Vec<f64> = sent.iter().filter_map(|(h, at)| seen.get(h).map(|s| s - at)).collect();
+        let latencies: Vec<f64> = sent.iter().filter_map(|(h, at)| seen.transactions.get(h).map(|s| s - at)).collect();
         assert_eq!(latencies.len(), sent.len(), "every transfer at {rate} tx/s included");
         results.push((rate, latencies));
     }
@@ -1868,19 +1870,12 @@ fn p9_subscribers(figures: &mut Vec<Figure>) {
     let mut baseline_p99 = f64::NAN;
     for count in [1usize, 1000, 5000] {
         let after = head(&cluster.postgres);
-        let cpu_before = cpu_seconds(pid);
+        let (cpu_before, client_cpu_before) = (cpu_seconds(pid), waited_children_cpu_seconds());
         let (blocks, summary) = run_subscribers(&binary, port, count, seconds, after, false);
         let cpu = cpu_seconds(pid) - cpu_before;
+        let client_cpu = waited_children_cpu_seconds() - client_cpu_before;
         let rss = rss_mb(pid);
-        let committed: std::collections::HashMap<u64, f64> = node
-            .proc
-            .log_text()
-            .lines()
-            .filter_map(|line| {
-                let number = line.split_once("leader: committed block ")?.1.split_once(' ')?.0.parse().ok()?;
-                Some((number, log_time_ms(line)?))
-            })
-            .collect();
+        let committed = leader_commit_ms(&node.proc.log_text());
         // Blocks of the steady state: after the first 2 s, before the last 1 s.
         let steady: Vec<&BlockReceipt> = blocks
             .iter()
@@ -1910,7 +1905,7 @@ fn p9_subscribers(figures: &mut Vec<Figure>) {
         let (burst_p50, burst_p99) =
             if burst_ms.is_empty() { (f64::NAN, f64::NAN) } else { (median(&burst_ms), percentile(&burst_ms, 99.0)) };
         eprintln!(
-            "P9: {count} subscribers: {} blocks, {complete} reached every subscriber; lag p50 {lag_p50:.1} ms, p99 {lag_p99:.1} ms, max {:.1} ms; gate burst p50 {burst_p50:.2} ms, p99 {burst_p99:.2} ms; node CPU {:.2} s in {seconds} s, RSS {rss:.1} MB; load {}; {summary}",
+            "P9: {count} subscribers: {} blocks, {complete} reached every subscriber; lag p50 {lag_p50:.1} ms, p99 {lag_p99:.1} ms, max {:.1} ms; gate burst p50 {burst_p50:.2} ms, p99 {burst_p99:.2} ms; node CPU {:.2} s in {seconds} s, the subscribers' {client_cpu:.2} s, RSS {rss:.1} MB; load {}; {summary}",
             steady.len(),
             maxes.iter().copied().fold(0.0, f64::max),
             cpu,
@@ -1937,7 +1932,7 @@ fn p9_subscribers(figures: &mut Vec<Figure>) {
             median: lag_p50,
             p99: lag_p99,
             note: format!(
-                "4 empty blocks/s for {seconds} s; {complete} of {} steady blocks reached all {count}; the node's own share (gate: wake to the last parked answer written) p50 {burst_p50:.2} ms, p99 {burst_p99:.2} ms; node CPU {cpu:.2} s ({:.1} % of a core), RSS {rss:.1} MB; load average {}; {summary}",
+                "4 empty blocks/s for {seconds} s; {complete} of {} steady blocks reached all {count}; the node's own share (gate: wake to the last parked answer written) p50 {burst_p50:.2} ms, p99 {burst_p99:.2} ms; node CPU {cpu:.2} s ({:.1} % of a core), the subscriber process's {client_cpu:.2} s, RSS {rss:.1} MB; load average {}; {summary}",
                 steady.len(),
                 cpu / seconds as f64 * 100.0,
                 load_average()
@@ -2164,6 +2159,11 @@ fn main() {
     if selected("P10") {
         p10_sustained_rate(&mut figures);
         p10_big_blocks(&mut figures);
+    } else if selected("P10b") {
+        p10b_alone(&mut figures);
+    }
+    if selected("P9r") {
+        p9r_relay_tree(&mut figures);
     }
     if ["W1", "M1", "U1", "U2"].iter().any(|id| selected(id)) {
         p16_pages_and_bytes(&mut figures);
@@ -2190,14 +2190,162 @@ fn main() {
 }
 
 // ---------------------------------------------------------------------------
+// P9r (issue 16, section 2): a relay tree, members serving members.
+
+/// When each block was committed, from a leader's debug lines (written as
+/// its durable commit returns; microsecond timestamps, one clock).
+fn leader_commit_ms(log: &str) -> std::collections::HashMap<u64, f64> {
+    log.lines()
+        .filter_map(|line| {
+            let number = line.split_once("leader: committed block ")?.1.split_once(' ')?.0.parse().ok()?;
+            Some((number, log_time_ms(line)?))
+        })
+        .collect()
+}
+
+/// When each block reached a member's head, from its debug lines (written
+/// as the store of the page returns, just before the page is handed to the
+/// member's own API for its long polls), and how long the member itself
+/// spent applying that page: newPayload, then the later of
+/// forkchoiceUpdated and its store (they run side by side).
+fn member_head_ms(log: &str) -> std::collections::HashMap<u64, (f64, f64)> {
+    applied_pages(log)
+        .into_iter()
+        .flat_map(|page| {
+            let apply_ms = page.new_payload_ms + page.forkchoice_ms.max(page.store_ms);
+            (page.first..=page.last).map(move |n| (n, (page.at_ms, apply_ms)))
+        })
+        .collect()
+}
+
+/// P9r: one leader paced at 10 blocks/s with 30 transfers a second (P3's
+/// settings), member A syncing from the leader's API, member B from A's,
+/// member C from B's, each on its own geth and PostgreSQL. Per block of a
+/// `CLNODE_BENCH_P9R_S`-second window (40 by default): the lag of each hop
+/// (the leader's durable commit → A's head, A's head → B's, B's → C's;
+/// each node's debug line, one clock) and end to end.
+fn p9r_relay_tree(figures: &mut Vec<Figure>) {
+    eprintln!("P9r: a relay tree (leader -> A -> B -> C), lag per hop at 10 blocks/s");
+    let seconds: f64 = std::env::var("CLNODE_BENCH_P9R_S").ok().and_then(|v| v.parse().ok()).unwrap_or(40.0);
+    let cluster = Cluster::builder("bench-p9r")
+        .flags(&["--max-timestamp-lead", "60m", "--min-block-interval", "100ms", "--log-level", "debug"])
+        .start();
+    wait_for(Duration::from_secs(30), "leader", || cluster.nodes[0].is_leader().then_some(()));
+    let mut upstream = cluster.nodes[0].api_url();
+    let mut members = Vec::new();
+    for name in ["relay-a", "relay-b", "relay-c"] {
+        let member = Member::start(
+            &cluster.dir,
+            name,
+            ElKind::Geth,
+            "osaka",
+            std::slice::from_ref(&upstream),
+            &["--log-level", "debug"],
+        );
+        upstream = member.node.api_url();
+        members.push(member);
+    }
+    cluster.commit_transactions(0, 1, Duration::from_secs(60));
+    for member in &members {
+        member.wait_caught_up(&cluster.head(), Duration::from_secs(120));
+    }
+    // The window starts after node.js is sending at its pace.
+    let mut load =
+        load_generator(&cluster.dir, "p9r-load", &cluster.els[0].rpc_url(), keys::DEV_KEYS[0], 30.0, seconds + 5.0);
+    std::thread::sleep(Duration::from_secs(3));
+    let window_start = head(&cluster.postgres);
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    let window_end = head(&cluster.postgres);
+    wait_for(Duration::from_secs(60), "sender done", || load.exited().map(|_| ()));
+    let last = cluster.head();
+    for member in &members {
+        member.wait_caught_up(&last, Duration::from_secs(120));
+    }
+    let leader = leader_commit_ms(&cluster.nodes[0].proc.log_text());
+    let heads: Vec<_> = members.iter().map(|m| member_head_ms(&m.node.proc.log_text())).collect();
+    // hops[0]: leader -> A, [1]: A -> B, [2]: B -> C; [3]: leader -> C.
+    // applies[i]: the receiving member's own apply time within hops[i]; the
+    // rest is serving and fetching (the long poll's wake-up, the page on
+    // the wire).
+    let mut hops: [Vec<f64>; 4] = Default::default();
+    let mut applies: [Vec<f64>; 3] = Default::default();
+    for number in window_start + 1..=window_end {
+        let committed = *leader.get(&number).unwrap_or_else(|| panic!("block {number}: no commit time on the leader"));
+        let member = |i: usize| -> (f64, f64) {
+            *heads[i].get(&number).unwrap_or_else(|| panic!("block {number}: no head time on member {i}"))
+        };
+        let chain = [committed, member(0).0, member(1).0, member(2).0];
+        for hop in 0..3 {
+            hops[hop].push(chain[hop + 1] - chain[hop]);
+            applies[hop].push(member(hop).1);
+        }
+        hops[3].push(chain[3] - chain[0]);
+    }
+    let names = ["leader -> A", "A -> B", "B -> C", "end to end (leader -> C)"];
+    let summary: Vec<String> = names
+        .iter()
+        .zip(&hops)
+        .enumerate()
+        .map(|(i, (name, lags))| {
+            let apply = applies.get(i).map_or(String::new(), |a| {
+                let rest: Vec<f64> = lags.iter().zip(a).map(|(lag, apply)| lag - apply).collect();
+                format!(
+                    " (the member's own apply p50 {:.1}, the rest: serving and fetching p50 {:.1} / p99 {:.1})",
+                    median(a),
+                    median(&rest),
+                    percentile(&rest, 99.0)
+                )
+            });
+            format!(
+                "{name} p50 {:.1} / p99 {:.1} / max {:.1}{apply}",
+                median(lags),
+                percentile(lags, 99.0),
+                percentile(lags, 100.0)
+            )
+        })
+        .collect();
+    eprintln!("  {} blocks: {}", hops[3].len(), summary.join("; "));
+    let (first_hop_p99, end_to_end_p99) = (percentile(&hops[0], 99.0), percentile(&hops[3], 99.0));
+    figures.push(Figure {
+        id: "P9r",
+        what: "relay tree, leader commit (durable) to the third-level member's head (stored), end to end (ms)".into(),
+        value: end_to_end_p99,
+        unit: "ms (p99)",
+        baseline: "one hop: leader commit to a member of the leader (A), same run".into(),
+        baseline_value: Some(first_hop_p99),
+        ratio: Some(end_to_end_p99 / first_hop_p99),
+        goal: "reported (lag per hop)",
+        met: hops[3].len() as u64 == window_end - window_start && window_end > window_start,
+        trials: hops[3].len(),
+        median: median(&hops[3]),
+        p99: end_to_end_p99,
+        note: format!(
+            "{} blocks at 10 blocks/s, 30 transfers/s; each member on its own geth and PostgreSQL, syncing from the one above \
+             (the leader -> A -> B -> C); per hop, head to head: {}",
+            hops[3].len(),
+            summary.join("; ")
+        ),
+    });
+    drop(members);
+}
+
+// ---------------------------------------------------------------------------
 // P10 (issue 16, section 5): the cluster at its execution client's limit.
 
-/// The first time each transaction was seen in a canonical block of an
-/// execution client, from a thread polling `eth_blockNumber` every 5 ms
-/// (what P4 measures, for many transactions at once).
+/// The first time each transaction (and each block) was seen in a canonical
+/// block of an execution client, from a thread polling `eth_blockNumber`
+/// every 5 ms (what P4 measures, for many transactions at once).
 struct InclusionWatch {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<std::collections::HashMap<String, f64>>,
+    thread: std::thread::JoinHandle<Seen>,
+}
+
+/// What an [`InclusionWatch`] saw: when each transaction hash and each
+/// block number became canonical (ms since the epoch).
+#[derive(Default)]
+struct Seen {
+    transactions: std::collections::HashMap<String, f64>,
+    blocks: std::collections::HashMap<u64, f64>,
 }
 
 impl InclusionWatch {
@@ -2205,7 +2353,7 @@ impl InclusionWatch {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (url, flag) = (rpc_url.to_owned(), std::sync::Arc::clone(&stop));
         let thread = std::thread::spawn(move || {
-            let mut seen = std::collections::HashMap::new();
+            let mut seen = Seen::default();
             let number = |url: &str| rpc(url, "eth_blockNumber", json!([])).ok().map(|n| quantity(&n));
             let mut last = number(&url).unwrap_or(0);
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
@@ -2215,8 +2363,9 @@ impl InclusionWatch {
                 for n in last + 1..=now {
                     let block = rpc(&url, "eth_getBlockByNumber", json!([format!("0x{n:x}"), false])).unwrap();
                     for hash in block["transactions"].as_array().unwrap() {
-                        seen.insert(hash.as_str().unwrap().to_owned(), at);
+                        seen.transactions.insert(hash.as_str().unwrap().to_owned(), at);
                     }
+                    seen.blocks.insert(n, at);
                 }
                 last = last.max(now);
             }
@@ -2225,7 +2374,7 @@ impl InclusionWatch {
         InclusionWatch { stop, thread }
     }
 
-    fn finish(self) -> std::collections::HashMap<String, f64> {
+    fn finish(self) -> Seen {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.thread.join().unwrap()
     }
@@ -2262,6 +2411,9 @@ struct RateStep {
     latencies: Vec<f64>,
     blocks: u64,
     seconds: f64,
+    /// When each block of the step became canonical on the leader's
+    /// client (the inclusion watch's view).
+    canonical_ms: std::collections::HashMap<u64, f64>,
 }
 
 impl RateStep {
@@ -2282,8 +2434,8 @@ impl RateStep {
 
     fn describe(&self) -> String {
         format!(
-            "{:.0} tx/s for {:.0} s: {} accepted ({:.0}/s), {} not included, {} blocks, member store after the leader's commit max {:.0} ms (at most {} block(s) behind), inclusion p50 {:.0} ms p99 {:.0} ms",
-            self.rate,
+            "{} tx/s for {:.0} s: {} accepted ({:.0}/s), {} not included, {} blocks, member store after the leader's commit max {:.0} ms (at most {} block(s) behind), inclusion p50 {:.0} ms p99 {:.0} ms",
+            format!("{:.1}", self.rate).trim_end_matches(".0"),
             self.seconds,
             self.accepted,
             self.accepted as f64 / self.seconds,
@@ -2366,7 +2518,7 @@ fn rate_step(cluster: &Cluster, members: &[Member], tag: &str, rate: f64, second
         .flatten()
         .filter_map(|(n, stored)| committed.get(n).map(|c| stored - c))
         .fold(0.0, f64::max);
-    let latencies: Vec<f64> = sent.iter().filter_map(|(h, at)| seen.get(h).map(|s| s - at)).collect();
+    let latencies: Vec<f64> = sent.iter().filter_map(|(h, at)| seen.transactions.get(h).map(|s| s - at)).collect();
     RateStep {
         rate,
         accepted: sent.len(),
@@ -2376,6 +2528,7 @@ fn rate_step(cluster: &Cluster, members: &[Member], tag: &str, rate: f64, second
         latencies,
         blocks: last_head - first_head,
         seconds,
+        canonical_ms: seen.blocks,
     }
 }
 
@@ -2395,11 +2548,10 @@ fn import_seconds(dir: &TestDir, name: &str, records: &[(Value, BlockRecord)], f
     raw_loop(&engine, &records[from..], &[])
 }
 
-fn p10_sustained_rate(figures: &mut Vec<Figure>) {
-    eprintln!("P10: highest sustained transaction rate with the members within one block, against geth's import");
-    let hold_s: f64 = std::env::var("CLNODE_BENCH_P10_HOLD_S").ok().and_then(|v| v.parse().ok()).unwrap_or(120.0);
-    // Operators' settings: block time at the clock (one block a second).
-    let cluster = Cluster::builder("bench-p10").start();
+/// P10's cluster: `builder`'s leader and two geth members, all at the
+/// first block and caught up.
+fn p10_cluster(builder: support::cluster::ClusterBuilder) -> (Cluster, Vec<Member>) {
+    let cluster = builder.start();
     wait_for(Duration::from_secs(30), "leader", || cluster.nodes[0].is_leader().then_some(()));
     let sync = [cluster.nodes[0].api_url()];
     let members: Vec<Member> =
@@ -2408,6 +2560,14 @@ fn p10_sustained_rate(figures: &mut Vec<Figure>) {
     for member in &members {
         member.wait_caught_up(&cluster.head(), Duration::from_secs(60));
     }
+    (cluster, members)
+}
+
+fn p10_sustained_rate(figures: &mut Vec<Figure>) {
+    eprintln!("P10: highest sustained transaction rate with the members within one block, against geth's import");
+    let hold_s: f64 = std::env::var("CLNODE_BENCH_P10_HOLD_S").ok().and_then(|v| v.parse().ok()).unwrap_or(120.0);
+    // Operators' settings: block time at the clock (one block a second).
+    let (cluster, members) = p10_cluster(Cluster::builder("bench-p10"));
     // Search: double the rate in 20 s steps until a step is not sustained.
     let mut steps = Vec::new();
     let mut rate = 10.0;
@@ -2448,7 +2608,7 @@ fn p10_sustained_rate(figures: &mut Vec<Figure>) {
         if from < records.len() { import_seconds(&cluster.dir, "geth-import", &records, from) } else { f64::NAN };
     let import_rate = window_txs as f64 / import_s;
     // Inclusion at half the sustained rate.
-    let half = rate_step(&cluster, &members, "half", (best / 2.0).max(1.0), 40.0);
+    let half = rate_step(&cluster, &members, "half", off_the_second((best / 2.0).max(1.0)), 40.0);
     eprintln!("  half: {}", half.describe());
     let value = hold.as_ref().map_or(0.0, |h| h.accepted as f64 / h.seconds);
     let ramp: Vec<String> = steps.iter().map(RateStep::describe).collect();
@@ -2474,8 +2634,26 @@ fn p10_sustained_rate(figures: &mut Vec<Figure>) {
             ramp.join("; ")
         ),
     });
+    figures.push(p10b_figure(&half, None));
+    drop(members);
+}
+
+/// A sending rate 1 % below `rate`, for P10b. The search's rates (10 × 2^k)
+/// halve to intervals that divide a second (50 ms at 20 tx/s), so a
+/// sender's transfers arrive at the same phases of every second, and with
+/// blocks built once a second at a fixed phase the measured wait depends on
+/// where in its 50 ms the sender happened to start: up to ±25 ms on p50
+/// from one run to the next. 1 % slower, the sends drift by 10 ms a second
+/// against the blocks and sweep every phase every 5 s.
+fn off_the_second(rate: f64) -> f64 {
+    rate * 0.99
+}
+
+/// P10b's figure from the half-rate step (and the per-block timeline when
+/// the leader logged its debug lines).
+fn p10b_figure(half: &RateStep, timeline: Option<String>) -> Figure {
     let (p50, p99) = (median(&half.latencies), percentile(&half.latencies, 99.0));
-    figures.push(Figure {
+    Figure {
         id: "P10b",
         what: "inclusion at half the sustained rate, eth_sendRawTransaction to canonical on the leader's geth (ms)"
             .into(),
@@ -2489,9 +2667,88 @@ fn p10_sustained_rate(figures: &mut Vec<Figure>) {
         trials: half.latencies.len(),
         median: p50,
         p99,
-        note: half.describe(),
-    });
+        note: match timeline {
+            Some(timeline) => format!("{}; {timeline}", half.describe()),
+            None => half.describe(),
+        },
+    }
+}
+
+/// P10b alone (`CLNODE_BENCH_ONLY=P10b`), without P10's search: the same
+/// cluster (a leader and two members at the defaults, the leader logging
+/// its per-block debug line) at 1 % below `CLNODE_BENCH_P10B_RATE` tx/s
+/// (20, half of the last held rate; see [`off_the_second`]) for
+/// `CLNODE_BENCH_P10B_S` seconds (40), with the leader's per-block timeline.
+fn p10b_alone(figures: &mut Vec<Figure>) {
+    let env = |name: &str, default: f64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let rate = off_the_second(env("CLNODE_BENCH_P10B_RATE", 20.0));
+    let seconds = env("CLNODE_BENCH_P10B_S", 40.0);
+    eprintln!("P10b: inclusion at {rate} tx/s for {seconds} s, with the leader's per-block timeline");
+    let (cluster, members) = p10_cluster(Cluster::builder("bench-p10b").flags(&["--log-level", "debug"]));
+    let step = rate_step(&cluster, &members, "p10b", rate, seconds);
+    eprintln!("  {}", step.describe());
+    let timeline = block_timeline(&cluster.nodes[0].proc.log_text(), &step.canonical_ms);
+    eprintln!("  {timeline}");
+    figures.push(p10b_figure(&step, Some(timeline)));
     drop(members);
+}
+
+/// The leader's per-block timeline over the blocks in `canonical_ms`, from
+/// its debug lines (logged just after the commit): p50/p99 of how late
+/// each build started after block time allowed it (`--max-timestamp-lead`,
+/// 2 s, minus how far block time ran ahead at the start), where in the
+/// second it started, each step, the rest of build start → commit (the
+/// build wait and the gaps), and commit → canonical on the leader's client.
+fn block_timeline(leader_log: &str, canonical_ms: &std::collections::HashMap<u64, f64>) -> String {
+    let mut columns: [Vec<f64>; 8] = Default::default();
+    for line in leader_log.lines().filter(|l| l.contains("leader: committed block ")) {
+        let Some(number) = line.split_once("leader: committed block ").and_then(|(_, r)| r.split(' ').next()) else {
+            continue;
+        };
+        let Some(visible) = number.parse::<u64>().ok().and_then(|n| canonical_ms.get(&n)) else { continue };
+        let field = |name: &str| ms_field(line, name);
+        let (Some(at), Some(fcu), Some(get), Some(new), Some(commit), Some(total), Some(lead)) = (
+            log_time_ms(line),
+            field("forkchoiceUpdated"),
+            field("getPayload"),
+            field("newPayload"),
+            field("commit"),
+            field("build start to commit"),
+            field("block time"),
+        ) else {
+            continue;
+        };
+        let started = at - total;
+        let values = [
+            2000.0 - lead,
+            started.rem_euclid(1000.0),
+            fcu,
+            get,
+            new,
+            commit,
+            total - fcu - get - new - commit,
+            visible - at,
+        ];
+        for (column, value) in columns.iter_mut().zip(values) {
+            column.push(value);
+        }
+    }
+    let names = [
+        "start after allowed",
+        "start within the second",
+        "forkchoiceUpdated",
+        "getPayload",
+        "newPayload",
+        "commit",
+        "build wait and gaps",
+        "commit to canonical (seen)",
+    ];
+    let parts: Vec<String> = names
+        .iter()
+        .zip(&columns)
+        .map(|(name, c)| format!("{name} {:.0}/{:.0}", median(c), percentile(c, 99.0)))
+        .collect();
+    format!("per block, p50/p99 ms over {} blocks: {}", columns[0].len(), parts.join(", "))
 }
 
 /// Sends `count` transactions of `data_bytes` calldata each, as fast as

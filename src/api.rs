@@ -611,19 +611,7 @@ mod tests {
     }
 
     fn stored(number: u64) -> Arc<StoredBlock> {
-        Arc::new(StoredBlock {
-            number,
-            hash: format!("0x{number:064x}"),
-            parent_hash: format!("0x{:064x}", number.saturating_sub(1)),
-            payload_json: "{}".into(),
-            requests_json: "[]".into(),
-            timestamp: number,
-            parent_beacon_block_root: format!("0x{:064x}", 0),
-            blob_versioned_hashes_json: "[]".into(),
-            payload_version: 5,
-            term: 1,
-            leader_signature: None,
-        })
+        Arc::new(StoredBlock::for_test(number))
     }
 
     /// Issue 16: a long poll is parked by the gate only after the same

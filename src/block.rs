@@ -267,6 +267,25 @@ impl StoredBlock {
             + self.leader_signature.as_ref().map_or(0, String::len)
     }
 
+    /// A stored block with an empty payload, for unit tests of what holds
+    /// and serves blocks (hashes and parents from the number).
+    #[cfg(test)]
+    pub fn for_test(number: u64) -> StoredBlock {
+        StoredBlock {
+            number,
+            hash: format!("0x{number:064x}"),
+            parent_hash: format!("0x{:064x}", number.saturating_sub(1)),
+            payload_json: "{}".into(),
+            requests_json: "[]".into(),
+            timestamp: number,
+            parent_beacon_block_root: format!("0x{:064x}", 0),
+            blob_versioned_hashes_json: "[]".into(),
+            payload_version: 5,
+            term: 1,
+            leader_signature: None,
+        }
+    }
+
     /// The sync API's JSON for one block: the seed's fields (`payload_data`
     /// and `requests_data` are base64 of the JSON the leader stored) plus the
     /// fields an exact replay needs.

@@ -1,7 +1,7 @@
 //! Parked long polls: a poll waiting for the head to move costs an entry
 //! here and its connection, not a thread. When the head moves the gate
 //! takes every poll it passed and answers them together, each page
-//! rendered once ([`Renderings`]) and the same bytes written to every
+//! rendered once (`Renderings`) and the same bytes written to every
 //! waiter.
 
 use std::collections::{BTreeMap, HashMap};
@@ -114,7 +114,7 @@ pub(crate) struct Renderings {
     answers: HashMap<(PageKey, bool, bool), AnswerParts>,
 }
 
-/// Pages kept per head by [`Renderings`].
+/// Pages kept per head by `Renderings`.
 pub const MAX_RENDERINGS: usize = 256;
 
 impl Renderings {

@@ -111,6 +111,24 @@ pub fn next_block_timestamp(
     (u128::from(timestamp) * 1000 <= latest.as_millis()).then_some(timestamp)
 }
 
+/// How long from `now` until [`next_block_timestamp`] allows a block on a
+/// parent with `parent_timestamp` (zero: it does now): the instant the
+/// next whole second, less `max_lead`, is behind the earliest the
+/// reference may really be. The producer sleeps exactly this long (within
+/// its bound) instead of looking again at fixed intervals, so that under
+/// sustained load each build starts when block time allows it, not up to
+/// a recheck interval later.
+pub fn wait_for_next_timestamp(
+    parent_timestamp: u64,
+    now: Duration,
+    uncertainty: Duration,
+    max_lead: Duration,
+) -> Duration {
+    let timestamp = parent_timestamp.saturating_add(1).max(now.as_secs());
+    let allowed_at = Duration::from_secs(timestamp).saturating_add(uncertainty).saturating_sub(max_lead);
+    allowed_at.saturating_sub(now)
+}
+
 /// The samples the producer keeps, and what follows from them.
 #[derive(Debug)]
 pub struct ClockReference {
@@ -257,6 +275,39 @@ mod tests {
         // A lead cap of zero: only a timestamp at or before the earliest now.
         assert_eq!(next_block_timestamp(99, ms(100_500), ms(10), Duration::ZERO), Some(100));
         assert_eq!(next_block_timestamp(100, ms(100_500), ms(10), Duration::ZERO), None);
+    }
+
+    #[test]
+    fn the_wait_ends_when_the_next_timestamp_is_allowed() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let lead = s(2);
+        // (parent, now, uncertainty, expected wait)
+        let table = [
+            (100, ms(200_500), ms(10), ms(0)),   // parent long ago: build now
+            (201, ms(200_500), ms(10), ms(0)),   // 202 within the lead: build now
+            (202, ms(200_500), ms(10), ms(510)), // 203 allowed at 201.010
+            (202, ms(201_009), ms(10), ms(1)),   // one millisecond before it
+            (202, ms(201_010), ms(10), ms(0)),   // exactly at the cap
+            (202, ms(201_300), ms(10), ms(0)),   // past it
+            (202, ms(200_500), ms(0), ms(500)),  // no uncertainty: at the second's turn
+            (u64::MAX, ms(1_000), ms(0), Duration::from_secs(u64::MAX).saturating_sub(s(2)).saturating_sub(ms(1_000))),
+        ];
+        for (parent, now, uncertainty, expected) in table {
+            let wait = wait_for_next_timestamp(parent, now, uncertainty, lead);
+            assert_eq!(wait, expected, "{parent} {now:?}");
+            // Consistent with the decision: allowed after the wait, not a
+            // millisecond before it.
+            if parent < u64::MAX / 2 {
+                assert!(next_block_timestamp(parent, now + wait, uncertainty, lead).is_some(), "{parent} {now:?}");
+                if !wait.is_zero() {
+                    let before = now + wait - ms(1);
+                    assert_eq!(next_block_timestamp(parent, before, uncertainty, lead), None, "{parent} {now:?}");
+                }
+            }
+        }
+        // A lead cap of zero: the next second's turn plus the uncertainty.
+        assert_eq!(wait_for_next_timestamp(100, ms(100_500), ms(10), Duration::ZERO), ms(510));
     }
 
     #[test]

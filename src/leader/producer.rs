@@ -44,8 +44,10 @@ const STANDBY_WAIT: Duration = Duration::from_millis(20);
 const STANDBY_RECHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a stepping-down producer waits for the lease thread to let go.
 const STEP_DOWN_WAIT: Duration = Duration::from_secs(2);
-/// While block time runs `--max-timestamp-lead` ahead of the clock, how
-/// often the producer looks at the clock again.
+/// While block time runs `--max-timestamp-lead` ahead of the clock, the
+/// producer sleeps until the instant it may build
+/// (`clock::wait_for_next_timestamp`), but at most this long at a time, so
+/// that it looks at the lease, the clock and shutdown as often as before.
 const TIMESTAMP_LEAD_RECHECK: Duration = Duration::from_millis(50);
 /// Back-off after a failure: doubles from the first to the last value.
 const FAILURE_BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -589,15 +591,33 @@ impl Producer {
         verdict
     }
 
+    /// Samples the clock when due ([`Self::check_clock`]); an error when
+    /// this node's clock is unfit to lead: the leader steps down.
+    fn judge_clock(&mut self) -> Result<(), ProduceError> {
+        match self.check_clock().problem(self.clock.bound()) {
+            Some(problem) => Err(ProduceError::Clock(problem)),
+            None => Ok(()),
+        }
+    }
+
+    /// How long until block time allows a block on `parent`, on the clock
+    /// sample in hand (no round trip); zero without a fresh sample, so that
+    /// [`Self::block_timestamp`] takes one (or fails).
+    fn timestamp_wait(&self, parent: Parent) -> Duration {
+        match self.clock.database_now(Instant::now()) {
+            Some((now, uncertainty)) => {
+                clock::wait_for_next_timestamp(parent.timestamp, now, uncertainty, self.settings.max_timestamp_lead)
+            }
+            None => Duration::ZERO,
+        }
+    }
+
     /// The next block's timestamp on the database's clock; `None` while it
     /// would run more than `--max-timestamp-lead` ahead (wait). An error
     /// when this node's clock is unfit to lead: the leader steps down.
     fn block_timestamp(&mut self, parent: Parent) -> Result<Option<u64>, ProduceError> {
-        let verdict = self.check_clock();
+        self.judge_clock()?;
         let bound = self.clock.bound();
-        if let Some(problem) = verdict.problem(bound) {
-            return Err(ProduceError::Clock(problem));
-        }
         let (now, uncertainty) = self
             .clock
             .database_now(Instant::now())
@@ -643,10 +663,22 @@ impl Producer {
             self.ctx.shutdown.sleep(config.min_block_interval - since_last);
             return Ok(None);
         }
-        let Some(timestamp) = self.block_timestamp(parent)? else {
-            // Block time may not run further ahead of the clock: wait.
+        // Block time may not run further ahead of the clock: make the last
+        // commit canonical first (nothing, not even the clock sample's round
+        // trip, comes between a commit and its block becoming visible), then
+        // wait until block time allows the next one, to the millisecond.
+        let wait = self.timestamp_wait(parent);
+        if !wait.is_zero() {
             self.flush_canonical()?;
-            self.ctx.shutdown.sleep(TIMESTAMP_LEAD_RECHECK);
+            self.judge_clock()?;
+            self.ctx.shutdown.sleep(wait.min(TIMESTAMP_LEAD_RECHECK));
+            return Ok(None);
+        }
+        let Some(timestamp) = self.block_timestamp(parent)? else {
+            // A fresh clock sample moved the instant: wait again.
+            self.flush_canonical()?;
+            let wait = self.timestamp_wait(parent);
+            self.ctx.shutdown.sleep(wait.min(TIMESTAMP_LEAD_RECHECK));
             return Ok(None);
         };
         if self.ctx.shutdown.is_requested() || self.ctx.lease.held_term() != Some(term) {
@@ -679,6 +711,10 @@ impl Producer {
             parent_beacon_block_root: parent.hash,
         };
         let started = Instant::now();
+        // How far block time runs ahead of the clock as this build starts
+        // (the per-block timeline in the debug line; `--max-timestamp-lead`
+        // caps it).
+        let lead_at_start_ms = timestamp as f64 * 1000.0 - self.database_now_ms();
         let engine_error = |source| ProduceError::Engine { block_number: number, source };
         let updated = self
             .engine(|e| e.forkchoice_updated(&ForkchoiceState::all_at(parent.hash), Some(&attributes)))
@@ -728,7 +764,7 @@ impl Producer {
             });
         }
         let record = BlockRecord::from_built(built, parent.hash, term);
-        Ok(Some(BuiltBlock { record, timestamp, started, requested_in, get_payload_in }))
+        Ok(Some(BuiltBlock { record, timestamp, started, lead_at_start_ms, requested_in, get_payload_in }))
     }
 
     /// Steps 5 and 6: newPayload (VALID only), the local lease check, the
@@ -791,17 +827,19 @@ impl Producer {
         let CommittedBlock { built, stored, executed_in, committed_in } = *committed;
         let (record, number) = (&built.record, built.record.number());
         if log::debug_enabled() {
-            let (fcu, get, new, commit) = (
+            let (fcu, get, new, commit, total) = (
                 log::millis(built.requested_in),
                 log::millis(built.get_payload_in),
                 log::millis(executed_in),
                 log::millis(committed_in),
+                log::millis(built.started.elapsed()),
             );
-            let txs = record.payload.transaction_count();
+            let (txs, lead) = (record.payload.transaction_count(), built.lead_at_start_ms);
             log::debug_with(
                 &format!(
                     "leader: committed block {number} ({}, {txs} txs, term {term}): forkchoiceUpdated {fcu:.3} ms, \
-                     getPayload {get:.3} ms, newPayload {new:.3} ms, commit {commit:.3} ms",
+                     getPayload {get:.3} ms, newPayload {new:.3} ms, commit {commit:.3} ms; build start to commit \
+                     {total:.3} ms, block time {lead:.1} ms ahead of the clock at the start",
                     record.hash(),
                 ),
                 &[
@@ -813,6 +851,8 @@ impl Producer {
                     ("get_payload_ms", get.into()),
                     ("new_payload_ms", new.into()),
                     ("commit_ms", commit.into()),
+                    ("build_to_commit_ms", total.into()),
+                    ("timestamp_lead_at_start_ms", lead.into()),
                 ],
             );
         }
@@ -870,6 +910,8 @@ struct BuiltBlock {
     timestamp: u64,
     /// When its build started: blocks are paced start to start.
     started: Instant,
+    /// Its timestamp minus the database clock at that start (ms).
+    lead_at_start_ms: f64,
     requested_in: Duration,
     get_payload_in: Duration,
 }
