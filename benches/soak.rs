@@ -144,6 +144,48 @@ fn poll_health(ports: Vec<(String, u16)>, stop: &std::sync::atomic::AtomicBool, 
     }
 }
 
+/// How late a thread of this process wakes from a 10 ms sleep: the
+/// machine's scheduling delay, measured beside the cluster, so a lease
+/// loss can be told from a machine that stalled as a whole.
+#[derive(Default)]
+struct Stalls {
+    /// The worst oversleep since the last minute line (ms).
+    minute_max_ms: f64,
+    /// The worst over the run (ms).
+    max_ms: f64,
+    /// Oversleeps of 200 ms or more: when, and how long.
+    samples: Vec<String>,
+    count_over_200ms: u64,
+}
+
+fn watch_stalls(stop: &std::sync::atomic::AtomicBool, stalls: &std::sync::Mutex<Stalls>) {
+    let tick = Duration::from_millis(10);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let before = Instant::now();
+        std::thread::sleep(tick);
+        let late_ms = before.elapsed().saturating_sub(tick).as_secs_f64() * 1000.0;
+        let mut stalls = stalls.lock().unwrap();
+        stalls.minute_max_ms = stalls.minute_max_ms.max(late_ms);
+        stalls.max_ms = stalls.max_ms.max(late_ms);
+        if late_ms >= 200.0 {
+            stalls.count_over_200ms += 1;
+            if stalls.samples.len() < 50 {
+                stalls.samples.push(format!("{} woke {late_ms:.0} ms late", clnode::log::utc_now()));
+            }
+        }
+    }
+}
+
+/// Redis's own latency monitor (events such as `aof-write`, `aof-fsync-always`,
+/// `command`, `expire-cycle` that took 50 ms or more): event -> worst ms.
+fn redis_latency(redis: &Redis) -> Value {
+    let Ok(client) = redis::Client::open(format!("redis://{}/", redis.addr())) else { return Value::Null };
+    let Ok(mut connection) = client.get_connection_with_timeout(Duration::from_secs(2)) else { return Value::Null };
+    let latest: Vec<(String, i64, i64, i64)> =
+        redis::cmd("LATENCY").arg("LATEST").query(&mut connection).unwrap_or_default();
+    latest.into_iter().map(|(event, _at, _last, max)| (event, json!(max))).collect::<serde_json::Map<_, _>>().into()
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` builds and
     // runs bench targets too and must not start an hour-long run.
@@ -165,6 +207,12 @@ fn main() {
     );
 
     let cluster = Cluster::builder("soak").leaders(2).peered().flags(&flags).start();
+    {
+        let client = redis::Client::open(format!("redis://{}/", cluster.redis.addr())).unwrap();
+        let mut connection = client.get_connection_with_timeout(Duration::from_secs(2)).unwrap();
+        let _: () =
+            redis::cmd("CONFIG").arg("SET").arg("latency-monitor-threshold").arg("50").query(&mut connection).unwrap();
+    }
     let sync: Vec<String> = cluster.nodes.iter().map(Node::api_url).collect();
     let members: Vec<Member> = (0..2)
         .map(|i| {
@@ -225,6 +273,12 @@ fn main() {
         std::thread::spawn(move || poll_health(ports, &stop, &tally))
     };
 
+    let stalls = std::sync::Arc::new(std::sync::Mutex::new(Stalls::default()));
+    let stall_watch = {
+        let (stop, stalls) = (std::sync::Arc::clone(&stop), std::sync::Arc::clone(&stalls));
+        std::thread::spawn(move || watch_stalls(&stop, &stalls))
+    };
+
     let started = Instant::now();
     let total = Duration::from_secs_f64(minutes * 60.0);
     let mut rss: Vec<Vec<f64>> = vec![Vec::new(); nodes.len()];
@@ -274,6 +328,14 @@ fn main() {
                 "max_member_lag_blocks": max_member_lag,
             });
             drop(tally_now);
+            let mut line = line;
+            {
+                let mut stalls_now = stalls.lock().unwrap();
+                line["scheduling_delay_max_ms"] = json!(stalls_now.minute_max_ms.round());
+                line["scheduling_delays_over_200ms"] = json!(stalls_now.count_over_200ms);
+                stalls_now.minute_max_ms = 0.0;
+            }
+            line["redis_latency_max_ms"] = redis_latency(&cluster.redis);
             eprintln!("soak: {line}");
             writeln!(progress, "{line}").unwrap();
             progress.flush().unwrap();
@@ -284,6 +346,8 @@ fn main() {
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     poller.join().unwrap();
+    stall_watch.join().unwrap();
+    let stalls = stalls.lock().unwrap();
     let end_terms = terms(&cluster.postgres);
     let end_head = head(&cluster.postgres);
     let losses: Vec<f64> = cluster
@@ -339,6 +403,8 @@ fn main() {
         "max_member_lag_blocks": max_member_lag,
         "rss_mb": rss_summary,
         "load_average_1m": {"min": sorted_load.first(), "median": sorted_load.get(sorted_load.len() / 2), "max": sorted_load.last()},
+        "scheduling_delay": {"max_ms": stalls.max_ms.round(), "over_200ms": stalls.count_over_200ms, "samples": stalls.samples},
+        "redis_latency_max_ms": redis_latency(&cluster.redis),
     });
     std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report).unwrap()).unwrap();
     eprintln!("soak: {}", serde_json::to_string_pretty(&report).unwrap());

@@ -255,6 +255,33 @@ fn a_leader_whose_execution_client_dies_steps_down_and_a_standby_continues() {
     assert_continuous(&stored_chain(&cluster.postgres));
 }
 
+/// A database that answers slowly is a slow disk, not a dead database:
+/// the leader keeps its term. Before `--database-stall-limit` had a floor of
+/// 1 s it was half the TTL (250 ms at this 500 ms TTL) and the idle leader's
+/// fence read, held here for 700 ms, released the lease: a failover onto
+/// the same PostgreSQL, for nothing.
+#[test]
+fn a_database_that_answers_slowly_does_not_cost_the_lease() {
+    let flags = ["--lease-ttl", "500ms", "--lease-renew-interval", "100ms", "--lease-safety-margin", "100ms"];
+    let cluster = Cluster::builder("leader-slow-database").leaders(2).links().flags(&flags).start();
+    let (leader, _standby, _head) = leader_and_caught_up_standby(&cluster);
+    let losses = cluster.nodes[leader].metric("clnode_lease_losses_total");
+    // Every PostgreSQL answer to the leader is held for 700 ms: the idle
+    // leader's fence read (every half of the limit) hangs that long.
+    let link = &cluster.links[leader].postgres;
+    link.set(ProxyMode::HoldReplies, false);
+    std::thread::sleep(Duration::from_millis(700));
+    link.set(ProxyMode::Pass, false);
+    // The leader goes on committing in its term.
+    cluster.commit_transactions(leader, 1, Duration::from_secs(20));
+    let log = cluster.nodes[leader].proc.log_text();
+    assert!(!log.contains("the database has not answered"), "{log}");
+    assert!(cluster.nodes[leader].is_leader(), "{log}");
+    assert_eq!(cluster.nodes[leader].metric("clnode_lease_losses_total"), losses, "{log}");
+    let terms = cluster.postgres.client().query_one("SELECT COUNT(DISTINCT term) FROM payloads", &[]).unwrap();
+    assert_eq!(terms.get::<_, i64>(0), 1, "a second term committed");
+}
+
 fn stored_block(number: u64, parent: Hash32, term: u64) -> StoredBlock {
     let mut hash = [0u8; 32];
     hash[..8].copy_from_slice(&number.to_be_bytes());

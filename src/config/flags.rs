@@ -357,7 +357,7 @@ pub const FLAGS: &[Flag] = &[
         kind: Kind::Duration(Bounds::ANY),
         group: Group::Leader,
         help: "a leader whose database calls fail or hang this long releases the lease until it reaches \
-               PostgreSQL again (default: half of --lease-ttl; above 0 and less than the TTL)",
+               PostgreSQL again (default: half of --lease-ttl, at least 1s; a slow commit is not a dead database)",
     },
     Flag {
         name: "engine-stall-limit",

@@ -26,6 +26,20 @@ use values::Input;
 
 /// The least default `--engine-stall-limit` (see `leader_config`).
 const MIN_DEFAULT_ENGINE_STALL_LIMIT: Duration = Duration::from_secs(1);
+/// The least default `--database-stall-limit` (`default_database_stall_limit`).
+const MIN_DEFAULT_DATABASE_STALL_LIMIT: Duration = Duration::from_secs(1);
+
+/// `--database-stall-limit` when not given: half the TTL, but never under a
+/// second. The guard is for a database that is gone for this leader (cut
+/// off, hung), not for a slow commit: on a shared disk one WAL flush took
+/// 165-410 ms under load (docs/BENCHMARKS.md, "Soak"), and a standby writes
+/// to the same PostgreSQL, so releasing the lease on that gains nothing and
+/// costs a failover. It need not be below the TTL: the fence, not the
+/// lease, keeps a commit still in flight from a released term out of the
+/// chain, so the limit only decides how soon a standby takes over.
+fn default_database_stall_limit(lease_ttl: Duration) -> Duration {
+    (lease_ttl / 2).max(MIN_DEFAULT_DATABASE_STALL_LIMIT)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -499,7 +513,7 @@ fn leader(input: &Input) -> Result<LeaderConfig, ConfigError> {
         lease_safety_margin: input.duration("lease-safety-margin")?,
         database_stall_limit: match input.given("database-stall-limit") {
             Some(_) => input.duration("database-stall-limit")?,
-            None => input.duration("lease-ttl")? / 2,
+            None => default_database_stall_limit(input.duration("lease-ttl")?),
         },
         // Default: one TTL (a takeover within two TTLs plus the build), but
         // never under a second: a full block's newPayload took 152 ms here
@@ -557,9 +571,11 @@ fn validate_lease(leader: &LeaderConfig) -> Result<(), ConfigError> {
     }
     // Two renew attempts must fit in the usable part of the lease, so one
     // lost renew does not cost the lease.
-    // Well under the TTL, so a standby takes over within two TTLs of the cut.
-    if leader.database_stall_limit.is_zero() || leader.database_stall_limit >= ttl {
-        return err("--database-stall-limit must be above 0 and less than --lease-ttl");
+    // Any length above 0, also above the TTL: it bounds how long a leader
+    // cut off from PostgreSQL keeps the lease (liveness); the fence refuses
+    // a hung commit of a released term whenever it lands (safety).
+    if leader.database_stall_limit.is_zero() {
+        return err("--database-stall-limit must be above 0");
     }
     if leader.engine_stall_limit.is_zero() {
         return err("--engine-stall-limit must be above 0");
@@ -665,6 +681,35 @@ mod tests {
         // A killed leader's lease must lapse well inside the 1.5 s fail-over goal.
         assert_eq!(config.leader.lease_ttl, Duration::from_secs(1));
         assert!(config.leader.lease_renew_interval * 4 <= config.leader.lease_ttl);
+    }
+
+    #[test]
+    fn the_database_stall_limit_defaults_to_half_the_ttl_but_at_least_a_second() {
+        let ms = Duration::from_millis;
+        // (--lease-ttl, default --database-stall-limit)
+        let table = [
+            (ms(200), ms(1000)),
+            (ms(250), ms(1000)),
+            (ms(500), ms(1000)),
+            (ms(1000), ms(1000)),
+            (ms(2000), ms(1000)),
+            (ms(3000), ms(1500)),
+            (ms(60_000), ms(30_000)),
+        ];
+        for (ttl, expected) in table {
+            assert_eq!(default_database_stall_limit(ttl), expected, "{ttl:?}");
+        }
+        let base = ["--instance-id", "x", "--jwt-secret", SECRET, "--insecure-unsigned-records"];
+        let with = |more: &[&str]| run(&[&base[..], more].concat());
+        let short =
+            with(&["--lease-ttl", "500ms", "--lease-renew-interval", "100ms", "--lease-safety-margin", "100ms"]);
+        assert_eq!(short.unwrap().leader.database_stall_limit, ms(1000));
+        // A limit above the TTL is accepted (the fence keeps safety)...
+        let above = with(&["--lease-ttl", "500ms", "--lease-renew-interval", "100ms", "--database-stall-limit", "2s"]);
+        assert_eq!(above.unwrap().leader.database_stall_limit, ms(2000));
+        // ...zero is not.
+        let zero = with(&["--database-stall-limit", "0ms"]).unwrap_err().to_string();
+        assert!(zero.contains("--database-stall-limit"), "{zero}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use redis::{IntoConnectionInfo, Script};
 
 use super::handover::{self, HandedOver, Mailbox, TransferAnswer, TransferRefused};
 use super::preference::{self, Ineligible, LeaderView, Move, Preference, Readiness, Rules};
+use super::readiness::ReadinessPublisher;
 use crate::config::LeaderConfig;
 use crate::log;
 use crate::metrics::Metrics;
@@ -266,6 +267,9 @@ pub struct LeaseHandle {
     transfers: Mailbox,
     /// The leader-mode nodes' readiness records as last read (admin status).
     cluster: Mutex<Vec<Readiness>>,
+    /// After a voluntary step-down, give the others one TTL to take over:
+    /// no acquiring, and the readiness record says "not ready", until then.
+    cooldown_until: Mutex<Option<Instant>>,
 }
 
 impl Default for LeaseHandle {
@@ -282,6 +286,7 @@ impl Default for LeaseHandle {
             paused: AtomicBool::new(false),
             transfers: Mailbox::default(),
             cluster: Mutex::new(Vec::new()),
+            cooldown_until: Mutex::new(None),
         }
     }
 }
@@ -365,6 +370,21 @@ impl LeaseHandle {
         self.cluster.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
+    /// Set by the readiness publisher (`readiness.rs`).
+    pub(super) fn set_cluster(&self, records: Vec<Readiness>) {
+        *self.cluster.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = records;
+    }
+
+    fn start_cooldown(&self, length: Duration) {
+        *self.cooldown_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now() + length);
+    }
+
+    /// In the one TTL after a voluntary step-down.
+    pub fn in_cooldown(&self) -> bool {
+        let until = *self.cooldown_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        until.is_some_and(|until| Instant::now() < until)
+    }
+
     fn set(&self, lease: Option<HeldLease>) {
         *self.lock() = lease;
         self.changed.notify_all();
@@ -380,23 +400,23 @@ pub struct LeaseLoop {
     metrics: Arc<Metrics>,
     status: Arc<NodeStatus>,
     shutdown: Shutdown,
-    /// Dropped after every failure: whatever failed, a reply may still be
-    /// owed on it.
+    /// The lease thread's own: acquire, renew, release, the standby's
+    /// wait. Dropped after every failure: whatever failed, a reply may
+    /// still be owed on it.
     connection: Reconnecting<redis::Connection, RedisError>,
     last_term: u64,
-    /// After a voluntary step-down, give the others one TTL to take over.
-    cooldown_until: Option<Instant>,
     /// The fresh floor for new terms (`with_fence_floor`).
     fence_floor: Option<FenceFloor>,
     /// `--preferred-leaders`, and the hysteresis of automatic moves.
     preference: Preference,
     rules: Rules,
-    /// Since when this node has been ready to lead without a break.
-    ready_since: Option<Instant>,
     /// When this node acquired its current term.
     held_since: Instant,
-    last_published: Option<Instant>,
-    last_cluster_read: Option<Instant>,
+    /// When the last renew that Redis confirmed was sent (or the term
+    /// acquired): what a lost lease is measured from in the log.
+    last_renew_confirmed: Option<Instant>,
+    /// When the previous renew was sent, for the late-renew line.
+    last_renew_sent: Option<Instant>,
     /// Redis has answered this process once: from then on a refused
     /// password is a change on the server's side and is waited out.
     reached_redis: bool,
@@ -433,14 +453,12 @@ impl LeaseLoop {
             shutdown,
             connection: Reconnecting::new(move || connect_redis(&addr, password.as_ref(), read_timeout)),
             last_term: 0,
-            cooldown_until: None,
             fence_floor: None,
             preference,
             rules,
-            ready_since: None,
             held_since: Instant::now(),
-            last_published: None,
-            last_cluster_read: None,
+            last_renew_confirmed: None,
+            last_renew_sent: None,
             reached_redis: false,
         }
     }
@@ -490,15 +508,7 @@ impl LeaseLoop {
     ) -> Result<T, RedisError> {
         let addr = self.config.redis_addr.clone();
         let connection = self.connection.get()?;
-        let mut invocation = script.prepare_invoke();
-        for key in keys {
-            invocation.key(*key);
-        }
-        for arg in args {
-            invocation.arg(arg);
-        }
-        let result: Result<T, _> = invocation.invoke(connection);
-        result.map_err(|e| RedisError::new(&addr, what, &e))
+        run_script(connection, &addr, script, keys, args, what)
     }
 
     /// One PING at start, before this node is ready to lead: a Redis that
@@ -514,7 +524,31 @@ impl LeaseLoop {
         }
     }
 
-    pub fn run(mut self) {
+    /// The lease loop, with the readiness publisher (`readiness.rs`) on a
+    /// thread of its own beside it for as long as it runs.
+    pub fn run(self) {
+        let publisher = ReadinessPublisher::new(
+            self.config.clone(),
+            self.instance_id.clone(),
+            Arc::clone(&self.handle),
+            Arc::clone(&self.metrics),
+            Arc::clone(&self.status),
+            self.shutdown.clone(),
+        );
+        let shutdown = self.shutdown.clone();
+        std::thread::scope(|scope| {
+            let started = std::thread::Builder::new()
+                .name("lease-readiness".to_owned())
+                .spawn_scoped(scope, move || publisher.run());
+            if let Err(error) = started {
+                shutdown.fail(format!("lease: cannot start the readiness thread: {error}"));
+                return;
+            }
+            self.lease_loop();
+        });
+    }
+
+    fn lease_loop(mut self) {
         self.first_contact();
         let acquire = Script::new(ACQUIRE_LUA);
         let renew = Script::new(RENEW_LUA);
@@ -540,14 +574,29 @@ impl LeaseLoop {
                         continue;
                     }
                     let sent = Instant::now();
-                    match self.run_script::<i64>(
+                    let since_previous = self.last_renew_sent.map(|previous| sent.duration_since(previous));
+                    self.last_renew_sent = Some(sent);
+                    let answer = self.run_script::<i64>(
                         &renew,
                         &[LEASE_KEY, TERM_KEY],
                         &[self.holder_value(term), ttl_ms.clone()],
                         "renew",
-                    ) {
+                    );
+                    let round_trip = sent.elapsed();
+                    if renew_was_late(since_previous, round_trip, self.config.lease_renew_interval) {
+                        log::info(&format!(
+                            "lease: renew of term {term} late: sent {} ms after the previous one, answered in {} ms \
+                             (--lease-renew-interval {} ms, --lease-ttl {} ms)",
+                            since_previous.map_or(0, |gap| gap.as_millis()),
+                            round_trip.as_millis(),
+                            self.config.lease_renew_interval.as_millis(),
+                            self.config.lease_ttl.as_millis()
+                        ));
+                    }
+                    match answer {
                         Ok(1) => {
                             self.redis_reachable();
+                            self.last_renew_confirmed = Some(sent);
                             self.handle.set(Some(HeldLease { term, valid_until: sent + usable }));
                             if self.hand_over_if_due(&release_to, term) {
                                 held = None;
@@ -555,7 +604,16 @@ impl LeaseLoop {
                             }
                         }
                         Ok(_) => {
-                            log::warn(&format!("lease: lost term {term} (another holder or expired)"));
+                            // Redis's key expired (or, after a Redis that lost
+                            // its data, another node holds a new term): the
+                            // figures say which side was late.
+                            let confirmed_ago = self.last_renew_confirmed.map_or(0, |at| at.elapsed().as_millis());
+                            log::warn(&format!(
+                                "lease: lost term {term} (another holder or expired): the last renew Redis confirmed \
+                                 was sent {confirmed_ago} ms ago, this one answered in {} ms (--lease-ttl {} ms)",
+                                round_trip.as_millis(),
+                                self.config.lease_ttl.as_millis()
+                            ));
                             self.lose(term);
                             held = None;
                         }
@@ -570,13 +628,12 @@ impl LeaseLoop {
                             }
                         }
                     }
-                    // After the renew, never before it: on a loaded machine a
-                    // publish ahead of the renew delays it by a round trip.
-                    self.track_readiness(held.is_some());
-                    self.sleep_or_step_down(self.config.lease_renew_interval);
+                    // One interval from this renew's send, not from its answer:
+                    // a slow answer does not push the next renew later.
+                    self.sleep_or_step_down(next_renew_wait(sent, Instant::now(), self.config.lease_renew_interval));
                 }
                 None => {
-                    self.track_readiness(false);
+                    self.last_renew_sent = None;
                     match self.try_acquire(&acquire, &ttl_ms, usable) {
                         Acquire::Acquired(term) => {
                             held = Some(term);
@@ -591,7 +648,6 @@ impl LeaseLoop {
         if let Some(term) = held {
             self.release(&release, term);
         }
-        self.withdraw_readiness();
     }
 
     fn try_acquire(&mut self, acquire: &Script, ttl_ms: &str, usable: Duration) -> Acquire {
@@ -627,6 +683,7 @@ impl LeaseLoop {
                 self.last_term = term;
                 self.handle.step_down_requested.store(false, Ordering::Relaxed);
                 self.handle.set(Some(HeldLease { term, valid_until: sent + usable }));
+                self.last_renew_confirmed = Some(sent);
                 self.metrics.lease_acquisitions.inc();
                 self.metrics.term.set_u64(term);
                 log::info(&format!("lease: acquired term {term}"));
@@ -687,7 +744,7 @@ impl LeaseLoop {
     }
 
     fn in_cooldown(&self) -> bool {
-        self.cooldown_until.is_some_and(|until| Instant::now() < until)
+        self.handle.in_cooldown()
     }
 
     fn sleep_or_step_down(&self, duration: Duration) {
@@ -741,7 +798,7 @@ impl LeaseLoop {
             }
         }
         self.release(release, term);
-        self.cooldown_until = Some(Instant::now() + self.config.lease_ttl);
+        self.handle.start_cooldown(self.config.lease_ttl);
     }
 
     fn release(&mut self, release: &Script, term: u64) {
@@ -754,64 +811,12 @@ impl LeaseLoop {
         }
     }
 
-    /// Whether this node is ready to lead, for how long, and its record in
-    /// Redis (every renew interval); the cluster's records about once a
-    /// second, for the admin view.
-    fn track_readiness(&mut self, leading: bool) {
-        let now = Instant::now();
-        let paused = self.handle.is_paused();
-        let ready = self.handle.is_ready_to_lead() && !self.in_cooldown() && !paused;
-        if ready {
-            self.ready_since.get_or_insert(now);
-        } else {
-            self.ready_since = None;
-        }
-        if self.last_published.is_some_and(|at| now.duration_since(at) < self.config.lease_renew_interval) {
-            return;
-        }
-        self.last_published = Some(now);
-        let record = Readiness {
-            id: self.instance_id.clone(),
-            ready,
-            paused,
-            leading,
-            el_head: self.status.snapshot().el_head.map(|(number, _)| number).unwrap_or(0),
-            ready_for_ms: self.ready_since.map(|since| millis(now.duration_since(since))).unwrap_or(0),
-            order_digest: self.preference.digest(),
-        };
-        // Fresh for a few publish intervals, and never shorter than a TTL.
-        let ttl = self.config.lease_ttl.max(self.config.lease_renew_interval * 3);
-        let args = [record.to_json().to_string(), millis(ttl).to_string(), self.instance_id.clone()];
-        let key = handover::ready_key_of(&self.instance_id);
-        let published =
-            self.run_script::<i64>(&handover::publish_script(), &[&key, handover::READY_INDEX_KEY], &args, "publish");
-        if let Err(error) = published {
-            self.redis_failed(&error);
-            return;
-        }
-        if self.last_cluster_read.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
-            self.last_cluster_read = Some(now);
-            if let Ok(records) = self.read_records() {
-                *self.handle.cluster.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = records;
-            }
-        }
-    }
-
     /// The live readiness records (at most `handover::MAX_RECORDS`).
     fn read_records(&mut self) -> Result<Vec<Readiness>, RedisError> {
         let read = Script::new(handover::READ_LUA);
         let args = [handover::READY_KEY_PREFIX.to_owned(), handover::MAX_RECORDS.to_string()];
         let values: Vec<String> = self.run_script(&read, &[handover::READY_INDEX_KEY], &args, "read readiness")?;
         Ok(handover::parse_records(&values))
-    }
-
-    /// A stopping node takes its record down, so no leader hands it the
-    /// lease in the record's last moments.
-    fn withdraw_readiness(&mut self) {
-        let key = handover::ready_key_of(&self.instance_id);
-        if let Ok(connection) = self.connection.get() {
-            let _: Result<i64, _> = redis::cmd("DEL").arg(&key).query(connection);
-        }
     }
 
     /// The leader's hand-over, after a renew: an operator's transfer, or
@@ -891,12 +896,47 @@ impl LeaseLoop {
             Ok(()) => log::info(&format!("lease: released term {term} to {to}")),
             Err(error) => self.redis_failed(error),
         }
-        self.cooldown_until = Some(Instant::now() + self.config.lease_ttl);
+        self.handle.start_cooldown(self.config.lease_ttl);
         result
     }
 }
 
-fn millis(duration: Duration) -> u64 {
+/// One Lua script on `connection`, its failure typed with `what` and `addr`.
+pub(super) fn run_script<T: redis::FromRedisValue>(
+    connection: &mut redis::Connection,
+    addr: &str,
+    script: &Script,
+    keys: &[&str],
+    args: &[String],
+    what: &'static str,
+) -> Result<T, RedisError> {
+    let mut invocation = script.prepare_invoke();
+    for key in keys {
+        invocation.key(*key);
+    }
+    for arg in args {
+        invocation.arg(arg);
+    }
+    let result: Result<T, _> = invocation.invoke(connection);
+    result.map_err(|e| RedisError::new(addr, what, &e))
+}
+
+/// How long to wait before the next renew: one interval after the last
+/// was *sent*, so the time its answer took (and anything done after it) is
+/// not added to the gap Redis sees between two renews.
+fn next_renew_wait(last_sent: Instant, now: Instant, interval: Duration) -> Duration {
+    (last_sent + interval).saturating_duration_since(now)
+}
+
+/// A renew worth a line in the log: sent more than two intervals after
+/// the previous one (the lease thread was held up: starved of CPU, or
+/// Redis slow), or answered more slowly than one interval. The lease
+/// survives such a gap up to the TTL; the line says how near it came.
+fn renew_was_late(since_previous: Option<Duration>, round_trip: Duration, interval: Duration) -> bool {
+    since_previous.is_some_and(|gap| gap > interval * 2) || round_trip > interval
+}
+
+pub(super) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -1001,6 +1041,44 @@ mod tests {
         for (requested, database, engine, expected) in table {
             let stalls = Stalls { database, engine };
             assert_eq!(held_lease_action(requested, stalls, limits), expected, "{requested} {database:?} {engine:?}");
+        }
+    }
+
+    #[test]
+    fn the_next_renew_is_due_one_interval_after_the_last_was_sent() {
+        let ms = Duration::from_millis;
+        let sent = Instant::now();
+        let interval = ms(100);
+        // (time the renew's answer and the rest of the round took, wait)
+        let table = [
+            (ms(0), ms(100)),
+            (ms(1), ms(99)),
+            // A slow answer shortens the wait instead of adding to the gap...
+            (ms(60), ms(40)),
+            // ...and one slower than the interval sends the next at once.
+            (ms(100), ms(0)),
+            (ms(350), ms(0)),
+        ];
+        for (took, wait) in table {
+            assert_eq!(next_renew_wait(sent, sent + took, interval), wait, "{took:?}");
+        }
+    }
+
+    #[test]
+    fn a_renew_is_late_when_the_gap_or_the_answer_outgrows_the_interval() {
+        let ms = Duration::from_millis;
+        let interval = ms(100);
+        // (gap since the previous renew was sent, round trip, late)
+        let table = [
+            (None, ms(1), false),
+            (Some(ms(100)), ms(1), false),
+            (Some(ms(200)), ms(99), false),
+            (Some(ms(201)), ms(1), true),
+            (Some(ms(100)), ms(101), true),
+            (None, ms(400), true),
+        ];
+        for (gap, round_trip, late) in table {
+            assert_eq!(renew_was_late(gap, round_trip, interval), late, "{gap:?} {round_trip:?}");
         }
     }
 

@@ -12,4 +12,5 @@ pub mod pool_watch;
 pub mod preference;
 pub mod producer;
 pub mod publish;
+pub mod readiness;
 pub mod step_down;
