@@ -506,9 +506,7 @@ impl LeaseLoop {
         args: &[String],
         what: &'static str,
     ) -> Result<T, RedisError> {
-        let addr = self.config.redis_addr.clone();
-        let connection = self.connection.get()?;
-        run_script(connection, &addr, script, keys, args, what)
+        run_script(&mut self.connection, &self.config.redis_addr, script, keys, args, what)
     }
 
     /// One PING at start, before this node is ready to lead: a Redis that
@@ -814,9 +812,7 @@ impl LeaseLoop {
     /// The live readiness records (at most `handover::MAX_RECORDS`).
     fn read_records(&mut self) -> Result<Vec<Readiness>, RedisError> {
         let read = Script::new(handover::READ_LUA);
-        let args = [handover::READY_KEY_PREFIX.to_owned(), handover::MAX_RECORDS.to_string()];
-        let values: Vec<String> = self.run_script(&read, &[handover::READY_INDEX_KEY], &args, "read readiness")?;
-        Ok(handover::parse_records(&values))
+        super::readiness::read_records(&mut self.connection, &self.config.redis_addr, &read)
     }
 
     /// The leader's hand-over, after a renew: an operator's transfer, or
@@ -901,24 +897,32 @@ impl LeaseLoop {
     }
 }
 
-/// One Lua script on `connection`, its failure typed with `what` and `addr`.
+/// One Lua script on `connection` (connecting if needed), its failure
+/// typed with `what` and `addr`. Whatever failed, a reply may still be owed
+/// on the connection: the next call starts on a fresh one.
 pub(super) fn run_script<T: redis::FromRedisValue>(
-    connection: &mut redis::Connection,
+    connection: &mut Reconnecting<redis::Connection, RedisError>,
     addr: &str,
     script: &Script,
     keys: &[&str],
     args: &[String],
     what: &'static str,
 ) -> Result<T, RedisError> {
-    let mut invocation = script.prepare_invoke();
-    for key in keys {
-        invocation.key(*key);
+    let result = connection.get().and_then(|connection| {
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(*key);
+        }
+        for arg in args {
+            invocation.arg(arg);
+        }
+        let result: Result<T, _> = invocation.invoke(connection);
+        result.map_err(|e| RedisError::new(addr, what, &e))
+    });
+    if result.is_err() {
+        connection.invalidate();
     }
-    for arg in args {
-        invocation.arg(arg);
-    }
-    let result: Result<T, _> = invocation.invoke(connection);
-    result.map_err(|e| RedisError::new(addr, what, &e))
+    result
 }
 
 /// How long to wait before the next renew: one interval after the last

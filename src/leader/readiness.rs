@@ -83,7 +83,7 @@ impl ReadinessPublisher {
             self.publish(&publish);
             if self.last_cluster_read.is_none_or(|at| started.duration_since(at) >= CLUSTER_READ_INTERVAL) {
                 self.last_cluster_read = Some(started);
-                if let Ok(records) = self.read_records(&read) {
+                if let Ok(records) = read_records(&mut self.connection, &self.config.redis_addr, &read) {
                     self.handle.set_cluster(records);
                 }
             }
@@ -115,34 +115,13 @@ impl ReadinessPublisher {
         let ttl = self.config.lease_ttl.max(self.config.lease_renew_interval * 3);
         let args = [record.to_json().to_string(), millis(ttl).to_string(), self.instance_id.clone()];
         let key = handover::ready_key_of(&self.instance_id);
-        let published = self.call(script, &[&key, handover::READY_INDEX_KEY], &args, "publish").map(|_: i64| ());
+        let keys = [key.as_str(), handover::READY_INDEX_KEY];
+        let published =
+            run_script(&mut self.connection, &self.config.redis_addr, script, &keys, &args, "publish").map(|_: i64| ());
         match published {
             Ok(()) => self.failing = false,
             Err(error) => self.failed(&error),
         }
-    }
-
-    fn read_records(&mut self, script: &Script) -> Result<Vec<Readiness>, RedisError> {
-        let args = [handover::READY_KEY_PREFIX.to_owned(), handover::MAX_RECORDS.to_string()];
-        let values: Vec<String> = self.call(script, &[handover::READY_INDEX_KEY], &args, "read readiness")?;
-        Ok(handover::parse_records(&values))
-    }
-
-    fn call<T: redis::FromRedisValue>(
-        &mut self,
-        script: &Script,
-        keys: &[&str],
-        args: &[String],
-        what: &'static str,
-    ) -> Result<T, RedisError> {
-        let addr = self.config.redis_addr.clone();
-        let result =
-            self.connection.get().and_then(|connection| run_script(connection, &addr, script, keys, args, what));
-        if result.is_err() {
-            // Whatever failed, a reply may still be owed on the connection.
-            self.connection.invalidate();
-        }
-        result
     }
 
     /// The lease thread reports Redis's state (/health, the warning);
@@ -162,4 +141,17 @@ impl ReadinessPublisher {
             let _: Result<i64, _> = redis::cmd("DEL").arg(&key).query(connection);
         }
     }
+}
+
+/// The live readiness records (at most `handover::MAX_RECORDS`), read with
+/// `script` (`handover::READ_LUA`).
+pub(super) fn read_records(
+    connection: &mut Reconnecting<redis::Connection, RedisError>,
+    addr: &str,
+    script: &Script,
+) -> Result<Vec<Readiness>, RedisError> {
+    let args = [handover::READY_KEY_PREFIX.to_owned(), handover::MAX_RECORDS.to_string()];
+    let values: Vec<String> =
+        run_script(connection, addr, script, &[handover::READY_INDEX_KEY], &args, "read readiness")?;
+    Ok(handover::parse_records(&values))
 }
