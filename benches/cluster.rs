@@ -42,6 +42,38 @@ struct Figure {
     note: String,
 }
 
+/// A sync API rate against the same work straight to PostgreSQL (goal: at
+/// least 0.8 of it): the medians of the trials, the slowest API trial in
+/// the p99 column, every trial in the note between `note`'s two parts.
+fn api_rate_figure(
+    id: &'static str,
+    what: String,
+    baseline: &str,
+    (api_rates, pg_rates): (&[f64], &[f64]),
+    (note_before, note_after): (&str, &str),
+) -> Figure {
+    let (value, baseline_value) = (median(api_rates), median(pg_rates));
+    Figure {
+        id,
+        what,
+        value,
+        unit: "req/s",
+        baseline: baseline.to_owned(),
+        baseline_value: Some(baseline_value),
+        ratio: Some(value / baseline_value),
+        goal: ">= 0.8",
+        met: value / baseline_value >= 0.8,
+        trials: api_rates.len(),
+        median: value,
+        p99: percentile(api_rates, 1.0),
+        note: format!(
+            "{note_before}API {:?}, PostgreSQL {:?} (p99 column: slowest trial){note_after}",
+            round(api_rates),
+            round(pg_rates)
+        ),
+    }
+}
+
 /// The nearest-rank percentile of `support::stats` (NaN without samples).
 fn percentile(samples: &[f64], p: f64) -> f64 {
     support::percentile(samples, p).unwrap_or(f64::NAN)
@@ -1360,29 +1392,16 @@ fn p7_api_throughput(chain: &Cluster, figures: &mut Vec<Figure>) {
             api_rates.push(wrk(&url, 5));
             pg_rates.push(pgbench(&chain.postgres, &chain.dir, name, &sql, 5));
         }
-        let (value, baseline) = (median(&api_rates), median(&pg_rates));
-        figures.push(Figure {
-            id: if name == "latest" { "P7" } else { "P7b" },
-            what: format!(
+        figures.push(api_rate_figure(
+            if name == "latest" { "P7" } else { "P7b" },
+            format!(
                 "sync API {} (req/s)",
                 if name == "latest" { "/blocks/latest" } else { "/blocks?after=N&limit=100" }
             ),
-            value,
-            unit: "req/s",
-            baseline: "pgbench, same query, 16 clients".into(),
-            baseline_value: Some(baseline),
-            ratio: Some(value / baseline),
-            goal: ">= 0.8",
-            met: value / baseline >= 0.8,
-            trials: api_rates.len(),
-            median: value,
-            p99: percentile(&api_rates, 1.0),
-            note: format!(
-                "wrk -t2 -c16 5 s per trial; API {:?}, PostgreSQL {:?} (p99 column: slowest trial)",
-                round(&api_rates),
-                round(&pg_rates)
-            ),
-        });
+            "pgbench, same query, 16 clients",
+            (&api_rates, &pg_rates),
+            ("wrk -t2 -c16 5 s per trial; ", ""),
+        ));
     }
 }
 
@@ -1444,27 +1463,15 @@ fn p7_random(chain: &Cluster, figures: &mut Vec<Figure>) {
             api_rates.push(wrk_script(&api, &lua, &chain.dir, &format!("random-{trial}"), 5));
             pg_rates.push(pgbench(&chain.postgres, &chain.dir, "random", &sql, 5));
         }
-        let (value, baseline) = (median(&api_rates), median(&pg_rates));
-        figures.push(Figure {
+        let prefix =
+            format!("{top} blocks, uniform over all of them; wrk -t2 -c16 5 s per trial with a Lua request picker; ");
+        figures.push(api_rate_figure(
             id,
-            what: format!("sync API, {what}"),
-            value,
-            unit: "req/s",
-            baseline: "pgbench, the same query with the same uniform choice, 16 clients".into(),
-            baseline_value: Some(baseline),
-            ratio: Some(value / baseline),
-            goal: ">= 0.8",
-            met: value / baseline >= 0.8,
-            trials: api_rates.len(),
-            median: value,
-            p99: percentile(&api_rates, 1.0),
-            note: format!(
-                "{top} blocks, uniform over all of them; wrk -t2 -c16 5 s per trial with a Lua request picker; API {:?}, \
-                 PostgreSQL {:?} (p99 column: slowest trial)",
-                round(&api_rates),
-                round(&pg_rates)
-            ),
-        });
+            format!("sync API, {what}"),
+            "pgbench, the same query with the same uniform choice, 16 clients",
+            (&api_rates, &pg_rates),
+            (&prefix, ""),
+        ));
     }
 }
 
@@ -1762,26 +1769,13 @@ fn p16_pages_and_bytes(figures: &mut Vec<Figure>) {
             micros(pg_cpu_api, api_requests),
             micros(pg_cpu_direct, pg_requests)
         );
-        let (value, baseline) = (median(&api_rates), median(&pg_rates));
-        figures.push(Figure {
+        figures.push(api_rate_figure(
             id,
-            what: format!("uncached sync API: {what}"),
-            value,
-            unit: "req/s",
-            baseline: "the same queries, same random numbers, 4 clients, straight to PostgreSQL".into(),
-            baseline_value: Some(baseline),
-            ratio: Some(value / baseline),
-            goal: ">= 0.8",
-            met: value / baseline >= 0.8,
-            trials: api_rates.len(),
-            median: value,
-            p99: percentile(&api_rates, 1.0),
-            note: format!(
-                "5 s per trial over {top} blocks; API {:?}, PostgreSQL {:?} (p99 column: slowest trial); {cpu_note}",
-                round(&api_rates),
-                round(&pg_rates)
-            ),
-        });
+            format!("uncached sync API: {what}"),
+            "the same queries, same random numbers, 4 clients, straight to PostgreSQL",
+            (&api_rates, &pg_rates),
+            (&format!("5 s per trial over {top} blocks; "), &format!("; {cpu_note}")),
+        ));
     }
 }
 
