@@ -493,6 +493,13 @@ mod tests {
         assert_eq!(handled.load(Ordering::SeqCst), before + 1, "no poll reached the handler");
         let handler_answer = exchange("GET", "/poll", "");
         assert_eq!(String::from_utf8_lossy(&answers[0]), String::from_utf8_lossy(&handler_answer));
+        // Pipelined requests (two in one write) are answered in order: the
+        // second waits in the gate's buffer, not in the socket, once the
+        // first is read (the gate does not read a drained socket again).
+        let mut piped = connect(addr);
+        write!(piped, "GET /x HTTP/1.1\r\nHost: x\r\n\r\nGET /x HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(read_answer(&mut piped, false), get);
+        assert_eq!(read_answer(&mut piped, false), get, "the pipelined request is answered too");
         // Kept alive after a parked answer.
         write!(waiting[0], "GET /x HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
         assert_eq!(read_answer(&mut waiting[0], false), get.clone());
