@@ -25,6 +25,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use tiny_http::HTTPVersion;
 
+use super::handoff::Handoffs;
 use super::head::{find_head_end, rewrite_head, ForwardedHead};
 use super::limits::ConnectionBudget;
 use super::park::{LongPolls, Park, ParkedPolls, PollRoute, Renderings};
@@ -50,6 +51,8 @@ pub(crate) struct GateSetup {
     pub listener: TcpListener,
     pub socket_path: PathBuf,
     pub upstreams: usize,
+    /// Large replies the handler threads leave for this gate.
+    pub handoffs: Arc<Handoffs>,
     pub long_polls: Option<Arc<dyn LongPolls>>,
     pub budget: Arc<ConnectionBudget>,
     pub shutdown: Shutdown,
@@ -108,6 +111,8 @@ struct Gate {
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     next_id: u64,
+    /// The ticket for the next request forwarded (`handoff.rs`).
+    next_ticket: u64,
     upstreams: Vec<Upstream>,
     queue: VecDeque<(usize, u64)>,
     parked: ParkedPolls,
@@ -124,12 +129,13 @@ struct Gate {
 
 /// Runs the gate until the node stops.
 pub(crate) fn run(setup: GateSetup, poll: Poll, open: Arc<AtomicUsize>) {
-    let GateSetup { name, mut listener, socket_path, upstreams, long_polls, budget, shutdown } = setup;
+    let GateSetup { name, mut listener, socket_path, upstreams, handoffs, long_polls, budget, shutdown } = setup;
     if let Err(error) = poll.registry().register(&mut listener, LISTENER, Interest::READABLE) {
         crate::log::error(&format!("{name}: cannot watch the listening socket: {error}"));
         return;
     }
-    let mut upstreams: Vec<Upstream> = (0..upstreams).map(|_| Upstream::new(socket_path.clone())).collect();
+    let mut upstreams: Vec<Upstream> =
+        (0..upstreams).map(|_| Upstream::new(socket_path.clone(), Arc::clone(&handoffs))).collect();
     for (slot, upstream) in upstreams.iter_mut().enumerate() {
         if let Err(error) = upstream.connect(&poll, Token(UPSTREAM_BASE + slot)) {
             // Tried again when a request needs it.
@@ -143,6 +149,7 @@ pub(crate) fn run(setup: GateSetup, poll: Poll, open: Arc<AtomicUsize>) {
         conns: Vec::new(),
         free: Vec::new(),
         next_id: 0,
+        next_ticket: 0,
         upstreams,
         queue: VecDeque::new(),
         parked: ParkedPolls::default(),
@@ -413,7 +420,8 @@ impl Gate {
             let Phase::Queued(head) = std::mem::replace(&mut conn.phase, Phase::Handling) else { continue };
             let Some(upstream) = self.upstreams.get_mut(slot) else { return };
             let token = Token(UPSTREAM_BASE + slot);
-            if let Err(error) = upstream.start(&self.poll, token, (index, id), &head) {
+            self.next_ticket += 1;
+            if let Err(error) = upstream.start(&self.poll, token, (index, id), &head, self.next_ticket) {
                 crate::log::warn(&format!("{}: handler connection failed: {error}", self.name));
                 self.answer_plain(index, 502, "handler unavailable");
                 // Do not spin on a handler side that is gone.
@@ -430,7 +438,7 @@ impl Gate {
             UpstreamEvent::Answered { client: (index, id), answer } => {
                 if self.client_waits(index, id) {
                     let close_after = self.conns.get(index).and_then(Option::as_ref).is_none_or(|c| !c.keep_alive);
-                    self.start_writing(index, [answer, Arc::from(Vec::new())], close_after);
+                    self.start_writing(index, answer, close_after);
                 }
                 self.dispatch();
             }

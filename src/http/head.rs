@@ -7,6 +7,7 @@ use std::ops::Range;
 
 use tiny_http::Method;
 
+use super::handoff::TICKET_HEADER_LOWER;
 use super::{Incoming, BODY_REFUSED_HEADER, BODY_REFUSED_HEADER_LOWER, MAX_HEAD_BYTES, MAX_TARGET_LEN};
 
 /// A request head as the gate forwards it, how to frame its answer, and
@@ -152,7 +153,8 @@ fn copy_headers<'a>(
                 }
                 continue;
             }
-            "keep-alive" | "te" | BODY_REFUSED_HEADER_LOWER => continue,
+            // The gate's own headers: a client's copy is never forwarded.
+            "keep-alive" | "te" | BODY_REFUSED_HEADER_LOWER | TICKET_HEADER_LOWER => continue,
             // As check_and_handle reads them from tiny_http: the first
             // Authorization header, any Accept header.
             "authorization" if !authorization_seen => {
@@ -243,6 +245,8 @@ mod tests {
         assert!(!old.keep_alive);
         let spoofed = rewrite_head(b"GET /x HTTP/1.1\r\nX-Clnode-Body-Refused: 1\r\n\r\n").unwrap();
         assert!(!String::from_utf8(spoofed.bytes).unwrap().contains("Refused"), "a client cannot set the marker");
+        let forged = rewrite_head(b"GET /x HTTP/1.1\r\nx-clnode-ticket: 3\r\n\r\n").unwrap();
+        assert_eq!(forged.bytes, b"GET /x HTTP/1.1\r\n\r\n", "nor the gate's ticket");
         assert_eq!(rewrite_head(&[0xff, 0xfe, b'\r', b'\n', b'\r', b'\n']).unwrap_err().0, 400);
         for bad in [
             &b"GARBAGE\r\n\r\n"[..],

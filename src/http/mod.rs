@@ -33,11 +33,13 @@ use crate::shutdown::Shutdown;
 
 pub mod client;
 pub mod gate;
+pub mod handoff;
 pub mod head;
 pub mod limits;
 pub mod park;
 pub mod upstream;
 
+use handoff::{parse_ticket, Handoffs, HANDED_OFF_HEADER, HANDOFF_MIN_BYTES, TICKET_HEADER};
 pub use head::{rewrite_head, ForwardedHead};
 pub use park::{LongPolls, Park, PollRoute};
 use upstream::private_unix_listener;
@@ -181,6 +183,8 @@ where
 pub struct Serving {
     pub threads: Vec<JoinHandle<()>>,
     pub open_connections: Arc<AtomicUsize>,
+    /// Large replies given to the gate in memory.
+    pub handoffs: Arc<Handoffs>,
 }
 
 /// [`serve`], with long polls parked in the gate (see [`LongPolls`]).
@@ -207,14 +211,16 @@ where
         }));
     }
     let mut handles = Vec::with_capacity(workers + 2);
+    let handoffs = Arc::new(Handoffs::default());
     // Every thread below blocks until there is work (no polling while
     // idle); the stopper wakes them all when the node stops.
     for index in 0..workers {
         let (server, shutdown, mut handler) = (Arc::clone(&server), shutdown.clone(), make_handler());
+        let handoffs = Arc::clone(&handoffs);
         handles.push(spawn_named(format!("{name}-{index}"), move || {
             while !shutdown.is_requested() {
                 if let Ok(request) = server.recv() {
-                    answer(request, &mut handler);
+                    answer(request, &mut handler, &handoffs);
                 }
             }
         })?);
@@ -225,6 +231,7 @@ where
         listener,
         socket_path: socket_path.clone(),
         upstreams: workers,
+        handoffs: Arc::clone(&handoffs),
         long_polls,
         budget: limits::budget(),
         shutdown: shutdown.clone(),
@@ -240,21 +247,40 @@ where
         }
         let _ = std::fs::remove_file(&socket_path);
     })?);
-    Ok(Serving { threads: handles, open_connections })
+    Ok(Serving { threads: handles, open_connections, handoffs })
 }
 
 fn spawn_named(name: String, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, String> {
     std::thread::Builder::new().name(name.clone()).spawn(body).map_err(|e| format!("cannot start thread {name}: {e}"))
 }
 
-fn answer<H>(request: Request, handler: &mut H)
+fn answer<H>(request: Request, handler: &mut H, handoffs: &Handoffs)
 where
     H: FnMut(&Incoming<'_>) -> Reply,
 {
     let is_head = *request.method() == Method::Head;
     let reply = check_and_handle(&request, handler);
-    // The client may have gone; nothing to do about it.
+    // A large body goes to the gate in memory (`handoff.rs`); tiny_http
+    // writes only the marker. The client may have gone either way.
+    if !is_head && reply.body.len() >= HANDOFF_MIN_BYTES {
+        let ticket = request.headers().iter().find(|h| h.field.equiv(TICKET_HEADER)).map(|h| h.value.as_str());
+        if let Some(ticket) = ticket.and_then(parse_ticket) {
+            if handoffs.leave(ticket, &reply) {
+                let _ = request.respond(handed_off_marker(ticket));
+                return;
+            }
+        }
+    }
     let _ = request.respond(tiny_response(&reply, is_head));
+}
+
+/// What tiny_http writes for a reply left in [`Handoffs`] under `ticket`.
+fn handed_off_marker(ticket: u64) -> Response<std::io::Empty> {
+    let mut response = Response::empty(204);
+    if let Ok(header) = Header::from_bytes(HANDED_OFF_HEADER, ticket.to_string()) {
+        response.add_header(header);
+    }
+    response
 }
 
 /// `reply` as tiny_http writes it, always framed by Content-Length (a
@@ -506,6 +532,60 @@ mod tests {
         assert_eq!(waiting[0].read_to_end(&mut rest).unwrap(), 0, "Connection: close ends it after the answer");
         drop(waiting);
 
+        shutdown.request();
+        for handle in serving.threads {
+            handle.join().unwrap();
+        }
+    }
+
+    /// Issue 16.3: a large body goes from the handler to the gate in
+    /// memory, and the client gets the bytes tiny_http would have written
+    /// for it (HTTP/1.1 and 1.0, kept alive); a small one and a HEAD answer
+    /// are still relayed through tiny_http; a client cannot forge the
+    /// gate's ticket.
+    #[test]
+    fn large_answers_are_handed_to_the_gate_in_tiny_https_bytes() {
+        let big = Reply::json_bytes(200, Arc::from(vec![b'7'; 3 * 1024 * 1024 + 5]));
+        let tiny_http_bytes = |reply: &Reply, version: tiny_http::HTTPVersion| {
+            let mut out = Vec::new();
+            tiny_response(reply, false).raw_print(&mut out, version, &[], false, None).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            let mut lines: Vec<String> = head.split("\r\n").map(str::to_owned).collect();
+            *lines.iter_mut().find(|line| line.starts_with("Date: ")).unwrap() = "Date: -".to_owned();
+            format!("{}\r\n\r\n{body}", lines.join("\r\n")).into_bytes()
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let shutdown = Shutdown::new();
+        let served = big.clone();
+        let serving = serve_with_long_polls("test-handoff", addr, 2, None, &shutdown, || {
+            let big = served.clone();
+            move |request: &Incoming<'_>| match request.path {
+                "/big" => big.clone(),
+                _ => Reply::json_bytes(200, Arc::from(b"{}".to_vec())),
+            }
+        })
+        .unwrap();
+        let mut client = connect(addr);
+        for _ in 0..2 {
+            write!(client, "GET /big HTTP/1.1\r\nHost: x\r\nX-Clnode-Ticket: 1\r\n\r\n").unwrap();
+            let answer = read_answer(&mut client, false);
+            assert!(answer == tiny_http_bytes(&big, tiny_http::HTTPVersion(1, 1)), "HTTP/1.1 answer differs");
+        }
+        assert_eq!(serving.handoffs.taken(), 2, "both went through memory");
+        write!(client, "HEAD /big HTTP/1.1\r\nHost: x\r\n\r\nGET /small HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let head = read_answer(&mut client, true);
+        assert!(String::from_utf8_lossy(&head).contains(&format!("Content-Length: {}\r\n", big.body.len())));
+        assert!(read_answer(&mut client, false).ends_with(b"\r\n\r\n{}"));
+        assert_eq!(serving.handoffs.taken(), 2, "HEAD and small answers are relayed");
+        let mut old = connect(addr);
+        write!(old, "GET /big HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+        assert!(
+            read_answer(&mut old, false) == tiny_http_bytes(&big, tiny_http::HTTPVersion(1, 0)),
+            "HTTP/1.0 answer differs"
+        );
+        assert_eq!(serving.handoffs.taken(), 3);
         shutdown.request();
         for handle in serving.threads {
             handle.join().unwrap();

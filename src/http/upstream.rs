@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use mio::net::UnixStream;
 use mio::{Interest, Poll, Token};
 
+use tiny_http::HTTPVersion;
+
+use super::handoff::{parse_ticket, Handoffs, HANDED_OFF_HEADER, TICKET_HEADER};
 use super::head::{find_head_end, ForwardedHead};
 use super::{MAX_ANSWER_BYTES, MAX_HEAD_BYTES};
 
@@ -35,8 +38,16 @@ pub(crate) fn private_unix_listener(name: &str) -> Result<(PathBuf, UnixListener
 /// What became of the request an upstream connection carries.
 pub(crate) enum UpstreamEvent {
     Pending,
-    Answered { client: (usize, u64), answer: Arc<[u8]> },
-    Failed { client: (usize, u64), error: String },
+    /// The answer's bytes: head and body (the body is empty when the head
+    /// holds the whole answer tiny_http wrote).
+    Answered {
+        client: (usize, u64),
+        answer: [Arc<[u8]>; 2],
+    },
+    Failed {
+        client: (usize, u64),
+        error: String,
+    },
 }
 
 /// One private connection to tiny_http.
@@ -49,11 +60,17 @@ pub(crate) struct Upstream {
     written: usize,
     answer: Vec<u8>,
     head_only: bool,
+    http_1_0: bool,
+    /// The ticket on the request in flight (unique per gate).
+    ticket: u64,
+    handoffs: Arc<Handoffs>,
+    /// Read buffer, allocated once.
+    chunk: Box<[u8]>,
     started: Instant,
 }
 
 impl Upstream {
-    pub fn new(socket_path: PathBuf) -> Upstream {
+    pub fn new(socket_path: PathBuf, handoffs: Arc<Handoffs>) -> Upstream {
         Upstream {
             socket_path,
             stream: None,
@@ -62,6 +79,10 @@ impl Upstream {
             written: 0,
             answer: Vec::new(),
             head_only: false,
+            http_1_0: false,
+            ticket: 0,
+            handoffs,
+            chunk: vec![0; 64 * 1024].into_boxed_slice(),
             started: Instant::now(),
         }
     }
@@ -70,23 +91,30 @@ impl Upstream {
         self.client.is_none()
     }
 
-    /// Takes `head` for `client`, connecting first if needed.
+    /// Takes `head` for `client` with `ticket` (never used before by
+    /// this gate), connecting first if needed.
     pub fn start(
         &mut self,
         poll: &Poll,
         token: Token,
         client: (usize, u64),
         head: &ForwardedHead,
+        ticket: u64,
     ) -> std::io::Result<()> {
         if self.stream.is_none() {
             self.connect(poll, token)?;
         }
         self.client = Some(client);
         self.request.clear();
-        self.request.extend_from_slice(&head.bytes);
+        // The head ends in an empty line: the ticket goes before it.
+        let without_end = head.bytes.strip_suffix(b"\r\n").unwrap_or(&head.bytes);
+        self.request.extend_from_slice(without_end);
+        self.request.extend_from_slice(format!("{TICKET_HEADER}: {ticket}\r\n\r\n").as_bytes());
         self.written = 0;
         self.answer.clear();
         self.head_only = head.head_only;
+        self.http_1_0 = head.http_1_0;
+        self.ticket = ticket;
         self.started = Instant::now();
         Ok(())
     }
@@ -141,7 +169,7 @@ impl Upstream {
         }
     }
 
-    fn exchange(&mut self) -> Result<Option<Arc<[u8]>>, String> {
+    fn exchange(&mut self) -> Result<Option<[Arc<[u8]>; 2]>, String> {
         let Some(stream) = self.stream.as_mut() else { return Ok(None) };
         if self.client.is_none() {
             // Idle: tiny_http only ever closes it (or says something wrong).
@@ -160,25 +188,38 @@ impl Upstream {
                 Err(error) => return Err(format!("writing to the handler side: {error}")),
             }
         }
-        let mut chunk = [0u8; 64 * 1024];
         loop {
             if let Some(total) = framed_length(&self.answer, self.head_only)? {
                 if self.answer.len() > total {
                     return Err("the handler wrote more than its Content-Length".to_owned());
                 }
                 if self.answer.len() == total {
-                    let answer = Arc::from(std::mem::take(&mut self.answer));
-                    return Ok(Some(answer));
+                    return self.finished_answer().map(Some);
                 }
             }
-            match stream.read(&mut chunk) {
+            match stream.read(&mut self.chunk) {
                 Ok(0) => return Err("the handler side closed the connection mid-answer".to_owned()),
-                Ok(read) => self.answer.extend_from_slice(chunk.get(..read).unwrap_or_default()),
+                Ok(read) => self.answer.extend_from_slice(self.chunk.get(..read).unwrap_or_default()),
                 Err(error) if error.kind() == ErrorKind::WouldBlock => return Ok(None),
                 Err(error) if error.kind() == ErrorKind::Interrupted => {}
                 Err(error) => return Err(format!("reading from the handler side: {error}")),
             }
         }
+    }
+
+    /// The complete answer in `self.answer` as the client gets it: as
+    /// tiny_http wrote it, or the reply it marks as handed off.
+    fn finished_answer(&mut self) -> Result<[Arc<[u8]>; 2], String> {
+        let Some(ticket) = handed_off_ticket(&self.answer) else {
+            return Ok([Arc::from(std::mem::take(&mut self.answer)), Arc::from(Vec::new())]);
+        };
+        self.answer.clear();
+        if ticket != self.ticket {
+            return Err(format!("the handler handed off ticket {ticket} for ticket {}", self.ticket));
+        }
+        let reply = self.handoffs.take(ticket).ok_or_else(|| format!("handed-off reply {ticket} is missing"))?;
+        let version = if self.http_1_0 { HTTPVersion(1, 0) } else { HTTPVersion(1, 1) };
+        Ok([super::gate::render_head(&reply, version, false), reply.body])
     }
 
     /// A request carried longer than `limit` (its client was answered 504
@@ -212,9 +253,38 @@ pub(crate) fn framed_length(buffer: &[u8], head_only: bool) -> Result<Option<usi
     Ok(Some(end + if head_only { 0 } else { length }))
 }
 
+/// The ticket of a handed-off reply, if `answer` (a complete answer) is
+/// tiny_http's marker for one. Pure.
+pub(crate) fn handed_off_ticket(answer: &[u8]) -> Option<u64> {
+    let end = find_head_end(answer)?;
+    let head = std::str::from_utf8(answer.get(..end)?).ok()?;
+    head.split("\r\n").skip(1).find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        if name.trim().eq_ignore_ascii_case(HANDED_OFF_HEADER) {
+            parse_ticket(value)
+        } else {
+            None
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_marker_header_names_a_handed_off_ticket() {
+        assert_eq!(
+            handed_off_ticket(b"HTTP/1.1 204 No Content\r\nX-Clnode-Handed-Off: 9\r\nContent-Length: 0\r\n\r\n"),
+            Some(9)
+        );
+        assert_eq!(handed_off_ticket(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"), None);
+        assert_eq!(
+            handed_off_ticket(b"HTTP/1.1 200 OK\r\nContent-Length: 31\r\n\r\nX-Clnode-Handed-Off: 9\r\n\r\n"),
+            None,
+            "body bytes are not headers"
+        );
+    }
 
     #[test]
     fn answers_are_framed_by_their_content_length() {
