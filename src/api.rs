@@ -17,9 +17,11 @@ use std::time::Duration;
 use serde_json::Value;
 
 mod page;
+mod pool;
 
 pub use crate::page_key::{PageFormat, PageKey};
 use page::{page_body, render_page, RenderedPage};
+use pool::Pool;
 
 use crate::block::{sign_wire_record, StoredBlock, SIGNATURE_FIELD};
 use crate::codec::Hash32;
@@ -30,7 +32,6 @@ use crate::log;
 use crate::metrics::Metrics;
 use crate::notify::HeadWatch;
 use crate::page_budget::MAX_PAGE_BYTES;
-use crate::reconnect::Reconnecting;
 use crate::secret::Secret;
 use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError, MAX_BLOCKS_PER_QUERY};
@@ -164,10 +165,11 @@ pub fn start(addr: SocketAddr, ctx: ApiContext, shutdown: &Shutdown) -> Result<V
     let ctx = Arc::new(ctx);
     let cache = Arc::new(RenderCache::default());
     let long_polls: Arc<dyn LongPolls> = Arc::new(ApiLongPolls::new(Arc::clone(&ctx), Arc::clone(&cache)));
+    let stores = Arc::new(Pool::new(API_WORKERS));
     let serving = serve_with_long_polls("api", addr, API_WORKERS, Some(long_polls), shutdown, || {
         let mut handler = ApiHandler {
             ctx: Arc::clone(&ctx),
-            store: connection_for(&ctx),
+            stores: Arc::clone(&stores),
             cache: Arc::clone(&cache),
             scratch: Vec::new(),
         };
@@ -176,10 +178,10 @@ pub fn start(addr: SocketAddr, ctx: ApiContext, shutdown: &Shutdown) -> Result<V
     Ok(serving.threads)
 }
 
-/// A worker's database connection, made when its first request needs it.
-fn connection_for(ctx: &ApiContext) -> Reconnecting<Store, StoreError> {
-    let (url, application) = (ctx.postgres_url.clone(), format!("clnode-api-{}", ctx.instance_id));
-    Reconnecting::new(move || Store::connect(&url, &application))
+/// A new database connection for the workers' pool (made when a request
+/// finds none idle).
+fn connect(ctx: &ApiContext) -> Result<Store, StoreError> {
+    Store::connect(&ctx.postgres_url, &format!("clnode-api-{}", ctx.instance_id))
 }
 
 /// The API's long polls, parked in the HTTP gate: a poll at the head waits
@@ -286,8 +288,8 @@ fn query_refusal(ctx: &ApiContext, query: &ListQuery) -> Option<&'static str> {
 
 struct ApiHandler {
     ctx: Arc<ApiContext>,
-    /// This worker's own connection.
-    store: Reconnecting<Store, StoreError>,
+    /// The workers' connections, the warmest first (`api/pool.rs`).
+    stores: Arc<Pool<Store>>,
     cache: Arc<RenderCache>,
     /// This worker's render buffer, reused from page to page.
     scratch: Vec<u8>,
@@ -456,23 +458,26 @@ impl ApiHandler {
         render_and_cache(&self.ctx, &self.cache, key, head, blocks, &mut self.scratch)
     }
 
-    /// Runs `query` on this worker's connection, connecting if needed.
-    /// Any failure becomes a 503, and the next request starts on a fresh
-    /// connection; a lost connection is retried once at once (it is most
-    /// often an idle one the server or a proxy dropped).
+    /// Runs `query` on the warmest idle connection, connecting if none is
+    /// idle. Any failure becomes a 503 and the connection is closed; a lost
+    /// connection that was idle is retried once at once (it is most often
+    /// one the server or a proxy dropped while idle).
     fn with_store<T>(&mut self, query: impl Fn(&mut Store) -> Result<T, StoreError>) -> Result<T, Reply> {
         let mut retried = false;
         loop {
-            let result = self.store.get().and_then(&query);
-            let error = match result {
-                Ok(value) => return Ok(value),
-                Err(error) => error,
+            let (error, fresh) = match self.stores.take(|| connect(&self.ctx)) {
+                Ok((mut store, fresh)) => match query(&mut store) {
+                    Ok(value) => {
+                        self.stores.give_back(store);
+                        return Ok(value);
+                    }
+                    Err(error) => (error, fresh),
+                },
+                // A connect that failed is not retried: the database is down.
+                Err(error) => (error, true),
             };
             self.ctx.metrics.count_error("database");
-            let connected = self.store.is_connected();
-            self.store.invalidate();
-            // A connect that failed is not retried: the database is down.
-            if !connected || !error.is_connection_lost() || retried {
+            if fresh || !error.is_connection_lost() || retried {
                 log::warn(&format!("api: {error}"));
                 return Err(Reply::error(503, "database unavailable"));
             }
@@ -624,7 +629,7 @@ mod tests {
         let polls = ApiLongPolls::new(Arc::clone(&ctx), Arc::clone(&cache));
         let mut handler = ApiHandler {
             ctx: Arc::clone(&ctx),
-            store: connection_for(&ctx),
+            stores: Arc::new(Pool::new(1)),
             cache: Arc::clone(&cache),
             scratch: Vec::new(),
         };
