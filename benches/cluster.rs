@@ -409,9 +409,20 @@ fn build_chain(name: &str, blocks: u64) -> Cluster {
 fn fetch_records(api: &str, to: u64) -> Vec<(Value, BlockRecord)> {
     let mut records = Vec::new();
     let mut after = 0;
+    // A 1000-block page of P10's chain is over ureq's default 10 MB limit
+    // for a body read as text (http_get would give an empty body).
+    let agent = ureq::Agent::new_with_defaults();
     while after < to {
-        let (_, body) = http_get(&format!("{api}/blocks?after={after}&limit=1000")).unwrap();
-        let page: Value = serde_json::from_str(&body).unwrap();
+        let body = agent
+            .get(&format!("{api}/blocks?after={after}&limit=1000"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_vec()
+            .unwrap();
+        let page: Value = serde_json::from_slice(&body).unwrap();
         let blocks = page["blocks"].as_array().unwrap();
         assert!(!blocks.is_empty(), "the sync API has no block after {after} (wanted up to {to})");
         for value in blocks {

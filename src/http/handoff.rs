@@ -11,10 +11,10 @@
 //! (`gate::render_head`, the writer parked polls use) and the body from
 //! memory. Bytes on the wire do not change.
 //!
-//! Bounded: at most [`MAX_WAITING`] replies wait (a handler past that, or
-//! without a ticket, writes its answer through tiny_http as before), and a
-//! reply nobody took (its request expired in the gate) is dropped after
-//! [`ABANDONED_AFTER`].
+//! Bounded: at most [`MAX_WAITING`] replies and [`MAX_WAITING_BYTES`] wait
+//! (a handler past either, or without a ticket, writes its answer through
+//! tiny_http as before), and a reply nobody took (its request expired in
+//! the gate) is dropped after [`ABANDONED_AFTER`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,33 +35,48 @@ pub const HANDOFF_MIN_BYTES: usize = 32 * 1024;
 /// Replies waiting to be taken, at most (a gate takes each at once; only
 /// abandoned ones accumulate).
 pub const MAX_WAITING: usize = 256;
+/// Bytes of bodies waiting to be taken, at most (a page is at most
+/// 64 MiB; sixteen workers' worth in flight stay below this).
+pub const MAX_WAITING_BYTES: usize = 1024 * 1024 * 1024;
 /// A reply not taken within this long belongs to a request the gate gave
 /// up on (it answered 504 at [`HANDLER_TIMEOUT`]).
 pub const ABANDONED_AFTER: Duration = Duration::from_secs(2 * HANDLER_TIMEOUT.as_secs() + 1);
 
 /// Replies waiting for their gate, by ticket.
-#[derive(Default)]
 pub struct Handoffs {
     waiting: Mutex<HashMap<u64, (Instant, Reply)>>,
     taken: AtomicU64,
+    max_waiting: usize,
+    max_waiting_bytes: usize,
+}
+
+impl Default for Handoffs {
+    fn default() -> Handoffs {
+        Handoffs::with_limits(MAX_WAITING, MAX_WAITING_BYTES)
+    }
 }
 
 impl Handoffs {
+    fn with_limits(max_waiting: usize, max_waiting_bytes: usize) -> Handoffs {
+        Handoffs { waiting: Mutex::default(), taken: AtomicU64::new(0), max_waiting, max_waiting_bytes }
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, (Instant, Reply)>> {
         // A panic elsewhere cannot leave the map half-written.
         self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Leaves `reply` for the gate under `ticket`; false (keep the reply
-    /// and write it through tiny_http) when the table is full.
+    /// and write it through tiny_http) when the table is full by count or
+    /// bytes. Abandoned replies are dropped first (the table is small:
+    /// one entry per request in flight, normally).
     pub fn leave(&self, ticket: u64, reply: &Reply) -> bool {
         let now = Instant::now();
         let mut waiting = self.lock();
-        if waiting.len() >= MAX_WAITING {
-            waiting.retain(|_, (left, _)| now.saturating_duration_since(*left) < ABANDONED_AFTER);
-            if waiting.len() >= MAX_WAITING {
-                return false;
-            }
+        waiting.retain(|_, (left, _)| now.saturating_duration_since(*left) < ABANDONED_AFTER);
+        let bytes: usize = waiting.values().map(|(_, waiting)| waiting.body.len()).sum();
+        if waiting.len() >= self.max_waiting || bytes.saturating_add(reply.body.len()) > self.max_waiting_bytes {
+            return false;
         }
         waiting.insert(ticket, (now, reply.clone()));
         true
@@ -114,6 +129,10 @@ mod tests {
         }
         assert!(!handoffs.leave(u64::MAX, &reply(1)), "full (none abandoned long enough): written through tiny_http");
         assert_eq!(handoffs.waiting(), MAX_WAITING);
+        let handoffs = Handoffs::with_limits(MAX_WAITING, 1000);
+        assert!(handoffs.leave(1, &reply(500)));
+        assert!(!handoffs.leave(2, &reply(501)), "full by bytes");
+        assert!(handoffs.leave(3, &reply(500)));
     }
 
     #[test]
