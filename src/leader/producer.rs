@@ -97,6 +97,8 @@ pub struct Producer {
     last_block_started_at: Instant,
     build_attempt: u64,
     consecutive_failures: u32,
+    /// The build delay of the last build (a longer one is logged once).
+    last_build_delay: Duration,
     backoff: Backoff,
     /// When a database call last succeeded.
     database_answered_at: Instant,
@@ -166,6 +168,7 @@ impl Producer {
             last_block_started_at: Instant::now(),
             build_attempt: 0,
             consecutive_failures: 0,
+            last_build_delay: Duration::ZERO,
             backoff: Backoff::new(FAILURE_BACKOFF_MIN, FAILURE_BACKOFF_MAX),
             database_answered_at: Instant::now(),
             failpoint: std::env::var("CLNODE_FAILPOINT_STOP_AT").ok().and_then(|name| Step::from_name(&name)),
@@ -736,7 +739,17 @@ impl Producer {
                 })
             }
         };
-        if !self.ctx.shutdown.sleep(config.build_delay) {
+        let build_delay = self.pool_watch.build_delay(config.build_delay);
+        // One slow build at a load step's start is normal; a delay eight
+        // times the configured one means the client keeps coming back empty.
+        if build_delay > self.last_build_delay && build_delay >= config.build_delay.saturating_mul(8) {
+            log::warn(&format!(
+                "leader: the client's builds came back empty while transactions arrived; build delay now {} ms",
+                build_delay.as_millis()
+            ));
+        }
+        self.last_build_delay = build_delay;
+        if !self.ctx.shutdown.sleep(build_delay) {
             return Ok(None);
         }
         let get_payload_started = Instant::now();
