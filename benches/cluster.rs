@@ -406,6 +406,11 @@ fn build_chain(name: &str, blocks: u64) -> Cluster {
     chain
 }
 
+/// The whole body of a GET, however large (ureq reads at most 10 MB by default).
+fn whole_body(agent: &ureq::Agent, url: &str) -> Vec<u8> {
+    agent.get(url).call().unwrap().body_mut().with_config().limit(u64::MAX).read_to_vec().unwrap()
+}
+
 fn fetch_records(api: &str, to: u64) -> Vec<(Value, BlockRecord)> {
     let mut records = Vec::new();
     let mut after = 0;
@@ -413,15 +418,7 @@ fn fetch_records(api: &str, to: u64) -> Vec<(Value, BlockRecord)> {
     // for a body read as text (http_get would give an empty body).
     let agent = ureq::Agent::new_with_defaults();
     while after < to {
-        let body = agent
-            .get(&format!("{api}/blocks?after={after}&limit=1000"))
-            .call()
-            .unwrap()
-            .body_mut()
-            .with_config()
-            .limit(u64::MAX)
-            .read_to_vec()
-            .unwrap();
+        let body = whole_body(&agent, &format!("{api}/blocks?after={after}&limit=1000"));
         let page: Value = serde_json::from_slice(&body).unwrap();
         let blocks = page["blocks"].as_array().unwrap();
         assert!(!blocks.is_empty(), "the sync API has no block after {after} (wanted up to {to})");
@@ -1659,15 +1656,7 @@ fn p16_pages_and_bytes(figures: &mut Vec<Figure>) {
     let agent = ureq::Agent::new_with_defaults();
     let (mut json_bytes, mut after) = (0usize, 0u64);
     while after < top {
-        let body = agent
-            .get(&format!("{api}/blocks?after={after}&limit=100"))
-            .call()
-            .unwrap()
-            .body_mut()
-            .with_config()
-            .limit(u64::MAX)
-            .read_to_vec()
-            .unwrap();
+        let body = whole_body(&agent, &format!("{api}/blocks?after={after}&limit=100"));
         json_bytes += body.len();
         after = (after + 100).min(top);
     }
