@@ -320,7 +320,7 @@ pub const FLAGS: &[Flag] = &[
         default: DefaultValue::Value("20ms"),
         kind: Kind::Duration(Bounds::at_most(secs(10), "the payload would be discarded by the client")),
         group: Group::Leader,
-        help: "wait between starting a build and fetching it",
+        help: "wait between starting a build and fetching it (doubled, up to 500ms, while builds come back empty as transactions arrive)",
     },
     Flag {
         name: "lease-ttl",
