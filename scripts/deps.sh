@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# deps.sh [redis] [postgres] [faketime] [geth] [seedwire] [ejs] [bench] — install what the tests and the devnet need and is
+# deps.sh [redis] [sentinel] [postgres] [pgbouncer] [faketime] [geth] [seedwire] [ejs] [bench] — install what the tests and the devnet need and is
 # missing (no arguments: everything). Idempotent; quick when all is present.
 #   redis     redis-server            Debian package (bookworm: 7.0.x)
+#   sentinel  redis-sentinel          Debian package (bookworm: 7.0.x; the Redis failover tests and
+#                                     make run-ha start their own sentinels on loopback ports)
 #   postgres  postgresql-15           Debian package (server, psql, the "postgres" OS user)
+#   pgbouncer pgbouncer               Debian package (bookworm: 1.18; the PgBouncer tests start their own,
+#                                     as the postgres OS user, on loopback ports)
 #   faketime  libfaketime.so.1        Debian package faketime (bookworm: 0.9.10); tests/clock.rs runs
 #                                     clnode under it (LD_PRELOAD) with its wall clock moved
 #   geth      geth v1.16.8            go install into <repo>/.tools/bin (needs Go >= 1.24; when
@@ -24,12 +28,12 @@ GO_FALLBACK=go1.24.13
 GO_FALLBACK_SHA256_linux_amd64=d2b048367a3d1a748b87f756fa06df12ce3b419e1d5f2a3612acb8950d615f9f
 NODE_DIR=$KIT_DIR/node
 
-all_parts=(redis postgres faketime geth seedwire ejs)
+all_parts=(redis sentinel postgres pgbouncer faketime geth seedwire ejs)
 parts=()
 for a in "$@"; do
   case $a in
-    redis | postgres | faketime | geth | seedwire | ejs | bench) parts+=("$a") ;;
-    *) usage_error "[redis] [postgres] [faketime] [geth] [seedwire] [ejs] [bench]   (no arguments: all but bench)" ;;
+    redis | sentinel | postgres | pgbouncer | faketime | geth | seedwire | ejs | bench) parts+=("$a") ;;
+    *) usage_error "[redis] [sentinel] [postgres] [pgbouncer] [faketime] [geth] [seedwire] [ejs] [bench]   (no arguments: all but bench)" ;;
   esac
 done
 ((${#parts[@]})) || parts=("${all_parts[@]}")
@@ -89,6 +93,20 @@ if want redis; then
   fi
 fi
 
+# --- sentinel ---------------------------------------------------------------------------
+# The package also installs a system service (port 26379); without systemd (CI, containers) it
+# does not start, and where it does, the project's sentinels use other ports and their own config.
+if want sentinel; then
+  if command -v redis-sentinel >/dev/null 2>&1; then
+    echo "sentinel: present $(redis-sentinel --version 2>/dev/null | sed -n 's/.* v=\([0-9.]*\).*/\1/p')"
+  else
+    echo "sentinel: installing redis-sentinel (apt) ..."
+    apt_install redis-sentinel
+    command -v redis-sentinel >/dev/null 2>&1 || die "redis-sentinel still missing after apt-get install"
+    echo "sentinel: installed $(redis-sentinel --version 2>/dev/null | sed -n 's/.* v=\([0-9.]*\).*/\1/p')"
+  fi
+fi
+
 # --- postgres ---------------------------------------------------------------------------
 pg_version() { "$1/postgres" --version | awk '{print $3}'; }
 if want postgres; then
@@ -99,6 +117,20 @@ if want postgres; then
     apt_install postgresql-15
     bindir=$(pg_bindir) || die "PostgreSQL binaries still missing after apt-get install"
     echo "postgres: installed $(pg_version "$bindir") ($bindir)"
+  fi
+fi
+
+# --- pgbouncer --------------------------------------------------------------------------
+# The package's system service is not used (without systemd it does not start; with it, it listens
+# on 6432, which the project never uses).
+if want pgbouncer; then
+  if command -v pgbouncer >/dev/null 2>&1; then
+    echo "pgbouncer: present $(pgbouncer --version | sed -n '1s/^PgBouncer //p')"
+  else
+    echo "pgbouncer: installing pgbouncer (apt) ..."
+    apt_install pgbouncer
+    command -v pgbouncer >/dev/null 2>&1 || die "pgbouncer still missing after apt-get install"
+    echo "pgbouncer: installed $(pgbouncer --version | sed -n '1s/^PgBouncer //p')"
   fi
 fi
 

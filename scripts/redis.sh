@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# redis.sh DIR PORT — run redis-server in the foreground (exec) on 127.0.0.1:PORT, data in DIR.
+# redis.sh DIR PORT [MASTER_HOST:PORT] — run redis-server in the foreground (exec) on 127.0.0.1:PORT,
+# data in DIR; with MASTER_HOST:PORT, as a replica of that master (Sentinel moves it from there).
 # Append-only file on (fsync every second), no RDB snapshots: a restart on DIR keeps the keys.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
-[[ $# -eq 2 ]] || usage_error "DIR PORT"
+[[ $# -eq 2 || $# -eq 3 ]] || usage_error "DIR PORT [MASTER_HOST:PORT]"
 dir=$(abspath "$1") port=$2
 require_port PORT "$port"
+replica=()
+if [[ $# -eq 3 ]]; then
+  [[ $3 == *:* ]] || usage_error "DIR PORT [MASTER_HOST:PORT]"
+  require_port MASTER_PORT "${3##*:}"
+  replica=(--replicaof "${3%:*}" "${3##*:}")
+fi
 redis_bin=${REDIS_BIN:-$(command -v redis-server || true)}
 [[ -n $redis_bin && -x $redis_bin ]] || die "redis-server not found (run scripts/deps.sh redis)"
 mkdir -p "$dir"
@@ -20,4 +27,5 @@ exec "$redis_bin" \
   --appendonly yes \
   --appendfsync everysec \
   --daemonize no \
-  --logfile ""
+  --logfile "" \
+  "${replica[@]}"

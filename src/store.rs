@@ -28,6 +28,16 @@ fn locked_schema_sql() -> String {
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Server-side cap on any one statement.
 pub const STATEMENT_TIMEOUT_MS: u64 = 5_000;
+/// A transaction left open this long is ended by the server, its locks
+/// (the fence row's) released.
+pub const IDLE_IN_TRANSACTION_TIMEOUT_MS: u64 = 10_000;
+/// Every session's settings, sent right after the connect.
+fn session_settings_sql() -> String {
+    format!(
+        "SET statement_timeout = {STATEMENT_TIMEOUT_MS}; \
+         SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_TIMEOUT_MS}"
+    )
+}
 /// Unacknowledged data older than this breaks the connection (Linux).
 pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The sync API's upper bound on blocks per request.
@@ -276,13 +286,16 @@ impl Store {
             .tcp_user_timeout(TCP_USER_TIMEOUT)
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(5))
-            .application_name(application)
-            .options(&format!(
-                "-c statement_timeout={STATEMENT_TIMEOUT_MS} -c idle_in_transaction_session_timeout=10000"
-            ));
+            .application_name(application);
         let mut client = config.connect(NoTls).map_err(|e| {
             StoreError::new(StoreErrorKind::of_failed_connect(e.code()), &redacted, "connect", error_text(&e))
         })?;
+        // Set on the session, not as the startup packet's `options`:
+        // PgBouncer before 1.20 refuses that parameter, and one that
+        // ignores it would drop the timeouts silently. In PgBouncer's
+        // session mode (the one clnode supports) a SET stays with this
+        // client's server connection until it disconnects.
+        client.batch_execute(&session_settings_sql()).map_err(|e| fail("session settings", error_text(&e)))?;
         let statements = Statements::prepare(&mut client).map_err(|e| {
             // The schema may not exist yet; apply it and prepare again.
             fail("prepare", error_text(&e))

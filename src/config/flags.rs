@@ -278,6 +278,25 @@ pub const FLAGS: &[Flag] = &[
         help: "Redis holding the leader lease and the block stream",
     },
     Flag {
+        name: "redis-sentinel",
+        env: Some("REDIS_SENTINEL"),
+        value: "HOST:PORT[,...]",
+        default: DefaultValue::Unset,
+        kind: Kind::Text,
+        group: Group::Leader,
+        help: "find the Redis master through these Sentinels (1 to 9, asked in order) instead of --redis-addr; \
+               follows a failover",
+    },
+    Flag {
+        name: "redis-master",
+        env: Some("REDIS_MASTER"),
+        value: "NAME",
+        default: DefaultValue::Value("mymaster"),
+        kind: Kind::Text,
+        group: Group::Leader,
+        help: "the master's name in the Sentinels' configuration (with --redis-sentinel)",
+    },
+    Flag {
         name: "redis-password",
         env: Some("REDIS_PASSWORD"),
         value: "PASSWORD",

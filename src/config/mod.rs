@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::engine::jwt::JwtSecret;
+use crate::leader::redis_target::{parse_sentinels, RedisTarget};
 use crate::secret::Secret;
 use crate::signing::{parse_public_keys, BlockSigningKey, KeygenArgs, RecordTrust};
 pub use flags::usage;
@@ -100,7 +101,8 @@ pub struct SyncKeys {
 /// Settings only leader-mode nodes use.
 #[derive(Debug, Clone)]
 pub struct LeaderConfig {
-    pub redis_addr: String,
+    /// `--redis-addr`, or the master `--redis-sentinel` names.
+    pub redis: RedisTarget,
     pub redis_password: Option<Secret>,
     pub redis_stream: String,
     pub redis_stream_max_len: u64,
@@ -502,7 +504,7 @@ fn sync_keys(input: &Input) -> Result<SyncKeys, ConfigError> {
 
 fn leader(input: &Input) -> Result<LeaderConfig, ConfigError> {
     let leader = LeaderConfig {
-        redis_addr: input.host_port("redis-addr")?,
+        redis: redis_target(input)?,
         redis_password: input.password("redis-password"),
         redis_stream: input.string("redis-stream"),
         redis_stream_max_len: input.count("redis-stream-max-len")?,
@@ -533,6 +535,24 @@ fn leader(input: &Input) -> Result<LeaderConfig, ConfigError> {
     };
     validate_lease(&leader)?;
     Ok(leader)
+}
+
+/// `--redis-addr`, or the sentinels of `--redis-sentinel`: not both, since
+/// a node that wrote to a fixed address while its peers followed the
+/// sentinels would hold a lease nobody else sees.
+fn redis_target(input: &Input) -> Result<RedisTarget, ConfigError> {
+    match (input.given("redis-sentinel"), input.given("redis-addr")) {
+        (Some(_), Some(_)) => err("--redis-addr and --redis-sentinel exclude each other: give the sentinels alone"),
+        (Some(list), None) => {
+            parse_sentinels(list, input.text("redis-master").unwrap_or_default()).map_err(ConfigError)
+        }
+        (None, _) => {
+            if input.given("redis-master").is_some() {
+                return err("--redis-master needs --redis-sentinel (the sentinels that know that master)");
+            }
+            Ok(RedisTarget::Direct { addr: input.host_port("redis-addr")? })
+        }
+    }
 }
 
 /// Most preferred leaders for `--preferred-leaders`.
@@ -675,7 +695,7 @@ mod tests {
         assert_eq!(config.eth_client_url, "http://localhost:8551");
         assert_eq!(config.health_addr, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(config.api_addr, Some("127.0.0.1:8090".parse().unwrap()));
-        assert_eq!(config.leader.redis_addr, "localhost:6379");
+        assert_eq!(config.leader.redis, RedisTarget::Direct { addr: "localhost:6379".into() });
         assert_eq!(config.leader.redis_stream, "consensus:blocks");
         assert!(config.postgres_url.contains("5432/consensus"));
         // A killed leader's lease must lapse well inside the 1.5 s fail-over goal.
@@ -799,6 +819,36 @@ mod tests {
         assert_eq!(error.to_string(), "status: --url needs between 1 and 64 comma-separated health URLs");
         let error = parse(["status", "--bogus"].map(OsString::from), &none).unwrap_err();
         assert_eq!(error.to_string(), "status: unknown flag --bogus (use --url, --watch, --interval)");
+    }
+
+    #[test]
+    fn redis_is_one_address_or_the_sentinels_never_both() {
+        let base = ["--instance-id", "x", "--jwt-secret", SECRET, "--insecure-unsigned-records"];
+        let with = |extra: &[&str]| run(&[&base[..], extra].concat());
+        let sentinels = with(&["--redis-sentinel", "127.0.0.1:26379,127.0.0.1:26380"]).unwrap();
+        assert_eq!(
+            sentinels.leader.redis,
+            RedisTarget::Sentinel {
+                sentinels: vec!["127.0.0.1:26379".into(), "127.0.0.1:26380".into()],
+                master: "mymaster".into()
+            }
+        );
+        let named = with(&["--redis-sentinel", "s:1", "--redis-master", "chain"]).unwrap();
+        assert_eq!(named.leader.redis, RedisTarget::Sentinel { sentinels: vec!["s:1".into()], master: "chain".into() });
+        let refusals: [(&[&str], &str); 3] = [
+            (
+                &["--redis-sentinel", "s:1", "--redis-addr", "r:1"],
+                "--redis-addr and --redis-sentinel exclude each other: give the sentinels alone",
+            ),
+            (
+                &["--redis-master", "chain"],
+                "--redis-master needs --redis-sentinel (the sentinels that know that master)",
+            ),
+            (&["--redis-sentinel", "s"], "--redis-sentinel \"s\": expected HOST:PORT[,HOST:PORT...]"),
+        ];
+        for (extra, expected) in refusals {
+            assert_eq!(with(extra).unwrap_err().to_string(), expected, "{extra:?}");
+        }
     }
 
     #[test]

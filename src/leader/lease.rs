@@ -14,16 +14,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use redis::{IntoConnectionInfo, Script};
+use redis::Script;
 
 use super::handover::{self, HandedOver, Mailbox, TransferAnswer, TransferRefused};
 use super::preference::{self, Ineligible, LeaderView, Move, Preference, Readiness, Rules};
 use super::readiness::ReadinessPublisher;
+use super::redis_target::connect_redis;
 use crate::config::LeaderConfig;
 use crate::log;
 use crate::metrics::Metrics;
 use crate::reconnect::Reconnecting;
-use crate::secret::Secret;
 use crate::shutdown::Shutdown;
 use crate::status::{Component, NodeStatus};
 
@@ -105,7 +105,10 @@ pub enum RedisErrorKind {
     Interrupted,
     /// The connection broke (reset, closed, or another I/O error).
     ConnectionLost,
-    /// Redis answered with an error (a script error, busy loading, read-only...).
+    /// The server is not the master: it answers READONLY, says it is a
+    /// replica, or the sentinels know no master by that name (yet).
+    NotMaster,
+    /// Redis answered with an error (a script error, busy loading...).
     Server,
     /// Redis answered something this client cannot read or did not expect.
     Protocol,
@@ -130,6 +133,7 @@ impl RedisErrorKind {
         match error.kind() {
             ErrorKind::AuthenticationFailed | ErrorKind::Server(ServerErrorKind::NoPerm) => RedisErrorKind::Auth,
             ErrorKind::InvalidClientConfig => RedisErrorKind::Address,
+            ErrorKind::Server(ServerErrorKind::ReadOnly) => RedisErrorKind::NotMaster,
             ErrorKind::Server(_) | ErrorKind::Extension => RedisErrorKind::Server,
             ErrorKind::Parse | ErrorKind::UnexpectedReturnType | ErrorKind::RESP3NotSupported | ErrorKind::Client => {
                 RedisErrorKind::Protocol
@@ -180,25 +184,6 @@ impl std::fmt::Display for RedisError {
 }
 
 impl std::error::Error for RedisError {}
-
-/// Opens a connection with connect, read and write timeouts.
-pub fn connect_redis(
-    addr: &str,
-    password: Option<&Secret>,
-    read_timeout: Duration,
-) -> Result<redis::Connection, RedisError> {
-    let fail = |what: &'static str, e: redis::RedisError| RedisError::new(addr, what, &e);
-    let mut info = format!("redis://{addr}/").into_connection_info().map_err(|e| fail("address", e))?;
-    if let Some(password) = password {
-        let settings = info.redis_settings().clone().set_password(String::from_utf8_lossy(password.expose()));
-        info = info.set_redis_settings(settings);
-    }
-    let client = redis::Client::open(info).map_err(|e| fail("address", e))?;
-    let connection = client.get_connection_with_timeout(REDIS_IO_TIMEOUT).map_err(|e| fail("connect", e))?;
-    connection.set_read_timeout(Some(read_timeout)).map_err(|e| fail("connect", e))?;
-    connection.set_write_timeout(Some(REDIS_IO_TIMEOUT)).map_err(|e| fail("connect", e))?;
-    Ok(connection)
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct HeldLease {
@@ -435,7 +420,7 @@ impl LeaseLoop {
         status: Arc<NodeStatus>,
         shutdown: Shutdown,
     ) -> LeaseLoop {
-        let (addr, password) = (config.redis_addr.clone(), config.redis_password.clone());
+        let (target, password) = (config.redis.clone(), config.redis_password.clone());
         // Reads may block for one standby wait (BLPOP) plus slack.
         let read_timeout = config.lease_renew_interval + REDIS_IO_TIMEOUT;
         let preference = Preference { order: config.preferred_leaders.clone() };
@@ -451,7 +436,7 @@ impl LeaseLoop {
             metrics,
             status,
             shutdown,
-            connection: Reconnecting::new(move || connect_redis(&addr, password.as_ref(), read_timeout)),
+            connection: Reconnecting::new(move || connect_redis(&target, password.as_ref(), read_timeout)),
             last_term: 0,
             fence_floor: None,
             preference,
@@ -506,13 +491,13 @@ impl LeaseLoop {
         args: &[String],
         what: &'static str,
     ) -> Result<T, RedisError> {
-        run_script(&mut self.connection, &self.config.redis_addr, script, keys, args, what)
+        run_script(&mut self.connection, &self.config.redis.label(), script, keys, args, what)
     }
 
     /// One PING at start, before this node is ready to lead: a Redis that
     /// refuses this node's password is told now, not at the first acquire.
     fn first_contact(&mut self) {
-        let addr = self.config.redis_addr.clone();
+        let addr = self.config.redis.label();
         let answer = self.connection.get().and_then(|connection| {
             redis::cmd("PING").query::<String>(connection).map_err(|e| RedisError::new(&addr, "ping", &e))
         });
@@ -716,7 +701,7 @@ impl LeaseLoop {
             return;
         };
         let seconds = format!("{:.3}", blocking_wait.as_secs_f64());
-        let addr = self.config.redis_addr.clone();
+        let addr = self.config.redis.label();
         // Its own list first: a hand-over designating this node wakes it
         // alone; a plain release wakes whichever standby pops the shared one.
         let own_list = handover::handoff_key_of(&self.instance_id);
@@ -812,7 +797,7 @@ impl LeaseLoop {
     /// The live readiness records (at most `handover::MAX_RECORDS`).
     fn read_records(&mut self) -> Result<Vec<Readiness>, RedisError> {
         let read = Script::new(handover::READ_LUA);
-        super::readiness::read_records(&mut self.connection, &self.config.redis_addr, &read)
+        super::readiness::read_records(&mut self.connection, &self.config.redis.label(), &read)
     }
 
     /// The leader's hand-over, after a renew: an operator's transfer, or
@@ -1141,6 +1126,7 @@ mod tests {
             (ErrorKind::InvalidClientConfig, RedisErrorKind::Address),
             (ErrorKind::Server(ServerErrorKind::ResponseError), RedisErrorKind::Server),
             (ErrorKind::Server(ServerErrorKind::BusyLoading), RedisErrorKind::Server),
+            (ErrorKind::Server(ServerErrorKind::ReadOnly), RedisErrorKind::NotMaster),
             (ErrorKind::Parse, RedisErrorKind::Protocol),
             (ErrorKind::UnexpectedReturnType, RedisErrorKind::Protocol),
             // An I/O kind without an io::Error behind it.
@@ -1171,13 +1157,6 @@ mod tests {
             RedisError::new("r:1", "connect", &redis::RedisError::from(Error::from(ErrorKind::ConnectionRefused)));
         assert!(refused.to_string().starts_with("Redis connect (r:1): "), "{refused}");
         assert!(refused.to_string().contains("refused"), "{refused}");
-    }
-
-    #[test]
-    fn a_closed_port_is_refused() {
-        // Port 1 on loopback: nothing listens, the connect is refused at once.
-        let error = connect_redis("127.0.0.1:1", None, REDIS_IO_TIMEOUT).err();
-        assert_eq!(error.as_ref().map(|e| (e.kind, e.what)), Some((RedisErrorKind::Refused, "connect")), "{error:?}");
     }
 
     #[test]

@@ -13,4 +13,5 @@ pub mod preference;
 pub mod producer;
 pub mod publish;
 pub mod readiness;
+pub mod redis_target;
 pub mod step_down;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::block::StoredBlock;
 use crate::config::LeaderConfig;
-use crate::leader::lease::connect_redis;
+use crate::leader::redis_target::connect_redis;
 use crate::log;
 use crate::metrics::Metrics;
 use crate::reconnect::Reconnecting;
@@ -53,9 +53,9 @@ impl Publisher {
 }
 
 fn run(config: &LeaderConfig, receiver: &Receiver<Arc<StoredBlock>>, metrics: &Metrics, shutdown: &Shutdown) {
-    let (addr, password) = (config.redis_addr.clone(), config.redis_password.clone());
+    let (target, password) = (config.redis.clone(), config.redis_password.clone());
     let mut connection =
-        Reconnecting::new(move || connect_redis(&addr, password.as_ref(), crate::leader::lease::REDIS_IO_TIMEOUT));
+        Reconnecting::new(move || connect_redis(&target, password.as_ref(), crate::leader::lease::REDIS_IO_TIMEOUT));
     let mut reported = false;
     while !shutdown.is_requested() {
         let block = match receiver.recv_timeout(Duration::from_millis(100)) {

@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use redis::Script;
 
 use super::handover;
-use super::lease::{connect_redis, millis, run_script, LeaseHandle, RedisError, REDIS_IO_TIMEOUT};
+use super::lease::{millis, run_script, LeaseHandle, RedisError, REDIS_IO_TIMEOUT};
 use super::preference::{Preference, Readiness};
+use super::redis_target::connect_redis;
 use crate::config::LeaderConfig;
 use crate::log;
 use crate::metrics::Metrics;
@@ -55,7 +56,7 @@ impl ReadinessPublisher {
         status: Arc<NodeStatus>,
         shutdown: Shutdown,
     ) -> ReadinessPublisher {
-        let (addr, password) = (config.redis_addr.clone(), config.redis_password.clone());
+        let (target, password) = (config.redis.clone(), config.redis_password.clone());
         let preference = Preference { order: config.preferred_leaders.clone() };
         ReadinessPublisher {
             config,
@@ -65,7 +66,7 @@ impl ReadinessPublisher {
             status,
             shutdown,
             preference,
-            connection: Reconnecting::new(move || connect_redis(&addr, password.as_ref(), REDIS_IO_TIMEOUT)),
+            connection: Reconnecting::new(move || connect_redis(&target, password.as_ref(), REDIS_IO_TIMEOUT)),
             ready_since: None,
             last_cluster_read: None,
             failing: false,
@@ -83,7 +84,7 @@ impl ReadinessPublisher {
             self.publish(&publish);
             if self.last_cluster_read.is_none_or(|at| started.duration_since(at) >= CLUSTER_READ_INTERVAL) {
                 self.last_cluster_read = Some(started);
-                if let Ok(records) = read_records(&mut self.connection, &self.config.redis_addr, &read) {
+                if let Ok(records) = read_records(&mut self.connection, &self.config.redis.label(), &read) {
                     self.handle.set_cluster(records);
                 }
             }
@@ -116,8 +117,8 @@ impl ReadinessPublisher {
         let args = [record.to_json().to_string(), millis(ttl).to_string(), self.instance_id.clone()];
         let key = handover::ready_key_of(&self.instance_id);
         let keys = [key.as_str(), handover::READY_INDEX_KEY];
-        let published =
-            run_script(&mut self.connection, &self.config.redis_addr, script, &keys, &args, "publish").map(|_: i64| ());
+        let published = run_script(&mut self.connection, &self.config.redis.label(), script, &keys, &args, "publish")
+            .map(|_: i64| ());
         match published {
             Ok(()) => self.failing = false,
             Err(error) => self.failed(&error),

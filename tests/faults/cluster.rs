@@ -119,7 +119,7 @@ pub struct FaultCluster {
 impl FaultCluster {
     pub fn start(name: &str, leaders: usize, members: usize, rng: Rng) -> FaultCluster {
         let started = Instant::now();
-        let Cluster { nodes, links, els, peers: _, postgres, redis, dir } =
+        let Cluster { nodes, links, els, peers: _, redis_ha: _, pgbouncer: _, postgres, redis, dir } =
             Cluster::builder(name).leaders(leaders).flags(&LEADER_FLAGS).links().start();
         let proxies: Vec<Vec<TcpProxy>> = (0..members)
             .map(|_| nodes.iter().map(|n| TcpProxy::start(n.api_port.unwrap(), ProxyMode::Pass)).collect())

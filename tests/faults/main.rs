@@ -46,6 +46,7 @@ mod load;
 mod partitions;
 mod random;
 mod report;
+mod sentinel;
 mod startup;
 
 // Each module takes the others' items with `use crate::*` (and the
@@ -141,7 +142,7 @@ pub fn sleep(duration: Duration) {
 /// has it. A matrix case is named by its kind (`sigkill` selects every
 /// `sigkill#i`) or by its full name (`sigkill#1`); `startup` is the
 /// `startup_faults` test, `random` the randomized mode.
-pub const CASES: [(&str, bool); 39] = [
+pub const CASES: [(&str, bool); 41] = [
     ("bad-http", true),
     ("sigkill", true),
     ("sigterm", true),
@@ -182,6 +183,9 @@ pub const CASES: [(&str, bool); 39] = [
     ("partition-leader-el-blackhole", true),
     ("partition-standby-postgres-cut", true),
     ("startup", true),
+    // Redis Sentinel (tests/faults/sentinel.rs).
+    ("redis-sentinel-kill", true),
+    ("redis-sentinel-stop", true),
 ];
 
 /// The names in `CLNODE_FAULT_CASES` (`None`: every case), checked against
@@ -246,6 +250,13 @@ fn failure_matrix() {
 #[test]
 fn startup_faults() {
     startup::startup_faults();
+}
+
+/// Redis behind three sentinels: the master SIGKILLed and SIGSTOPped in
+/// turn under load; production resumes, one block per height.
+#[test]
+fn redis_sentinel_failovers() {
+    sentinel::redis_sentinel_failovers();
 }
 
 /// In the spirit of Arbitrum Nitro's competing-coordinator test: leader-mode

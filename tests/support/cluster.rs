@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
+use super::pgbouncer::PgBouncer;
 use super::proxy::{ProxyMode, TcpProxy};
+use super::sentinel::RedisHa;
 use super::{
     assert_continuous, send_transactions, send_transactions_at, stored_chain, wait_for, El, ElKind, ElPeer, Node,
     Postgres, Redis, TestDir, FAST_LEADER,
@@ -23,6 +25,8 @@ pub struct ClusterBuilder {
     signing_key: &'static str,
     links: bool,
     peered: bool,
+    sentinel: bool,
+    pgbouncer: bool,
 }
 
 impl ClusterBuilder {
@@ -49,6 +53,20 @@ impl ClusterBuilder {
     /// Members join with `Member::start_peered(.., &cluster.el_enodes())`.
     pub fn peered(mut self) -> ClusterBuilder {
         self.peered = true;
+        self
+    }
+
+    /// The nodes reach Redis through Sentinel (`Cluster::redis_ha`: a
+    /// master, a replica, three sentinels) instead of `Cluster::redis`.
+    pub fn sentinel(mut self) -> ClusterBuilder {
+        self.sentinel = true;
+        self
+    }
+
+    /// The nodes reach PostgreSQL through PgBouncer in session mode
+    /// (`Cluster::pgbouncer`) instead of directly.
+    pub fn pgbouncer(mut self) -> ClusterBuilder {
+        self.pgbouncer = true;
         self
     }
 
@@ -81,7 +99,9 @@ impl ClusterBuilder {
     pub fn start(self) -> Cluster {
         let dir = TestDir::new(&self.name);
         let redis = Redis::start(&dir);
+        let redis_ha = self.sentinel.then(|| RedisHa::start(&dir));
         let postgres = Postgres::start(&dir, "pg");
+        let pgbouncer = self.pgbouncer.then(|| PgBouncer::start(&dir, "pgbouncer", &postgres, "session"));
         let prefix = match self.kind {
             ElKind::Geth => "geth",
             ElKind::EthereumJs => "ejs",
@@ -104,6 +124,9 @@ impl ClusterBuilder {
         let key_file = super::signing_key_file(&dir, self.signing_key);
         let unsigned = self.flags.iter().any(|flag| flag == "--insecure-unsigned-records");
         let mut base: Vec<String> = if unsigned { Vec::new() } else { vec!["--signing-key-file".to_owned(), key_file] };
+        base.extend(redis_ha.iter().flat_map(RedisHa::flags));
+        // After `Node::leader`'s own --postgres-url: the last one counts.
+        base.extend(pgbouncer.iter().flat_map(|bouncer| ["--postgres-url".to_owned(), bouncer.url()]));
         base.extend(self.flags.iter().cloned());
         let links: Vec<NodeLinks> = if self.links {
             els.iter().map(|el| NodeLinks::start(el, &postgres, &redis)).collect()
@@ -120,7 +143,7 @@ impl ClusterBuilder {
                 Node::leader(&dir, &format!("leader-{i}"), &els[i], &postgres, &redis, &flags)
             })
             .collect();
-        Cluster { nodes, links, els, peers, postgres, redis, dir }
+        Cluster { nodes, links, els, peers, redis_ha, pgbouncer, postgres, redis, dir }
     }
 }
 
@@ -177,6 +200,11 @@ pub struct Cluster {
     /// `peers[i]`: the devp2p identity of `els[i]`, when built with
     /// `peered()` (else empty).
     pub peers: Vec<ElPeer>,
+    /// The Redis master, replica and sentinels, when built with
+    /// `sentinel()` (the nodes then do not use `redis`).
+    pub redis_ha: Option<RedisHa>,
+    /// The nodes' PgBouncer, when built with `pgbouncer()`.
+    pub pgbouncer: Option<PgBouncer>,
     pub postgres: Postgres,
     pub redis: Redis,
     pub dir: TestDir,
@@ -193,6 +221,8 @@ impl Cluster {
             signing_key: super::keys::SIGNING_KEY,
             links: false,
             peered: false,
+            sentinel: false,
+            pgbouncer: false,
         }
     }
 

@@ -12,8 +12,10 @@ pub mod cluster;
 pub mod engine_relay;
 pub mod http;
 pub mod keys;
+pub mod pgbouncer;
 pub mod proxy;
 pub mod rng;
+pub mod sentinel;
 pub mod stats;
 
 // The test crates `use support::*`: the parts they share, by name (each
@@ -216,14 +218,17 @@ pub struct Redis {
 
 impl Redis {
     pub fn start(dir: &TestDir) -> Redis {
+        Redis::start_named(dir, "redis", None)
+    }
+
+    /// A server with its own name (data directory and log), a replica of
+    /// the server on `replica_of` when given.
+    pub fn start_named(dir: &TestDir, name: &str, replica_of: Option<u16>) -> Redis {
         let port = free_port();
-        let data = dir.join("redis");
-        let proc = Proc::spawn(
-            "redis",
-            dir.join("redis.log"),
-            &script("redis.sh"),
-            &[data.display().to_string(), port.to_string()],
-        );
+        let data = dir.join(name);
+        let mut args = vec![data.display().to_string(), port.to_string()];
+        args.extend(replica_of.map(|master| format!("127.0.0.1:{master}")));
+        let proc = Proc::spawn(name, dir.join(format!("{name}.log")), &script("redis.sh"), &args);
         let redis = Redis { proc, port };
         redis.wait_ready();
         redis
@@ -564,7 +569,11 @@ impl Node {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Node {
-        let mut args = vec!["--mode".to_owned(), "leader".to_owned(), "--redis-addr".to_owned(), redis.addr()];
+        let mut args = vec!["--mode".to_owned(), "leader".to_owned()];
+        // Through Sentinel (`--redis-sentinel` in `extra`), or at `redis`.
+        if !extra.contains(&"--redis-sentinel") {
+            args.extend(["--redis-addr".to_owned(), redis.addr()]);
+        }
         if !decides_signing(extra, "--signing-key-file") {
             args.extend(["--signing-key-file".to_owned(), signing_key_file(dir, keys::SIGNING_KEY)]);
         }
