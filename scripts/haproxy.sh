@@ -12,6 +12,7 @@ config=$(abspath "$1")
 [[ -f $config ]] || die "no config file $config"
 haproxy_bin=${HAPROXY_BIN:-$(command -v haproxy || true)}
 [[ -n $haproxy_bin && -x $haproxy_bin ]] || die "haproxy not found (run scripts/deps.sh haproxy)"
-"$haproxy_bin" -c -q -f "$config" || die "haproxy refuses $config (see above)"
+# -q would hide the errors too: the check's output goes to stderr, where the errors are.
+"$haproxy_bin" -c -f "$config" >&2 || die "haproxy refuses $config (see above)"
 
 exec "$haproxy_bin" -db -f "$config"
