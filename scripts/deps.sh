@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# deps.sh [redis] [sentinel] [postgres] [pgbouncer] [faketime] [geth] [seedwire] [ejs] [bench] — install what the tests and the devnet need and is
+# deps.sh [redis] [sentinel] [postgres] [pgbouncer] [faketime] [haproxy] [geth] [seedwire] [ejs] [bench] — install what the tests and the devnet need and is
 # missing (no arguments: everything). Idempotent; quick when all is present.
 #   redis     redis-server            Debian package (bookworm: 7.0.x)
 #   sentinel  redis-sentinel          Debian package (bookworm: 7.0.x; the Redis failover tests and
@@ -9,6 +9,9 @@
 #                                     as the postgres OS user, on loopback ports)
 #   faketime  libfaketime.so.1        Debian package faketime (bookworm: 0.9.10); tests/clock.rs runs
 #                                     clnode under it (LD_PRELOAD) with its wall clock moved
+#   haproxy   haproxy                 Debian package (bookworm: 2.6.x); tests/balancer.rs starts its own
+#                                     haproxy in front of members (scripts/haproxy.sh); the package's
+#                                     own service is stopped and disabled when this script installs it
 #   geth      geth v1.16.8            go install into <repo>/.tools/bin (needs Go >= 1.24; when
 #                                     absent, Go 1.24.13 is fetched from the Go module proxy
 #                                     into <repo>/.tools/go, sha256-checked; linux/amd64 only)
@@ -28,12 +31,12 @@ GO_FALLBACK=go1.24.13
 GO_FALLBACK_SHA256_linux_amd64=d2b048367a3d1a748b87f756fa06df12ce3b419e1d5f2a3612acb8950d615f9f
 NODE_DIR=$KIT_DIR/node
 
-all_parts=(redis sentinel postgres pgbouncer faketime geth seedwire ejs)
+all_parts=(redis sentinel postgres pgbouncer faketime haproxy geth seedwire ejs)
 parts=()
 for a in "$@"; do
   case $a in
-    redis | sentinel | postgres | pgbouncer | faketime | geth | seedwire | ejs | bench) parts+=("$a") ;;
-    *) usage_error "[redis] [sentinel] [postgres] [pgbouncer] [faketime] [geth] [seedwire] [ejs] [bench]   (no arguments: all but bench)" ;;
+    redis | sentinel | postgres | pgbouncer | faketime | haproxy | geth | seedwire | ejs | bench) parts+=("$a") ;;
+    *) usage_error "[redis] [sentinel] [postgres] [pgbouncer] [faketime] [haproxy] [geth] [seedwire] [ejs] [bench]   (no arguments: all but bench)" ;;
   esac
 done
 ((${#parts[@]})) || parts=("${all_parts[@]}")
@@ -152,6 +155,32 @@ if want faketime; then
     apt_install faketime
     lib=$(faketime_lib) || die "libfaketime.so.1 still missing after apt-get install faketime"
     echo "faketime: installed $(faketime_version) ($lib)"
+  fi
+fi
+
+# --- haproxy ----------------------------------------------------------------------------
+# Tests run haproxy processes of their own (scripts/haproxy.sh, a config file per test). The
+# package also installs a system service; Debian's default config binds no port, so it could not
+# take a test's port, but it is a daemon nobody asked for: stopped and disabled right after this
+# script installs the package (an haproxy that was already there is left as its operator set it).
+haproxy_version() { haproxy -v 2>/dev/null | sed -n '1s/^HAProxy version \([^ ]*\).*/\1/p'; }
+haproxy_service_off() {
+  if [[ -d /run/systemd/system ]]; then
+    as_root systemctl disable --now haproxy.service >/dev/null 2>&1 || true
+  elif [[ -x /etc/init.d/haproxy ]]; then
+    as_root /etc/init.d/haproxy stop >/dev/null 2>&1 || true
+    as_root update-rc.d haproxy disable >/dev/null 2>&1 || true
+  fi
+}
+if want haproxy; then
+  if command -v haproxy >/dev/null 2>&1; then
+    echo "haproxy: present $(haproxy_version)"
+  else
+    echo "haproxy: installing haproxy (apt) ..."
+    apt_install haproxy
+    command -v haproxy >/dev/null 2>&1 || die "haproxy still missing after apt-get install"
+    haproxy_service_off
+    echo "haproxy: installed $(haproxy_version) (its system service stopped and disabled)"
   fi
 fi
 

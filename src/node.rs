@@ -62,7 +62,10 @@ fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<
 pub fn start(config: Config, shutdown: Shutdown) -> Result<RunningNode, String> {
     let metrics = Arc::new(Metrics::default());
     let status = Arc::new(NodeStatus::new(config.mode, &config.instance_id));
-    status.update(|s| s.record_signatures = record_signatures(&config));
+    status.update(|s| {
+        s.record_signatures = record_signatures(&config);
+        s.lag_limits = config.member.lag_limits;
+    });
     let watch = Arc::new(HeadWatch::default());
     let engine = Arc::new(
         EngineClient::new(&config.eth_client_url, config.jwt_secret.clone()).with_metrics(Arc::clone(&metrics)),

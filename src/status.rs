@@ -9,6 +9,8 @@ use serde_json::{json, Value};
 
 use crate::codec::Hash32;
 use crate::config::Mode;
+use crate::member::lag::{Lag, LagClock};
+use crate::member::lag_limit::LagLimits;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -45,6 +47,9 @@ pub enum Component {
     /// A member behind its source and not moving: the syncer's own verdict,
     /// set and cleared by it alone (the fetcher owns `SyncSource`).
     SyncProgress,
+    /// A member past a readiness threshold (`member/lag_limit.rs`): never
+    /// stored, added to the copy /health answers from.
+    SyncLag,
     Chain,
 }
 
@@ -59,6 +64,7 @@ impl Component {
             Component::SyncSource => "sync source",
             Component::SyncRecord => "sync record",
             Component::SyncProgress => "sync progress",
+            Component::SyncLag => "sync lag",
             Component::Chain => "chain",
         }
     }
@@ -90,9 +96,12 @@ pub struct Snapshot {
     pub last_synced: u64,
     pub total_synced: u64,
     pub sync_url: Option<String>,
-    pub source_head: Option<u64>,
-    pub lag_blocks: u64,
-    pub lag_ms: u64,
+    /// What the source's answers told the member (`member/lag.rs`): the
+    /// fetcher records requests and answers, the syncer what it stored.
+    pub lag_clock: LagClock,
+    /// `--max-lag-blocks` / `--max-lag-ms`: /health's threshold unless a
+    /// request gives its own.
+    pub lag_limits: LagLimits,
     pub started: Instant,
 }
 
@@ -102,6 +111,7 @@ pub struct NodeStatus {
 
 impl NodeStatus {
     pub fn new(mode: Mode, instance_id: &str) -> NodeStatus {
+        let started = Instant::now();
         NodeStatus {
             inner: Mutex::new(Snapshot {
                 mode,
@@ -120,10 +130,9 @@ impl NodeStatus {
                 last_synced: 0,
                 total_synced: 0,
                 sync_url: None,
-                source_head: None,
-                lag_blocks: 0,
-                lag_ms: 0,
-                started: Instant::now(),
+                lag_clock: LagClock::new(started),
+                lag_limits: LagLimits::default(),
+                started,
             }),
         }
     }
@@ -150,6 +159,11 @@ impl NodeStatus {
 }
 
 impl Snapshot {
+    /// A member's lag at `now` (`member/lag.rs`).
+    pub fn lag(&self, now: Instant) -> Lag {
+        self.lag_clock.lag(now, self.last_synced)
+    }
+
     pub fn healthy(&self) -> bool {
         self.problems.is_empty() && self.role != Role::Starting
     }
@@ -176,6 +190,11 @@ impl Snapshot {
     }
 
     pub fn to_json(&self) -> Value {
+        self.to_json_at(Instant::now())
+    }
+
+    /// The JSON view with a member's lag as of `now`.
+    pub fn to_json_at(&self, now: Instant) -> Value {
         let head = |h: &Option<(u64, Hash32)>| match h {
             Some((number, hash)) => json!({"number": number, "hash": hash.to_hex()}),
             None => Value::Null,
@@ -209,11 +228,16 @@ impl Snapshot {
                 value["last_synced"] = json!(self.last_synced);
                 value["total_synced"] = json!(self.total_synced);
                 value["sync_url"] = json!(self.sync_url);
-                value["source_head"] = json!(self.source_head);
-                value["lag_blocks"] = json!(self.lag_blocks);
+                let lag = self.lag(now);
+                value["source_head"] = json!(lag.source_head);
+                value["lag_blocks"] = json!(lag.blocks);
+                value["lag_ms"] = json!(lag.ms);
                 #[allow(clippy::cast_precision_loss)]
-                let lag_seconds = self.lag_ms as f64 / 1000.0;
+                let lag_seconds = lag.ms as f64 / 1000.0;
                 value["lag_seconds"] = json!(lag_seconds);
+                value["lag_unconfirmed"] = json!(lag.unconfirmed);
+                value["lag_limits"] =
+                    json!({"max_lag_blocks": self.lag_limits.max_blocks, "max_lag_ms": self.lag_limits.max_ms});
             }
         }
         value

@@ -481,6 +481,27 @@ pub const FLAGS: &[Flag] = &[
         help: "long-poll wait per request",
     },
     Flag {
+        name: "max-lag-blocks",
+        env: Some("MAX_LAG_BLOCKS"),
+        value: "N",
+        default: DefaultValue::Unset,
+        kind: Kind::Count(Bounds::between(1, crate::member::lag_limit::MAX_LAG_BLOCKS_LIMIT)),
+        group: Group::Member,
+        help: "readiness for a load balancer: /health answers 503 while the member is more than N blocks behind \
+               its sync source (off unless set; /health?max_lag_blocks=N asks per request)",
+    },
+    Flag {
+        name: "max-lag-ms",
+        env: Some("MAX_LAG_MS"),
+        value: "MS",
+        default: DefaultValue::Unset,
+        kind: Kind::Count(Bounds::between(1, crate::member::lag_limit::MAX_LAG_MS_LIMIT)),
+        group: Group::Member,
+        help: "readiness for a load balancer: /health answers 503 while the member has been behind, or without \
+               word from its source, for more than MS milliseconds (off unless set; /health?max_lag_ms=MS asks per \
+               request)",
+    },
+    Flag {
         name: "api-token",
         env: Some("API_TOKEN"),
         value: "SECRET",

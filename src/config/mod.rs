@@ -153,6 +153,9 @@ pub struct MemberConfig {
     pub record_trust: RecordTrust,
     /// The encoding of the records the sync URLs serve.
     pub wire: SyncWire,
+    /// `--max-lag-blocks`, `--max-lag-ms`: /health's readiness threshold
+    /// (none set: not judged).
+    pub lag_limits: crate::member::lag_limit::LagLimits,
 }
 
 /// What the command line asked for.
@@ -623,6 +626,10 @@ fn member(input: &Input) -> Result<MemberConfig, ConfigError> {
         sync_token: input.secret("sync-token")?,
         record_trust: RecordTrust::Unverified,
         wire: sync_wire(input)?,
+        lag_limits: crate::member::lag_limit::LagLimits {
+            max_blocks: input.count_if_set("max-lag-blocks")?,
+            max_ms: input.count_if_set("max-lag-ms")?,
+        },
     })
 }
 
@@ -795,8 +802,10 @@ mod tests {
 
     #[test]
     fn out_of_range_values_are_errors_naming_the_bound() {
-        let cases: [(&str, &str, &str); 7] = [
+        let cases: [(&str, &str, &str); 9] = [
             ("--sync-batch-limit", "0", "--sync-batch-limit must be between 1 and 1000"),
+            ("--max-lag-blocks", "0", "--max-lag-blocks must be between 1 and 1000000000"),
+            ("--max-lag-ms", "86400001", "--max-lag-ms must be between 1 and 86400000"),
             ("--sync-batch-limit", "1001", "--sync-batch-limit must be between 1 and 1000"),
             ("--redis-stream-max-len", "0", "--redis-stream-max-len must be at least 1"),
             ("--sync-wait", "31s", "--sync-wait must be at most 30s (the server caps long polls there)"),
@@ -864,6 +873,16 @@ mod tests {
         assert_eq!(config.member.page_bytes, crate::page_budget::MEMBER_PAGE_BYTES);
         assert_eq!(config.member.long_poll_wait, Duration::from_secs(5));
         assert_eq!(config.member.leader_urls, vec!["http://localhost:8090".to_owned()]);
+        assert!(!config.member.lag_limits.is_set(), "no readiness threshold unless asked for");
+        let limited = run_env(
+            &["--instance-id", "x", "--jwt-secret", SECRET, "--insecure-unsigned-records", "--max-lag-blocks", "5"],
+            &[("MAX_LAG_MS", "2000")],
+        )
+        .unwrap();
+        assert_eq!(
+            limited.member.lag_limits,
+            crate::member::lag_limit::LagLimits { max_blocks: Some(5), max_ms: Some(2000) }
+        );
         assert_eq!(config.log_level, crate::log::Level::Info);
         assert_eq!(config.log_format, crate::log::Format::Text);
         let base = ["--instance-id", "x", "--jwt-secret", SECRET, "--insecure-unsigned-records"];

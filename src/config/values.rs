@@ -157,6 +157,11 @@ impl Input {
         Ok(value)
     }
 
+    /// `None` when unset: the feature it bounds is off.
+    pub fn count_if_set(&self, name: &str) -> Result<Option<u64>, ConfigError> {
+        self.text(name).map(|_| self.count(name)).transpose()
+    }
+
     /// The kind's bounds: out of range is an error, never a silent clamp.
     fn within(&self, name: &str, value: u64) -> Result<(), ConfigError> {
         let Some((bounds, unit)) = self.def(name).kind.bounds() else {

@@ -47,8 +47,6 @@ const FETCH_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Batch {
     pub generation: u64,
     pub url: String,
-    /// The source's committed head when it answered.
-    pub source_head: u64,
     /// Every record of the page, or why one of them was refused.
     pub records: Result<Vec<BlockRecord>, String>,
     /// The page's size on the wire.
@@ -339,7 +337,16 @@ impl Fetcher {
                 max_answer: self.max_answer,
             };
             let started = Instant::now();
-            match fetch_page(&url, self.config.sync_token.as_ref(), request) {
+            self.status.update(|s| s.lag_clock.asked(started, request.wait));
+            let fetched = fetch_page(&url, self.config.sync_token.as_ref(), request);
+            // Before the page goes to the syncer, so its lag counts from
+            // this answer's arrival (`lag.rs`).
+            let arrived = Instant::now();
+            self.status.update(|s| match &fetched {
+                Ok(page) => s.lag_clock.answered(arrived, page.head, s.last_synced),
+                Err(_) => s.lag_clock.failed(),
+            });
+            match fetched {
                 Ok(FetchedPage { head: source_head, records, retry_after, bytes }) => {
                     self.last_source_head = source_head;
                     self.metrics.sync_pages.inc();
@@ -364,7 +371,7 @@ impl Fetcher {
                     }
                     let keys = verification_keys(&self.sync_keys);
                     let records = decode_page(&records, self.config.wire, &self.config.record_trust, &keys);
-                    let batch = Batch { generation, url, source_head, records, bytes };
+                    let batch = Batch { generation, url, records, bytes };
                     if !self.send(sender, batch) {
                         return;
                     }
@@ -516,6 +523,7 @@ mod tests {
             long_poll_wait: Duration::from_secs(5),
             record_trust: crate::signing::RecordTrust::Unverified,
             wire: SyncWire::Json,
+            lag_limits: crate::member::lag_limit::LagLimits::default(),
         };
         let shutdown = Shutdown::new();
         let backoff = Backoff::with_jitter(Duration::from_millis(200), Duration::from_secs(30), "test");

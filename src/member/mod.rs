@@ -4,6 +4,8 @@
 //! here talks to Redis or writes to a leader's database.
 
 pub mod fetch;
+pub mod lag;
+pub mod lag_limit;
 pub mod pace;
 pub mod syncer;
 pub mod verify;

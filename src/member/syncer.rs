@@ -104,7 +104,6 @@ pub struct Syncer {
     cursor: Arc<Cursor>,
     consecutive_failures: u32,
     total_synced: u64,
-    behind_since: Option<Instant>,
     last_progress: Instant,
     backoff: Backoff,
 }
@@ -120,7 +119,6 @@ impl Syncer {
             cursor: Arc::new(Cursor::default()),
             consecutive_failures: 0,
             total_synced: 0,
-            behind_since: None,
             last_progress: Instant::now(),
             backoff,
         }
@@ -295,6 +293,7 @@ impl Syncer {
             s.total_synced = total;
             s.el_head = Some((head.number, head.hash));
             s.committed_head = Some((head.number, head.hash));
+            s.lag_clock.stored(head.number);
         });
     }
 
@@ -322,7 +321,7 @@ impl Syncer {
             let batch = match receiver.recv_timeout(Duration::from_millis(100)) {
                 Ok(batch) => batch,
                 Err(RecvTimeoutError::Timeout) => {
-                    self.update_lag(None);
+                    self.update_lag();
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => return,
@@ -332,11 +331,11 @@ impl Syncer {
                 continue; // fetched before a reset: stale
             }
             self.ctx.status.update(|s| s.sync_url = Some(batch.url.clone()));
-            self.update_lag(Some(batch.source_head));
+            self.update_lag();
             if batch.records.as_ref().is_ok_and(Vec::is_empty) {
                 continue;
             }
-            let (url, source_head) = (batch.url, batch.source_head);
+            let url = batch.url;
             let large = crate::alloc::is_large_page(batch.records.as_ref().map_or(0, Vec::len), batch.bytes);
             let applied = self.apply(batch.records);
             if large {
@@ -353,7 +352,7 @@ impl Syncer {
                     for component in [Component::SyncRecord, Component::ExecutionClient, Component::Database] {
                         self.ctx.status.clear_problem(component);
                     }
-                    self.update_lag(Some(source_head));
+                    self.update_lag();
                 }
                 Err(SyncError::Diverged(reason)) => return self.halt(&reason),
                 Err(error) => {
@@ -486,28 +485,22 @@ impl Syncer {
         }
     }
 
-    fn update_lag(&mut self, source_head: Option<u64>) {
-        let local = self.head.map(|h| h.number).unwrap_or(0);
-        let source = source_head.unwrap_or_else(|| self.ctx.status.snapshot().source_head.unwrap_or(local));
-        let lag_blocks = source.saturating_sub(local);
-        if lag_blocks == 0 {
-            self.behind_since = None;
-        } else if self.behind_since.is_none() {
-            self.behind_since = Some(Instant::now());
-        }
-        let lag_ms = self.behind_since.map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)).unwrap_or(0);
-        self.ctx.metrics.sync_lag_blocks.set_u64(lag_blocks);
-        self.ctx.metrics.sync_lag_ms.set_u64(lag_ms);
-        let stalled = lag_blocks > 0 && self.last_progress.elapsed() > STALL_AFTER;
+    /// The lag metrics and the stall verdict, from what the fetcher and
+    /// this thread recorded (`member/lag.rs`); /health computes its own at
+    /// each request.
+    fn update_lag(&self) {
+        let now = Instant::now();
+        let stalled_for = self.last_progress.elapsed();
+        let metrics = &self.ctx.metrics;
         self.ctx.status.update(|s| {
-            s.source_head = Some(source);
-            s.lag_blocks = lag_blocks;
-            s.lag_ms = lag_ms;
+            let lag = s.lag(now);
+            metrics.sync_lag_blocks.set_u64(lag.blocks);
+            metrics.sync_lag_ms.set_u64(lag.ms);
             // Set and cleared here on every update, so a member that caught
             // up never keeps reporting an old stall.
-            if stalled {
+            if lag.blocks > 0 && stalled_for > STALL_AFTER {
                 let reason =
-                    format!("stalled: {lag_blocks} blocks behind with no progress for {} s", STALL_AFTER.as_secs());
+                    format!("stalled: {} blocks behind with no progress for {} s", lag.blocks, STALL_AFTER.as_secs());
                 s.problems.insert(Component::SyncProgress, reason);
             } else {
                 s.problems.remove(&Component::SyncProgress);

@@ -10,6 +10,7 @@
 
 pub mod cluster;
 pub mod engine_relay;
+pub mod haproxy;
 pub mod http;
 pub mod keys;
 pub mod pgbouncer;
@@ -22,6 +23,8 @@ pub mod stats;
 // crate uses some of them).
 #[allow(unused_imports)]
 pub use cluster::{Cluster, Member, NodeLinks};
+#[allow(unused_imports)]
+pub use haproxy::{Haproxy, HaproxyServer, HealthCheck};
 #[allow(unused_imports)]
 pub use http::{hold_connections, http_get, http_get_within, http_request, raw_http, rss_kib};
 #[allow(unused_imports)]
