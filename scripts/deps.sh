@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# deps.sh [redis] [postgres] [faketime] [geth] [seedwire] [ejs] [bench] — install what the tests and the devnet need and is
+# deps.sh [redis] [postgres] [faketime] [prometheus] [geth] [seedwire] [ejs] [bench] — install what the tests and the devnet need and is
 # missing (no arguments: everything). Idempotent; quick when all is present.
 #   redis     redis-server            Debian package (bookworm: 7.0.x)
 #   postgres  postgresql-15           Debian package (server, psql, the "postgres" OS user)
 #   faketime  libfaketime.so.1        Debian package faketime (bookworm: 0.9.10); tests/clock.rs runs
 #                                     clnode under it (LD_PRELOAD) with its wall clock moved
+#   prometheus prometheus, promtool  Debian package prometheus (bookworm: 2.42); make run starts one
+#                                     for the devnet, make test checks deploy/prometheus/ with promtool.
+#                                     A system service the package starts is stopped and disabled.
 #   geth      geth v1.16.8            go install into <repo>/.tools/bin (needs Go >= 1.24; when
 #                                     absent, Go 1.24.13 is fetched from the Go module proxy
 #                                     into <repo>/.tools/go, sha256-checked; linux/amd64 only)
@@ -24,12 +27,12 @@ GO_FALLBACK=go1.24.13
 GO_FALLBACK_SHA256_linux_amd64=d2b048367a3d1a748b87f756fa06df12ce3b419e1d5f2a3612acb8950d615f9f
 NODE_DIR=$KIT_DIR/node
 
-all_parts=(redis postgres faketime geth seedwire ejs)
+all_parts=(redis postgres faketime prometheus geth seedwire ejs)
 parts=()
 for a in "$@"; do
   case $a in
-    redis | postgres | faketime | geth | seedwire | ejs | bench) parts+=("$a") ;;
-    *) usage_error "[redis] [postgres] [faketime] [geth] [seedwire] [ejs] [bench]   (no arguments: all but bench)" ;;
+    redis | postgres | faketime | prometheus | geth | seedwire | ejs | bench) parts+=("$a") ;;
+    *) usage_error "[redis] [postgres] [faketime] [prometheus] [geth] [seedwire] [ejs] [bench]   (no arguments: all but bench)" ;;
   esac
 done
 ((${#parts[@]})) || parts=("${all_parts[@]}")
@@ -120,6 +123,38 @@ if want faketime; then
     apt_install faketime
     lib=$(faketime_lib) || die "libfaketime.so.1 still missing after apt-get install faketime"
     echo "faketime: installed $(faketime_version) ($lib)"
+  fi
+fi
+
+# --- prometheus -------------------------------------------------------------------------
+# The server (make run scrapes the devnet's nodes with it) and promtool (make test checks
+# deploy/prometheus/ with it). Where an init system runs, the package starts and enables a
+# system Prometheus on :9090; the devnet runs its own on DEVNET_PROM_PORT, so the one the
+# install started is stopped and disabled (only when this script installed it: a Prometheus
+# that was already there is left alone).
+prometheus_version() { prometheus --version 2>/dev/null | sed -n '1s/^prometheus, version \([^ ]*\).*/\1/p'; }
+stop_system_prometheus() {
+  if [[ -d /run/systemd/system ]]; then
+    as_root systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  else
+    if [[ -x /etc/init.d/prometheus ]]; then
+      as_root /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+      as_root update-rc.d prometheus disable >/dev/null 2>&1 || true
+    fi
+    # The unit's enablement link too, for a later boot under systemd (works without it running).
+    if command -v systemctl >/dev/null 2>&1; then as_root systemctl disable prometheus.service >/dev/null 2>&1 || true; fi
+  fi
+}
+if want prometheus; then
+  if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then
+    echo "prometheus: present $(prometheus_version)"
+  else
+    echo "prometheus: installing prometheus (apt) ..."
+    apt_install prometheus
+    command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 ||
+      die "prometheus or promtool still missing after apt-get install prometheus"
+    stop_system_prometheus
+    echo "prometheus: installed $(prometheus_version) (system service stopped and disabled)"
   fi
 fi
 
