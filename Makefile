@@ -9,10 +9,11 @@ TEST_THREADS ?= 2
 
 all: build
 
+# CLNODE_GIT_COMMIT: the commit clnode_build_info reports (src/metrics.rs).
 build:
-	$(CARGO) build --release
+	CLNODE_GIT_COMMIT=$$(git rev-parse --short=12 HEAD 2>/dev/null) $(CARGO) build --release
 
-## Installs Redis, PostgreSQL, geth v1.16.8 and the EthereumJS client if missing.
+## Installs Redis, PostgreSQL, Prometheus, geth v1.16.8 and the EthereumJS client if missing.
 deps:
 	scripts/deps.sh
 
@@ -20,8 +21,8 @@ deps:
 FUZZ_SHORT_S ?= 15
 FUZZ_LONG_S ?= 600
 
-## Unit and integration tests on real Redis, PostgreSQL, geth and EthereumJS,
-## then a short run of every fuzz target.
+## Unit and integration tests on real Redis, PostgreSQL, geth and EthereumJS (and promtool
+## on deploy/prometheus/: tests/monitoring.rs), then a short run of every fuzz target.
 test: deps
 	$(CARGO) test --lib --bins --tests -- --test-threads=$(TEST_THREADS)
 	scripts/fuzz.sh $(FUZZ_SHORT_S)
@@ -48,7 +49,7 @@ fmt:
 static:
 	scripts/build-static.sh
 
-## A local cluster (Redis, PostgreSQL, geth, two leaders, a member, tx load) with a live status
+## A local cluster (Redis, PostgreSQL, geth, two leaders, a member, tx load, Prometheus) with a live status
 ## table; state in .devnet/, Ctrl-C stops it (exit 0). `scripts/devnet.sh leader` names the node
 ## that leads, `scripts/devnet.sh restart NAME` brings back a killed part. DEVNET_*: scripts/README.md.
 run: deps

@@ -4,6 +4,9 @@
 # Fails unless `ldd` agrees the result is not dynamic.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# The commit clnode_build_info reports (src/metrics.rs); none outside a git checkout.
+CLNODE_GIT_COMMIT=${CLNODE_GIT_COMMIT:-$(git rev-parse --short=12 HEAD 2>/dev/null || true)}
+export CLNODE_GIT_COMMIT
 if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
   target=x86_64-unknown-linux-musl
   cargo build --release --target "$target"

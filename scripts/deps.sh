@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# deps.sh [redis] [sentinel] [postgres] [pgbouncer] [faketime] [haproxy] [geth] [seedwire] [ejs] [bench] — install what the tests and the devnet need and is
+# deps.sh [redis] [sentinel] [postgres] [pgbouncer] [faketime] [haproxy] [prometheus] [geth] [seedwire] [ejs] [bench] — install what the tests and the devnet need and is
 # missing (no arguments: everything). Idempotent; quick when all is present.
 #   redis     redis-server            Debian package (bookworm: 7.0.x)
 #   sentinel  redis-sentinel          Debian package (bookworm: 7.0.x; the Redis failover tests and
@@ -12,6 +12,9 @@
 #   haproxy   haproxy                 Debian package (bookworm: 2.6.x); tests/balancer.rs starts its own
 #                                     haproxy in front of members (scripts/haproxy.sh); the package's
 #                                     own service is stopped and disabled when this script installs it
+#   prometheus prometheus, promtool  Debian package prometheus (bookworm: 2.42); make run starts one
+#                                     for the devnet, make test checks deploy/prometheus/ with promtool.
+#                                     A system service the package starts is stopped and disabled.
 #   geth      geth v1.16.8            go install into <repo>/.tools/bin (needs Go >= 1.24; when
 #                                     absent, Go 1.24.13 is fetched from the Go module proxy
 #                                     into <repo>/.tools/go, sha256-checked; linux/amd64 only)
@@ -31,12 +34,12 @@ GO_FALLBACK=go1.24.13
 GO_FALLBACK_SHA256_linux_amd64=d2b048367a3d1a748b87f756fa06df12ce3b419e1d5f2a3612acb8950d615f9f
 NODE_DIR=$KIT_DIR/node
 
-all_parts=(redis sentinel postgres pgbouncer faketime haproxy geth seedwire ejs)
+all_parts=(redis sentinel postgres pgbouncer faketime haproxy prometheus geth seedwire ejs)
 parts=()
 for a in "$@"; do
   case $a in
-    redis | sentinel | postgres | pgbouncer | faketime | haproxy | geth | seedwire | ejs | bench) parts+=("$a") ;;
-    *) usage_error "[redis] [sentinel] [postgres] [pgbouncer] [faketime] [haproxy] [geth] [seedwire] [ejs] [bench]   (no arguments: all but bench)" ;;
+    redis | sentinel | postgres | pgbouncer | faketime | haproxy | prometheus | geth | seedwire | ejs | bench) parts+=("$a") ;;
+    *) usage_error "[redis] [sentinel] [postgres] [pgbouncer] [faketime] [haproxy] [prometheus] [geth] [seedwire] [ejs] [bench]   (no arguments: all but bench)" ;;
   esac
 done
 ((${#parts[@]})) || parts=("${all_parts[@]}")
@@ -181,6 +184,38 @@ if want haproxy; then
     command -v haproxy >/dev/null 2>&1 || die "haproxy still missing after apt-get install"
     haproxy_service_off
     echo "haproxy: installed $(haproxy_version) (its system service stopped and disabled)"
+  fi
+fi
+
+# --- prometheus -------------------------------------------------------------------------
+# The server (make run scrapes the devnet's nodes with it) and promtool (make test checks
+# deploy/prometheus/ with it). Where an init system runs, the package starts and enables a
+# system Prometheus on :9090; the devnet runs its own on DEVNET_PROM_PORT, so the one the
+# install started is stopped and disabled (only when this script installed it: a Prometheus
+# that was already there is left alone).
+prometheus_version() { prometheus --version 2>/dev/null | sed -n '1s/^prometheus, version \([^ ]*\).*/\1/p'; }
+stop_system_prometheus() {
+  if [[ -d /run/systemd/system ]]; then
+    as_root systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  else
+    if [[ -x /etc/init.d/prometheus ]]; then
+      as_root /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+      as_root update-rc.d prometheus disable >/dev/null 2>&1 || true
+    fi
+    # The unit's enablement link too, for a later boot under systemd (works without it running).
+    if command -v systemctl >/dev/null 2>&1; then as_root systemctl disable prometheus.service >/dev/null 2>&1 || true; fi
+  fi
+}
+if want prometheus; then
+  if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then
+    echo "prometheus: present $(prometheus_version)"
+  else
+    echo "prometheus: installing prometheus (apt) ..."
+    apt_install prometheus
+    command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 ||
+      die "prometheus or promtool still missing after apt-get install prometheus"
+    stop_system_prometheus
+    echo "prometheus: installed $(prometheus_version) (system service stopped and disabled)"
   fi
 fi
 

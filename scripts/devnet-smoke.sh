@@ -9,6 +9,9 @@
 #     load generator sent to its own geth, standby's and member's included, has a receipt on
 #     the leader's geth: the geths gossip over devp2p);
 #   - member-1 (when on) syncs, verifying the leaders' block signatures against the pinned key;
+#   - Prometheus (make run's) scrapes every clnode (all targets up), has the alerts of
+#     deploy/prometheus/alerts.yml loaded and evaluating without error, answers every query of
+#     deploy/grafana/clnode.json with data, and saw the killed leader down;
 #   - the README tour's failover: `devnet.sh leader` names the leader, which is SIGKILLed; the
 #     other takes over and reports its failover gap; `devnet.sh restart` brings the killed node
 #     back as a standby (and refuses to restart a running one);
@@ -72,12 +75,12 @@ trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# --- ports: 15 distinct free ports outside the usual ephemeral range (32768-60999), so an
+# --- ports: 19 distinct free ports outside the usual ephemeral range (32768-60999), so an
 # outgoing connection is unlikely to take one between this check and the devnet's own.
 VARS=(DEVNET_REDIS_PORT DEVNET_PG_PORT DEVNET_M1_PG_PORT DEVNET_L1_ENGINE DEVNET_L1_RPC
   DEVNET_L2_ENGINE DEVNET_L2_RPC DEVNET_M1_ENGINE DEVNET_M1_RPC DEVNET_L1_HEALTH DEVNET_L1_API
   DEVNET_L2_HEALTH DEVNET_L2_API DEVNET_M1_HEALTH DEVNET_M1_API
-  DEVNET_L1_P2P DEVNET_L2_P2P DEVNET_M1_P2P)
+  DEVNET_L1_P2P DEVNET_L2_P2P DEVNET_M1_P2P DEVNET_PROM_PORT)
 read -ra PORTS <<<"$(python3 - "${#VARS[@]}" <<'PY'
 import random, socket, sys
 want, got = int(sys.argv[1]), []
@@ -125,6 +128,36 @@ rpc() {
 }
 
 devnet_alive() { kill -0 "$DEVNET_PID" 2>/dev/null; }
+
+PROM=http://127.0.0.1:$DEVNET_PROM_PORT
+# prom_query EXPR: the instant query's result as JSON (exit 1 when it fails).
+prom_query() {
+  python3 - "$PROM" "$1" <<'PY'
+import json, sys, urllib.parse, urllib.request
+url = sys.argv[1] + "/api/v1/query?" + urllib.parse.urlencode({"query": sys.argv[2]})
+try:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        print(json.dumps(json.load(r)["data"]["result"]))
+except Exception as e:
+    print(e, file=sys.stderr)
+    sys.exit(1)
+PY
+}
+
+# prometheus_targets_up WANT: exit 0 when Prometheus' clnode targets are WANT, all up; prints them.
+prometheus_targets_up() {
+  python3 - "$PROM" "$1" <<'PY'
+import json, sys, urllib.request
+try:
+    with urllib.request.urlopen(sys.argv[1] + "/api/v1/targets?state=active", timeout=3) as r:
+        targets = [t for t in json.load(r)["data"]["activeTargets"] if t["labels"].get("job") == "clnode"]
+except Exception as e:
+    print(f"no answer: {e}")
+    sys.exit(1)
+print(", ".join(sorted(f'{t["labels"]["instance"]}={t["health"]}' for t in targets)))
+sys.exit(0 if len(targets) == int(sys.argv[2]) and all(t["health"] == "up" for t in targets) else 1)
+PY
+}
 
 # roles: "leader standby" etc. for leader-1 and leader-2.
 roles() {
@@ -187,6 +220,27 @@ pass "pid files: ${pid_names[*]} (${#STARTED[@]} processes with children)"
 
 check_health_and_one_leader "at start"
 
+# --- Prometheus: every clnode a target, up; the alerts loaded --------------------------------
+grep -q "^devnet: prometheus: $PROM " "$OUT" || fail "devnet.sh did not print Prometheus' URL ($PROM)"
+want_targets=2
+if [[ ${DEVNET_MEMBER:-1} == 1 ]]; then want_targets=3; fi
+t_prom=$(now_s)
+until targets=$(prometheus_targets_up "$want_targets"); do
+  (($(now_s) - t_prom < 30)) || fail "Prometheus' clnode targets not all up after 30 s: $targets"
+  sleep 1
+done
+pass "Prometheus at $PROM scrapes every clnode: $targets"
+alerts_in_file=$(grep -c '^ *- alert: ' "$REPO_ROOT/deploy/prometheus/alerts.yml")
+rules=$(python3 - "$PROM" <<'PY'
+import json, sys, urllib.request
+with urllib.request.urlopen(sys.argv[1] + "/api/v1/rules", timeout=3) as r:
+    groups = json.load(r)["data"]["groups"]
+print(sum(len(g["rules"]) for g in groups if g["name"] == "clnode"))
+PY
+) || fail "Prometheus' /api/v1/rules does not answer"
+((rules == alerts_in_file)) || fail "Prometheus loaded $rules clnode rules, deploy/prometheus/alerts.yml has $alerts_in_file"
+pass "Prometheus loaded the $rules alerts of deploy/prometheus/alerts.yml"
+
 b0=$(latest "$DEVNET_L1_API") || fail "/blocks/latest on :$DEVNET_L1_API does not answer"
 sleep 10
 b1=$(latest "$DEVNET_L1_API") || fail "/blocks/latest on :$DEVNET_L1_API does not answer"
@@ -228,6 +282,38 @@ done
 sleep 5
 check_health_and_one_leader "15 s later"
 
+# Every query of the Grafana dashboard, on 20+ s of the devnet's series: it parses and has data
+# (the member's panels only with the member on); every alert rule evaluates without error.
+dash=$(python3 - "$PROM" "$REPO_ROOT/deploy/grafana/clnode.json" "${DEVNET_MEMBER:-1}" <<'PY'
+import json, sys, urllib.parse, urllib.request
+prom, path, member = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+dashboard = json.load(open(path))
+panels = [p for top in dashboard["panels"] for p in [top] + top.get("panels", [])]
+exprs = [(p["title"], t["expr"]) for p in panels for t in p.get("targets", [])]
+empty, failed = [], []
+for title, expr in exprs:
+    q = expr.replace("$__rate_interval", "20s").replace("$cluster", ".*").replace("$instance", ".*")
+    try:
+        with urllib.request.urlopen(prom + "/api/v1/query?" + urllib.parse.urlencode({"query": q}), timeout=5) as r:
+            result = json.load(r)["data"]["result"]
+    except Exception as e:
+        failed.append(f"{title}: {q}: {e}")
+        continue
+    member_only = 'mode="member"' in q or "sync" in q or "execution_duration" in q
+    if not result and (member or not member_only):
+        empty.append(f"{title}: {q}")
+with urllib.request.urlopen(prom + "/api/v1/rules", timeout=5) as r:
+    bad_rules = [f'{rule["name"]}: {rule.get("lastError")}' for g in json.load(r)["data"]["groups"]
+                 for rule in g["rules"] if rule.get("health") == "err"]
+for line in failed + [f"no data: {e}" for e in empty] + [f"rule error: {b}" for b in bad_rules]:
+    print(line)
+print(f"{len(exprs)} queries")
+sys.exit(1 if failed or empty or bad_rules else 0)
+PY
+) || fail "the dashboard's queries or the alert rules on the live Prometheus:
+$dash"
+pass "Prometheus answers all $(tail -n 1 <<<"$dash") of deploy/grafana/clnode.json with data; every alert rule evaluates"
+
 # The member executes only blocks the leaders signed with the devnet's key (it pins its public key).
 if [[ ${DEVNET_MEMBER:-1} == 1 ]]; then
   m1="http://127.0.0.1:$DEVNET_M1_HEALTH/health?format=json"
@@ -268,6 +354,15 @@ done
 out=$(devnet restart "$first_leader" 2>&1) && fail "devnet.sh restart of a running node succeeded"
 [[ $out == *"is running"* ]] || fail "devnet.sh restart of a running node said: $out"
 pass "devnet.sh restart $first_leader brought it back as a standby (roles: $(roles)); a second restart is refused"
+
+# Prometheus saw the killed leader down, and scrapes it again.
+seen_down=$(prom_query "min_over_time(up{job=\"clnode\",instance=\"$first_leader\"}[5m])") || fail "Prometheus does not answer"
+[[ $seen_down == *'"0"]'* ]] || fail "Prometheus never saw $first_leader down: min_over_time(up[5m]) = $seen_down"
+until targets=$(prometheus_targets_up "$want_targets"); do
+  (($(now_s) - t_kill < 60)) || fail "Prometheus does not scrape $first_leader again after its restart: $targets"
+  sleep 1
+done
+pass "Prometheus saw $first_leader down (up = 0) and scrapes it again: $targets"
 
 # --- the tour's clnode admin line, with the devnet's admin token -----------------------------
 clnode_bin=${CLNODE_BIN:-$REPO_ROOT/target/release/clnode}

@@ -6,9 +6,10 @@
 #                  over devp2p on 127.0.0.1, so a transaction sent to any of them reaches the
 #                  leader's), clnode leader-1 and leader-2 (--preferred-leaders leader-1,leader-2:
 #                  leader-1 leads once ready, and again after a failover) (and member-1 with its
-#                  own geth and PostgreSQL), one transaction load generator per geth, then show a
-#                  live status table until Ctrl-C / SIGTERM / DEVNET_DURATION_S, and stop
-#                  everything it started.
+#                  own geth and PostgreSQL), one transaction load generator per geth, Prometheus
+#                  scraping every clnode with deploy/prometheus/alerts.yml loaded (its URL is
+#                  printed), then show a live status table until Ctrl-C / SIGTERM /
+#                  DEVNET_DURATION_S, and stop everything it started.
 #   stop           stop a devnet of this DEVNET_DIR that is still running (e.g. after the
 #                  script itself was SIGKILLed and left its servers behind).
 #   clean          remove DEVNET_DIR (refused while a devnet from it runs).
@@ -34,6 +35,7 @@
 #                           a transaction waits in the pool it was sent to [1]
 #   DEVNET_TX_RATE          transactions per second of each load generator; 0 = no load (and
 #                           no blocks: clnode makes no empty blocks by default) [5]
+#   DEVNET_PROMETHEUS       1 = also start Prometheus (scripts/prometheus.sh; data in DIR/prometheus) [1]
 #   DEVNET_BUILD            0 = skip `cargo build --release` [1]
 #   CLNODE_BIN              clnode binary [<repo>/target/release/clnode]
 #   DEVNET_CLNODE_FLAGS     extra flags for every clnode, split on spaces (e.g. "--lease-ttl 3s")
@@ -50,6 +52,7 @@
 #   DEVNET_L2_HEALTH [8082]      DEVNET_L2_API [8092]         (clnode leader-2)
 #   DEVNET_M1_HEALTH [8081]      DEVNET_M1_API [8091]         (clnode member-1)
 #   DEVNET_L1_P2P [30311]   DEVNET_L2_P2P [30312]   DEVNET_M1_P2P [30313]   (geth devp2p, TCP)
+#   DEVNET_PROM_PORT [9095]      (Prometheus; not 9090, where a system Prometheus may run)
 #
 # Exit status: 0 after DEVNET_DURATION_S, Ctrl-C (SIGINT) or a clean `stop`/`clean`; 143/129
 # after SIGTERM/SIGHUP (everything stopped); 1 when something could not start (nothing left
@@ -66,6 +69,7 @@ DURATION_S=${DEVNET_DURATION_S:-0}
 MEMBER=${DEVNET_MEMBER:-1}
 TX_RATE=${DEVNET_TX_RATE:-5}
 PEERING=${DEVNET_PEERING:-1}
+PROMETHEUS=${DEVNET_PROMETHEUS:-1}
 BUILD=${DEVNET_BUILD:-1}
 CLNODE=${CLNODE_BIN:-$REPO_ROOT/target/release/clnode}
 READY_TIMEOUT_S=${DEVNET_READY_TIMEOUT_S:-60}
@@ -83,6 +87,7 @@ MEMBER_PORT_VARS=(
   DEVNET_M1_PG_PORT:5433 DEVNET_M1_ENGINE:8552 DEVNET_M1_RPC:8546
   DEVNET_M1_HEALTH:8081 DEVNET_M1_API:8091 DEVNET_M1_P2P:30313
 )
+PROM_PORT_VARS=(DEVNET_PROM_PORT:9095)
 
 # Dev keys from the `test test … junk` mnemonic (prefunded in the genesis alloc). Each geth
 # gets its own sender so the two load generators never compete for nonces.
@@ -93,7 +98,7 @@ KEY_M1=0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d # 0x70
 # Stop order: what uses a service stops before the service. Each entry: SIGNAL:NAMES.
 # PostgreSQL gets SIGINT (fast shutdown: no waiting for clients); the rest SIGTERM.
 STOP_STAGES=(
-  "TERM:status"
+  "TERM:status prometheus"
   "TERM:member-1 leader-1 leader-2"
   "TERM:loadgen-1 loadgen-2 loadgen-m1"
   "TERM:geth-l1 geth-l2 geth-m1"
@@ -108,7 +113,7 @@ elapsed_s() { awk -v ms=$(($(now_ms) - $1)) 'BEGIN { printf "%.1f", ms / 1000 }'
 
 load_ports() {
   local spec var
-  for spec in "${PORT_VARS[@]}" "${MEMBER_PORT_VARS[@]}"; do
+  for spec in "${PORT_VARS[@]}" "${MEMBER_PORT_VARS[@]}" "${PROM_PORT_VARS[@]}"; do
     var=${spec%%:*}
     printf -v "$var" '%s' "${!var:-${spec#*:}}"
     require_port "$var" "${!var}"
@@ -122,6 +127,7 @@ expected_program() {
   case $1 in
     devnet | loadgen-*) echo devnet.sh ;;
     status) echo python3 ;;
+    prometheus) echo prometheus ;;
     redis) echo redis-server ;;
     pg-*) echo postgres ;;
     geth-*) echo geth ;;
@@ -254,6 +260,7 @@ check_ports() {
   local specs=() spec var other
   for spec in "${PORT_VARS[@]}"; do specs+=("${spec%%:*}"); done
   if ((MEMBER)); then for spec in "${MEMBER_PORT_VARS[@]}"; do specs+=("${spec%%:*}"); done; fi
+  if ((PROMETHEUS)); then for spec in "${PROM_PORT_VARS[@]}"; do specs+=("${spec%%:*}"); done; fi
   local args=()
   declare -A owner=()
   for var in "${specs[@]}"; do
@@ -336,6 +343,10 @@ any_leader() {
   return 1
 }
 
+prometheus_ready() {
+  require_alive prometheus && curl -sf --max-time 1 "http://127.0.0.1:$DEVNET_PROM_PORT/-/ready" >/dev/null 2>&1
+}
+
 first_block() { curl -sf --max-time 1 "http://127.0.0.1:$DEVNET_L1_API/blocks/latest" >/dev/null 2>&1; }
 
 # --- the load generator supervisor (runs as `devnet.sh __loadgen NAME RPC KEY RATE`) ------
@@ -359,7 +370,7 @@ start_status() { # start_status MODE NODE_SPEC... -- HINT_LINE...
   local mode=$1
   shift
   [[ $mode != off ]] || return 0
-  python3 "$KIT_DIR/lib/devnet_status.py" "$DIR" "$mode" "$STATUS_EVERY_S" "$DURATION_S" "$(date +%s)" "$@" \
+  DEVNET_PROM_URL=$PROM_URL python3 "$KIT_DIR/lib/devnet_status.py" "$DIR" "$mode" "$STATUS_EVERY_S" "$DURATION_S" "$(date +%s)" "$@" \
     2>>"$DIR/logs/status.log" &
   PID[status]=$!
   echo "$!" >"$DIR/pids/status"
@@ -369,6 +380,7 @@ start_status() { # start_status MODE NODE_SPEC... -- HINT_LINE...
 # --- run ----------------------------------------------------------------------------------
 
 # on_exit: stop whatever this run started (runs once, for errors, signals and the normal end).
+PROM_URL=
 STOPPING=0
 on_exit() {
   local rc=$?
@@ -379,7 +391,7 @@ on_exit() {
   rm -f "$DIR/pids/devnet"
   if ((${#PID[@]})); then
     echo
-    say "stopping (clnode first, then load, geth, PostgreSQL, Redis) ..."
+    say "stopping (Prometheus and clnode first, then load, geth, PostgreSQL, Redis) ..."
     stop_everything
     local left
     left=$(running_list)
@@ -395,7 +407,9 @@ build() {
   # Cargo's own progress (a line per crate, and its progress bar on a terminal): a first
   # build takes a minute or more, which must not look like a hang.
   say "building clnode (cargo build --release; a first build takes a minute or two) ..."
-  (cd "$REPO_ROOT" && cargo build --release) || die "cargo build --release failed"
+  # The commit goes into clnode_build_info (src/metrics.rs); none outside a git checkout.
+  (cd "$REPO_ROOT" && CLNODE_GIT_COMMIT=$(git rev-parse --short=12 HEAD 2>/dev/null || true) cargo build --release) ||
+    die "cargo build --release failed"
   [[ -x $CLNODE ]] || die "no clnode binary at $CLNODE after the build"
   say "build done in $(elapsed_s "$t0")s"
 }
@@ -459,6 +473,7 @@ run() {
   [[ $DURATION_S =~ ^[0-9]+$ ]] || die "DEVNET_DURATION_S must be a whole number of seconds, got '$DURATION_S'"
   [[ $MEMBER =~ ^[01]$ ]] || die "DEVNET_MEMBER must be 0 or 1, got '$MEMBER'"
   [[ $PEERING =~ ^[01]$ ]] || die "DEVNET_PEERING must be 0 or 1, got '$PEERING'"
+  [[ $PROMETHEUS =~ ^[01]$ ]] || die "DEVNET_PROMETHEUS must be 0 or 1, got '$PROMETHEUS'"
   [[ $TX_RATE =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "DEVNET_TX_RATE must be a number, got '$TX_RATE'"
   [[ $READY_TIMEOUT_S =~ ^[1-9][0-9]*$ ]] || die "DEVNET_READY_TIMEOUT_S must be a positive whole number, got '$READY_TIMEOUT_S'"
   read -ra EXTRA_FLAGS <<<"${DEVNET_CLNODE_FLAGS:-}"
@@ -472,6 +487,7 @@ run() {
   command -v python3 >/dev/null || die "python3 not found (the status table and port check use it)"
   command -v node >/dev/null || die "node not found (run scripts/deps.sh ejs)"
   PG_BINDIR_=$(pg_bindir) || die "PostgreSQL not found (run scripts/deps.sh postgres)"
+  if ((PROMETHEUS)); then command -v prometheus >/dev/null || die "prometheus not found (run scripts/deps.sh prometheus, or DEVNET_PROMETHEUS=0)"; fi
 
   # Nothing may be started before these two checks pass.
   mkdir -p "$DIR"/{logs,pids,jwt,cmds}
@@ -495,13 +511,20 @@ run() {
   signing_keys
 
   t_services=$(now_ms)
-  say "starting Redis, PostgreSQL and geth in $DIR (logs in $DIR/logs/) ..."
+  if ((PROMETHEUS)); then PROM_URL=http://127.0.0.1:$DEVNET_PROM_PORT; fi
+  say "starting Redis, PostgreSQL, geth${PROM_URL:+ and Prometheus} in $DIR (logs in $DIR/logs/) ..."
   start redis "$KIT_DIR/redis.sh" "$DIR/redis" "$DEVNET_REDIS_PORT"
   start pg-leader "$KIT_DIR/postgres.sh" "$DIR/pg-leader" "$DEVNET_PG_PORT"
   geth_peering
   start geth-l1 env "EL_P2P_ADDR=${P2P_ADDR[geth-l1]}" "EL_PEERS=${P2P_PEERS[geth-l1]}" "$KIT_DIR/geth.sh" "$DIR/geth-l1" "$GENESIS" "$DIR/jwt/leader-1.hex" "$DEVNET_L1_ENGINE" "$DEVNET_L1_RPC"
   start geth-l2 env "EL_P2P_ADDR=${P2P_ADDR[geth-l2]}" "EL_PEERS=${P2P_PEERS[geth-l2]}" "$KIT_DIR/geth.sh" "$DIR/geth-l2" "$GENESIS" "$DIR/jwt/leader-2.hex" "$DEVNET_L2_ENGINE" "$DEVNET_L2_RPC"
   # ---- member hook (DEVNET_MEMBER=1): member-1's own geth and PostgreSQL ----
+  # Prometheus scrapes each clnode's health address; a node not up yet is a target down.
+  if ((PROMETHEUS)); then
+    local targets=(leader-1=127.0.0.1:"$DEVNET_L1_HEALTH" leader-2=127.0.0.1:"$DEVNET_L2_HEALTH")
+    if ((MEMBER)); then targets+=(member-1=127.0.0.1:"$DEVNET_M1_HEALTH"); fi
+    start prometheus "$KIT_DIR/prometheus.sh" "$DIR/prometheus" "$DEVNET_PROM_PORT" "${targets[@]}"
+  fi
   if ((MEMBER)); then
     start pg-member "$KIT_DIR/postgres.sh" "$DIR/pg-member" "$DEVNET_M1_PG_PORT"
     start geth-m1 env "EL_P2P_ADDR=${P2P_ADDR[geth-m1]}" "EL_PEERS=${P2P_PEERS[geth-m1]}" "$KIT_DIR/geth.sh" "$DIR/geth-m1" "$GENESIS" "$DIR/jwt/member-1.hex" "$DEVNET_M1_ENGINE" "$DEVNET_M1_RPC"
@@ -516,6 +539,7 @@ run() {
     wait_until "$READY_TIMEOUT_S" "PostgreSQL on port $DEVNET_M1_PG_PORT" pg_ready pg-member "$DEVNET_M1_PG_PORT"
     wait_port geth-m1 "$DEVNET_M1_ENGINE"
   fi
+  if ((PROMETHEUS)); then wait_until "$READY_TIMEOUT_S" "Prometheus on port $DEVNET_PROM_PORT" prometheus_ready; fi
   say "services ready in $(elapsed_s "$t_services")s; starting clnode ..."
 
   # Who answers /health where, for `devnet.sh leader`.
@@ -582,7 +606,11 @@ run() {
     "logs:  $rel/logs/        stop: Ctrl-C (stops everything, restarted processes too)"
     "also:  ${CLNODE#"$PWD"/} status --url $status_urls --watch"
   )
+  if ((PROMETHEUS)); then
+    hints+=("prom:  $PROM_URL   (/classic/targets, /classic/alerts: deploy/prometheus/alerts.yml; Grafana: deploy/grafana/clnode.json)")
+  fi
   say "ready: $(elapsed_s "$t_services")s after the build, $(elapsed_s "$t_start")s after start"
+  if ((PROMETHEUS)); then say "prometheus: $PROM_URL (scraping every clnode, alerts loaded)"; fi
   printf '%s\n' "${hints[@]}"
   local specs=(leader-1:leader:"$DEVNET_L1_HEALTH" leader-2:leader:"$DEVNET_L2_HEALTH")
   if ((MEMBER)); then specs+=(member-1:member:"$DEVNET_M1_HEALTH"); fi

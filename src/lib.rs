@@ -23,6 +23,7 @@ pub mod node;
 pub mod notify;
 pub mod page_budget;
 pub mod page_key;
+pub mod process_metrics;
 pub mod reconnect;
 pub mod regression;
 pub mod replay;

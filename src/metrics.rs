@@ -141,8 +141,32 @@ pub const ERROR_KINDS: [&str; 13] = [
     "internal",
 ];
 
+/// The git commit clnode was built from, when the build said so
+/// (`CLNODE_GIT_COMMIT`: `make build`, `make static` and the devnet's build
+/// set it from `git rev-parse`; no build script, so a plain `cargo build`
+/// has none).
+const GIT_COMMIT: Option<&str> = option_env!("CLNODE_GIT_COMMIT");
+
+/// `clnode_build_info`'s `commit` label: a hex commit id, else `unknown`
+/// (anything else in the variable is not a commit, and never reaches the
+/// exposition text unescaped).
+fn commit_label(commit: Option<&str>) -> &str {
+    match commit {
+        Some(c) if (7..=64).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_hexdigit()) => c,
+        _ => "unknown",
+    }
+}
+
+/// A label value as the text format wants it: backslash, quote and newline escaped.
+fn escape_label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
 #[derive(Default)]
 pub struct Metrics {
+    /// `clnode_node_info`'s labels (`instance_id`, `mode`), rendered once;
+    /// none in tests that build a `Metrics` by default.
+    node_labels: Option<String>,
     // Leader and standby.
     pub is_leader: Gauge,
     pub term: Gauge,
@@ -181,6 +205,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// The metrics of a running node: `clnode_node_info` names it and its
+    /// mode, so rules can tell leader-mode nodes from members.
+    pub fn for_node(mode: &str, instance_id: &str) -> Metrics {
+        let labels = format!("instance_id=\"{}\",mode=\"{}\"", escape_label(instance_id), escape_label(mode));
+        Metrics { node_labels: Some(labels), ..Metrics::default() }
+    }
+
     pub fn observe_engine_call(&self, method: &str, elapsed: Duration) {
         if let Some(index) = ENGINE_METHODS.iter().position(|m| *m == method) {
             self.engine_latency[index].observe(elapsed);
@@ -201,10 +232,30 @@ impl Metrics {
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
+        self.render_info(&mut out);
         self.render_gauges(&mut out);
         self.render_counters(&mut out);
         self.render_histograms(&mut out);
+        crate::process_metrics::render(&mut out);
         out
+    }
+
+    fn render_info(&self, out: &mut String) {
+        let name = "clnode_build_info";
+        let _ = writeln!(
+            out,
+            "# HELP {name} The version and commit clnode was built from (value 1).\n# TYPE {name} gauge\n\
+             {name}{{version=\"{}\",commit=\"{}\"}} 1",
+            escape_label(env!("CARGO_PKG_VERSION")),
+            commit_label(GIT_COMMIT),
+        );
+        if let Some(labels) = &self.node_labels {
+            let name = "clnode_node_info";
+            let _ = writeln!(
+                out,
+                "# HELP {name} This node's --instance-id and --mode (value 1).\n# TYPE {name} gauge\n{name}{{{labels}}} 1"
+            );
+        }
     }
 
     fn render_gauges(&self, out: &mut String) {
@@ -346,6 +397,33 @@ mod tests {
         assert!(out.contains("x_bucket{le=\"0.01\"} 2\n"), "{out}");
         assert!(out.contains("x_bucket{le=\"+Inf\"} 2\n"), "{out}");
         assert!(out.contains("x_count 2\n"), "{out}");
+    }
+
+    #[test]
+    fn build_info_carries_the_version_and_a_commit_only_when_it_is_one() {
+        let cases = [
+            (None, "unknown"),
+            (Some(""), "unknown"),
+            (Some("62603ab"), "62603ab"),
+            (Some("62603ab1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7"), "62603ab1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7"),
+            (Some("abc"), "unknown"),
+            (Some("62603ab-dirty"), "unknown"),
+            (Some("x\"} 2"), "unknown"),
+        ];
+        for (commit, expected) in cases {
+            assert_eq!(commit_label(commit), expected, "{commit:?}");
+        }
+        let text = Metrics::default().render();
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(text.contains(&format!("clnode_build_info{{version=\"{version}\",commit=\"")), "{text}");
+        assert!(!text.contains("clnode_node_info"), "a default Metrics names no node");
+    }
+
+    #[test]
+    fn node_info_names_the_node_and_its_mode() {
+        let text = Metrics::for_node("member", "member-1").render();
+        assert!(text.contains("\nclnode_node_info{instance_id=\"member-1\",mode=\"member\"} 1\n"), "{text}");
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 
     #[test]

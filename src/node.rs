@@ -60,7 +60,11 @@ fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<
 /// Starts every thread of the node; returns once they run. Errors are the
 /// ones that retrying cannot fix (a port taken, a different chain).
 pub fn start(config: Config, shutdown: Shutdown) -> Result<RunningNode, String> {
-    let metrics = Arc::new(Metrics::default());
+    let mode = match config.mode {
+        Mode::Leader => "leader",
+        Mode::Member => "member",
+    };
+    let metrics = Arc::new(Metrics::for_node(mode, &config.instance_id));
     let status = Arc::new(NodeStatus::new(config.mode, &config.instance_id));
     status.update(|s| {
         s.record_signatures = record_signatures(&config);

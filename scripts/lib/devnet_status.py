@@ -7,6 +7,8 @@ clnode_transactions_committed_total (counted by the node that committed the bloc
 leader) over the last 5 s; the header sums the nodes. LAG for leader-mode nodes is the highest
 committed head any node reports minus this node's EL head; for members their own lag_blocks
 (lag_seconds). MODE tty redraws in place, plain prints a line every EVERY_S seconds.
+With DEVNET_PROM_URL set (the devnet's Prometheus), a line under the table says how many of its
+clnode targets are up and which alerts fire (from /api/v1/targets and /api/v1/alerts).
 
 The pure parts (cells, fitting a line to the terminal) are tested by test_devnet_status.py.
 """
@@ -14,6 +16,7 @@ The pure parts (cells, fitting a line to the terminal) are tested by test_devnet
 import collections
 import concurrent.futures
 import json
+import os
 import shutil
 import signal
 import sys
@@ -67,6 +70,20 @@ def health_cell(health):
     return "ok" if health.get("healthy") else ("UNHEALTHY " + problems if problems else "UNHEALTHY")
 
 
+def prometheus_line(url, targets, alerts):
+    """The Prometheus line: URL, clnode targets up of all, the firing alerts (name and instance,
+    or cluster for cluster-wide ones). TARGETS and ALERTS are the parsed answers of
+    /api/v1/targets and /api/v1/alerts, None when Prometheus did not answer."""
+    if targets is None or alerts is None:
+        return f"prometheus {url}: no answer"
+    active = [t for t in targets.get("data", {}).get("activeTargets", []) if t.get("labels", {}).get("job") == "clnode"]
+    up = sum(1 for t in active if t.get("health") == "up")
+    firing = sorted({(a["labels"].get("alertname", "?"), a["labels"].get("instance") or a["labels"].get("cluster", ""))
+                     for a in alerts.get("data", {}).get("alerts", []) if a.get("state") == "firing"})
+    names = ", ".join(f"{name} ({where})" if where else name for name, where in firing) or "none"
+    return f"prometheus {url}: {up}/{len(active)} targets up, alerts firing: {names}"
+
+
 def cell(row, key):
     if key not in row:  # a down node has only a name and a role
         return ""
@@ -98,7 +115,8 @@ def main(argv):
     nodes = [dict(zip(("name", "kind", "health"), spec.split(":"))) for spec in rest[:split]]
     hints = rest[split + 1:]
     history = {n["name"]: collections.deque() for n in nodes}
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2 * len(nodes))
+    prom_url = os.environ.get("DEVNET_PROM_URL", "")
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2 * len(nodes) + 2)
 
     def get(url):
         try:
@@ -142,6 +160,15 @@ def main(argv):
         if len(q) < 2 or q[-1][0] - q[0][0] < 0.5:
             return 0.0
         return (q[-1][1] - q[0][1]) / (q[-1][0] - q[0][0])
+
+    def prometheus():
+        if not prom_url:
+            return None
+        t, a = pool.submit(get, prom_url + "/api/v1/targets?state=active"), pool.submit(get, prom_url + "/api/v1/alerts")
+        try:
+            return prometheus_line(prom_url, json.loads(t.result()), json.loads(a.result()))
+        except Exception:
+            return prometheus_line(prom_url, None, None)
 
     def num(head):
         return head["number"] if isinstance(head, dict) else None
@@ -201,10 +228,12 @@ def main(argv):
     first, last_plain = True, 0.0
     while True:
         tick = time.monotonic()
+        prom = pool.submit(prometheus)
         rows, chain, total = collect()
+        prom = prom.result()
         if mode == "tty":
             width = shutil.get_terminal_size((120, 40)).columns
-            lines = [header(chain, total), ""] + table(rows, width) + [change_line() or "", ""] + hints
+            lines = [header(chain, total), ""] + table(rows, width) + [change_line() or ""] + ([prom] if prom else []) + [""] + hints
             out = ("\x1b[H\x1b[2J" if first else "\x1b[H") + "".join(fit(l, width) + "\x1b[K\n" for l in lines) + "\x1b[J"
             sys.stdout.write(out)
             sys.stdout.flush()
@@ -218,6 +247,8 @@ def main(argv):
             if change_line() and change_line() != seen.get("printed"):
                 seen["printed"] = change_line()
                 parts.append(change_line())
+            if prom:
+                parts.append(prom)
             print(f"{time.strftime('%H:%M:%S')} chain head {dash(chain)}, {total:.1f} tx/s | " + " | ".join(parts), flush=True)
         time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
 

@@ -3,7 +3,7 @@
 
 import unittest
 
-from devnet_status import COLS, ELLIPSIS, failover_cell, fit, table
+from devnet_status import COLS, ELLIPSIS, failover_cell, fit, prometheus_line, table
 
 
 class Fit(unittest.TestCase):
@@ -56,3 +56,27 @@ class Failover(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Prometheus(unittest.TestCase):
+    def test_counts_clnode_targets_up_and_names_firing_alerts(self):
+        url = "http://127.0.0.1:9095"
+        target = lambda instance, health, job="clnode": {"labels": {"job": job, "instance": instance}, "health": health}
+        alert = lambda name, state, **labels: {"labels": {"alertname": name, **labels}, "state": state}
+        targets = {"status": "success", "data": {"activeTargets": [
+            target("leader-1", "up"), target("leader-2", "down"), target("member-1", "up"), target("x", "up", job="other")]}}
+        alerts = {"status": "success", "data": {"alerts": [
+            alert("ClnodeDown", "firing", instance="leader-2", cluster="devnet"),
+            alert("ClnodeNoLeader", "firing", cluster="devnet"),
+            alert("ClnodeCommitRefused", "pending", instance="leader-1"),
+        ]}}
+        cases = [
+            (targets, alerts, f"prometheus {url}: 2/3 targets up, alerts firing: ClnodeDown (leader-2), ClnodeNoLeader (devnet)"),
+            (targets, {"data": {"alerts": []}}, f"prometheus {url}: 2/3 targets up, alerts firing: none"),
+            ({"data": {"activeTargets": []}}, {"data": {"alerts": []}}, f"prometheus {url}: 0/0 targets up, alerts firing: none"),
+            (None, alerts, f"prometheus {url}: no answer"),
+            (targets, None, f"prometheus {url}: no answer"),
+        ]
+        for t, a, expected in cases:
+            with self.subTest(expected=expected):
+                self.assertEqual(prometheus_line(url, t, a), expected)
