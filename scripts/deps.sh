@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# deps.sh [redis] [sentinel] [postgres] [pgbouncer] [faketime] [haproxy] [geth] [seedwire] [ejs] [bench] — install what the tests and the devnet need and is
+# deps.sh [redis] [sentinel] [postgres] [pgbouncer] [faketime] [haproxy] [tls] [geth] [seedwire] [ejs] [bench] — install what the tests and the devnet need and is
 # missing (no arguments: everything). Idempotent; quick when all is present.
 #   redis     redis-server            Debian package (bookworm: 7.0.x)
 #   sentinel  redis-sentinel          Debian package (bookworm: 7.0.x; the Redis failover tests and
@@ -12,6 +12,8 @@
 #   haproxy   haproxy                 Debian package (bookworm: 2.6.x); tests/balancer.rs starts its own
 #                                     haproxy in front of members (scripts/haproxy.sh); the package's
 #                                     own service is stopped and disabled when this script installs it
+#   tls       openssl                 Debian package (the CLI); scripts/test-certs.sh makes the test CA and
+#                                     server certificates tests/tls.rs gives PostgreSQL and Redis
 #   geth      geth v1.16.8            go install into <repo>/.tools/bin (needs Go >= 1.24; when
 #                                     absent, Go 1.24.13 is fetched from the Go module proxy
 #                                     into <repo>/.tools/go, sha256-checked; linux/amd64 only)
@@ -31,12 +33,12 @@ GO_FALLBACK=go1.24.13
 GO_FALLBACK_SHA256_linux_amd64=d2b048367a3d1a748b87f756fa06df12ce3b419e1d5f2a3612acb8950d615f9f
 NODE_DIR=$KIT_DIR/node
 
-all_parts=(redis sentinel postgres pgbouncer faketime haproxy geth seedwire ejs)
+all_parts=(redis sentinel postgres pgbouncer faketime haproxy tls geth seedwire ejs)
 parts=()
 for a in "$@"; do
   case $a in
-    redis | sentinel | postgres | pgbouncer | faketime | haproxy | geth | seedwire | ejs | bench) parts+=("$a") ;;
-    *) usage_error "[redis] [sentinel] [postgres] [pgbouncer] [faketime] [haproxy] [geth] [seedwire] [ejs] [bench]   (no arguments: all but bench)" ;;
+    redis | sentinel | postgres | pgbouncer | faketime | haproxy | tls | geth | seedwire | ejs | bench) parts+=("$a") ;;
+    *) usage_error "[redis] [sentinel] [postgres] [pgbouncer] [faketime] [haproxy] [tls] [geth] [seedwire] [ejs] [bench]   (no arguments: all but bench)" ;;
   esac
 done
 ((${#parts[@]})) || parts=("${all_parts[@]}")
@@ -181,6 +183,19 @@ if want haproxy; then
     command -v haproxy >/dev/null 2>&1 || die "haproxy still missing after apt-get install"
     haproxy_service_off
     echo "haproxy: installed $(haproxy_version) (its system service stopped and disabled)"
+  fi
+fi
+
+# --- tls --------------------------------------------------------------------------------
+# The openssl command (not the library: clnode's TLS is rustls, compiled in).
+if want tls; then
+  if command -v openssl >/dev/null 2>&1; then
+    echo "tls: openssl present $(openssl version | awk '{print $2}')"
+  else
+    echo "tls: installing openssl (apt) ..."
+    apt_install openssl
+    command -v openssl >/dev/null 2>&1 || die "openssl still missing after apt-get install"
+    echo "tls: openssl installed $(openssl version | awk '{print $2}')"
   fi
 fi
 
