@@ -54,7 +54,8 @@ pub enum Kind {
     PostgresUrl,
     /// An address to listen on; `:PORT` means loopback.
     Listen,
-    /// `HOST:PORT` to connect to, resolved when connecting.
+    /// `HOST:PORT` to connect to, resolved when connecting (for Redis,
+    /// with an optional `redis://` or `rediss://` in front).
     HostPort,
     /// A file path.
     Path,
