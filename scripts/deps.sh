@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# deps.sh [redis] [sentinel] [postgres] [pgbouncer] [faketime] [haproxy] [prometheus] [geth] [seedwire] [ejs] [bench] — install what the tests and the devnet need and is
+# deps.sh [redis] [sentinel] [postgres] [pgbouncer] [faketime] [haproxy] [prometheus] [tls] [geth] [seedwire] [ejs] [bench] — install what the tests and the devnet need and is
 # missing (no arguments: everything). Idempotent; quick when all is present.
 #   redis     redis-server            Debian package (bookworm: 7.0.x)
 #   sentinel  redis-sentinel          Debian package (bookworm: 7.0.x; the Redis failover tests and
@@ -15,6 +15,8 @@
 #   prometheus prometheus, promtool  Debian package prometheus (bookworm: 2.42); make run starts one
 #                                     for the devnet, make test checks deploy/prometheus/ with promtool.
 #                                     A system service the package starts is stopped and disabled.
+#   tls       openssl                 Debian package (the CLI); scripts/test-certs.sh makes the test CA and
+#                                     server certificates tests/tls.rs gives PostgreSQL and Redis
 #   geth      geth v1.16.8            go install into <repo>/.tools/bin (needs Go >= 1.24; when
 #                                     absent, Go 1.24.13 is fetched from the Go module proxy
 #                                     into <repo>/.tools/go, sha256-checked; linux/amd64 only)
@@ -34,12 +36,12 @@ GO_FALLBACK=go1.24.13
 GO_FALLBACK_SHA256_linux_amd64=d2b048367a3d1a748b87f756fa06df12ce3b419e1d5f2a3612acb8950d615f9f
 NODE_DIR=$KIT_DIR/node
 
-all_parts=(redis sentinel postgres pgbouncer faketime haproxy prometheus geth seedwire ejs)
+all_parts=(redis sentinel postgres pgbouncer faketime haproxy prometheus tls geth seedwire ejs)
 parts=()
 for a in "$@"; do
   case $a in
-    redis | sentinel | postgres | pgbouncer | faketime | haproxy | prometheus | geth | seedwire | ejs | bench) parts+=("$a") ;;
-    *) usage_error "[redis] [sentinel] [postgres] [pgbouncer] [faketime] [haproxy] [prometheus] [geth] [seedwire] [ejs] [bench]   (no arguments: all but bench)" ;;
+    redis | sentinel | postgres | pgbouncer | faketime | haproxy | prometheus | tls | geth | seedwire | ejs | bench) parts+=("$a") ;;
+    *) usage_error "[redis] [sentinel] [postgres] [pgbouncer] [faketime] [haproxy] [prometheus] [tls] [geth] [seedwire] [ejs] [bench]   (no arguments: all but bench)" ;;
   esac
 done
 ((${#parts[@]})) || parts=("${all_parts[@]}")
@@ -216,6 +218,19 @@ if want prometheus; then
       die "prometheus or promtool still missing after apt-get install prometheus"
     stop_system_prometheus
     echo "prometheus: installed $(prometheus_version) (system service stopped and disabled)"
+  fi
+fi
+
+# --- tls --------------------------------------------------------------------------------
+# The openssl command (not the library: clnode's TLS is rustls, compiled in).
+if want tls; then
+  if command -v openssl >/dev/null 2>&1; then
+    echo "tls: openssl present $(openssl version | awk '{print $2}')"
+  else
+    echo "tls: installing openssl (apt) ..."
+    apt_install openssl
+    command -v openssl >/dev/null 2>&1 || die "openssl still missing after apt-get install"
+    echo "tls: openssl installed $(openssl version | awk '{print $2}')"
   fi
 fi
 

@@ -5,6 +5,9 @@
 # Connect with postgres://postgres@127.0.0.1:PORT/postgres.
 # As root, the server runs as the "postgres" OS user: DIR is chowned to it and its parent
 # directories get o+x where needed so that user can reach DIR.
+# PG_TLS_CERT and PG_TLS_KEY (both or neither): TLS on (ssl=on) with that certificate and key,
+# copied into DIR/tls owned by the server's user with the key at mode 600 (PostgreSQL refuses a key
+# others can read); plaintext connections are still accepted (pg_hba: host, trust).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
@@ -47,6 +50,18 @@ if [[ ! -f $pgdata/PG_VERSION ]]; then
   mv "$dir/pgdata.initdb" "$pgdata"
 fi
 
+tls=()
+if [[ -n ${PG_TLS_CERT:-}${PG_TLS_KEY:-} ]]; then
+  [[ -f ${PG_TLS_CERT:-} && -f ${PG_TLS_KEY:-} ]] || die "PG_TLS_CERT and PG_TLS_KEY must both name files"
+  mkdir -p "$dir/tls"
+  install -m 644 "$PG_TLS_CERT" "$dir/tls/server.pem"
+  install -m 600 "$PG_TLS_KEY" "$dir/tls/server.key"
+  if ((${#as_pg[@]})); then
+    chown -R postgres:postgres "$dir/tls"
+  fi
+  tls=(-c ssl=on -c ssl_cert_file="$dir/tls/server.pem" -c ssl_key_file="$dir/tls/server.key")
+fi
+
 exec "${as_pg[@]}" "$bindir/postgres" -D "$pgdata" \
   -p "$port" \
   -k "$dir" \
@@ -55,4 +70,5 @@ exec "${as_pg[@]}" "$bindir/postgres" -D "$pgdata" \
   -c shared_buffers=64MB \
   -c max_connections=100 \
   -c track_commit_timestamp=on \
-  -c log_line_prefix='%m [%p] '
+  -c log_line_prefix='%m [%p] ' \
+  "${tls[@]}"

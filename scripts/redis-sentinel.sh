@@ -6,6 +6,8 @@
 # sentinel keeps what it knew. Timings (milliseconds) from the environment:
 #   SENTINEL_DOWN_AFTER_MS     1000  no answer for this long: the master is subjectively down
 #   SENTINEL_FAILOVER_TIMEOUT_MS 5000  a failover not done in this time is retried (by another sentinel)
+# REDIS_TLS_CERT, REDIS_TLS_KEY and REDIS_TLS_CA (all or none, as for redis.sh): TLS only on PORT, and
+# TLS to the servers it monitors (tls-replication yes); taken when the config is first written.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
@@ -20,11 +22,23 @@ down_after=${SENTINEL_DOWN_AFTER_MS:-1000} failover_timeout=${SENTINEL_FAILOVER_
 [[ $down_after =~ ^[0-9]+$ && $failover_timeout =~ ^[0-9]+$ ]] || die "SENTINEL_*_MS must be whole milliseconds"
 sentinel_bin=${REDIS_SENTINEL_BIN:-$(command -v redis-sentinel || true)}
 [[ -n $sentinel_bin && -x $sentinel_bin ]] || die "redis-sentinel not found (run scripts/deps.sh sentinel)"
+listen="port $port"
+if [[ -n ${REDIS_TLS_CERT:-}${REDIS_TLS_KEY:-}${REDIS_TLS_CA:-} ]]; then
+  [[ -f ${REDIS_TLS_CERT:-} && -f ${REDIS_TLS_KEY:-} && -f ${REDIS_TLS_CA:-} ]] ||
+    die "REDIS_TLS_CERT, REDIS_TLS_KEY and REDIS_TLS_CA must all name files"
+  listen="port 0
+tls-port $port
+tls-cert-file $REDIS_TLS_CERT
+tls-key-file $REDIS_TLS_KEY
+tls-ca-cert-file $REDIS_TLS_CA
+tls-auth-clients no
+tls-replication yes"
+fi
 mkdir -p "$dir"
 conf=$dir/sentinel.conf
 if [[ ! -f $conf ]]; then
   cat >"$conf" <<CONF
-port $port
+$listen
 bind 127.0.0.1
 protected-mode yes
 daemonize no

@@ -28,6 +28,26 @@ impl Secret {
         Ok(Secret(bytes))
     }
 
+    /// A password (Redis, PostgreSQL): any length, the operator's or the
+    /// provider's. `@PATH` reads it from a file, without its trailing line
+    /// break only (a password may end in a space); an empty one is refused.
+    pub fn password(flag: &str, value: &str) -> Result<Secret, String> {
+        let Some(path) = value.strip_prefix('@') else {
+            return Ok(Secret(value.as_bytes().to_vec()));
+        };
+        let mut bytes = read_file(Path::new(path)).map_err(|e| format!("--{flag}: {e}"))?;
+        if bytes.ends_with(b"\n") {
+            bytes.pop();
+            if bytes.ends_with(b"\r") {
+                bytes.pop();
+            }
+        }
+        if bytes.is_empty() {
+            return Err(format!("--{flag}: {path} holds no password"));
+        }
+        Ok(Secret(bytes))
+    }
+
     pub fn from_bytes(bytes: &[u8]) -> Secret {
         Secret(bytes.to_vec())
     }
@@ -43,13 +63,17 @@ impl Secret {
 }
 
 fn read_secret_file(path: &Path) -> Result<Vec<u8>, String> {
+    let text = read_file(path)?;
+    let end = text.iter().rposition(|b| !b.is_ascii_whitespace()).map(|i| i + 1).unwrap_or(0);
+    Ok(text[..end].to_vec())
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, String> {
     let metadata = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     if metadata.len() > MAX_SECRET_FILE_BYTES {
         return Err(format!("{} is {} bytes, larger than any secret", path.display(), metadata.len()));
     }
-    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let end = text.iter().rposition(|b| !b.is_ascii_whitespace()).map(|i| i + 1).unwrap_or(0);
-    Ok(text[..end].to_vec())
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 /// Equal-length inputs are compared without an early exit; lengths are not
@@ -116,5 +140,40 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         let error = Secret::parse("sync-secret", &format!("@{}", path.display())).unwrap_err();
         assert!(error.starts_with("--sync-secret: cannot read"), "{error}");
+    }
+
+    #[test]
+    fn passwords_come_as_given_or_from_files_without_their_line_break() {
+        let path = std::env::temp_dir().join(format!("clnode-password-test-{}", std::process::id()));
+        let file = format!("@{}", path.display());
+        // (the file, the password read or the end of the error)
+        type Case = (&'static [u8], Result<&'static [u8], &'static str>);
+        let cases: &[Case] = &[
+            (b"pw\n", Ok(b"pw")),
+            (b"pw\r\n", Ok(b"pw")),
+            (b"pw", Ok(b"pw")),
+            (b"pw \n", Ok(b"pw ")),
+            (b"p w\n\n", Ok(b"p w\n")),
+            (b"\n", Err("holds no password")),
+            (b"", Err("holds no password")),
+        ];
+        for (content, expected) in cases {
+            std::fs::write(&path, content).unwrap();
+            let got = Secret::password("redis-password", &file);
+            match expected {
+                Ok(bytes) => assert_eq!(got.map(|s| s.expose().to_vec()), Ok(bytes.to_vec()), "{content:?}"),
+                Err(end) => {
+                    let error = got.unwrap_err();
+                    assert!(error.starts_with("--redis-password: ") && error.ends_with(end), "{error}");
+                }
+            }
+        }
+        std::fs::remove_file(&path).unwrap();
+        let error = Secret::password("postgres-password", &file).unwrap_err();
+        assert!(error.starts_with("--postgres-password: cannot read"), "{error}");
+        assert!(!error.contains('\n'), "one line: {error}");
+        // Short and literal values are the operator's choice.
+        assert_eq!(Secret::password("redis-password", "pw").unwrap().expose(), b"pw");
+        assert!(!format!("{:?}", Secret::password("redis-password", "hunter2").unwrap()).contains("hunter2"));
     }
 }

@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use postgres::error::SqlState;
 use postgres::{Client, NoTls, Row, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::block::StoredBlock;
 use crate::codec::Hash32;
+use crate::pg_url::{PgTls, PgUrl};
 use crate::reconnect::ConnectionError;
 
 pub const SCHEMA_SQL: &str = include_str!("../schema.sql");
@@ -89,6 +91,15 @@ pub enum StoreErrorKind {
     /// No usable connection: connecting, applying the schema or preparing
     /// the statements on a new connection failed.
     Connect,
+    /// The connection failed in TLS (rustls said so): the server's
+    /// certificate was refused (`sslmode=verify-ca|verify-full` and a chain
+    /// or name that does not match `sslrootcert`), the handshake failed, or
+    /// the CA file cannot be read. Waited out like `Connect`: a rotated
+    /// certificate or CA file (read at every connect) can fix it. (A server
+    /// without TLS where the URL requires it is `Connect`, its text
+    /// "error performing TLS handshake: server does not support TLS": the
+    /// postgres crate gives that no type to tell it by.)
+    Tls,
     /// The server says the database in the URL does not exist (SQLSTATE
     /// 3D000, invalid_catalog_name): no retry creates it.
     NoDatabase,
@@ -200,6 +211,7 @@ impl StoreError {
             self.kind,
             StoreErrorKind::Url
                 | StoreErrorKind::Connect
+                | StoreErrorKind::Tls
                 | StoreErrorKind::NoDatabase
                 | StoreErrorKind::Credentials
                 | StoreErrorKind::ConnectionLost
@@ -274,21 +286,43 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// One connection to `url`, TLS as its `sslmode` and `sslrootcert` say
+/// (`pg_url.rs`), with `configure`'s settings.
+fn open(url: &str, redacted: &str, configure: impl FnOnce(&mut postgres::Config)) -> Result<Client, StoreError> {
+    let url_error = |detail: String| StoreError::new(StoreErrorKind::Url, redacted, "URL", detail);
+    let target = PgUrl::parse(url).map_err(url_error)?;
+    let mut config = postgres::Config::from_str(&target.client_url).map_err(|e| url_error(e.to_string()))?;
+    configure(&mut config);
+    let connected = match &target.tls {
+        PgTls::Off => config.connect(NoTls),
+        PgTls::On { verify, .. } => {
+            let tls = crate::tls::postgres_client_config(verify)
+                .map_err(|detail| StoreError::new(StoreErrorKind::Tls, redacted, "connect", detail))?;
+            config.connect(MakeRustlsConnect::new(tls))
+        }
+    };
+    connected.map_err(|e| {
+        let kind = if crate::tls::is_tls_failure(&e) {
+            StoreErrorKind::Tls
+        } else {
+            StoreErrorKind::of_failed_connect(e.code())
+        };
+        StoreError::new(kind, redacted, "connect", error_text(&e))
+    })
+}
+
 impl Store {
     pub fn connect(url: &str, application: &str) -> Result<Store, StoreError> {
         let redacted = redact_url(url);
         let fail =
             |what: &'static str, detail: String| StoreError::new(StoreErrorKind::Connect, &redacted, what, detail);
-        let mut config = postgres::Config::from_str(url)
-            .map_err(|e| StoreError::new(StoreErrorKind::Url, &redacted, "URL", e.to_string()))?;
-        config
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_user_timeout(TCP_USER_TIMEOUT)
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(5))
-            .application_name(application);
-        let mut client = config.connect(NoTls).map_err(|e| {
-            StoreError::new(StoreErrorKind::of_failed_connect(e.code()), &redacted, "connect", error_text(&e))
+        let mut client = open(url, &redacted, |config| {
+            config
+                .connect_timeout(CONNECT_TIMEOUT)
+                .tcp_user_timeout(TCP_USER_TIMEOUT)
+                .keepalives(true)
+                .keepalives_idle(Duration::from_secs(5))
+                .application_name(application);
         })?;
         // Set on the session, not as the startup packet's `options`:
         // PgBouncer before 1.20 refuses that parameter, and one that
@@ -325,11 +359,11 @@ impl Store {
     /// database. A table that cannot be migrated is a `SeedMigration` error.
     pub fn migrate_seed_table(url: &str, signer: Option<&crate::signing::BlockSigningKey>) -> Result<(), StoreError> {
         let redacted = redact_url(url);
-        let mut config = postgres::Config::from_str(url)
-            .map_err(|e| StoreError::new(StoreErrorKind::Url, &redacted, "URL", e.to_string()))?;
-        config.connect_timeout(CONNECT_TIMEOUT).tcp_user_timeout(TCP_USER_TIMEOUT).application_name("clnode-migrate");
-        let mut client = config.connect(NoTls).map_err(|e| {
-            StoreError::new(StoreErrorKind::of_failed_connect(e.code()), &redacted, "connect", error_text(&e))
+        let mut client = open(url, &redacted, |config| {
+            config
+                .connect_timeout(CONNECT_TIMEOUT)
+                .tcp_user_timeout(TCP_USER_TIMEOUT)
+                .application_name("clnode-migrate");
         })?;
         if let Some(blocks) = crate::seed::migrate::migrate_if_seed(&mut client, &redacted, signer)? {
             crate::log::info(&format!(

@@ -54,7 +54,8 @@ pub enum Kind {
     PostgresUrl,
     /// An address to listen on; `:PORT` means loopback.
     Listen,
-    /// `HOST:PORT` to connect to, resolved when connecting.
+    /// `HOST:PORT` to connect to, resolved when connecting (for Redis,
+    /// with an optional `redis://` or `rediss://` in front).
     HostPort,
     /// A file path.
     Path,
@@ -68,7 +69,7 @@ pub enum Kind {
     Count(Bounds),
     /// At least 16 bytes, or `@PATH` to read it from a file.
     Secret,
-    /// A secret with no length rule (the operator's Redis password).
+    /// A secret with no length rule (a Redis or PostgreSQL password), or `@PATH`.
     Password,
     /// Present or not; takes no value.
     Switch,
@@ -229,7 +230,17 @@ pub const FLAGS: &[Flag] = &[
         },
         kind: Kind::PostgresUrl,
         group: Group::Common,
-        help: "PostgreSQL holding the committed chain",
+        help: "PostgreSQL holding the committed chain; TLS as libpq: sslmode=disable|prefer|require|verify-ca|\
+               verify-full, sslrootcert=PATH|system (without it: the Mozilla roots built in)",
+    },
+    Flag {
+        name: "postgres-password",
+        env: Some("POSTGRES_PASSWORD"),
+        value: "PASSWORD",
+        default: DefaultValue::Unset,
+        kind: Kind::Password,
+        group: Group::Common,
+        help: "password of --postgres-url's user, replacing one in the URL (any length; @PATH reads it from a file)",
     },
     Flag {
         name: "health-addr",
@@ -271,21 +282,22 @@ pub const FLAGS: &[Flag] = &[
     Flag {
         name: "redis-addr",
         env: Some("REDIS_ADDR"),
-        value: "HOST:PORT",
+        value: "[rediss://]HOST:PORT",
         default: DefaultValue::Value("localhost:6379"),
         kind: Kind::HostPort,
         group: Group::Leader,
-        help: "Redis holding the leader lease and the block stream",
+        help: "Redis holding the leader lease and the block stream; rediss:// for TLS (certificate and host name \
+               verified)",
     },
     Flag {
         name: "redis-sentinel",
         env: Some("REDIS_SENTINEL"),
-        value: "HOST:PORT[,...]",
+        value: "[rediss://]HOST:PORT[,...]",
         default: DefaultValue::Unset,
         kind: Kind::Text,
         group: Group::Leader,
         help: "find the Redis master through these Sentinels (1 to 9, asked in order) instead of --redis-addr; \
-               follows a failover",
+               follows a failover; rediss:// for TLS to the sentinels and the master",
     },
     Flag {
         name: "redis-master",
@@ -303,7 +315,17 @@ pub const FLAGS: &[Flag] = &[
         default: DefaultValue::Unset,
         kind: Kind::Password,
         group: Group::Leader,
-        help: "Redis AUTH password (any length)",
+        help: "Redis AUTH password (any length; @PATH reads it from a file)",
+    },
+    Flag {
+        name: "redis-ca-file",
+        env: Some("REDIS_CA_FILE"),
+        value: "PATH",
+        default: DefaultValue::Unset,
+        kind: Kind::Path,
+        group: Group::Leader,
+        help: "with rediss://: the CA certificates (PEM) Redis's certificate must chain to, instead of the Mozilla \
+               roots built in; read at every connect",
     },
     Flag {
         name: "redis-stream",
@@ -677,7 +699,7 @@ pub const SEED_FLAGS: &[SeedFlag] = &[
     same("health-addr", "HEALTH_ADDR", ""),
     same("api-addr", "API_ADDR", "a member serves the sync API only when it is given"),
     same("redis-addr", "REDIS_ADDR", ""),
-    same("redis-password", "REDIS_PASSWORD", ""),
+    same("redis-password", "REDIS_PASSWORD", "a value starting with @ names a file to read it from"),
     same("redis-stream", "REDIS_STREAM", ""),
     same("postgres-url", "POSTGRES_URL", "member default port 5433 (the seed's member defaults to 5432)"),
     same("leader-url", "LEADER_URL", "also a comma-separated list, tried in order"),

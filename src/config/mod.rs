@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::engine::jwt::JwtSecret;
-use crate::leader::redis_target::{parse_sentinels, RedisTarget};
+use crate::leader::redis_target::{parse_redis_addr, parse_sentinels, RedisTarget};
 use crate::secret::Secret;
 use crate::signing::{parse_public_keys, BlockSigningKey, KeygenArgs, RecordTrust};
 pub use flags::usage;
@@ -393,7 +393,7 @@ fn validate(mut input: Input) -> Result<Config, ConfigError> {
         jwt_secret,
         jwt_secret_path,
         signing_key_path: None,
-        postgres_url: input.postgres_url("postgres-url")?,
+        postgres_url: postgres_url(&input)?,
         health_addr: input.listen("health-addr")?,
         api_addr: input.listen_if_set("api-addr")?,
         api_token: input.secret("api-token")?,
@@ -508,7 +508,7 @@ fn sync_keys(input: &Input) -> Result<SyncKeys, ConfigError> {
 fn leader(input: &Input) -> Result<LeaderConfig, ConfigError> {
     let leader = LeaderConfig {
         redis: redis_target(input)?,
-        redis_password: input.password("redis-password"),
+        redis_password: input.password("redis-password")?,
         redis_stream: input.string("redis-stream"),
         redis_stream_max_len: input.count("redis-stream-max-len")?,
         fee_recipient: input.address("priority-fee-recipient")?,
@@ -543,8 +543,10 @@ fn leader(input: &Input) -> Result<LeaderConfig, ConfigError> {
 /// `--redis-addr`, or the sentinels of `--redis-sentinel`: not both, since
 /// a node that wrote to a fixed address while its peers followed the
 /// sentinels would hold a lease nobody else sees.
+/// TLS (`rediss://`) is given with the address; `--redis-ca-file` only
+/// with it.
 fn redis_target(input: &Input) -> Result<RedisTarget, ConfigError> {
-    match (input.given("redis-sentinel"), input.given("redis-addr")) {
+    let mut target = match (input.given("redis-sentinel"), input.given("redis-addr")) {
         (Some(_), Some(_)) => err("--redis-addr and --redis-sentinel exclude each other: give the sentinels alone"),
         (Some(list), None) => {
             parse_sentinels(list, input.text("redis-master").unwrap_or_default()).map_err(ConfigError)
@@ -553,8 +555,23 @@ fn redis_target(input: &Input) -> Result<RedisTarget, ConfigError> {
             if input.given("redis-master").is_some() {
                 return err("--redis-master needs --redis-sentinel (the sentinels that know that master)");
             }
-            Ok(RedisTarget::Direct { addr: input.host_port("redis-addr")? })
+            parse_redis_addr(input.text("redis-addr").unwrap_or_default()).map_err(ConfigError)
         }
+    }?;
+    if let Some(path) = input.ca_file("redis-ca-file")? {
+        target.set_ca_file(path).map_err(ConfigError)?;
+    }
+    Ok(target)
+}
+
+/// `--postgres-url`, with `--postgres-password` put in it when given (the
+/// URL is what every connection is made from; errors show it redacted).
+fn postgres_url(input: &Input) -> Result<String, ConfigError> {
+    let url = input.postgres_url("postgres-url")?;
+    match input.password("postgres-password")? {
+        Some(password) => crate::pg_url::with_password(&url, password.expose())
+            .map_err(|e| ConfigError(format!("--postgres-password: {e}"))),
+        None => Ok(url),
     }
 }
 
@@ -702,7 +719,7 @@ mod tests {
         assert_eq!(config.eth_client_url, "http://localhost:8551");
         assert_eq!(config.health_addr, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(config.api_addr, Some("127.0.0.1:8090".parse().unwrap()));
-        assert_eq!(config.leader.redis, RedisTarget::Direct { addr: "localhost:6379".into() });
+        assert_eq!(config.leader.redis, RedisTarget::Direct { addr: "localhost:6379".into(), tls: None });
         assert_eq!(config.leader.redis_stream, "consensus:blocks");
         assert!(config.postgres_url.contains("5432/consensus"));
         // A killed leader's lease must lapse well inside the 1.5 s fail-over goal.
@@ -831,6 +848,94 @@ mod tests {
     }
 
     #[test]
+    fn tls_and_passwords_for_postgres_and_redis() {
+        let base = ["--instance-id", "x", "--jwt-secret", SECRET, "--insecure-unsigned-records"];
+        let with = |extra: &[&str]| run(&[&base[..], extra].concat());
+        let dir = std::env::temp_dir().join(format!("clnode-config-tls-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        // Any certificate will do for a CA file's check at start.
+        std::fs::write(&ca, crate::tls::tests_support::CA_PEM).unwrap();
+        let not_pem = dir.join("not.pem");
+        std::fs::write(&not_pem, "hello\n").unwrap();
+        let password = dir.join("password");
+        std::fs::write(&password, "p@ss word\n").unwrap();
+        let (ca, not_pem, password) =
+            (ca.display().to_string(), not_pem.display().to_string(), format!("@{}", password.display()));
+
+        let redis = with(&["--redis-addr", "rediss://r.example:6380", "--redis-ca-file", &ca]).unwrap();
+        assert_eq!(
+            redis.leader.redis,
+            RedisTarget::Direct {
+                addr: "r.example:6380".into(),
+                tls: Some(crate::leader::redis_target::RedisTls { ca_file: Some(ca.clone().into()) })
+            }
+        );
+        let from_file = with(&["--redis-password", &password]).unwrap();
+        assert_eq!(from_file.leader.redis_password.map(|p| p.expose().to_vec()), Some(b"p@ss word".to_vec()));
+        let from_env = run_env(&base, &[("REDIS_PASSWORD", &password)]).unwrap();
+        assert_eq!(from_env.leader.redis_password.map(|p| p.expose().to_vec()), Some(b"p@ss word".to_vec()));
+
+        let url = format!("postgres://clnode@db:5432/chain?sslmode=verify-full&sslrootcert={ca}");
+        let postgres = with(&["--postgres-url", &url, "--postgres-password", &password]).unwrap();
+        assert_eq!(
+            postgres.postgres_url,
+            format!("postgres://clnode:p%40ss%20word@db:5432/chain?sslmode=verify-full&sslrootcert={ca}")
+        );
+        let require = with(&["--postgres-url", "postgres://u@db/c?sslmode=require"]).unwrap();
+        assert!(require.postgres_url.ends_with("sslmode=require"));
+
+        let refusals: Vec<(Vec<&str>, String)> = vec![
+            (vec!["--redis-ca-file", &ca], "--redis-ca-file needs TLS: give the address as rediss://HOST:PORT".into()),
+            (
+                vec!["--redis-addr", "rediss://r:1", "--redis-ca-file", &not_pem],
+                format!("--redis-ca-file: CA file {not_pem}: holds no PEM certificate (-----BEGIN CERTIFICATE-----)"),
+            ),
+            (
+                vec!["--redis-addr", "rediss://r:1", "--redis-ca-file", "/nonexistent/ca.pem"],
+                "--redis-ca-file: cannot read CA file /nonexistent/ca.pem: No such file or directory (os error 2)"
+                    .into(),
+            ),
+            (
+                vec!["--redis-password", "@/nonexistent/pw"],
+                "--redis-password: cannot read /nonexistent/pw: No such file or directory (os error 2)".into(),
+            ),
+            (
+                vec!["--postgres-password", "@/nonexistent/pw"],
+                "--postgres-password: cannot read /nonexistent/pw: No such file or directory (os error 2)".into(),
+            ),
+            (
+                vec!["--postgres-url", "postgres://db/c", "--postgres-password", "pw"],
+                "--postgres-password: a password needs a user in the URL (postgres://USER@HOST/DB)".into(),
+            ),
+            (
+                vec!["--postgres-url", "postgres://u:secret@db/c?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"],
+                "--postgres-url: sslrootcert: cannot read CA file /nonexistent/ca.pem: No such file or directory \
+                 (os error 2)"
+                    .into(),
+            ),
+            (
+                vec!["--postgres-url", "postgres://u:secret@db/c?sslmode=verify_full"],
+                "--postgres-url: sslmode \"verify_full\": expected disable, prefer, require, verify-ca or verify-full"
+                    .into(),
+            ),
+            (
+                vec!["--postgres-url", "postgres://u:secret@db/c?sslcert=/c.pem"],
+                "--postgres-url: sslcert is not supported (clnode reads sslmode and sslrootcert; not sslcert, sslkey, \
+                 sslpassword, sslcrl, sslcrldir, sslsni, sslcertmode, ssl_min_protocol_version, \
+                 ssl_max_protocol_version, sslcompression)"
+                    .into(),
+            ),
+        ];
+        for (extra, expected) in refusals {
+            let error = with(&extra).unwrap_err().to_string();
+            assert_eq!(error, expected, "{extra:?}");
+            assert!(!error.contains("secret") && !error.contains("p@ss"), "{error}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn redis_is_one_address_or_the_sentinels_never_both() {
         let base = ["--instance-id", "x", "--jwt-secret", SECRET, "--insecure-unsigned-records"];
         let with = |extra: &[&str]| run(&[&base[..], extra].concat());
@@ -839,11 +944,15 @@ mod tests {
             sentinels.leader.redis,
             RedisTarget::Sentinel {
                 sentinels: vec!["127.0.0.1:26379".into(), "127.0.0.1:26380".into()],
-                master: "mymaster".into()
+                master: "mymaster".into(),
+                tls: None,
             }
         );
         let named = with(&["--redis-sentinel", "s:1", "--redis-master", "chain"]).unwrap();
-        assert_eq!(named.leader.redis, RedisTarget::Sentinel { sentinels: vec!["s:1".into()], master: "chain".into() });
+        assert_eq!(
+            named.leader.redis,
+            RedisTarget::Sentinel { sentinels: vec!["s:1".into()], master: "chain".into(), tls: None }
+        );
         let refusals: [(&[&str], &str); 3] = [
             (
                 &["--redis-sentinel", "s:1", "--redis-addr", "r:1"],

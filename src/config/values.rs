@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::flags::{self, Bounds, Flag, Kind};
 use super::{err, ConfigError, Mode};
+use crate::pg_url::{PgTls, PgUrl, Roots, Verify};
 use crate::secret::Secret;
 
 /// One command's values as given, with its flag table behind them.
@@ -122,27 +123,35 @@ impl Input {
         self.text(name).unwrap_or_default().to_owned()
     }
 
-    /// Redis passwords are the operator's choice: no length rule (an empty
-    /// one never gets here: the environment filter drops it).
-    pub fn password(&self, name: &str) -> Option<Secret> {
-        self.text(name).map(|value| Secret::from_bytes(value.as_bytes()))
+    /// Passwords are the operator's choice: no length rule (an empty one
+    /// never gets here: the environment filter drops it); `@PATH` reads one
+    /// from a file (now).
+    pub fn password(&self, name: &str) -> Result<Option<Secret>, ConfigError> {
+        self.text(name).map(|value| Secret::password(name, value).map_err(ConfigError)).transpose()
     }
 
+    /// The scheme, and the TLS parameters clnode reads itself (`pg_url.rs`):
+    /// a bad `sslmode` or an unreadable `sslrootcert` stops the start.
     pub fn postgres_url(&self, name: &str) -> Result<String, ConfigError> {
         let url = self.text(name).unwrap_or_default();
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return err(format!("--{name} must start with postgres:// or postgresql://"));
         }
+        let parsed = PgUrl::parse(url).map_err(|e| ConfigError(format!("--{name}: {e}")))?;
+        if let PgTls::On { verify: Verify::Chain(Roots::File(path)) | Verify::Full(Roots::File(path)), .. } =
+            &parsed.tls
+        {
+            crate::tls::read_ca_file(path).map_err(|e| ConfigError(format!("--{name}: sslrootcert: {e}")))?;
+        }
         Ok(url.to_owned())
     }
 
-    /// Connected to later, so only its shape is checked here.
-    pub fn host_port(&self, name: &str) -> Result<String, ConfigError> {
-        let addr = self.text(name).unwrap_or_default();
-        if addr.is_empty() || addr.contains('/') {
-            return err(format!("--{name} {addr:?}: expected HOST:PORT"));
-        }
-        Ok(addr.to_owned())
+    /// A CA file (PEM), read and checked now; `None` when unset.
+    pub fn ca_file(&self, name: &str) -> Result<Option<std::path::PathBuf>, ConfigError> {
+        let Some(path) = self.text(name) else { return Ok(None) };
+        let path = std::path::PathBuf::from(path);
+        crate::tls::read_ca_file(&path).map_err(|e| ConfigError(format!("--{name}: {e}")))?;
+        Ok(Some(path))
     }
 
     pub fn duration(&self, name: &str) -> Result<Duration, ConfigError> {

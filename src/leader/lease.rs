@@ -112,11 +112,20 @@ pub enum RedisErrorKind {
     Server,
     /// Redis answered something this client cannot read or did not expect.
     Protocol,
+    /// The connection failed in TLS (`rediss://`): the server's certificate
+    /// was refused (not from `--redis-ca-file`'s CA, or not for that host),
+    /// the handshake failed (a plaintext port), or the CA file cannot be
+    /// read. Waited out like a lost connection: a fixed certificate or CA
+    /// file (read at every connect) heals it.
+    Tls,
 }
 
 impl RedisErrorKind {
     pub fn of(error: &redis::RedisError) -> RedisErrorKind {
         use redis::{ErrorKind, ServerErrorKind};
+        if crate::tls::is_tls_failure(error) {
+            return RedisErrorKind::Tls;
+        }
         if let Some(io) = io_error_kind(error) {
             return match io {
                 std::io::ErrorKind::Interrupted => RedisErrorKind::Interrupted,
@@ -172,7 +181,13 @@ impl RedisError {
         let kind = RedisErrorKind::of(error);
         // A read timeout surfaces as EAGAIN, whose text ("Resource
         // temporarily unavailable (os error 11)") says nothing to an operator.
-        let detail = if kind == RedisErrorKind::Timeout { "timed out".to_owned() } else { error.to_string() };
+        let detail = match kind {
+            RedisErrorKind::Timeout => "timed out".to_owned(),
+            // rustls's text ("invalid peer certificate: UnknownIssuer")
+            // does not say it is about TLS.
+            RedisErrorKind::Tls => format!("TLS: {error}"),
+            _ => error.to_string(),
+        };
         RedisError { kind, addr: addr.to_owned(), what, detail }
     }
 }
@@ -405,6 +420,10 @@ pub struct LeaseLoop {
     /// Redis has answered this process once: from then on a refused
     /// password is a change on the server's side and is waited out.
     reached_redis: bool,
+    /// The first failure before Redis ever answered was logged: a node
+    /// that never reaches Redis (a wrong address or CA) says so once at
+    /// WARN, not only on /health.
+    told_unreached: bool,
 }
 
 /// Reads the fence's term from PostgreSQL (given to the lease thread by
@@ -445,6 +464,7 @@ impl LeaseLoop {
             last_renew_confirmed: None,
             last_renew_sent: None,
             reached_redis: false,
+            told_unreached: false,
         }
     }
 
@@ -476,8 +496,10 @@ impl LeaseLoop {
             // that will not heal").
             self.shutdown.fail(format!("{error} (is --redis-password / REDIS_PASSWORD the one Redis requires?)"));
         }
-        if self.handle.redis_ok.swap(false, Ordering::Relaxed) {
+        let was_ok = self.handle.redis_ok.swap(false, Ordering::Relaxed);
+        if was_ok || !(self.reached_redis || self.told_unreached) {
             log::warn(&format!("lease: {error}"));
+            self.told_unreached = true;
         }
         self.status.set_problem(Component::Redis, error.to_string());
         self.metrics.count_error("redis");
@@ -1110,6 +1132,14 @@ mod tests {
             (Error::from(ErrorKind::ConnectionReset), RedisErrorKind::ConnectionLost),
             (Error::from(ErrorKind::BrokenPipe), RedisErrorKind::ConnectionLost),
             (Error::from(ErrorKind::UnexpectedEof), RedisErrorKind::ConnectionLost),
+            // How rustls's stream reports a refused certificate (`rediss://`).
+            (
+                Error::new(
+                    ErrorKind::InvalidData,
+                    rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+                ),
+                RedisErrorKind::Tls,
+            ),
         ];
         for (io, expected) in cases {
             let text = io.to_string();

@@ -11,11 +11,19 @@
 //! failover yet can name a server that is a replica now, and writing the
 //! lease there would fail anyway (READONLY), but reading it would not.
 //!
+//! TLS (`rediss://` on `--redis-addr` or `--redis-sentinel`) covers every
+//! connection: the server, or the sentinels and the master they name (one
+//! setting for the whole deployment, as Redis's own TLS set-up configures
+//! sentinels like servers). The certificate is always verified, name
+//! included: against `--redis-ca-file`, read at every connect, or the
+//! Mozilla roots compiled in (`tls.rs`).
+//!
 //! Safety does not rest on this: Redis replication is asynchronous, so a
 //! promoted replica may lack the last lease renewal or term. The fence in
 //! PostgreSQL keeps one block per height whatever Redis says
 //! (ARCHITECTURE.md, "Redis Sentinel").
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use redis::IntoConnectionInfo;
@@ -31,28 +39,100 @@ pub const MAX_SENTINELS: usize = 9;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedisTarget {
     /// One server at HOST:PORT.
-    Direct { addr: String },
+    Direct { addr: String, tls: Option<RedisTls> },
     /// The master the sentinels name for `master`.
-    Sentinel { sentinels: Vec<String>, master: String },
+    Sentinel { sentinels: Vec<String>, master: String, tls: Option<RedisTls> },
+}
+
+/// TLS to every Redis server of a target (`rediss://`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedisTls {
+    /// `--redis-ca-file`: the servers' certificates must chain to these
+    /// (PEM); `None`: to the Mozilla roots compiled in.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl RedisTarget {
     /// How errors and logs name this target.
     pub fn label(&self) -> String {
+        let scheme = if self.tls().is_some() { "rediss://" } else { "" };
         match self {
-            RedisTarget::Direct { addr } => addr.clone(),
-            RedisTarget::Sentinel { sentinels, master } => {
-                format!("master {master} via sentinels {}", sentinels.join(","))
+            RedisTarget::Direct { addr, .. } => format!("{scheme}{addr}"),
+            RedisTarget::Sentinel { sentinels, master, .. } => {
+                format!("master {master} via sentinels {scheme}{}", sentinels.join(","))
             }
         }
     }
+
+    pub fn tls(&self) -> Option<&RedisTls> {
+        match self {
+            RedisTarget::Direct { tls, .. } | RedisTarget::Sentinel { tls, .. } => tls.as_ref(),
+        }
+    }
+
+    /// `--redis-ca-file`: only with TLS (a CA file on a plaintext target
+    /// would protect nothing while seeming to).
+    pub fn set_ca_file(&mut self, path: PathBuf) -> Result<(), String> {
+        match self {
+            RedisTarget::Direct { tls: Some(tls), .. } | RedisTarget::Sentinel { tls: Some(tls), .. } => {
+                tls.ca_file = Some(path);
+                Ok(())
+            }
+            _ => Err("--redis-ca-file needs TLS: give the address as rediss://HOST:PORT".to_owned()),
+        }
+    }
+}
+
+/// `rediss://` (TLS) or `redis://` (plaintext) in front of one address, or
+/// neither (plaintext); `None` for no scheme.
+fn split_scheme(text: &str) -> (Option<bool>, &str) {
+    if let Some(rest) = text.strip_prefix("rediss://") {
+        (Some(true), rest)
+    } else if let Some(rest) = text.strip_prefix("redis://") {
+        (Some(false), rest)
+    } else {
+        (None, text)
+    }
+}
+
+/// `--redis-addr [redis://|rediss://]HOST:PORT[/]`. A password in the
+/// address is refused (without quoting it): `--redis-password` takes it,
+/// from a file if need be; so is a database number (clnode uses 0).
+pub fn parse_redis_addr(text: &str) -> Result<RedisTarget, String> {
+    let (scheme, rest) = split_scheme(text.trim());
+    let addr = rest.strip_suffix('/').unwrap_or(rest);
+    if addr.contains('@') {
+        return Err("--redis-addr: give the password as --redis-password (@PATH reads it from a file), \
+                    not in the address"
+            .to_owned());
+    }
+    if addr.is_empty() || addr.contains('/') {
+        return Err(format!("--redis-addr {text:?}: expected [redis://|rediss://]HOST:PORT"));
+    }
+    let tls = scheme.unwrap_or(false).then(RedisTls::default);
+    Ok(RedisTarget::Direct { addr: addr.to_owned(), tls })
 }
 
 /// `--redis-sentinel HOST:PORT[,HOST:PORT...]` with `--redis-master NAME`:
 /// a list of 1 to [`MAX_SENTINELS`] distinct addresses, and a master name
 /// Sentinel accepts (no spaces: it is one word of a Sentinel command).
 pub fn parse_sentinels(list: &str, master: &str) -> Result<RedisTarget, String> {
-    let sentinels: Vec<String> = list.split(',').map(|addr| addr.trim().to_owned()).collect();
+    // The first address's scheme is the list's; a later one may repeat it.
+    let mut tls = None;
+    let mut sentinels = Vec::new();
+    for entry in list.split(',') {
+        let (scheme, addr) = split_scheme(entry.trim());
+        match (tls, scheme) {
+            (None, scheme) => tls = Some(scheme.unwrap_or(false)),
+            (Some(list_tls), Some(scheme)) if scheme != list_tls => {
+                return Err("--redis-sentinel mixes redis:// and rediss://: TLS is one setting for every sentinel \
+                            and server"
+                    .to_owned())
+            }
+            _ => {}
+        }
+        sentinels.push(addr.to_owned());
+    }
     if sentinels.len() > MAX_SENTINELS {
         return Err(format!("--redis-sentinel lists {} addresses; at most {MAX_SENTINELS}", sentinels.len()));
     }
@@ -69,7 +149,8 @@ pub fn parse_sentinels(list: &str, master: &str) -> Result<RedisTarget, String> 
     if !name_ok {
         return Err(format!("--redis-master {master:?}: expected 1 to 128 printable characters, no spaces"));
     }
-    Ok(RedisTarget::Sentinel { sentinels, master: master.to_owned() })
+    let tls = tls.unwrap_or(false).then(RedisTls::default);
+    Ok(RedisTarget::Sentinel { sentinels, master: master.to_owned(), tls })
 }
 
 /// Opens a connection to the target's current master with connect, read
@@ -80,29 +161,51 @@ pub fn connect_redis(
     read_timeout: Duration,
 ) -> Result<redis::Connection, RedisError> {
     match target {
-        RedisTarget::Direct { addr } => connect_addr(addr, password, read_timeout),
-        RedisTarget::Sentinel { sentinels, master } => {
-            let addr = master_addr(sentinels, master)?;
-            let mut connection = connect_addr(&addr, password, read_timeout)?;
+        RedisTarget::Direct { addr, tls } => connect_addr(addr, tls.as_ref(), password, read_timeout),
+        RedisTarget::Sentinel { sentinels, master, tls } => {
+            let addr = master_addr(sentinels, master, tls.as_ref())?;
+            let mut connection = connect_addr(&addr, tls.as_ref(), password, read_timeout)?;
             check_is_master(&mut connection, &addr)?;
             Ok(connection)
         }
     }
 }
 
-/// One server at `addr`.
+/// One server at `addr`, over TLS when `tls` is given. The TLS handshake
+/// runs within the connect timeout (the redis crate's set-up of a new
+/// connection does).
 fn connect_addr(
     addr: &str,
+    tls: Option<&RedisTls>,
     password: Option<&Secret>,
     read_timeout: Duration,
 ) -> Result<redis::Connection, RedisError> {
-    let fail = |what: &'static str, e: redis::RedisError| RedisError::new(addr, what, &e);
-    let mut info = format!("redis://{addr}/").into_connection_info().map_err(|e| fail("address", e))?;
+    let scheme = if tls.is_some() { "rediss" } else { "redis" };
+    // Errors name the scheme with TLS, so a refused certificate reads as one.
+    let shown = if tls.is_some() { format!("rediss://{addr}") } else { addr.to_owned() };
+    let fail = |what: &'static str, e: redis::RedisError| RedisError::new(&shown, what, &e);
+    let mut info = format!("{scheme}://{addr}/").into_connection_info().map_err(|e| fail("address", e))?;
     if let Some(password) = password {
         let settings = info.redis_settings().clone().set_password(String::from_utf8_lossy(password.expose()));
         info = info.set_redis_settings(settings);
     }
-    let client = redis::Client::open(info).map_err(|e| fail("address", e))?;
+    let client = match tls {
+        None => redis::Client::open(info),
+        Some(RedisTls { ca_file }) => {
+            crate::tls::install_default_provider();
+            let root_cert = match ca_file {
+                Some(path) => Some(crate::tls::read_ca_pem(path).map_err(|detail| RedisError {
+                    kind: RedisErrorKind::Tls,
+                    addr: shown.clone(),
+                    what: "connect",
+                    detail,
+                })?),
+                None => None,
+            };
+            redis::Client::build_with_tls(info, redis::TlsCertificates { client_tls: None, root_cert })
+        }
+    }
+    .map_err(|e| fail("address", e))?;
     let connection = client.get_connection_with_timeout(REDIS_IO_TIMEOUT).map_err(|e| fail("connect", e))?;
     connection.set_read_timeout(Some(read_timeout)).map_err(|e| fail("connect", e))?;
     connection.set_write_timeout(Some(REDIS_IO_TIMEOUT)).map_err(|e| fail("connect", e))?;
@@ -112,10 +215,10 @@ fn connect_addr(
 /// The master's HOST:PORT from the first sentinel, in the given order,
 /// that knows it. Sentinels take no password here (Sentinel's own
 /// `requirepass` is not supported yet: ARCHITECTURE.md).
-fn master_addr(sentinels: &[String], master: &str) -> Result<String, RedisError> {
+fn master_addr(sentinels: &[String], master: &str, tls: Option<&RedisTls>) -> Result<String, RedisError> {
     let mut last_error = None;
     for sentinel in sentinels.iter().take(MAX_SENTINELS) {
-        let answer = connect_addr(sentinel, None, REDIS_IO_TIMEOUT).and_then(|mut connection| {
+        let answer = connect_addr(sentinel, tls, None, REDIS_IO_TIMEOUT).and_then(|mut connection| {
             redis::cmd("SENTINEL")
                 .arg("get-master-addr-by-name")
                 .arg(master)
@@ -182,11 +285,30 @@ mod tests {
         let sentinel = |list: &[&str], master: &str| RedisTarget::Sentinel {
             sentinels: list.iter().map(|s| s.to_string()).collect(),
             master: master.to_owned(),
+            tls: None,
+        };
+        let tls = |list: &[&str], master: &str| RedisTarget::Sentinel {
+            sentinels: list.iter().map(|s| s.to_string()).collect(),
+            master: master.to_owned(),
+            tls: Some(RedisTls::default()),
         };
         let cases: &[(&str, &str, Result<RedisTarget, &str>)] = &[
             ("127.0.0.1:26379", "mymaster", Ok(sentinel(&["127.0.0.1:26379"], "mymaster"))),
             ("a:1, b:2 ,c:3", "m", Ok(sentinel(&["a:1", "b:2", "c:3"], "m"))),
             ("[::1]:26379", "m", Ok(sentinel(&["[::1]:26379"], "m"))),
+            ("redis://a:1,b:2", "m", Ok(sentinel(&["a:1", "b:2"], "m"))),
+            ("rediss://a:1,b:2", "m", Ok(tls(&["a:1", "b:2"], "m"))),
+            ("rediss://a:1, rediss://b:2", "m", Ok(tls(&["a:1", "b:2"], "m"))),
+            (
+                "rediss://a:1,redis://b:2",
+                "m",
+                Err("--redis-sentinel mixes redis:// and rediss://: TLS is one setting for every sentinel and server"),
+            ),
+            (
+                "a:1,rediss://b:2",
+                "m",
+                Err("--redis-sentinel mixes redis:// and rediss://: TLS is one setting for every sentinel and server"),
+            ),
             ("a:1,a:1", "m", Err("--redis-sentinel names a:1 twice")),
             ("a", "m", Err("--redis-sentinel \"a\": expected HOST:PORT[,HOST:PORT...]")),
             ("a:0", "m", Err("--redis-sentinel \"a:0\": expected HOST:PORT[,HOST:PORT...]")),
@@ -208,10 +330,51 @@ mod tests {
     }
 
     #[test]
+    fn addresses_with_and_without_tls() {
+        let direct =
+            |addr: &str, tls: bool| RedisTarget::Direct { addr: addr.into(), tls: tls.then(RedisTls::default) };
+        let bad = |text: &str| Err(format!("--redis-addr {text:?}: expected [redis://|rediss://]HOST:PORT"));
+        let in_address =
+            "--redis-addr: give the password as --redis-password (@PATH reads it from a file), not in the \
+                          address";
+        let cases: &[(&str, Result<RedisTarget, String>)] = &[
+            ("localhost:6379", Ok(direct("localhost:6379", false))),
+            ("redis://r:6379", Ok(direct("r:6379", false))),
+            ("redis://r:6379/", Ok(direct("r:6379", false))),
+            ("rediss://r.example:6380", Ok(direct("r.example:6380", true))),
+            ("rediss://[::1]:6380/", Ok(direct("[::1]:6380", true))),
+            ("rediss://r:6380/0", bad("rediss://r:6380/0")),
+            ("rediss://", bad("rediss://")),
+            ("", bad("")),
+            ("http://r:1", bad("http://r:1")),
+            ("rediss://:hunter2@r:6380", Err(in_address.to_owned())),
+            ("rediss://default:hunter2@r:6380", Err(in_address.to_owned())),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(&parse_redis_addr(text), expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_ca_file_needs_tls() {
+        let mut plain = parse_redis_addr("r:1").unwrap();
+        assert_eq!(
+            plain.set_ca_file("/ca.pem".into()),
+            Err("--redis-ca-file needs TLS: give the address as rediss://HOST:PORT".to_owned())
+        );
+        let mut tls = parse_sentinels("rediss://a:1", "m").unwrap();
+        tls.set_ca_file("/ca.pem".into()).unwrap();
+        assert_eq!(tls.tls(), Some(&RedisTls { ca_file: Some("/ca.pem".into()) }));
+    }
+
+    #[test]
     fn labels_name_the_server_or_the_sentinels() {
-        assert_eq!(RedisTarget::Direct { addr: "r:6379".into() }.label(), "r:6379");
+        assert_eq!(parse_redis_addr("r:6379").unwrap().label(), "r:6379");
+        assert_eq!(parse_redis_addr("rediss://r:6380").unwrap().label(), "rediss://r:6380");
         let target = parse_sentinels("a:1,b:2", "m").unwrap();
         assert_eq!(target.label(), "master m via sentinels a:1,b:2");
+        let target = parse_sentinels("rediss://a:1,b:2", "m").unwrap();
+        assert_eq!(target.label(), "master m via sentinels rediss://a:1,b:2");
     }
 
     #[test]
@@ -223,7 +386,7 @@ mod tests {
     #[test]
     fn a_closed_port_is_refused() {
         // Port 1 on loopback: nothing listens, the connect is refused at once.
-        let target = RedisTarget::Direct { addr: "127.0.0.1:1".into() };
+        let target = RedisTarget::Direct { addr: "127.0.0.1:1".into(), tls: None };
         let error = connect_redis(&target, None, REDIS_IO_TIMEOUT).err();
         assert_eq!(error.as_ref().map(|e| (e.kind, e.what)), Some((RedisErrorKind::Refused, "connect")), "{error:?}");
     }
@@ -231,7 +394,7 @@ mod tests {
     #[test]
     fn no_sentinel_reachable_is_a_typed_error_naming_the_last_one() {
         // Port 1 on loopback: nothing listens there, so the connect is refused at once.
-        let error = master_addr(&["127.0.0.1:1".to_owned()], "m").unwrap_err();
+        let error = master_addr(&["127.0.0.1:1".to_owned()], "m", None).unwrap_err();
         assert_eq!((error.kind, error.addr.as_str()), (RedisErrorKind::Refused, "127.0.0.1:1"));
     }
 }

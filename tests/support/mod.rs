@@ -18,6 +18,7 @@ pub mod proxy;
 pub mod rng;
 pub mod sentinel;
 pub mod stats;
+pub mod tls;
 
 // The test crates `use support::*`: the parts they share, by name (each
 // crate uses some of them).
