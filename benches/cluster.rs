@@ -881,8 +881,18 @@ fn p5_p6_failover(figures: &mut Vec<Figure>) {
     let lease_text = std::env::var("CLNODE_BENCH_LEASE").unwrap_or_default();
     let lease_flags: Vec<&str> = lease_text.split_whitespace().collect();
     let settings = if lease_flags.is_empty() { lease_defaults() } else { lease_text.clone() };
-    let Cluster { mut nodes, links: _links, els, peers: _, redis_ha: _, pgbouncer: _, postgres, redis: _redis, dir } =
-        Cluster::builder("bench-failover").leaders(2).flags(&lease_flags).start();
+    let Cluster {
+        mut nodes,
+        links: _links,
+        els,
+        peers: _,
+        redis_ha: _,
+        pgbouncer: _,
+        pg_ha: _,
+        postgres,
+        redis: _redis,
+        dir,
+    } = Cluster::builder("bench-failover").leaders(2).flags(&lease_flags).start();
     // A steady load on both clients (they do not gossip: each one's
     // transactions wait in its own pool until its node leads). Below one
     // block per second per client, so block time stays at the clock (faster,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# deps.sh [redis] [sentinel] [postgres] [pgbouncer] [faketime] [haproxy] [prometheus] [tls] [geth] [seedwire] [ejs] [bench] — install what the tests and the devnet need and is
+# deps.sh [redis] [sentinel] [postgres] [pgbouncer] [patroni] [faketime] [haproxy] [prometheus] [tls] [geth] [seedwire] [ejs] [bench] — install what the tests and the devnet need and is
 # missing (no arguments: everything). Idempotent; quick when all is present.
 #   redis     redis-server            Debian package (bookworm: 7.0.x)
 #   sentinel  redis-sentinel          Debian package (bookworm: 7.0.x; the Redis failover tests and
@@ -7,6 +7,9 @@
 #   postgres  postgresql-15           Debian package (server, psql, the "postgres" OS user)
 #   pgbouncer pgbouncer               Debian package (bookworm: 1.18; the PgBouncer tests start their own,
 #                                     as the postgres OS user, on loopback ports)
+#   patroni   patroni, etcd           Debian packages patroni (bookworm: 3.0.2) and etcd-server (3.4); the
+#                                     PostgreSQL failover cases start their own etcd and Patroni members
+#                                     (scripts/etcd.sh, scripts/patroni.sh) on loopback ports
 #   faketime  libfaketime.so.1        Debian package faketime (bookworm: 0.9.10); tests/clock.rs runs
 #                                     clnode under it (LD_PRELOAD) with its wall clock moved
 #   haproxy   haproxy                 Debian package (bookworm: 2.6.x); tests/balancer.rs starts its own
@@ -36,12 +39,12 @@ GO_FALLBACK=go1.24.13
 GO_FALLBACK_SHA256_linux_amd64=d2b048367a3d1a748b87f756fa06df12ce3b419e1d5f2a3612acb8950d615f9f
 NODE_DIR=$KIT_DIR/node
 
-all_parts=(redis sentinel postgres pgbouncer faketime haproxy prometheus tls geth seedwire ejs)
+all_parts=(redis sentinel postgres pgbouncer patroni faketime haproxy prometheus tls geth seedwire ejs)
 parts=()
 for a in "$@"; do
   case $a in
-    redis | sentinel | postgres | pgbouncer | faketime | haproxy | prometheus | tls | geth | seedwire | ejs | bench) parts+=("$a") ;;
-    *) usage_error "[redis] [sentinel] [postgres] [pgbouncer] [faketime] [haproxy] [prometheus] [tls] [geth] [seedwire] [ejs] [bench]   (no arguments: all but bench)" ;;
+    redis | sentinel | postgres | pgbouncer | patroni | faketime | haproxy | prometheus | tls | geth | seedwire | ejs | bench) parts+=("$a") ;;
+    *) usage_error "[redis] [sentinel] [postgres] [pgbouncer] [patroni] [faketime] [haproxy] [prometheus] [tls] [geth] [seedwire] [ejs] [bench]   (no arguments: all but bench)" ;;
   esac
 done
 ((${#parts[@]})) || parts=("${all_parts[@]}")
@@ -139,6 +142,21 @@ if want pgbouncer; then
     apt_install pgbouncer
     command -v pgbouncer >/dev/null 2>&1 || die "pgbouncer still missing after apt-get install"
     echo "pgbouncer: installed $(pgbouncer --version | sed -n '1s/^PgBouncer //p')"
+  fi
+fi
+
+# --- patroni ----------------------------------------------------------------------------
+# Both packages install system services (etcd on 2379, Patroni for /etc/patroni); without an init
+# system they do not start, and the project's own run on other ports with their own config.
+if want patroni; then
+  if command -v patroni >/dev/null 2>&1 && command -v etcd >/dev/null 2>&1; then
+    echo "patroni: present $(patroni --version | awk '{print $2}'), etcd $(etcd --version | sed -n '1s/^etcd Version: //p')"
+  else
+    echo "patroni: installing patroni and etcd-server (apt) ..."
+    apt_install patroni etcd-server
+    command -v patroni >/dev/null 2>&1 && command -v etcd >/dev/null 2>&1 ||
+      die "patroni or etcd still missing after apt-get install"
+    echo "patroni: installed $(patroni --version | awk '{print $2}'), etcd $(etcd --version | sed -n '1s/^etcd Version: //p')"
   fi
 fi
 

@@ -12,6 +12,7 @@ pub mod binary_page;
 pub mod block;
 pub mod codec;
 pub mod config;
+pub mod deadline;
 pub mod engine;
 pub mod health;
 pub mod http;

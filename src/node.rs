@@ -22,7 +22,7 @@ use crate::reconnect::Reconnecting;
 use crate::shutdown::Shutdown;
 use crate::signing::RecordTrust;
 use crate::status::{Component, NodeStatus};
-use crate::store::{Store, StoreErrorKind};
+use crate::store::{GuardedStore, Store, StoreErrorKind};
 use crate::{api, health};
 
 /// How long startup waits between attempts to reach a service.
@@ -174,12 +174,13 @@ fn start_leader_roles(
 }
 
 /// The lease thread's fresh read of the fence term, on a connection of its
-/// own (made on first use, made again after it broke).
+/// own (made on first use, made again after it broke), guarded: a hung
+/// database must not hang the lease thread (`deadline.rs`).
 fn fence_floor(config: &Config) -> FenceFloor {
     let (url, application) = (config.postgres_url.clone(), format!("clnode-lease-{}", config.instance_id));
-    let mut store = Reconnecting::new(move || Store::connect(&url, &application));
+    let mut store = Reconnecting::new(move || GuardedStore::connect(&url, &application));
     Box::new(move || {
-        let read = store.get().and_then(Store::fence_term);
+        let read = store.get().and_then(|guarded| guarded.call(Store::fence_term));
         if let Err(error) = &read {
             store.drop_if_lost(error);
         }

@@ -12,7 +12,7 @@ use crate::codec::Hash32;
 use crate::engine::{BlockTag, EngineClient, EngineError, ForkchoiceState, PayloadStatus};
 use crate::resume::{plan_resume, ResumePlan};
 use crate::shutdown::Shutdown;
-use crate::store::{ChainHead, Store, StoreError, StoreErrorKind};
+use crate::store::{BlockReads, ChainHead, StoreError, StoreErrorKind};
 
 /// Blocks replayed per forkchoiceUpdated while catching up from a store.
 pub const REPLAY_BATCH_LEN: u32 = 64;
@@ -142,7 +142,11 @@ impl From<ReplayError> for CatchUpError {
 }
 
 /// The hash the store holds at `number` (genesis from the client for 0).
-pub fn stored_hash_at(engine: &EngineClient, store: &mut Store, number: u64) -> Result<Option<Hash32>, CatchUpError> {
+pub fn stored_hash_at(
+    engine: &EngineClient,
+    store: &mut impl BlockReads,
+    number: u64,
+) -> Result<Option<Hash32>, CatchUpError> {
     if number == 0 {
         let genesis = engine
             .block_by_number(BlockTag::Number(0))
@@ -172,7 +176,7 @@ pub fn el_hash_at(engine: &EngineClient, number: u64) -> Result<Option<Hash32>, 
 /// before. Calls `progress` after each forkchoiceUpdated.
 pub fn catch_up_from_store(
     engine: &EngineClient,
-    store: &mut Store,
+    store: &mut impl BlockReads,
     el_head: ChainHead,
     target: ChainHead,
     shutdown: &Shutdown,

@@ -311,8 +311,174 @@ fn open(url: &str, redacted: &str, configure: impl FnOnce(&mut postgres::Config)
     })
 }
 
+/// One host's whole connect (TCP, TLS, startup, session settings,
+/// statements) must finish within this; a server process that hangs
+/// answers the TCP connect and then nothing (`deadline.rs`).
+pub const HOST_CONNECT_DEADLINE: Duration = Duration::from_secs(5);
+/// A call on a guarded connection ([`GuardedStore`]) must answer within
+/// this: longer than the server-side `statement_timeout`, so a slow
+/// statement is the server's error first.
+pub const CALL_DEADLINE: Duration = Duration::from_millis(STATEMENT_TIMEOUT_MS + 2_000);
+/// Most hosts a `--postgres-url` may list.
+pub const MAX_HOSTS: usize = 8;
+
+/// `postgres://[user[:password]@]h1[:p1],h2[:p2]/db?params` as one URL per
+/// host, in order, each with the same user, database and parameters
+/// (`target_session_attrs` included, which the postgres crate checks per
+/// connection). One host: the URL itself.
+pub fn single_host_urls(url: &str) -> Vec<String> {
+    let Some((scheme, rest)) = url.split_once("://") else { return vec![url.to_owned()] };
+    let (userinfo, rest) = match rest.rsplit_once('@') {
+        Some((userinfo, rest)) => (Some(userinfo), rest),
+        None => (None, rest),
+    };
+    let split_at = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (hosts, tail) = rest.split_at(split_at);
+    let prefix = match userinfo {
+        Some(userinfo) => format!("{scheme}://{userinfo}@"),
+        None => format!("{scheme}://"),
+    };
+    hosts.split(',').map(|host| format!("{prefix}{host}{tail}")).collect()
+}
+
+/// For each multi-host URL, the host that answered last: tried first next
+/// time, so that after a failover every connect does not wait for the old
+/// primary first. Keyed by the redacted URL; a handful of entries.
+static LAST_GOOD_HOST: std::sync::Mutex<Vec<(String, usize)>> = std::sync::Mutex::new(Vec::new());
+
+fn last_good_host(redacted: &str) -> usize {
+    let hosts = LAST_GOOD_HOST.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    hosts.iter().find(|(url, _)| url == redacted).map_or(0, |(_, index)| *index)
+}
+
+fn remember_good_host(redacted: &str, index: usize) {
+    let mut hosts = LAST_GOOD_HOST.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(entry) = hosts.iter_mut().find(|(url, _)| url == redacted) {
+        entry.1 = index;
+    } else if hosts.len() < 64 {
+        hosts.push((redacted.to_owned(), index));
+    }
+}
+
+/// A call that gave no answer in time, as a store error: the connection
+/// is given up (`ConnectionLost`), so the caller connects afresh.
+fn late_error(url: &str, what: &'static str, late: crate::deadline::Late<StoreError>) -> StoreError {
+    use crate::deadline::Late;
+    match late {
+        Late::Failed(error) => error,
+        Late::TimedOut(within) => StoreError::new(
+            StoreErrorKind::ConnectionLost,
+            url,
+            what,
+            format!("no answer within {} ms (the server may hang); giving the connection up", within.as_millis()),
+        ),
+        Late::TooManyHanging(count) => StoreError::new(
+            StoreErrorKind::Connect,
+            url,
+            what,
+            format!("{count} earlier calls still hang on the database; not connecting again until they end"),
+        ),
+        Late::Gone => StoreError::new(StoreErrorKind::ConnectionLost, url, what, "the connection's worker is gone"),
+    }
+}
+
+/// A [`Store`] on a thread of its own whose every call answers within
+/// [`CALL_DEADLINE`] (`deadline.rs` says why): for the roles that must
+/// follow a database failover even when the old primary hangs. A call past
+/// the deadline gives the connection up (`ConnectionLost`).
+pub struct GuardedStore {
+    worker: crate::deadline::OnWorker<Store>,
+    url: String,
+}
+
+impl GuardedStore {
+    pub fn connect(url: &str, application: &str) -> Result<GuardedStore, StoreError> {
+        let redacted = redact_url(url);
+        let hosts = single_host_urls(url).len().clamp(1, MAX_HOSTS);
+        // Every host's attempt, and a second of slack.
+        let within = HOST_CONNECT_DEADLINE * u32::try_from(hosts).unwrap_or(1) + Duration::from_secs(1);
+        let (url, application) = (url.to_owned(), application.to_owned());
+        let worker = crate::deadline::OnWorker::start("clnode-db", within, move || Store::connect(&url, &application))
+            .map_err(|late| late_error(&redacted, "connect", late))?;
+        Ok(GuardedStore { worker, url: redacted })
+    }
+
+    /// Runs `call` on the store within [`CALL_DEADLINE`].
+    pub fn call<T: Send + 'static>(
+        &mut self,
+        call: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.worker.call(CALL_DEADLINE, call).map_err(|late| late_error(&self.url, "call", late)).and_then(|r| r)
+    }
+}
+
+/// The reads a replay needs (`replay::catch_up_from_store`), from a plain
+/// [`Store`] (members) or a [`GuardedStore`] (the producer).
+pub trait BlockReads {
+    fn block_by_number(&mut self, block: u64) -> Result<Option<StoredBlock>, StoreError>;
+    fn blocks_after(&mut self, after: u64, limit: u32, max_payload_bytes: u64) -> Result<Vec<StoredBlock>, StoreError>;
+    fn url(&self) -> &str;
+}
+
+impl BlockReads for Store {
+    fn block_by_number(&mut self, block: u64) -> Result<Option<StoredBlock>, StoreError> {
+        Store::block_by_number(self, block)
+    }
+    fn blocks_after(&mut self, after: u64, limit: u32, max_payload_bytes: u64) -> Result<Vec<StoredBlock>, StoreError> {
+        Store::blocks_after(self, after, limit, max_payload_bytes)
+    }
+    fn url(&self) -> &str {
+        Store::url(self)
+    }
+}
+
+impl BlockReads for GuardedStore {
+    fn block_by_number(&mut self, block: u64) -> Result<Option<StoredBlock>, StoreError> {
+        self.call(move |store| store.block_by_number(block))
+    }
+    fn blocks_after(&mut self, after: u64, limit: u32, max_payload_bytes: u64) -> Result<Vec<StoredBlock>, StoreError> {
+        self.call(move |store| store.blocks_after(after, limit, max_payload_bytes))
+    }
+    fn url(&self) -> &str {
+        &self.url
+    }
+}
+
 impl Store {
+    /// Connects to the first host of the URL that accepts (for a
+    /// multi-host URL with `target_session_attrs=read-write`: the
+    /// primary), starting with the one that answered last; each host's
+    /// attempt within [`HOST_CONNECT_DEADLINE`].
     pub fn connect(url: &str, application: &str) -> Result<Store, StoreError> {
+        let redacted = redact_url(url);
+        let hosts = single_host_urls(url);
+        if hosts.len() > MAX_HOSTS {
+            let detail = format!("{} hosts; at most {MAX_HOSTS}", hosts.len());
+            return Err(StoreError::new(StoreErrorKind::Url, &redacted, "URL", detail));
+        }
+        let first = last_good_host(&redacted) % hosts.len();
+        let mut last_error = None;
+        for index in (first..hosts.len()).chain(0..first) {
+            let (host_url, application) = (hosts[index].clone(), application.to_owned());
+            let attempt = crate::deadline::run_within("clnode-db-connect", HOST_CONNECT_DEADLINE, move || {
+                Store::connect_host(&host_url, &application)
+            });
+            let error = match attempt {
+                Ok(Ok(store)) => {
+                    remember_good_host(&redacted, index);
+                    return Ok(store);
+                }
+                Ok(Err(error)) => error,
+                Err(late) => late_error(&redact_url(&hosts[index]), "connect", late),
+            };
+            last_error = Some(error);
+        }
+        Err(last_error.unwrap_or_else(|| StoreError::new(StoreErrorKind::Url, &redacted, "URL", "no host")))
+    }
+
+    /// One host's connect (no deadline of its own: [`Store::connect`]
+    /// gives it one).
+    fn connect_host(url: &str, application: &str) -> Result<Store, StoreError> {
         let redacted = redact_url(url);
         let fail =
             |what: &'static str, detail: String| StoreError::new(StoreErrorKind::Connect, &redacted, what, detail);
@@ -984,6 +1150,30 @@ mod tests {
         let mixed = [block(1, 1000), block(2, 100_000), block(3, 1000)];
         assert_eq!(sizes(&mixed, 10_000), [vec![1], vec![2], vec![3]]);
         assert_eq!(sizes(&[], 1000), Vec::<Vec<u64>>::new());
+    }
+
+    #[test]
+    fn multi_host_urls_split_into_one_url_per_host() {
+        let cases: &[(&str, &[&str])] = &[
+            ("postgres://u@h:5432/db", &["postgres://u@h:5432/db"]),
+            (
+                "postgres://u:p@a:1,b:2/db?target_session_attrs=read-write",
+                &[
+                    "postgres://u:p@a:1/db?target_session_attrs=read-write",
+                    "postgres://u:p@b:2/db?target_session_attrs=read-write",
+                ],
+            ),
+            ("postgresql://a,b", &["postgresql://a", "postgresql://b"]),
+            (
+                "postgres://a:1,[::1]:2?sslmode=require",
+                &["postgres://a:1?sslmode=require", "postgres://[::1]:2?sslmode=require"],
+            ),
+            // A password holding '@' or ',' : the host list starts after the last '@'.
+            ("postgres://u:p@x,y@h1,h2/db", &["postgres://u:p@x,y@h1/db", "postgres://u:p@x,y@h2/db"]),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(single_host_urls(url), expected.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "{url}");
+        }
     }
 
     #[test]

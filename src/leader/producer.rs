@@ -35,7 +35,7 @@ use crate::reconnect::Reconnecting;
 use crate::replay::{self, CatchUpError};
 use crate::shutdown::Shutdown;
 use crate::status::{Component, NodeStatus, Role};
-use crate::store::{ChainHead, CommitOutcome, FenceOutcome, Store, StoreError};
+use crate::store::{ChainHead, CommitOutcome, FenceOutcome, GuardedStore, Store, StoreError};
 
 /// How long a standby waits for news before looking at the lease again.
 const STANDBY_WAIT: Duration = Duration::from_millis(20);
@@ -84,7 +84,7 @@ pub struct ProducerContext {
 
 pub struct Producer {
     ctx: ProducerContext,
-    store: Reconnecting<Store, StoreError>,
+    store: Reconnecting<GuardedStore, StoreError>,
     /// The execution client's canonical head as this thread last set or
     /// read it; `None` forces a fresh read (after any engine error).
     el_head: Option<ChainHead>,
@@ -161,7 +161,7 @@ impl Producer {
             clock: ClockReference::new(ctx.config.max_clock_skew),
             clock_fit_logged: None,
             ctx,
-            store: Reconnecting::new(move || Store::connect(&url, &application)),
+            store: Reconnecting::new(move || GuardedStore::connect(&url, &application)),
             el_head: None,
             known_committed: None,
             last_commit_at: Instant::now(),
@@ -199,15 +199,20 @@ impl Producer {
         result
     }
 
-    fn store(&mut self) -> Result<&mut Store, StoreError> {
+    fn store(&mut self) -> Result<&mut GuardedStore, StoreError> {
         self.store.get()
     }
 
     /// One database call, timed for the lease thread: while calls hang or
-    /// fail for `--database-stall-limit`, it releases the lease.
-    fn database<T>(&mut self, call: impl FnOnce(&mut Store) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    /// fail for `--database-stall-limit`, it releases the lease. The call
+    /// runs on the connection's own thread and answers within
+    /// `store::CALL_DEADLINE`, or the connection is given up.
+    fn database<T: Send + 'static>(
+        &mut self,
+        call: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         self.ctx.lease.database_trouble.started();
-        let result = self.store.get().and_then(call);
+        let result = self.store.get().and_then(|store| store.call(call));
         if result.is_ok() {
             self.ctx.lease.database_trouble.answered();
             self.database_answered_at = Instant::now();
@@ -424,7 +429,8 @@ impl Producer {
         // A failover, as operators see it: the gap from the previous leader's
         // last block to this term's first; measured at that commit
         // (`failover.rs`).
-        self.took_over = match self.database(|store| store.commit_time(parent.number)) {
+        let parent_number = parent.number;
+        self.took_over = match self.database(move |store| store.commit_time(parent_number)) {
             Ok(Some((previous_term, committed_ms))) if previous_term != term => Some(TakeOver {
                 previous_block: parent.number,
                 previous_committed_ms: committed_ms,
@@ -502,7 +508,7 @@ impl Producer {
     /// parent. `None`: this term is already stale.
     fn prepare_to_lead(&mut self, term: u64) -> Result<Option<Parent>, ProduceError> {
         let instance_id = self.ctx.instance_id.clone();
-        match self.database(|store| store.raise_fence(term, &instance_id))? {
+        match self.database(move |store| store.raise_fence(term, &instance_id))? {
             FenceOutcome::Raised => {}
             FenceOutcome::AlreadyAt { fence_term } => {
                 // A higher term, or this very term raised by another node
@@ -795,7 +801,8 @@ impl Producer {
         self.failpoint(Step::Commit);
         let commit_started = Instant::now();
         let max_lead = self.settings.max_timestamp_lead;
-        let outcome = self.database(|store| store.commit_block(term, &stored, max_lead))?;
+        let to_commit = Arc::clone(&stored);
+        let outcome = self.database(move |store| store.commit_block(term, &to_commit, max_lead))?;
         let committed_in = commit_started.elapsed();
         self.ctx.metrics.database_write_seconds.observe(committed_in);
         let reason = match outcome {

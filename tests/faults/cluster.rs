@@ -52,31 +52,6 @@ pub fn el_head(el: &El) -> Option<(u64, String)> {
     Some((quantity(&block["number"]), block["hash"].as_str()?.to_owned()))
 }
 
-/// The process and all its descendants, parents first (PostgreSQL serves
-/// every connection from a child of the postmaster).
-pub fn process_tree(root: u32) -> Vec<u32> {
-    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
-        .map(|entries| {
-            entries
-                .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-                .filter_map(|pid| {
-                    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-                    let ppid = stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?.parse().ok()?;
-                    Some((pid, ppid))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut tree = vec![root];
-    let mut next = 0;
-    while next < tree.len() {
-        let parent = tree[next];
-        tree.extend(parents.iter().filter(|(_, ppid)| *ppid == parent).map(|(pid, _)| *pid));
-        next += 1;
-    }
-    tree
-}
-
 /// SIGSTOP or SIGCONT a whole server: the process and its descendants, by PID.
 pub fn signal_tree(proc: &Proc, signal: &str) {
     for pid in process_tree(proc.pid()) {
@@ -119,7 +94,7 @@ pub struct FaultCluster {
 impl FaultCluster {
     pub fn start(name: &str, leaders: usize, members: usize, rng: Rng) -> FaultCluster {
         let started = Instant::now();
-        let Cluster { nodes, links, els, peers: _, redis_ha: _, pgbouncer: _, postgres, redis, dir } =
+        let Cluster { nodes, links, els, peers: _, redis_ha: _, pgbouncer: _, pg_ha: _, postgres, redis, dir } =
             Cluster::builder(name).leaders(leaders).flags(&LEADER_FLAGS).links().start();
         let proxies: Vec<Vec<TcpProxy>> = (0..members)
             .map(|_| nodes.iter().map(|n| TcpProxy::start(n.api_port.unwrap(), ProxyMode::Pass)).collect())

@@ -44,6 +44,7 @@ mod cluster;
 mod ledger;
 mod load;
 mod partitions;
+mod patroni;
 mod random;
 mod report;
 mod sentinel;
@@ -142,7 +143,7 @@ pub fn sleep(duration: Duration) {
 /// has it. A matrix case is named by its kind (`sigkill` selects every
 /// `sigkill#i`) or by its full name (`sigkill#1`); `startup` is the
 /// `startup_faults` test, `random` the randomized mode.
-pub const CASES: [(&str, bool); 41] = [
+pub const CASES: [(&str, bool); 46] = [
     ("bad-http", true),
     ("sigkill", true),
     ("sigterm", true),
@@ -186,6 +187,12 @@ pub const CASES: [(&str, bool); 41] = [
     // Redis Sentinel (tests/faults/sentinel.rs).
     ("redis-sentinel-kill", true),
     ("redis-sentinel-stop", true),
+    // Patroni (tests/faults/patroni.rs).
+    ("pg-primary-kill", true),
+    ("pg-primary-stop", true),
+    ("pg-cut", true),
+    ("pg-switchover", true),
+    ("pg-async-kill", true),
 ];
 
 /// The names in `CLNODE_FAULT_CASES` (`None`: every case), checked against
@@ -257,6 +264,14 @@ fn startup_faults() {
 #[test]
 fn redis_sentinel_failovers() {
     sentinel::redis_sentinel_failovers();
+}
+
+/// PostgreSQL replicated by Patroni: the primary killed, hung, cut from
+/// the leader, switched over; an asynchronous standby promoted without the
+/// last blocks.
+#[test]
+fn postgres_failovers() {
+    patroni::postgres_failovers();
 }
 
 /// In the spirit of Arbitrum Nitro's competing-coordinator test: leader-mode

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::patroni::PgHa;
 use super::pgbouncer::PgBouncer;
 use super::proxy::{ProxyMode, TcpProxy};
 use super::sentinel::RedisHa;
@@ -27,6 +28,7 @@ pub struct ClusterBuilder {
     peered: bool,
     sentinel: bool,
     pgbouncer: bool,
+    patroni: Option<&'static str>,
 }
 
 impl ClusterBuilder {
@@ -70,6 +72,14 @@ impl ClusterBuilder {
         self
     }
 
+    /// The nodes' PostgreSQL is a Patroni cluster (`Cluster::pg_ha`: etcd,
+    /// a primary and a standby; `mode` "sync" or "async"), reached through
+    /// its multi-host URL, instead of `Cluster::postgres`.
+    pub fn patroni(mut self, mode: &'static str) -> ClusterBuilder {
+        self.patroni = Some(mode);
+        self
+    }
+
     /// How many leader-mode nodes (each with its own execution client).
     pub fn leaders(mut self, count: usize) -> ClusterBuilder {
         self.leaders = count;
@@ -102,6 +112,7 @@ impl ClusterBuilder {
         let redis_ha = self.sentinel.then(|| RedisHa::start(&dir));
         let postgres = Postgres::start(&dir, "pg");
         let pgbouncer = self.pgbouncer.then(|| PgBouncer::start(&dir, "pgbouncer", &postgres, "session"));
+        let pg_ha = self.patroni.map(|mode| PgHa::start(&dir, mode));
         let prefix = match self.kind {
             ElKind::Geth => "geth",
             ElKind::EthereumJs => "ejs",
@@ -127,9 +138,10 @@ impl ClusterBuilder {
         base.extend(redis_ha.iter().flat_map(RedisHa::flags));
         // After `Node::leader`'s own --postgres-url: the last one counts.
         base.extend(pgbouncer.iter().flat_map(|bouncer| ["--postgres-url".to_owned(), bouncer.url()]));
+        base.extend(pg_ha.iter().flat_map(|ha| ["--postgres-url".to_owned(), ha.url()]));
         base.extend(self.flags.iter().cloned());
         let links: Vec<NodeLinks> = if self.links {
-            els.iter().map(|el| NodeLinks::start(el, &postgres, &redis)).collect()
+            els.iter().map(|el| NodeLinks::start(el, &postgres, &redis, pg_ha.as_ref())).collect()
         } else {
             Vec::new()
         };
@@ -143,7 +155,7 @@ impl ClusterBuilder {
                 Node::leader(&dir, &format!("leader-{i}"), &els[i], &postgres, &redis, &flags)
             })
             .collect();
-        Cluster { nodes, links, els, peers, redis_ha, pgbouncer, postgres, redis, dir }
+        Cluster { nodes, links, els, peers, redis_ha, pgbouncer, pg_ha, postgres, redis, dir }
     }
 }
 
@@ -152,15 +164,21 @@ impl ClusterBuilder {
 pub struct NodeLinks {
     pub redis: TcpProxy,
     pub postgres: TcpProxy,
+    /// To each Patroni member's PostgreSQL (`pg_members[i]` to
+    /// `pg_ha.members[i]`), when the cluster has one: the node's URL then
+    /// names these instead of `postgres`.
+    pub pg_members: Vec<TcpProxy>,
     /// To the execution client's Engine API (authenticated port).
     pub engine: TcpProxy,
 }
 
 impl NodeLinks {
-    pub fn start(el: &El, postgres: &Postgres, redis: &Redis) -> NodeLinks {
+    pub fn start(el: &El, postgres: &Postgres, redis: &Redis, pg_ha: Option<&PgHa>) -> NodeLinks {
+        let members = pg_ha.map(|ha| ha.members.as_slice()).unwrap_or_default();
         NodeLinks {
             redis: TcpProxy::start(redis.port, ProxyMode::Pass),
             postgres: TcpProxy::start(postgres.port, ProxyMode::Pass),
+            pg_members: members.iter().map(|member| TcpProxy::start(member.pg_port, ProxyMode::Pass)).collect(),
             engine: TcpProxy::start(el.auth_port, ProxyMode::Pass),
         }
     }
@@ -168,11 +186,17 @@ impl NodeLinks {
     /// The flags that send the node through the proxies (after the
     /// defaults `Node::leader` gives: the last one counts).
     pub fn flags(&self) -> Vec<String> {
+        let postgres_url = if self.pg_members.is_empty() {
+            format!("postgres://postgres@127.0.0.1:{}/postgres", self.postgres.port)
+        } else {
+            let hosts: Vec<String> = self.pg_members.iter().map(|proxy| format!("127.0.0.1:{}", proxy.port)).collect();
+            format!("postgres://postgres@{}/postgres?target_session_attrs=read-write", hosts.join(","))
+        };
         vec![
             "--redis-addr".into(),
             format!("127.0.0.1:{}", self.redis.port),
             "--postgres-url".into(),
-            format!("postgres://postgres@127.0.0.1:{}/postgres", self.postgres.port),
+            postgres_url,
             "--eth-client-url".into(),
             self.engine.url(),
         ]
@@ -205,6 +229,9 @@ pub struct Cluster {
     pub redis_ha: Option<RedisHa>,
     /// The nodes' PgBouncer, when built with `pgbouncer()`.
     pub pgbouncer: Option<PgBouncer>,
+    /// The nodes' Patroni cluster, when built with `patroni()` (the nodes
+    /// then do not use `postgres`).
+    pub pg_ha: Option<PgHa>,
     pub postgres: Postgres,
     pub redis: Redis,
     pub dir: TestDir,
@@ -223,6 +250,7 @@ impl Cluster {
             peered: false,
             sentinel: false,
             pgbouncer: false,
+            patroni: None,
         }
     }
 

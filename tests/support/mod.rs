@@ -13,6 +13,7 @@ pub mod engine_relay;
 pub mod haproxy;
 pub mod http;
 pub mod keys;
+pub mod patroni;
 pub mod pgbouncer;
 pub mod proxy;
 pub mod rng;
@@ -196,6 +197,31 @@ impl Drop for Proc {
             let _ = child.wait();
         }
     }
+}
+
+/// The process and all its descendants, parents first (PostgreSQL serves
+/// every connection from a child of the postmaster).
+pub fn process_tree(root: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter_map(|pid| {
+                    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                    let ppid = stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?.parse().ok()?;
+                    Some((pid, ppid))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut tree = vec![root];
+    let mut next = 0;
+    while next < tree.len() {
+        let parent = tree[next];
+        tree.extend(parents.iter().filter(|(_, ppid)| *ppid == parent).map(|(pid, _)| *pid));
+        next += 1;
+    }
+    tree
 }
 
 /// Polls `check` every 20 ms until it returns Some, or panics after `timeout`.

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# patroni.sh DIR NAME PG_PORT REST_PORT ETCD_HOST:PORT [sync|async] — run one Patroni-managed
+# PostgreSQL 15 member in the foreground (exec: the PID is Patroni's; it runs postgres as its child)
+# of the cluster "clnode" whose leader key lives in etcd at ETCD_HOST:PORT (scripts/etcd.sh), through
+# etcd's v2 API (the `etcd` section, not `etcd3`: scripts/etcd.sh says why).
+# PostgreSQL on 127.0.0.1:PG_PORT (data in DIR/data, socket in DIR), Patroni's REST API on
+# 127.0.0.1:REST_PORT (GET /primary answers 200 on the primary only: what HAProxy checks).
+# The first member to start bootstraps the cluster (initdb, trust auth on loopback for "postgres",
+# a "replicator" user); the others clone it with pg_basebackup and stream from it.
+# sync (default): Patroni's synchronous_mode, a commit returns only once the synchronous standby
+# flushed it, and Patroni promotes only that standby; async: the standby may lag (for showing
+# what the head-regression guard does when a failover takes commits back).
+# Timings chosen for a failover within about 15 s (docs/OPERATIONS.md, "Replicated PostgreSQL"):
+#   PATRONI_TTL_S 10, PATRONI_LOOP_WAIT_S 1, PATRONI_RETRY_TIMEOUT_S 4 (loop_wait + 2 x retry <= ttl)
+# PATRONI_MAX_LAG_ON_FAILOVER (bytes, default Patroni's 1048576): a replica further behind is not
+# promoted (the async fault case raises it, to show what clnode does when one is).
+# As root it runs as the "postgres" OS user (PostgreSQL refuses root), like postgres.sh.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+usage="DIR NAME PG_PORT REST_PORT ETCD_HOST:PORT [sync|async]"
+[[ $# -eq 5 || $# -eq 6 ]] || usage_error "$usage"
+dir=$(abspath "$1") name=$2 pg_port=$3 rest_port=$4 etcd=$5 mode=${6:-sync}
+require_port PG_PORT "$pg_port"
+require_port REST_PORT "$rest_port"
+[[ $etcd == *:* ]] || usage_error "$usage"
+require_port ETCD_PORT "${etcd##*:}"
+[[ $name =~ ^[a-z0-9-]{1,32}$ ]] || die "NAME $name: 1 to 32 lowercase letters, digits or '-'"
+case $mode in
+  sync) synchronous=true ;;
+  async) synchronous=false ;;
+  *) usage_error "$usage" ;;
+esac
+ttl=${PATRONI_TTL_S:-10} loop_wait=${PATRONI_LOOP_WAIT_S:-1} retry=${PATRONI_RETRY_TIMEOUT_S:-4}
+max_lag=${PATRONI_MAX_LAG_ON_FAILOVER:-1048576}
+[[ $max_lag =~ ^[0-9]{1,12}$ ]] || die "PATRONI_MAX_LAG_ON_FAILOVER must be whole bytes"
+for v in "$ttl" "$loop_wait" "$retry"; do [[ $v =~ ^[1-9][0-9]{0,3}$ ]] || die "PATRONI_*_S must be whole seconds"; done
+((loop_wait + 2 * retry <= ttl)) || die "PATRONI_LOOP_WAIT_S + 2 x PATRONI_RETRY_TIMEOUT_S must be <= PATRONI_TTL_S"
+patroni_bin=$(command -v patroni || true)
+[[ -n $patroni_bin ]] || die "patroni not found (run scripts/deps.sh patroni)"
+bindir=$(pg_bindir) || die "PostgreSQL server binaries not found (run scripts/deps.sh postgres)"
+mkdir -p "$dir"
+
+as_pg=()
+if [[ $(id -u) -eq 0 ]]; then
+  id -u postgres >/dev/null 2>&1 || die "running as root but there is no 'postgres' OS user (run scripts/deps.sh postgres)"
+  as_pg=(setpriv --reuid=postgres --regid=postgres --init-groups --reset-env)
+  d=$dir
+  while [[ $d != / ]]; do
+    "${as_pg[@]}" test -x "$d" || chmod o+x "$d"
+    d=$(dirname "$d")
+  done
+  chown postgres:postgres "$dir"
+  [[ ! -d $dir/data ]] || chown -R postgres:postgres "$dir/data"
+fi
+
+cat >"$dir/patroni.yml" <<YAML
+scope: clnode
+name: $name
+log:
+  level: INFO
+restapi:
+  listen: 127.0.0.1:$rest_port
+  connect_address: 127.0.0.1:$rest_port
+etcd:
+  host: $etcd
+bootstrap:
+  dcs:
+    ttl: $ttl
+    loop_wait: $loop_wait
+    retry_timeout: $retry
+    maximum_lag_on_failover: $max_lag
+    synchronous_mode: $synchronous
+    postgresql:
+      use_pg_rewind: true
+      use_slots: true
+      parameters:
+        wal_level: replica
+        hot_standby: "on"
+        wal_log_hints: "on"
+        max_wal_senders: 10
+        max_replication_slots: 10
+        max_connections: 100
+        track_commit_timestamp: "on"
+        synchronous_commit: "on"
+        archive_mode: "on"
+        archive_command: "${PATRONI_ARCHIVE_COMMAND:-/bin/true}"
+  initdb:
+    - encoding: UTF8
+    - no-locale
+  pg_hba:
+    - host replication replicator 127.0.0.1/32 trust
+    - host all all 127.0.0.1/32 trust
+    - local all all trust
+postgresql:
+  listen: 127.0.0.1:$pg_port
+  connect_address: 127.0.0.1:$pg_port
+  data_dir: $dir/data
+  bin_dir: $bindir
+  pgpass: $dir/pgpass
+  authentication:
+    superuser:
+      username: postgres
+    replication:
+      username: replicator
+      password: replicator
+    rewind:
+      username: postgres
+  parameters:
+    unix_socket_directories: $dir
+    fsync: "on"
+    shared_buffers: 64MB
+tags:
+  nofailover: false
+  noloadbalance: false
+YAML
+[[ -z ${as_pg[*]} ]] || chown postgres:postgres "$dir/patroni.yml"
+exec "${as_pg[@]}" "$patroni_bin" "$dir/patroni.yml"
