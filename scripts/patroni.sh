@@ -41,18 +41,8 @@ patroni_bin=$(command -v patroni || true)
 bindir=$(pg_bindir) || die "PostgreSQL server binaries not found (run scripts/deps.sh postgres)"
 mkdir -p "$dir"
 
-as_pg=()
-if [[ $(id -u) -eq 0 ]]; then
-  id -u postgres >/dev/null 2>&1 || die "running as root but there is no 'postgres' OS user (run scripts/deps.sh postgres)"
-  as_pg=(setpriv --reuid=postgres --regid=postgres --init-groups --reset-env)
-  d=$dir
-  while [[ $d != / ]]; do
-    "${as_pg[@]}" test -x "$d" || chmod o+x "$d"
-    d=$(dirname "$d")
-  done
-  chown postgres:postgres "$dir"
-  [[ ! -d $dir/data ]] || chown -R postgres:postgres "$dir/data"
-fi
+postgres_user_dir "$dir"
+if ((${#as_pg[@]})) && [[ -d $dir/data ]]; then chown -R postgres:postgres "$dir/data"; fi
 
 cat >"$dir/patroni.yml" <<YAML
 scope: clnode

@@ -23,17 +23,7 @@ bouncer_bin=$(command -v pgbouncer || true)
 [[ -n $bouncer_bin ]] || die "pgbouncer not found (run scripts/deps.sh pgbouncer)"
 mkdir -p "$dir"
 
-as_pg=()
-if [[ $(id -u) -eq 0 ]]; then
-  id -u postgres >/dev/null 2>&1 || die "running as root but there is no 'postgres' OS user (run scripts/deps.sh postgres)"
-  as_pg=(setpriv --reuid=postgres --regid=postgres --init-groups --reset-env)
-  d=$dir
-  while [[ $d != / ]]; do
-    "${as_pg[@]}" test -x "$d" || chmod o+x "$d"
-    d=$(dirname "$d")
-  done
-  chown postgres:postgres "$dir"
-fi
+postgres_user_dir "$dir"
 
 cat >"$dir/users.txt" <<USERS
 "postgres" ""

@@ -57,3 +57,22 @@ pg_bindir() {
   fi
   return 1
 }
+
+# postgres_user_dir DIR: as root, set the array as_pg to the prefix that runs a command as the
+# "postgres" OS user (PostgreSQL, Patroni and PgBouncer refuse root), let that user reach DIR
+# (o+x on its ancestors) and own DIR; otherwise leave as_pg empty. Callers: "${as_pg[@]}" cmd.
+as_pg=()
+postgres_user_dir() {
+  local dir=$1 d
+  as_pg=()
+  [[ $(id -u) -eq 0 ]] || return 0
+  id -u postgres >/dev/null 2>&1 || die "running as root but there is no 'postgres' OS user (run scripts/deps.sh postgres)"
+  command -v setpriv >/dev/null || die "setpriv (util-linux) is needed to drop root privileges"
+  as_pg=(setpriv --reuid=postgres --regid=postgres --init-groups --reset-env)
+  d=$dir
+  while [[ $d != / ]]; do
+    "${as_pg[@]}" test -x "$d" || chmod o+x "$d"
+    d=$(dirname "$d")
+  done
+  chown postgres:postgres "$dir"
+}
