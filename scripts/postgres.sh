@@ -5,6 +5,8 @@
 # Connect with postgres://postgres@127.0.0.1:PORT/postgres.
 # As root, the server runs as the "postgres" OS user: DIR is chowned to it and its parent
 # directories get o+x where needed so that user can reach DIR.
+# PG_ARCHIVE_DIR: WAL archiving on (archive_mode, a cp archive_command that never overwrites),
+# every completed WAL segment copied into that directory (scripts/pg-backup.sh, pg-restore.sh).
 # PG_TLS_CERT and PG_TLS_KEY (both or neither): TLS on (ssl=on) with that certificate and key,
 # copied into DIR/tls owned by the server's user with the key at mode 600 (PostgreSQL refuses a key
 # others can read); plaintext connections are still accepted (pg_hba: host, trust).
@@ -62,6 +64,15 @@ if [[ -n ${PG_TLS_CERT:-}${PG_TLS_KEY:-} ]]; then
   tls=(-c ssl=on -c ssl_cert_file="$dir/tls/server.pem" -c ssl_key_file="$dir/tls/server.key")
 fi
 
+archive=()
+if [[ -n ${PG_ARCHIVE_DIR:-} ]]; then
+  archive_dir=$(abspath "$PG_ARCHIVE_DIR")
+  mkdir -p "$archive_dir"
+  if ((${#as_pg[@]})); then chown postgres:postgres "$archive_dir"; fi
+  archive=(-c wal_level=replica -c archive_mode=on
+    -c "archive_command=test ! -f $archive_dir/%f && cp %p $archive_dir/%f")
+fi
+
 exec "${as_pg[@]}" "$bindir/postgres" -D "$pgdata" \
   -p "$port" \
   -k "$dir" \
@@ -71,4 +82,4 @@ exec "${as_pg[@]}" "$bindir/postgres" -D "$pgdata" \
   -c max_connections=100 \
   -c track_commit_timestamp=on \
   -c log_line_prefix='%m [%p] ' \
-  "${tls[@]}"
+  "${tls[@]}" "${archive[@]}"

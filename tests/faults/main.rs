@@ -39,6 +39,7 @@
 mod support;
 
 mod acks;
+mod backup;
 mod cases;
 mod cluster;
 mod ledger;
@@ -143,7 +144,7 @@ pub fn sleep(duration: Duration) {
 /// has it. A matrix case is named by its kind (`sigkill` selects every
 /// `sigkill#i`) or by its full name (`sigkill#1`); `startup` is the
 /// `startup_faults` test, `random` the randomized mode.
-pub const CASES: [(&str, bool); 46] = [
+pub const CASES: [(&str, bool); 48] = [
     ("bad-http", true),
     ("sigkill", true),
     ("sigterm", true),
@@ -193,6 +194,9 @@ pub const CASES: [(&str, bool); 46] = [
     ("pg-cut", true),
     ("pg-switchover", true),
     ("pg-async-kill", true),
+    // Backups and restores (tests/faults/backup.rs).
+    ("restore-latest", true),
+    ("restore-older", true),
 ];
 
 /// The names in `CLNODE_FAULT_CASES` (`None`: every case), checked against
@@ -272,6 +276,13 @@ fn redis_sentinel_failovers() {
 #[test]
 fn postgres_failovers() {
     patroni::postgres_failovers();
+}
+
+/// WAL archiving and a base backup; the database restored to the latest
+/// point (nothing lost) and to an older one (every node stops loudly).
+#[test]
+fn backup_restore_drills() {
+    backup::backup_restore_drills();
 }
 
 /// In the spirit of Arbitrum Nitro's competing-coordinator test: leader-mode

@@ -76,7 +76,7 @@ pub fn postgres_failovers() {
 }
 
 /// Whether case `kind` runs in this run (quick: the cases the quick run has).
-fn runs(kind: &str) -> bool {
+pub fn runs(kind: &str) -> bool {
     selected(kind) && (depth() == Depth::Full || CASES.iter().any(|(c, quick)| *c == kind && *quick) || named(kind))
 }
 
@@ -230,7 +230,7 @@ fn first_block_after(ha: &PgHa, at_ms: i64) -> Option<u64> {
 
 /// Every block a node logged as committed ("leader: committed block N
 /// (HASH, ..."), by number.
-fn acknowledged(cluster: &Cluster) -> BTreeMap<u64, String> {
+pub fn acknowledged(cluster: &Cluster) -> BTreeMap<u64, String> {
     let mut blocks = BTreeMap::new();
     for node in &cluster.nodes {
         for line in node.proc.log_text().lines() {

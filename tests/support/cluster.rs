@@ -29,6 +29,7 @@ pub struct ClusterBuilder {
     sentinel: bool,
     pgbouncer: bool,
     patroni: Option<&'static str>,
+    wal_archive: bool,
 }
 
 impl ClusterBuilder {
@@ -80,6 +81,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// The leader PostgreSQL archives its WAL into `<dir>/wal-archive`
+    /// (postgres.sh `PG_ARCHIVE_DIR`), for backup and restore drills.
+    pub fn wal_archive(mut self) -> ClusterBuilder {
+        self.wal_archive = true;
+        self
+    }
+
     /// How many leader-mode nodes (each with its own execution client).
     pub fn leaders(mut self, count: usize) -> ClusterBuilder {
         self.leaders = count;
@@ -110,7 +118,9 @@ impl ClusterBuilder {
         let dir = TestDir::new(&self.name);
         let redis = Redis::start(&dir);
         let redis_ha = self.sentinel.then(|| RedisHa::start(&dir));
-        let postgres = Postgres::start(&dir, "pg");
+        let archive = dir.join("wal-archive").display().to_string();
+        let env: Vec<(&str, &str)> = if self.wal_archive { vec![("PG_ARCHIVE_DIR", &archive)] } else { Vec::new() };
+        let postgres = Postgres::start_with_env(&dir, "pg", &env);
         let pgbouncer = self.pgbouncer.then(|| PgBouncer::start(&dir, "pgbouncer", &postgres, "session"));
         let pg_ha = self.patroni.map(|mode| PgHa::start(&dir, mode));
         let prefix = match self.kind {
@@ -251,6 +261,7 @@ impl Cluster {
             sentinel: false,
             pgbouncer: false,
             patroni: None,
+            wal_archive: false,
         }
     }
 

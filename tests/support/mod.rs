@@ -286,13 +286,20 @@ pub struct Postgres {
 
 impl Postgres {
     pub fn start(dir: &TestDir, name: &str) -> Postgres {
+        Postgres::start_with_env(dir, name, &[])
+    }
+
+    /// `start` with environment variables for postgres.sh (e.g.
+    /// `PG_ARCHIVE_DIR`); a restart with `proc.start()` goes without them.
+    pub fn start_with_env(dir: &TestDir, name: &str, env: &[(&str, &str)]) -> Postgres {
         let port = free_port();
         let data = dir.join(name);
-        let proc = Proc::spawn(
+        let proc = Proc::spawn_with_env(
             name,
             dir.join(format!("{name}.log")),
             &script("postgres.sh"),
             &[data.display().to_string(), port.to_string()],
+            env,
         );
         let postgres = Postgres { proc, port };
         postgres.wait_ready();
