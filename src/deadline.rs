@@ -28,7 +28,7 @@ static HANGING_WORKERS: AtomicUsize = AtomicUsize::new(0);
 /// At most this many abandoned workers may hang at once.
 pub const MAX_HANGING_WORKERS: usize = 32;
 
-/// How many abandoned workers hang now (for `/metrics` and tests).
+/// How many abandoned workers hang now (the cap's count; tests read it).
 pub fn hanging_workers() -> usize {
     HANGING_WORKERS.load(Ordering::Relaxed)
 }
