@@ -10,15 +10,19 @@
 
 // Test code: a failed unwrap, expect or panic is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
+
+mod support;
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clnode::metrics::Metrics;
 use serde_json::Value;
+use support::wait_with_output;
 
 const PROMTOOL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -45,30 +49,8 @@ fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
         let mut pipe = child.stdin.take().unwrap();
         pipe.write_all(text.as_bytes()).unwrap();
     }
-    let (mut stdout, mut stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let out = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
-        text
-    });
-    let err = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
-        text
-    });
-    let deadline = Instant::now() + PROMTOOL_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("promtool {args:?} still running after {PROMTOOL_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    (status.success(), format!("{}{}", out.join().unwrap(), err.join().unwrap()))
+    let (status, out, err) = wait_with_output(child, PROMTOOL_TIMEOUT, &format!("promtool {args:?}"));
+    (status.success(), format!("{out}{err}"))
 }
 
 /// The metric names in `text`: every `clnode_…` or `process_…` token (lower

@@ -534,7 +534,7 @@ pub fn run_clnode(args: &[&str]) -> (Option<i32>, String, String) {
 
 /// [`run_clnode`] with only the environment variables `env`.
 pub fn run_clnode_env(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let mut child = Command::new(clnode_binary())
+    let child = Command::new(clnode_binary())
         .args(args)
         .env_clear()
         .envs(env.iter().copied())
@@ -543,7 +543,14 @@ pub fn run_clnode_env(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Stri
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Drained by threads: a child that fills a pipe would block before it exits.
+    let (status, out, err) = wait_with_output(child, Duration::from_secs(20), &format!("clnode {args:?}"));
+    (status.code(), out, err)
+}
+
+/// Waits up to `timeout` for a child spawned with piped stdout and stderr,
+/// draining both on threads (a child that fills a pipe would block before
+/// it exits); kills it and fails the test past the timeout.
+pub fn wait_with_output(mut child: Child, timeout: Duration, what: &str) -> (std::process::ExitStatus, String, String) {
     let mut stdout = child.stdout.take().unwrap();
     let mut stderr = child.stderr.take().unwrap();
     let out = std::thread::spawn(move || {
@@ -556,7 +563,7 @@ pub fn run_clnode_env(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Stri
         let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
         text
     });
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + timeout;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
@@ -564,11 +571,11 @@ pub fn run_clnode_env(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Stri
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("clnode {args:?} still running after 20 s");
+            panic!("{what} still running after {timeout:?}");
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    (status.code(), out.join().unwrap(), err.join().unwrap())
+    (status, out.join().unwrap(), err.join().unwrap())
 }
 
 /// Whether `extra` already says how records are signed or trusted (then the
