@@ -5,8 +5,8 @@
 //!
 //! Read at scrape time: the reads are the I/O, the parsing is pure functions
 //! over each file's text (table-tested below). No crate: the files are small,
-//! stable kernel ABI. A file that cannot be read or parsed costs that one
-//! series, never the scrape: the series is left out and a comment line says
+//! stable kernel ABI. A file that cannot be read or parsed costs the series
+//! read from it, never the scrape: the series is left out and a comment line says
 //! why.
 
 use std::fmt::{self, Write as _};

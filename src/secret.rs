@@ -1,6 +1,7 @@
 //! Shared secrets other than the Engine API's: the sync API bearer token,
-//! the record-signing key and the admin token. Never printed; compared in
-//! constant time.
+//! the record-signing key, the admin token and the Redis and PostgreSQL
+//! passwords; and `read_capped`, the one bounded read of a small file
+//! (secrets, keys, CA bundles). Never printed; compared in constant time.
 
 use std::fmt;
 use std::path::Path;
@@ -69,11 +70,34 @@ fn read_secret_file(path: &Path) -> Result<Vec<u8>, String> {
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, String> {
-    let metadata = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if metadata.len() > MAX_SECRET_FILE_BYTES {
-        return Err(format!("{} is {} bytes, larger than any secret", path.display(), metadata.len()));
+    read_capped(path, MAX_SECRET_FILE_BYTES).map_err(|e| match e {
+        CappedReadError::Io(e) => format!("cannot read {}: {e}", path.display()),
+        CappedReadError::TooLarge => {
+            format!("{} is more than {MAX_SECRET_FILE_BYTES} bytes, larger than any secret", path.display())
+        }
+    })
+}
+
+/// Why [`read_capped`] gave nothing.
+#[derive(Debug)]
+pub enum CappedReadError {
+    Io(std::io::Error),
+    /// More than the cap: the file is not what it was named as.
+    TooLarge,
+}
+
+/// A whole small file (a secret, a key, a CA bundle), reading at most
+/// `max_bytes` + 1 whatever the file claims to be: a FIFO, a device or a
+/// file that grows after `metadata` would otherwise be read without end.
+pub fn read_capped(path: &Path, max_bytes: u64) -> Result<Vec<u8>, CappedReadError> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(CappedReadError::Io)?;
+    let mut bytes = Vec::new();
+    file.take(max_bytes.saturating_add(1)).read_to_end(&mut bytes).map_err(CappedReadError::Io)?;
+    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > max_bytes {
+        return Err(CappedReadError::TooLarge);
     }
-    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    Ok(bytes)
 }
 
 /// Equal-length inputs are compared without an early exit; lengths are not
@@ -120,6 +144,18 @@ pub fn warn_if_world_readable(path: &Path, what: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capped_reads_stop_at_the_cap_whatever_the_file_claims() {
+        // A device that never ends and says it is empty.
+        assert!(matches!(read_capped(Path::new("/dev/zero"), 16), Err(CappedReadError::TooLarge)));
+        let path = std::env::temp_dir().join(format!("clnode-capped-read-{}", std::process::id()));
+        std::fs::write(&path, b"0123456789abcdef").unwrap();
+        assert_eq!(read_capped(&path, 16).unwrap(), b"0123456789abcdef");
+        assert!(matches!(read_capped(&path, 15), Err(CappedReadError::TooLarge)));
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(read_capped(&path, 16), Err(CappedReadError::Io(_))));
+    }
 
     #[test]
     fn comparison_and_redaction() {

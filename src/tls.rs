@@ -18,6 +18,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use crate::pg_url::{Roots, Verify};
+use crate::secret::CappedReadError;
 
 /// A CA file larger than this is not a CA bundle (Mozilla's whole root
 /// program is about 220 KB of PEM).
@@ -52,11 +53,10 @@ pub fn read_ca_pem(path: &Path) -> Result<Vec<u8>, String> {
 }
 
 fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
-    let metadata = std::fs::metadata(path).map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
-    if metadata.len() > MAX_CA_FILE_BYTES {
-        return Err(format!("CA file {} is {} bytes, more than {MAX_CA_FILE_BYTES}", path.display(), metadata.len()));
-    }
-    std::fs::read(path).map_err(|e| format!("cannot read CA file {}: {e}", path.display()))
+    crate::secret::read_capped(path, MAX_CA_FILE_BYTES).map_err(|e| match e {
+        CappedReadError::Io(e) => format!("cannot read CA file {}: {e}", path.display()),
+        CappedReadError::TooLarge => format!("CA file {} is more than {MAX_CA_FILE_BYTES} bytes", path.display()),
+    })
 }
 
 /// The certificates of a PEM bundle (other PEM sections, such as a key,

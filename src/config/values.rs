@@ -123,9 +123,10 @@ impl Input {
         self.text(name).unwrap_or_default().to_owned()
     }
 
-    /// Passwords are the operator's choice: no length rule (an empty one
-    /// never gets here: the environment filter drops it); `@PATH` reads one
-    /// from a file (now).
+    /// Passwords are the operator's choice: no length rule (an empty
+    /// environment variable is dropped by the environment filter; an empty
+    /// command-line value is used as given); `@PATH` reads one from a file
+    /// (now).
     pub fn password(&self, name: &str) -> Result<Option<Secret>, ConfigError> {
         self.text(name).map(|value| Secret::password(name, value).map_err(ConfigError)).transpose()
     }

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::patroni::{acknowledged, runs};
 use crate::support::*;
 use crate::*;
 

@@ -3,7 +3,6 @@
 //! outside checks run after every case and during them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::str::FromStr as _;
 use std::time::{Duration, Instant};
 
@@ -54,9 +53,7 @@ pub fn el_head(el: &El) -> Option<(u64, String)> {
 
 /// SIGSTOP or SIGCONT a whole server: the process and its descendants, by PID.
 pub fn signal_tree(proc: &Proc, signal: &str) {
-    for pid in process_tree(proc.pid()) {
-        let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
-    }
+    signal_pids(&process_tree(proc.pid()), signal);
 }
 
 pub fn usable(proc: &Proc) -> bool {

@@ -154,3 +154,21 @@ pub fn assert_terms_held_once(logs: &[(String, String)], context: &str) {
         }
     }
 }
+
+/// Every block a node logged as committed ("leader: committed block N
+/// (HASH, ..."), by number.
+pub fn acknowledged(cluster: &Cluster) -> BTreeMap<u64, String> {
+    let mut blocks = BTreeMap::new();
+    for node in &cluster.nodes {
+        for line in node.proc.log_text().lines() {
+            let Some(rest) = line.split("leader: committed block ").nth(1) else { continue };
+            let Some((number, rest)) = rest.split_once(" (") else { continue };
+            let Some(hash) = rest.split([',', ')']).next() else { continue };
+            if let Ok(number) = number.parse::<u64>() {
+                let previous = blocks.insert(number, hash.to_owned());
+                assert!(previous.is_none_or(|p| p == hash), "two blocks acknowledged at height {number}");
+            }
+        }
+    }
+    blocks
+}

@@ -238,6 +238,12 @@ pub fn named(name: &str) -> bool {
     chosen_cases().is_some_and(|chosen| chosen.iter().any(|c| c == name || case_kind(c) == name))
 }
 
+/// Whether case `kind` runs in this run: selected, and in the quick run
+/// only if the quick run has it (`CASES`) or `CLNODE_FAULT_CASES` names it.
+pub fn runs(kind: &str) -> bool {
+    selected(kind) && (depth() == Depth::Full || CASES.iter().any(|(c, quick)| *c == kind && *quick) || named(kind))
+}
+
 /// The variants of a case to run: all of `full` in the full run; in the
 /// quick run those of `quick`, and any of `full` that `CLNODE_FAULT_CASES` names.
 pub fn variants<'a>(full: &[&'a str], quick: &[&'a str], name: impl Fn(&str) -> String) -> Vec<&'a str> {

@@ -75,11 +75,6 @@ pub fn postgres_failovers() {
     );
 }
 
-/// Whether case `kind` runs in this run (quick: the cases the quick run has).
-pub fn runs(kind: &str) -> bool {
-    selected(kind) && (depth() == Depth::Full || CASES.iter().any(|(c, quick)| *c == kind && *quick) || named(kind))
-}
-
 fn start(name: &str, mode: &'static str) -> (Cluster, Vec<Proc>) {
     let cluster =
         Cluster::builder(name).leaders(2).peered().links().patroni(mode).flags(&LEADER_FLAGS).flags(&FLAGS).start();
@@ -228,24 +223,6 @@ fn first_block_after(ha: &PgHa, at_ms: i64) -> Option<u64> {
     row.get::<_, Option<i64>>(0).map(|n| n as u64)
 }
 
-/// Every block a node logged as committed ("leader: committed block N
-/// (HASH, ..."), by number.
-pub fn acknowledged(cluster: &Cluster) -> BTreeMap<u64, String> {
-    let mut blocks = BTreeMap::new();
-    for node in &cluster.nodes {
-        for line in node.proc.log_text().lines() {
-            let Some(rest) = line.split("leader: committed block ").nth(1) else { continue };
-            let Some((number, rest)) = rest.split_once(" (") else { continue };
-            let Some(hash) = rest.split([',', ')']).next() else { continue };
-            if let Ok(number) = number.parse::<u64>() {
-                let previous = blocks.insert(number, hash.to_owned());
-                assert!(previous.is_none_or(|p| p == hash), "two blocks acknowledged at height {number}");
-            }
-        }
-    }
-    blocks
-}
-
 /// 0 acknowledged blocks lost, a continuous chain, both geths on it.
 fn check_nothing_lost(cluster: &Cluster, context: &str) {
     let ha = cluster.pg_ha.as_ref().unwrap();
@@ -258,14 +235,7 @@ fn check_nothing_lost(cluster: &Cluster, context: &str) {
         assert_eq!(by_number.get(number).copied(), Some(hash), "{context}: acknowledged block {number} lost");
     }
     let head = chain.last().map(|(n, _, _)| *n).unwrap_or(0);
-    for el in &cluster.els {
-        wait_for(Duration::from_secs(60), &format!("{context}: {} at the head", el.proc.name), || {
-            (el.head().0 >= head).then_some(())
-        });
-        for (number, hash, _) in chain.iter().rev().take(20) {
-            assert_eq!(el.block_hash(*number).as_ref(), Some(hash), "{context}: {} differs at {number}", el.proc.name);
-        }
-    }
+    cluster.assert_clients_hold(&chain, context);
     eprintln!("{context}: {} acknowledged blocks all on the primary; head {head}", acked.len());
 }
 

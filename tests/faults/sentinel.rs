@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::keys::{DEV_KEYS, LOAD_KEYS};
-use crate::support::sentinel::{assert_one_chain, signal_pid, through_failover};
+use crate::support::sentinel::{stored_chain_is_one, through_failover};
 use crate::support::*;
 use crate::*;
 
@@ -57,14 +57,14 @@ pub fn redis_sentinel_failovers() {
         for kind in &kinds {
             let ha = cluster.redis_ha.as_ref().unwrap();
             let master = ha.wait_settled(Duration::from_secs(60));
-            let pid = ha.servers[master].proc.pid();
             let signal = if *kind == "redis-sentinel-kill" { "KILL" } else { "STOP" };
-            let failover = through_failover(&cluster, Duration::from_secs(60), || signal_pid(pid, signal));
+            let failover =
+                through_failover(&cluster, Duration::from_secs(60), || ha.servers[master].proc.signal(signal));
             let context = format!("{kind} round {round}");
             let new_master = wait_for(Duration::from_secs(30), "the sentinels agree on a new master", || {
                 cluster.redis_ha.as_ref().unwrap().master().filter(|m| *m != master)
             });
-            assert_one_chain(&cluster);
+            stored_chain_is_one(&cluster);
             eprintln!(
                 "{context}: master {master} -> {new_master}, production resumed after {} ms; two nodes said leader \
                  in {} of {} samples",
@@ -85,7 +85,7 @@ pub fn redis_sentinel_failovers() {
         }
     }
     cluster.redis_ha.as_ref().unwrap().wait_settled(Duration::from_secs(60));
-    assert_one_chain(&cluster);
+    stored_chain_is_one(&cluster);
     let lines = cluster.nodes.iter().map(|n| n.proc.log_text()).collect::<Vec<_>>().join("\n");
     assert!(!lines.contains("panicked"), "{lines}");
     for (kind, samples) in &figures.failover_ms {

@@ -308,6 +308,26 @@ impl Cluster {
         hashes
     }
 
+    /// Every execution client reaches the head of `chain` (the committed
+    /// chain, in order) and holds its last 20 blocks, hash for hash: no
+    /// client is on a fork.
+    pub fn assert_clients_hold(&self, chain: &[(u64, String, String)], context: &str) {
+        let Some((head, _, _)) = chain.last() else { return };
+        for el in &self.els {
+            wait_for(Duration::from_secs(60), &format!("{context}: {} at block {head}", el.proc.name), || {
+                (el.head().0 >= *head).then_some(())
+            });
+            for (number, hash, _) in chain.iter().rev().take(20) {
+                assert_eq!(
+                    el.block_hash(*number).as_ref(),
+                    Some(hash),
+                    "{context}: {} differs at {number}",
+                    el.proc.name
+                );
+            }
+        }
+    }
+
     /// Commits blocks (bursts of transactions at 25/s to the leader) until
     /// the chain has at least `blocks` of them.
     pub fn grow_to(&self, blocks: u64) {

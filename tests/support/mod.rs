@@ -224,6 +224,14 @@ pub fn process_tree(root: u32) -> Vec<u32> {
     tree
 }
 
+/// `kill -SIGNAL` to each of `pids` (a process tree, `process_tree`);
+/// one that is already gone is no failure.
+pub fn signal_pids(pids: &[u32], signal: &str) {
+    for pid in pids {
+        let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+    }
+}
+
 /// Polls `check` every 20 ms until it returns Some, or panics after `timeout`.
 pub fn wait_for<T>(timeout: Duration, what: &str, check: impl FnMut() -> Option<T>) -> T {
     poll(timeout, Duration::from_millis(20), what, check)

@@ -3,12 +3,11 @@
 //! (scripts/etcd.sh, scripts/patroni.sh). clnode reaches the primary
 //! through a multi-host URL with `target_session_attrs=read-write`.
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{free_port, http_get, process_tree, script, wait_for, Proc, TestDir};
+use super::{free_port, http_get, process_tree, script, signal_pids, wait_for, Proc, TestDir};
 
 /// One Patroni member: Patroni's process (its PostgreSQL is its child).
 pub struct PatroniMember {
@@ -40,18 +39,14 @@ impl PatroniMember {
     pub fn signal_host(&self, signal: &str) {
         let mut pids: Vec<u32> = self.proc.child.as_ref().map(|c| process_tree(c.id())).unwrap_or_default();
         pids.extend(self.postmaster_pid().map(process_tree).unwrap_or_default());
-        for pid in pids {
-            let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
-        }
+        signal_pids(&pids, signal);
     }
 
     /// Signals this member's PostgreSQL (the postmaster and every process
     /// under it), not Patroni: a database that hangs (STOP) while its
     /// manager still runs.
     pub fn signal_postgres(&self, signal: &str) {
-        for pid in self.postmaster_pid().map(process_tree).unwrap_or_default() {
-            let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
-        }
+        signal_pids(&self.postmaster_pid().map(process_tree).unwrap_or_default(), signal);
     }
 
     /// SIGKILLs the whole member, then starts Patroni again on the same

@@ -173,23 +173,8 @@ pub fn through_failover(cluster: &Cluster, timeout: Duration, fault: impl FnOnce
 /// The committed chain is continuous (one block per height, each linked
 /// to its parent) and every execution client holds its last 20 blocks:
 /// no fork.
-pub fn assert_one_chain(cluster: &Cluster) {
+pub fn stored_chain_is_one(cluster: &Cluster) {
     let chain = stored_chain(&cluster.postgres);
     assert_continuous(&chain);
-    let Some((head, _, _)) = chain.last() else { return };
-    for el in &cluster.els {
-        wait_for(Duration::from_secs(30), "every client at the committed head", || {
-            (el.head().0 >= *head).then_some(())
-        });
-        for (number, hash, _) in chain.iter().rev().take(20) {
-            assert_eq!(el.block_hash(*number).as_ref(), Some(hash), "{} differs at {number}", el.proc.name);
-        }
-    }
-}
-
-/// `kill -SIGNAL pid` (the harness's handles need `&mut` to kill; a
-/// signal by pid does not).
-pub fn signal_pid(pid: u32, signal: &str) {
-    let status = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
-    assert!(status.success(), "kill -{signal} {pid}");
+    cluster.assert_clients_hold(&chain, "after the Redis failover");
 }
