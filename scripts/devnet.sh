@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# devnet.sh [run|stop|clean] — a local clnode cluster in the foreground (what `make run` runs).
+# devnet.sh [run|run-ha|stop|clean|...] — a local clnode cluster in the foreground (what `make run`
+# and `make run-ha` run).
 #
 #   run (default)  build clnode (cargo build --release), start Redis, the leaders' PostgreSQL,
 #                  one geth per node on genesis/osaka.json (the geths peer with each other
@@ -10,11 +11,22 @@
 #                  scraping every clnode with deploy/prometheus/alerts.yml loaded (its URL is
 #                  printed), then show a live status table until Ctrl-C / SIGTERM /
 #                  DEVNET_DURATION_S, and stop everything it started.
+#   run-ha         the replicated topology (scripts/lib/devnet_ha.sh; `make run-ha`, through
+#                  scripts/devnet-ha.sh, whose state dir is <repo>/.devnet-ha): etcd, two
+#                  Patroni-managed PostgreSQL (synchronous), two Redis watched by three sentinels,
+#                  PgBouncer, HAProxy (in front of the PostgreSQL primary and of the members' RPC),
+#                  leader-1 and leader-2 (through PgBouncer and the sentinels), member-1 and member-2,
+#                  Prometheus; the live table adds a row per service with its role and health.
 #   stop           stop a devnet of this DEVNET_DIR that is still running (e.g. after the
 #                  script itself was SIGKILLed and left its servers behind).
 #   clean          remove DEVNET_DIR (refused while a devnet from it runs).
 #   leader         print the name of the node that leads now (leader-1 or leader-2), from their
 #                  /health; exit 1 with a line when none does (e.g. during a failover).
+#   pg-primary     (run-ha) print the Patroni member whose PostgreSQL is the primary now (pg-1 or
+#                  pg-2), from Patroni's REST API; exit 1 with a line when none is.
+#   redis-master   (run-ha) print the Redis the sentinels name as master now (redis-1 or redis-2).
+#   kill NAME      SIGKILL NAME as a host crash would: its process group and, for a Patroni member,
+#                  the PostgreSQL it runs (Patroni starts it in a session of its own).
 #   restart NAME   start NAME (leader-1, geth-l2, redis, pg-leader, member-1, ...) again with the
 #                  command line the running devnet started it with (cmds/NAME), after it was
 #                  killed; its pid file is rewritten, so Ctrl-C of the devnet stops it too.
@@ -63,7 +75,11 @@ set -euo pipefail
 SELF=$KIT_DIR/devnet.sh
 
 # --- configuration -----------------------------------------------------------------------
-DIR=$(abspath "${DEVNET_DIR:-$REPO_ROOT/.devnet}")
+# scripts/devnet-ha.sh runs this script with its own default state dir and its own name (for the
+# hints it prints).
+DEFAULT_DIR=$(abspath "${DEVNET_DEFAULT_DIR:-$REPO_ROOT/.devnet}")
+HELPER=${DEVNET_HELPER:-$SELF}
+DIR=$(abspath "${DEVNET_DIR:-$DEFAULT_DIR}")
 DIR=${DIR%/}
 DURATION_S=${DEVNET_DURATION_S:-0}
 MEMBER=${DEVNET_MEMBER:-1}
@@ -88,6 +104,17 @@ MEMBER_PORT_VARS=(
   DEVNET_M1_HEALTH:8081 DEVNET_M1_API:8091 DEVNET_M1_P2P:30313
 )
 PROM_PORT_VARS=(DEVNET_PROM_PORT:9095)
+# run-ha's own ports (scripts/lib/devnet_ha.sh); it uses PORT_VARS and MEMBER_PORT_VARS too,
+# apart from DEVNET_PG_PORT (its PostgreSQL is the Patroni pair behind HAProxy and PgBouncer).
+HA_PORT_VARS=(
+  DEVNET_ETCD_PORT:2379 DEVNET_ETCD_PEER_PORT:2380
+  DEVNET_PG1_PORT:5441 DEVNET_PG1_REST:8008 DEVNET_PG2_PORT:5442 DEVNET_PG2_REST:8009
+  DEVNET_PG_PRIMARY_PORT:5000 DEVNET_PGBOUNCER_PORT:6432 DEVNET_MEMBERS_RPC:8645
+  DEVNET_REDIS2_PORT:6380 DEVNET_SENTINEL1_PORT:26379 DEVNET_SENTINEL2_PORT:26380
+  DEVNET_SENTINEL3_PORT:26381
+  DEVNET_M2_PG_PORT:5435 DEVNET_M2_ENGINE:8572 DEVNET_M2_RPC:8566
+  DEVNET_M2_HEALTH:8083 DEVNET_M2_API:8093 DEVNET_M2_P2P:30314
+)
 
 # Dev keys from the `test test … junk` mnemonic (prefunded in the genesis alloc). Each geth
 # gets its own sender so the two load generators never compete for nonces.
@@ -97,15 +124,24 @@ KEY_M1=0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d # 0x70
 
 # Stop order: what uses a service stops before the service. Each entry: SIGNAL:NAMES.
 # PostgreSQL gets SIGINT (fast shutdown: no waiting for clients); the rest SIGTERM.
+# Names only run-ha starts are skipped when not running. Patroni (pg-1, pg-2) stops its own
+# PostgreSQL on SIGTERM, before etcd, which holds its leader key, stops.
 STOP_STAGES=(
   "TERM:status prometheus"
-  "TERM:member-1 leader-1 leader-2"
+  "TERM:member-1 member-2 leader-1 leader-2"
+  "TERM:haproxy pgbouncer"
   "TERM:loadgen-1 loadgen-2 loadgen-m1"
-  "TERM:geth-l1 geth-l2 geth-m1"
-  "INT:pg-leader pg-member"
-  "TERM:redis"
+  "TERM:geth-l1 geth-l2 geth-m1 geth-m2"
+  "INT:pg-leader pg-member pg-member-2"
+  "TERM:pg-1 pg-2"
+  "TERM:sentinel-1 sentinel-2 sentinel-3"
+  "TERM:redis redis-1 redis-2"
+  "TERM:etcd"
 )
 STOP_TIMEOUT_S=30 # per stage, then SIGKILL to the process group
+
+# shellcheck source-path=SCRIPTDIR source=lib/devnet_ha.sh
+. "$KIT_DIR/lib/devnet_ha.sh"
 
 say() { printf 'devnet: %s\n' "$*"; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
@@ -113,7 +149,7 @@ elapsed_s() { awk -v ms=$(($(now_ms) - $1)) 'BEGIN { printf "%.1f", ms / 1000 }'
 
 load_ports() {
   local spec var
-  for spec in "${PORT_VARS[@]}" "${MEMBER_PORT_VARS[@]}" "${PROM_PORT_VARS[@]}"; do
+  for spec in "${PORT_VARS[@]}" "${MEMBER_PORT_VARS[@]}" "${PROM_PORT_VARS[@]}" "${HA_PORT_VARS[@]}"; do
     var=${spec%%:*}
     printf -v "$var" '%s' "${!var:-${spec#*:}}"
     require_port "$var" "${!var}"
@@ -128,8 +164,11 @@ expected_program() {
     devnet | loadgen-*) echo devnet.sh ;;
     status) echo python3 ;;
     prometheus) echo prometheus ;;
-    redis) echo redis-server ;;
+    redis | redis-[0-9]) echo redis-server ;;
+    sentinel-*) echo redis-sentinel ;;
+    pg-[0-9]) echo patroni ;;
     pg-*) echo postgres ;;
+    etcd | pgbouncer | haproxy) echo "$1" ;;
     geth-*) echo geth ;;
     *) echo clnode ;;
   esac
@@ -253,14 +292,14 @@ refuse_if_running() {
   die "a devnet from $rel is still running: $running. Stop it first (Ctrl-C in its terminal, or scripts/devnet.sh stop)."
 }
 
-# check_ports: every configured port must be distinct and free on 127.0.0.1, else one line
-# naming the port and its variable, exit 1. Binding (with SO_REUSEADDR, as the servers do) is
-# what the servers will do, so it catches listeners on 0.0.0.0 and [::] too.
+# port_vars SPEC...: the variable names of ENV_VAR:DEFAULT specs, one per line.
+port_vars() { local spec; for spec in "$@"; do echo "${spec%%:*}"; done; }
+
+# check_ports VAR...: the ports in these variables must be distinct and free on 127.0.0.1, else
+# one line naming the port and its variable, exit 1. Binding (with SO_REUSEADDR, as the servers
+# do) is what the servers will do, so it catches listeners on 0.0.0.0 and [::] too.
 check_ports() {
-  local specs=() spec var other
-  for spec in "${PORT_VARS[@]}"; do specs+=("${spec%%:*}"); done
-  if ((MEMBER)); then for spec in "${MEMBER_PORT_VARS[@]}"; do specs+=("${spec%%:*}"); done; fi
-  if ((PROMETHEUS)); then for spec in "${PROM_PORT_VARS[@]}"; do specs+=("${spec%%:*}"); done; fi
+  local specs=("$@") var other
   local args=()
   declare -A owner=()
   for var in "${specs[@]}"; do
@@ -433,14 +472,14 @@ signing_keys() {
   fi
 }
 
-# geth_peering: P2P_ADDR[geth-NAME] and P2P_PEERS[geth-NAME], the EL_P2P_ADDR and EL_PEERS
-# that make that geth peer with the others: its own devp2p address and their enode URLs
-# (scripts/enode.sh makes each node key once, in the geth's data directory). With
+# geth_peering NAME:P2P_PORT...: P2P_ADDR[NAME] and P2P_PEERS[NAME], the EL_P2P_ADDR and EL_PEERS
+# that make each of these geths peer with the others: its own devp2p address and their enode
+# URLs (scripts/enode.sh makes each node key once, in the geth's data directory). With
 # DEVNET_PEERING=0 both are empty: devp2p off.
 declare -A P2P_ADDR=() P2P_PEERS=()
 geth_peering() {
-  local names=(geth-l1 geth-l2) ports=("$DEVNET_L1_P2P" "$DEVNET_L2_P2P") i j peers
-  if ((MEMBER)); then names+=(geth-m1) ports+=("$DEVNET_M1_P2P"); fi
+  local names=() ports=() spec i j peers
+  for spec in "$@"; do names+=("${spec%%:*}") ports+=("${spec#*:}"); done
   local enodes=()
   for i in "${!names[@]}"; do
     P2P_ADDR[${names[$i]}]="" P2P_PEERS[${names[$i]}]=""
@@ -456,20 +495,44 @@ geth_peering() {
   done
 }
 
-# leader_node NAME HEALTH API ENGINE: start one leader-mode clnode.
+# start_geth NAME JWT_NAME ENGINE RPC: one geth on the devnet's genesis (peering from geth_peering).
+start_geth() {
+  start "$1" env "EL_P2P_ADDR=${P2P_ADDR[$1]}" "EL_PEERS=${P2P_PEERS[$1]}" \
+    "$KIT_DIR/geth.sh" "$DIR/$1" "$GENESIS" "$DIR/jwt/$2.hex" "$3" "$4"
+}
+
+# leader_node NAME HEALTH API ENGINE: start one leader-mode clnode, on the shared PostgreSQL and
+# Redis that LEADER_STORE_FLAGS name (--postgres-url and the Redis flags of this topology).
+LEADER_STORE_FLAGS=()
 leader_node() {
   start "$1" "$CLNODE" --instance-id "$1" --mode leader \
     --eth-client-url "http://127.0.0.1:$4" --jwt-secret-file "$DIR/jwt/$1.hex" \
-    --signing-key-file "$DIR/signing/leader.key" \
-    --postgres-url "postgres://postgres@127.0.0.1:$DEVNET_PG_PORT/postgres" \
-    --redis-addr "127.0.0.1:$DEVNET_REDIS_PORT" \
+    --signing-key-file "$DIR/signing/leader.key" "${LEADER_STORE_FLAGS[@]}" \
     --preferred-leaders leader-1,leader-2 --admin-token "@$DIR/signing/admin.token" \
     --health-addr ":$2" --api-addr ":$3" "${EXTRA_FLAGS[@]}"
 }
 
-run() {
-  local t_start t_services t_ready
-  t_start=$(now_ms)
+# member_node NAME HEALTH API ENGINE PG_PORT: start one member, replaying the chain from both
+# leaders' sync APIs (tried in order) into its own PostgreSQL on PG_PORT.
+member_node() {
+  start "$1" "$CLNODE" --instance-id "$1" --mode member \
+    --leader-url "http://127.0.0.1:$DEVNET_L1_API,http://127.0.0.1:$DEVNET_L2_API" \
+    --eth-client-url "http://127.0.0.1:$4" --jwt-secret-file "$DIR/jwt/$1.hex" \
+    --leader-public-key "$(<"$DIR/signing/leader.pub")" \
+    --postgres-url "postgres://postgres@127.0.0.1:$5/postgres" \
+    --health-addr ":$2" --api-addr ":$3" "${EXTRA_FLAGS[@]}"
+}
+
+# prepare_run PORT_VAR... -- NODE...: check the settings, refuse to start over a running devnet
+# or a taken port (of these variables), build clnode, set the traps that stop everything, make
+# each NODE's JWT secret and the signing keys. Nothing is started before its checks pass. Sets
+# EXTRA_FLAGS, STATUS_MODE and PG_BINDIR_.
+STATUS_MODE=
+prepare_run() {
+  local ports=() nodes=()
+  while (($#)) && [[ $1 != -- ]]; do ports+=("$1") && shift; done
+  shift
+  nodes=("$@")
   [[ $DURATION_S =~ ^[0-9]+$ ]] || die "DEVNET_DURATION_S must be a whole number of seconds, got '$DURATION_S'"
   [[ $MEMBER =~ ^[01]$ ]] || die "DEVNET_MEMBER must be 0 or 1, got '$MEMBER'"
   [[ $PEERING =~ ^[01]$ ]] || die "DEVNET_PEERING must be 0 or 1, got '$PEERING'"
@@ -477,12 +540,12 @@ run() {
   [[ $TX_RATE =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "DEVNET_TX_RATE must be a number, got '$TX_RATE'"
   [[ $READY_TIMEOUT_S =~ ^[1-9][0-9]*$ ]] || die "DEVNET_READY_TIMEOUT_S must be a positive whole number, got '$READY_TIMEOUT_S'"
   read -ra EXTRA_FLAGS <<<"${DEVNET_CLNODE_FLAGS:-}"
-  local status_mode=${DEVNET_STATUS:-}
-  if [[ -z $status_mode ]]; then
-    status_mode=plain
-    [[ ! -t 1 ]] || status_mode="tty"
+  STATUS_MODE=${DEVNET_STATUS:-}
+  if [[ -z $STATUS_MODE ]]; then
+    STATUS_MODE=plain
+    [[ ! -t 1 ]] || STATUS_MODE="tty"
   fi
-  [[ $status_mode =~ ^(tty|plain|off)$ ]] || die "DEVNET_STATUS must be tty, plain or off, got '$status_mode'"
+  [[ $STATUS_MODE =~ ^(tty|plain|off)$ ]] || die "DEVNET_STATUS must be tty, plain or off, got '$STATUS_MODE'"
   command -v setsid >/dev/null || die "setsid (util-linux) not found"
   command -v python3 >/dev/null || die "python3 not found (the status table and port check use it)"
   command -v node >/dev/null || die "node not found (run scripts/deps.sh ejs)"
@@ -492,11 +555,11 @@ run() {
   # Nothing may be started before these two checks pass.
   mkdir -p "$DIR"/{logs,pids,jwt,cmds}
   refuse_if_running
-  check_ports
+  check_ports "${ports[@]}"
   build
   # The build took time: check again so a port taken meanwhile still gets the clear message.
   refuse_if_running
-  check_ports
+  check_ports "${ports[@]}"
 
   trap on_exit EXIT
   # Ctrl-C is how an interactive devnet ends: after the ordered stop it exits 0, so `make run`
@@ -507,17 +570,98 @@ run() {
   echo "$$" >"$DIR/pids/devnet"
 
   local n
-  for n in leader-1 leader-2 member-1; do "$KIT_DIR/jwt.sh" "$DIR/jwt/$n.hex"; done
+  for n in "${nodes[@]}"; do "$KIT_DIR/jwt.sh" "$DIR/jwt/$n.hex"; done
   signing_keys
+}
+
+# wait_leaders_ready: both leader-mode nodes out of 'starting', one of them holding the lease.
+wait_leaders_ready() {
+  wait_port leader-1 "$DEVNET_L1_HEALTH"
+  wait_port leader-2 "$DEVNET_L2_HEALTH"
+  wait_until "$READY_TIMEOUT_S" "leader-1 to leave 'starting'" has_role leader-1 "$DEVNET_L1_HEALTH" 'leader|standby'
+  wait_until "$READY_TIMEOUT_S" "leader-2 to leave 'starting'" has_role leader-2 "$DEVNET_L2_HEALTH" 'leader|standby'
+  wait_until "$READY_TIMEOUT_S" "one node to take the lease" any_leader
+}
+
+# start_load NAME:RPC_PORT:KEY...: one transaction load generator per geth, as users would send
+# it (the geths gossip it to whichever one leads; with DEVNET_PEERING=0 each transaction waits
+# in its own pool until that node leads), then wait for the first committed block.
+start_load() {
+  if [[ $TX_RATE =~ ^0*(\.0*)?$ ]]; then
+    say "DEVNET_TX_RATE=0: no load generators"
+    return 0
+  fi
+  local spec name rest
+  for spec in "$@"; do
+    name=${spec%%:*} rest=${spec#*:}
+    start "$name" "$SELF" __loadgen "$name" "http://127.0.0.1:${rest%%:*}" "${rest#*:}" "$TX_RATE"
+  done
+  # No empty blocks by default: the first committed block shows the whole path works.
+  wait_until "$READY_TIMEOUT_S" "the first committed block on :$DEVNET_L1_API/blocks/latest" first_block
+}
+
+# wait_preferred_leader: leader-1 is preferred: if leader-2 won the first lease, it hands over
+# two lease TTLs after leader-1 is ready. Wait for that (bounded; not fatal) so the tour's first
+# check, 8080 says isLeader=true, holds when the hints are printed.
+wait_preferred_leader() {
+  local handover_deadline=$(($(now_ms) + 15000))
+  until has_role leader-1 "$DEVNET_L1_HEALTH" leader || (($(now_ms) >= handover_deadline)); do
+    sleep 0.2
+  done
+  has_role leader-1 "$DEVNET_L1_HEALTH" leader || say "leader-1 does not lead yet; $(helper_name) leader names who does"
+}
+
+# helper_name: this script as typed from here, the state dir named when it is not the default
+# (for the hints).
+helper_name() {
+  local rel=${DIR#"$PWD"/} me=${HELPER#"$PWD"/}
+  [[ $DIR == "${DEFAULT_DIR%/}" ]] || me="DEVNET_DIR=$rel $me"
+  echo "$me"
+}
+
+# serve T_START T_SERVICES SPEC... -- HINT...: print the hints, start the status table on the
+# SPECs (scripts/lib/devnet_status.py) and wait until DEVNET_DURATION_S or a signal.
+serve() {
+  local t_start=$1 t_services=$2 t_ready
+  shift 2
+  local specs=() hints
+  while (($#)) && [[ $1 != -- ]]; do specs+=("$1") && shift; done
+  shift
+  hints=("$@")
+  t_ready=$(now_ms)
+  say "ready: $(elapsed_s "$t_services")s after the build, $(elapsed_s "$t_start")s after start"
+  if ((PROMETHEUS)); then say "prometheus: $PROM_URL (scraping every clnode, alerts loaded)"; fi
+  printf '%s\n' "${hints[@]}"
+  start_status "$STATUS_MODE" "${specs[@]}" -- "${hints[@]}"
+
+  # Sleep in short interruptible waits so Ctrl-C / SIGTERM run the trap at once.
+  while ((DURATION_S == 0 || $(now_ms) - t_ready < DURATION_S * 1000)); do
+    sleep 1 &
+    wait $! || true
+  done
+  say "DEVNET_DURATION_S=$DURATION_S reached"
+  exit 0
+}
+
+run() {
+  local t_start t_services
+  t_start=$(now_ms)
+  local ports
+  mapfile -t ports < <(port_vars "${PORT_VARS[@]}")
+  if ((MEMBER)); then mapfile -t -O "${#ports[@]}" ports < <(port_vars "${MEMBER_PORT_VARS[@]}"); fi
+  if ((PROMETHEUS)); then mapfile -t -O "${#ports[@]}" ports < <(port_vars "${PROM_PORT_VARS[@]}"); fi
+  prepare_run "${ports[@]}" -- leader-1 leader-2 member-1
 
   t_services=$(now_ms)
   if ((PROMETHEUS)); then PROM_URL=http://127.0.0.1:$DEVNET_PROM_PORT; fi
   say "starting Redis, PostgreSQL, geth${PROM_URL:+ and Prometheus} in $DIR (logs in $DIR/logs/) ..."
   start redis "$KIT_DIR/redis.sh" "$DIR/redis" "$DEVNET_REDIS_PORT"
   start pg-leader "$KIT_DIR/postgres.sh" "$DIR/pg-leader" "$DEVNET_PG_PORT"
-  geth_peering
-  start geth-l1 env "EL_P2P_ADDR=${P2P_ADDR[geth-l1]}" "EL_PEERS=${P2P_PEERS[geth-l1]}" "$KIT_DIR/geth.sh" "$DIR/geth-l1" "$GENESIS" "$DIR/jwt/leader-1.hex" "$DEVNET_L1_ENGINE" "$DEVNET_L1_RPC"
-  start geth-l2 env "EL_P2P_ADDR=${P2P_ADDR[geth-l2]}" "EL_PEERS=${P2P_PEERS[geth-l2]}" "$KIT_DIR/geth.sh" "$DIR/geth-l2" "$GENESIS" "$DIR/jwt/leader-2.hex" "$DEVNET_L2_ENGINE" "$DEVNET_L2_RPC"
+  local geths=(geth-l1:"$DEVNET_L1_P2P" geth-l2:"$DEVNET_L2_P2P")
+  if ((MEMBER)); then geths+=(geth-m1:"$DEVNET_M1_P2P"); fi
+  geth_peering "${geths[@]}"
+  start_geth geth-l1 leader-1 "$DEVNET_L1_ENGINE" "$DEVNET_L1_RPC"
+  start_geth geth-l2 leader-2 "$DEVNET_L2_ENGINE" "$DEVNET_L2_RPC"
   # ---- member hook (DEVNET_MEMBER=1): member-1's own geth and PostgreSQL ----
   # Prometheus scrapes each clnode's health address; a node not up yet is a target down.
   if ((PROMETHEUS)); then
@@ -527,7 +671,7 @@ run() {
   fi
   if ((MEMBER)); then
     start pg-member "$KIT_DIR/postgres.sh" "$DIR/pg-member" "$DEVNET_M1_PG_PORT"
-    start geth-m1 env "EL_P2P_ADDR=${P2P_ADDR[geth-m1]}" "EL_PEERS=${P2P_PEERS[geth-m1]}" "$KIT_DIR/geth.sh" "$DIR/geth-m1" "$GENESIS" "$DIR/jwt/member-1.hex" "$DEVNET_M1_ENGINE" "$DEVNET_M1_RPC"
+    start_geth geth-m1 member-1 "$DEVNET_M1_ENGINE" "$DEVNET_M1_RPC"
   fi
   wait_port redis "$DEVNET_REDIS_PORT"
   wait_until "$READY_TIMEOUT_S" "PostgreSQL on port $DEVNET_PG_PORT" pg_ready pg-leader "$DEVNET_PG_PORT"
@@ -548,51 +692,21 @@ run() {
     echo "leader-2 leader $DEVNET_L2_HEALTH"
     if ((MEMBER)); then echo "member-1 member $DEVNET_M1_HEALTH"; fi
   } >"$DIR/nodes"
+  LEADER_STORE_FLAGS=(--postgres-url "postgres://postgres@127.0.0.1:$DEVNET_PG_PORT/postgres" --redis-addr "127.0.0.1:$DEVNET_REDIS_PORT")
   leader_node leader-1 "$DEVNET_L1_HEALTH" "$DEVNET_L1_API" "$DEVNET_L1_ENGINE"
   leader_node leader-2 "$DEVNET_L2_HEALTH" "$DEVNET_L2_API" "$DEVNET_L2_ENGINE"
   # ---- member hook: member-1 replays the chain from both leaders' sync APIs (tried in order) ----
-  if ((MEMBER)); then
-    start member-1 "$CLNODE" --instance-id member-1 --mode member \
-      --leader-url "http://127.0.0.1:$DEVNET_L1_API,http://127.0.0.1:$DEVNET_L2_API" \
-      --eth-client-url "http://127.0.0.1:$DEVNET_M1_ENGINE" --jwt-secret-file "$DIR/jwt/member-1.hex" \
-      --leader-public-key "$(<"$DIR/signing/leader.pub")" \
-      --postgres-url "postgres://postgres@127.0.0.1:$DEVNET_M1_PG_PORT/postgres" \
-      --health-addr ":$DEVNET_M1_HEALTH" --api-addr ":$DEVNET_M1_API" "${EXTRA_FLAGS[@]}"
-  fi
-  wait_port leader-1 "$DEVNET_L1_HEALTH"
-  wait_port leader-2 "$DEVNET_L2_HEALTH"
-  wait_until "$READY_TIMEOUT_S" "leader-1 to leave 'starting'" has_role leader-1 "$DEVNET_L1_HEALTH" 'leader|standby'
-  wait_until "$READY_TIMEOUT_S" "leader-2 to leave 'starting'" has_role leader-2 "$DEVNET_L2_HEALTH" 'leader|standby'
-  wait_until "$READY_TIMEOUT_S" "one node to take the lease" any_leader
+  if ((MEMBER)); then member_node member-1 "$DEVNET_M1_HEALTH" "$DEVNET_M1_API" "$DEVNET_M1_ENGINE" "$DEVNET_M1_PG_PORT"; fi
+  wait_leaders_ready
   if ((MEMBER)); then wait_port member-1 "$DEVNET_M1_HEALTH"; fi
 
-  # Load on every geth, as users would send it: the geths gossip it to whichever one leads
-  # (with DEVNET_PEERING=0 each transaction waits in its own pool until that node leads).
-  if [[ $TX_RATE =~ ^0*(\.0*)?$ ]]; then
-    say "DEVNET_TX_RATE=0: no load generators"
-  else
-    start loadgen-1 "$SELF" __loadgen loadgen-1 "http://127.0.0.1:$DEVNET_L1_RPC" "$KEY_L1" "$TX_RATE"
-    start loadgen-2 "$SELF" __loadgen loadgen-2 "http://127.0.0.1:$DEVNET_L2_RPC" "$KEY_L2" "$TX_RATE"
-    if ((MEMBER)); then
-      start loadgen-m1 "$SELF" __loadgen loadgen-m1 "http://127.0.0.1:$DEVNET_M1_RPC" "$KEY_M1" "$TX_RATE"
-    fi
-    # No empty blocks by default: the first committed block shows the whole path works.
-    wait_until "$READY_TIMEOUT_S" "the first committed block on :$DEVNET_L1_API/blocks/latest" first_block
-  fi
-  # leader-1 is preferred: if leader-2 won the first lease, it hands over two lease TTLs after
-  # leader-1 is ready. Wait for that (bounded; not fatal) so the tour's first check, 8080 says
-  # isLeader=true, holds when the hints are printed.
-  local handover_deadline=$(($(now_ms) + 15000))
-  until has_role leader-1 "$DEVNET_L1_HEALTH" leader || (($(now_ms) >= handover_deadline)); do
-    sleep 0.2
-  done
-  has_role leader-1 "$DEVNET_L1_HEALTH" leader || say "leader-1 does not lead yet; $(basename "$SELF") leader names who does"
-  t_ready=$(now_ms)
+  local load=(loadgen-1:"$DEVNET_L1_RPC":"$KEY_L1" loadgen-2:"$DEVNET_L2_RPC":"$KEY_L2")
+  if ((MEMBER)); then load+=(loadgen-m1:"$DEVNET_M1_RPC":"$KEY_M1"); fi
+  start_load "${load[@]}"
+  wait_preferred_leader
 
-  local rel=${DIR#"$PWD"/} hints=() status_urls="http://127.0.0.1:$DEVNET_L1_HEALTH,http://127.0.0.1:$DEVNET_L2_HEALTH"
-  # The helper as typed from here (the state dir named when it is not the default).
-  local me=${SELF#"$PWD"/}
-  [[ $DIR == "$REPO_ROOT/.devnet" ]] || me="DEVNET_DIR=$rel $me"
+  local rel=${DIR#"$PWD"/} me hints=() status_urls="http://127.0.0.1:$DEVNET_L1_HEALTH,http://127.0.0.1:$DEVNET_L2_HEALTH"
+  me=$(helper_name)
   if ((MEMBER)); then status_urls+=",http://127.0.0.1:$DEVNET_M1_HEALTH"; fi
   hints=(
     "try:   curl localhost:$DEVNET_L1_HEALTH/health        curl \"localhost:$DEVNET_L1_HEALTH/health?format=json\""
@@ -609,20 +723,9 @@ run() {
   if ((PROMETHEUS)); then
     hints+=("prom:  $PROM_URL   (/classic/targets, /classic/alerts: deploy/prometheus/alerts.yml; Grafana: deploy/grafana/clnode.json)")
   fi
-  say "ready: $(elapsed_s "$t_services")s after the build, $(elapsed_s "$t_start")s after start"
-  if ((PROMETHEUS)); then say "prometheus: $PROM_URL (scraping every clnode, alerts loaded)"; fi
-  printf '%s\n' "${hints[@]}"
   local specs=(leader-1:leader:"$DEVNET_L1_HEALTH" leader-2:leader:"$DEVNET_L2_HEALTH")
   if ((MEMBER)); then specs+=(member-1:member:"$DEVNET_M1_HEALTH"); fi
-  start_status "$status_mode" "${specs[@]}" -- "${hints[@]}"
-
-  # Sleep in short interruptible waits so Ctrl-C / SIGTERM run the trap at once.
-  while ((DURATION_S == 0 || $(now_ms) - t_ready < DURATION_S * 1000)); do
-    sleep 1 &
-    wait $! || true
-  done
-  say "DEVNET_DURATION_S=$DURATION_S reached"
-  exit 0
+  serve "$t_start" "$t_services" "${specs[@]}" -- "${hints[@]}"
 }
 
 # --- leader, restart ----------------------------------------------------------------------
@@ -661,7 +764,24 @@ $(tail -n 5 "$DIR/logs/$name.log" | sed 's/^/  /')"
   say "restarted $name (pid $LAUNCHED, log $DIR/logs/$name.log); Ctrl-C of the devnet stops it too"
 }
 
-usage() { usage_error "[run|stop|clean|leader|restart NAME]   (see the header of scripts/devnet.sh for DEVNET_* variables)"; }
+# kill_cmd NAME: SIGKILL NAME as a crash of its host would: its process group and, for a Patroni
+# member, the PostgreSQL it runs, which Patroni starts in a session of its own (its postmaster's
+# PID is the first line of data/postmaster.pid); the backends exit when their postmaster dies.
+kill_cmd() {
+  local name=$1 pid postmaster=
+  live_pid devnet >/dev/null || die "no devnet from $DIR is running (start one with make run)"
+  [[ $name =~ ^[a-z0-9-]+$ && -f $DIR/cmds/$name ]] || die "the devnet started no '$name'; names: $(cd "$DIR/cmds" 2>/dev/null && echo *)"
+  pid=$(live_pid "$name") || die "$name is not running"
+  if [[ $name == pg-[0-9] && -f $DIR/$name/data/postmaster.pid ]]; then
+    postmaster=$(head -n 1 "$DIR/$name/data/postmaster.pid")
+    [[ $postmaster =~ ^[0-9]+$ ]] || postmaster=
+  fi
+  kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || die "could not signal $name (pid $pid)"
+  if [[ -n $postmaster ]]; then kill -KILL "$postmaster" 2>/dev/null || true; fi
+  say "killed $name (pid $pid${postmaster:+ and its PostgreSQL, pid $postmaster}) with SIGKILL"
+}
+
+usage() { usage_error "[run|run-ha|stop|clean|leader|pg-primary|redis-master|kill NAME|restart NAME]   (see the header of scripts/devnet.sh for DEVNET_* variables)"; }
 
 load_ports
 case ${1:-run} in
@@ -691,6 +811,22 @@ case ${1:-run} in
   leader)
     [[ $# -eq 1 ]] || usage
     leader_cmd
+    ;;
+  run-ha)
+    [[ $# -eq 1 ]] || usage
+    run_ha
+    ;;
+  pg-primary)
+    [[ $# -eq 1 ]] || usage
+    pg_primary_cmd
+    ;;
+  redis-master)
+    [[ $# -eq 1 ]] || usage
+    redis_master_cmd
+    ;;
+  kill)
+    [[ $# -eq 2 ]] || usage
+    kill_cmd "$2"
     ;;
   restart)
     [[ $# -eq 2 ]] || usage
