@@ -5,7 +5,7 @@ CARGO ?= cargo
 # keeps a 2-core machine responsive.
 TEST_THREADS ?= 2
 
-.PHONY: all build deps test unit-test lint fmt static run run-leader run-member clean fuzz faults bench soak
+.PHONY: all build deps test unit-test lint fmt static run run-ha run-leader run-member clean fuzz faults bench soak
 
 all: build
 
@@ -55,6 +55,13 @@ static:
 run: deps
 	scripts/devnet.sh
 
+## The replicated topology (README, "make run-ha"): etcd, two Patroni PostgreSQL behind HAProxy
+## and PgBouncer, two Redis with three sentinels, two leaders, two members behind HAProxy,
+## Prometheus; a row per service in the live table. State in .devnet-ha/; scripts/devnet-ha.sh
+## pg-primary / redis-master / kill NAME / restart NAME.
+run-ha: deps
+	scripts/devnet-ha.sh
+
 ## One leader with the seed's defaults, against services you already run; signs with the
 ## devnet's key (.devnet/signing/leader.key, made by `make run` or `clnode keygen PATH`).
 run-leader:
@@ -70,9 +77,11 @@ run-member:
 		--leader-public-key $${LEADER_PUBLIC_KEY:-$$(cat .devnet/signing/leader.pub)} \
 		--eth-client-url $${ETH_CLIENT_URL:-http://localhost:8552} --health-addr $${HEALTH_ADDR:-:8081}
 
-## Removes .devnet/ (refused while a devnet from it runs; see scripts/devnet.sh) and build output.
+## Removes .devnet/ and .devnet-ha/ (refused while a devnet from one runs; see scripts/devnet.sh)
+## and build output.
 clean:
 	scripts/devnet.sh clean
+	scripts/devnet-ha.sh clean
 	$(CARGO) clean
 
 ## Benchmarks on real services; writes docs/BENCHMARKS.md and docs/benchmarks.json.

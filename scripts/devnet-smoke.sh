@@ -26,6 +26,8 @@
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+# shellcheck source-path=SCRIPTDIR source=lib/smoke.sh
+. "$KIT_DIR/lib/smoke.sh"
 [[ $# -eq 0 ]] || usage_error "(no arguments; see the header for SMOKE_* variables)"
 
 DURATION_S=${SMOKE_DURATION_S:-60}
@@ -75,57 +77,16 @@ trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# --- ports: 19 distinct free ports outside the usual ephemeral range (32768-60999), so an
-# outgoing connection is unlikely to take one between this check and the devnet's own.
+# --- ports: 19 distinct free ports (free_ports, lib/smoke.sh).
 VARS=(DEVNET_REDIS_PORT DEVNET_PG_PORT DEVNET_M1_PG_PORT DEVNET_L1_ENGINE DEVNET_L1_RPC
   DEVNET_L2_ENGINE DEVNET_L2_RPC DEVNET_M1_ENGINE DEVNET_M1_RPC DEVNET_L1_HEALTH DEVNET_L1_API
   DEVNET_L2_HEALTH DEVNET_L2_API DEVNET_M1_HEALTH DEVNET_M1_API
   DEVNET_L1_P2P DEVNET_L2_P2P DEVNET_M1_P2P DEVNET_PROM_PORT)
-read -ra PORTS <<<"$(python3 - "${#VARS[@]}" <<'PY'
-import random, socket, sys
-want, got = int(sys.argv[1]), []
-for port in random.sample(range(20000, 32000), 2000):
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        s.bind(("127.0.0.1", port))
-        got.append(port)
-    except OSError:
-        pass
-    finally:
-        s.close()
-    if len(got) == want:
-        break
-print(*got)
-PY
-)"
+read -ra PORTS <<<"$(free_ports "${#VARS[@]}")"
 ((${#PORTS[@]} == ${#VARS[@]})) || die "could not find ${#VARS[@]} free ports"
 for i in "${!VARS[@]}"; do export "${VARS[$i]}=${PORTS[$i]}"; done
 
 # --- helpers --------------------------------------------------------------------------------
-
-# json URL EXPR: fetch URL and print the Python expression EXPR of its JSON `j` (any HTTP status).
-json() {
-  python3 - "$1" "$2" <<'PY'
-import base64, json, sys, urllib.error, urllib.request
-try:
-    with urllib.request.urlopen(sys.argv[1], timeout=3) as r:
-        j = json.load(r)
-except urllib.error.HTTPError as e:
-    j = json.load(e)
-except Exception:
-    sys.exit(1)
-txs = lambda block: len(json.loads(base64.b64decode(block["payload_data"]))["transactions"])
-print(eval(sys.argv[2], {"j": j, "txs": txs}))
-PY
-}
-
-# rpc PORT METHOD PARAMS_JSON: a geth JSON-RPC result as JSON text.
-rpc() {
-  curl -s --max-time 3 -H 'Content-Type: application/json' \
-    -d "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"$2\",\"params\":$3}" "http://127.0.0.1:$1" |
-    python3 -c 'import json, sys; print(json.dumps(json.load(sys.stdin).get("result")))'
-}
 
 devnet_alive() { kill -0 "$DEVNET_PID" 2>/dev/null; }
 
@@ -165,7 +126,6 @@ roles() {
     "$(json "http://127.0.0.1:$DEVNET_L2_HEALTH/health?format=json" 'j["role"]' || echo down)"
 }
 
-latest() { json "http://127.0.0.1:$1/blocks/latest" 'j["block_number"]'; }
 
 check_health_and_one_leader() { # check_health_and_one_leader WHEN
   local port code body r role leaders
@@ -181,21 +141,6 @@ check_health_and_one_leader() { # check_health_and_one_leader WHEN
   pass "both leaders' /health answer 200 OK, exactly one leads: leader-1=${r[0]} leader-2=${r[1]} ($1)"
 }
 
-# descendants PID...: the PIDs and every process below them.
-descendants() {
-  ps -e -o pid=,ppid= | python3 -c '
-import sys
-kids = {}
-for line in sys.stdin:
-    pid, ppid = line.split()
-    kids.setdefault(ppid, []).append(pid)
-todo, seen = list(sys.argv[1:]), []
-while todo:
-    p = todo.pop()
-    seen.append(p)
-    todo += kids.get(p, [])
-print(*sorted(set(seen), key=int))' "$@"
-}
 
 # --- run ----------------------------------------------------------------------------------
 say "state in $STATE, ports ${PORTS[*]} (${VARS[*]}), ${DURATION_S}s run"
@@ -213,10 +158,8 @@ pass "devnet ready after $(($(now_s) - t0))s ($(grep '^devnet: ready:' "$OUT" | 
 
 # Every process the devnet wrote a pid file for, plus their children (postgres backends, the
 # load generators' node processes), for the final check.
-pid_names=()
-for f in "$STATE"/pids/*; do pid_names+=("${f##*/}=$(<"$f")"); done
-read -ra STARTED <<<"$(descendants "${pid_names[@]#*=}")"
-pass "pid files: ${pid_names[*]} (${#STARTED[@]} processes with children)"
+read -ra STARTED <<<"$(started_processes "$STATE")"
+pass "pid files: $(cd "$STATE/pids" && echo *) (${#STARTED[@]} processes with children)"
 
 check_health_and_one_leader "at start"
 
@@ -383,26 +326,6 @@ DEVNET_PID=
 grep -q '^devnet: stopped redis' "$OUT" || fail "devnet.sh did not report stopping redis"
 pass "devnet.sh stopped by itself after DEVNET_DURATION_S=$DURATION_S (exit 0)"
 
-left=()
-for pid in "${STARTED[@]}"; do
-  # A zombie (state Z) has exited; only its reaping is pending.
-  state=$(sed 's/^.*) \(.\).*/\1/' "/proc/$pid/stat" 2>/dev/null) || continue
-  [[ $state == Z ]] || left+=("$pid($state):$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-80)")
-done
-((${#left[@]} == 0)) || fail "processes still running after the devnet exited: ${left[*]}"
-for i in "${!PORTS[@]}"; do
-  # shellcheck disable=SC2016  # $0 expands in the child bash
-  if timeout 1 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0"' "${PORTS[$i]}" 2>/dev/null; then
-    fail "port ${PORTS[$i]} (${VARS[$i]}) still accepts connections after the devnet exited"
-  fi
-done
-strays=$(pgrep -f -- "$STATE" || true)
-[[ -z $strays ]] || fail "processes naming $STATE still running: $strays"
-pass "none of the ${#STARTED[@]} processes is left, no port is listening"
-
-if grep -l 'panicked' "$STATE"/logs/leader-*.log "$STATE"/logs/member-*.log 2>/dev/null; then
-  fail "a clnode panicked (see the files above)"
-fi
-errors=$(cat "$STATE"/logs/leader-*.log "$STATE"/logs/member-*.log 2>/dev/null | grep -c ' ERROR ' || true)
-pass "no clnode panic; $errors ERROR lines in the clnode logs"
+check_nothing_left "$STATE" "${STARTED[*]}" "${VARS[*]}"
+check_clnode_logs "$STATE"
 say "PASS in $(($(now_s) - t0))s"
