@@ -37,45 +37,7 @@ if [[ ! $DURATION_S =~ ^[0-9]+$ ]] || ((DURATION_S < 45)); then
 fi
 [[ $READY_TIMEOUT_S =~ ^[1-9][0-9]*$ ]] || die "SMOKE_READY_TIMEOUT_S must be a positive whole number"
 
-WORK=$(mktemp -d /tmp/clnode-devnet-smoke.XXXXXX)
-STATE=$WORK/devnet
-OUT=$WORK/devnet.out
-DEVNET_PID=
-FAILED=0
-
-say() { printf 'devnet-smoke: %s\n' "$*"; }
-pass() { say "ok   $*"; }
-fail() {
-  FAILED=1
-  echo "devnet-smoke: FAIL $*" >&2
-  exit 1
-}
-now_s() { date +%s; }
-
-# On any exit: make sure the devnet is gone, keep the state on failure.
-on_exit() {
-  local rc=$?
-  set +e
-  if [[ -n $DEVNET_PID ]] && kill -0 "$DEVNET_PID" 2>/dev/null; then
-    kill -TERM "$DEVNET_PID"
-    wait "$DEVNET_PID" 2>/dev/null
-  fi
-  # Anything left behind (e.g. the devnet script was killed): stop it by its pid files.
-  [[ ! -d $STATE/pids ]] || DEVNET_DIR=$STATE "$KIT_DIR/devnet.sh" stop >/dev/null 2>&1
-  if ((rc != 0 || FAILED)); then
-    echo "devnet-smoke: devnet output (last 30 lines of $OUT):" >&2
-    tail -n 30 "$OUT" >&2 2>/dev/null
-    echo "devnet-smoke: state and logs kept in $STATE" >&2
-  elif [[ ${SMOKE_KEEP:-0} == 1 ]]; then
-    say "state kept in $STATE"
-  else
-    rm -rf "$WORK"
-  fi
-  exit "$rc"
-}
-trap on_exit EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+smoke_start devnet-smoke
 
 # --- ports: 19 distinct free ports (free_ports, lib/smoke.sh).
 VARS=(DEVNET_REDIS_PORT DEVNET_PG_PORT DEVNET_M1_PG_PORT DEVNET_L1_ENGINE DEVNET_L1_RPC

@@ -1,7 +1,50 @@
 # shellcheck shell=bash
-# smoke.sh — what scripts/devnet-smoke.sh and scripts/devnet-ha-smoke.sh share: free ports, JSON
-# and JSON-RPC reads, and the check that a stopped devnet left nothing behind. Sourced after
-# lib/common.sh; the caller defines fail MESSAGE (exit 1 with a "... FAIL" line) and pass MESSAGE.
+# smoke.sh — what scripts/devnet-smoke.sh and scripts/devnet-ha-smoke.sh share: the temporary
+# state dir and the exit that stops the devnet, free ports, JSON and JSON-RPC reads, and the check
+# that a stopped devnet left nothing behind. Sourced after lib/common.sh; then smoke_start NAME.
+
+# smoke_start NAME: the state dir (WORK, STATE=WORK/devnet, OUT=WORK/devnet.out: the devnet's
+# output), say/pass/fail with NAME as prefix, and the traps: on any exit the devnet (DEVNET_PID,
+# set by the caller once started) is stopped, and anything left by its pid files; the state is
+# kept on failure (and with SMOKE_KEEP=1), else removed.
+SMOKE_NAME='' WORK='' STATE='' OUT='' DEVNET_PID='' FAILED=0
+smoke_start() {
+  SMOKE_NAME=$1
+  WORK=$(mktemp -d "/tmp/clnode-$SMOKE_NAME.XXXXXX")
+  STATE=$WORK/devnet
+  OUT=$WORK/devnet.out
+  trap smoke_exit EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+say() { printf '%s: %s\n' "$SMOKE_NAME" "$*"; }
+pass() { say "ok   $*"; }
+fail() {
+  FAILED=1
+  echo "$SMOKE_NAME: FAIL $*" >&2
+  exit 1
+}
+now_s() { date +%s; }
+smoke_exit() {
+  local rc=$?
+  set +e
+  if [[ -n $DEVNET_PID ]] && kill -0 "$DEVNET_PID" 2>/dev/null; then
+    kill -TERM "$DEVNET_PID"
+    wait "$DEVNET_PID" 2>/dev/null
+  fi
+  # Anything left behind (e.g. the devnet script was killed): stop it by its pid files.
+  [[ ! -d $STATE/pids ]] || DEVNET_DIR=$STATE "$KIT_DIR/devnet.sh" stop >/dev/null 2>&1
+  if ((rc != 0 || FAILED)); then
+    echo "$SMOKE_NAME: devnet output (last 30 lines of $OUT, cut at 400 characters):" >&2
+    tail -n 30 "$OUT" 2>/dev/null | cut -c1-400 >&2
+    echo "$SMOKE_NAME: state and logs kept in $STATE" >&2
+  elif [[ ${SMOKE_KEEP:-0} == 1 ]]; then
+    say "state kept in $STATE"
+  else
+    rm -rf "$WORK"
+  fi
+  exit "$rc"
+}
 
 # free_ports N: N distinct free ports on 127.0.0.1, outside the usual ephemeral range
 # (32768-60999), so an outgoing connection is unlikely to take one between this check and the
