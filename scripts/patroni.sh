@@ -14,6 +14,15 @@
 #   PATRONI_TTL_S 10, PATRONI_LOOP_WAIT_S 1, PATRONI_RETRY_TIMEOUT_S 4 (loop_wait + 2 x retry <= ttl)
 # PATRONI_MAX_LAG_ON_FAILOVER (bytes, default Patroni's 1048576): a replica further behind is not
 # promoted (the async fault case raises it, to show what clnode does when one is).
+# WAL archiving (both optional, not both): PATRONI_ARCHIVE_DIR=DIR archives every completed segment
+# into DIR (created, a cp that never overwrites: postgres.sh's); PATRONI_ARCHIVE_COMMAND sets any
+# other archive_command (default /bin/true). archive_mode is "on" on every member: only the primary
+# archives, and a promoted standby from its promotion on (docs/OPERATIONS.md says why not "always").
+# Restore (opt-in; the cluster lost, its etcd state too): PATRONI_RESTORE_FROM=BACKUP_DIR (from
+# scripts/pg-backup.sh) with PATRONI_ARCHIVE_DIR makes the member that bootstraps a new cluster do
+# it with Patroni's custom bootstrap (bootstrap.method) running scripts/pg-restore.sh: the backup
+# plus the archived WAL to PATRONI_RESTORE_TARGET, latest (default: every archived segment) or
+# base (where the backup is consistent: an older point). The other members clone it as usual.
 # As root it runs as the "postgres" OS user (PostgreSQL refuses root), like postgres.sh.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
@@ -43,6 +52,38 @@ mkdir -p "$dir"
 
 postgres_user_dir "$dir"
 if ((${#as_pg[@]})) && [[ -d $dir/data ]]; then chown -R postgres:postgres "$dir/data"; fi
+
+archive_command=${PATRONI_ARCHIVE_COMMAND:-/bin/true}
+if [[ -n ${PATRONI_ARCHIVE_DIR:-} ]]; then
+  [[ -z ${PATRONI_ARCHIVE_COMMAND:-} ]] || die "PATRONI_ARCHIVE_DIR and PATRONI_ARCHIVE_COMMAND: give one"
+  archive_dir=$(abspath "$PATRONI_ARCHIVE_DIR")
+  mkdir -p "$archive_dir"
+  if ((${#as_pg[@]})); then chown postgres:postgres "$archive_dir"; fi
+  archive_command="test ! -f $archive_dir/%f && cp %p $archive_dir/%f"
+fi
+
+# The custom bootstrap (Patroni 3.0.2 bootstrap.py): Patroni runs `command` as is (no_params) when
+# it bootstraps, keeps the recovery.signal and recovery settings pg-restore.sh wrote
+# (keep_existing_recovery_conf), starts PostgreSQL, waits for the end of recovery (the promotion
+# recovery_target_action asks for), and then drops those settings from postgresql.auto.conf.
+bootstrap_method=""
+if [[ -n ${PATRONI_RESTORE_FROM:-} ]]; then
+  [[ -n ${archive_dir:-} ]] || die "PATRONI_RESTORE_FROM needs PATRONI_ARCHIVE_DIR (the WAL to replay)"
+  backup=$(abspath "$PATRONI_RESTORE_FROM") target=${PATRONI_RESTORE_TARGET:-latest}
+  [[ -f $backup/PG_VERSION ]] || die "PATRONI_RESTORE_FROM=$backup is not a base backup (no PG_VERSION)"
+  [[ $target == latest || $target == base ]] || die "PATRONI_RESTORE_TARGET must be latest or base"
+  # Patroni runs the restore as the postgres user: it must read the backup (pg-backup.sh run as
+  # root leaves it root's, mode 700).
+  if ((${#as_pg[@]})) && ! "${as_pg[@]}" test -r "$backup/PG_VERSION"; then
+    chown -R postgres:postgres "$backup"
+    echo "patroni.sh: chowned $backup to postgres so Patroni's restore can read it" >&2
+  fi
+  bootstrap_method="  method: restore
+  restore:
+    command: $KIT_DIR/pg-restore.sh $backup $archive_dir $dir/data $target
+    no_params: true
+    keep_existing_recovery_conf: true"
+fi
 
 cat >"$dir/patroni.yml" <<YAML
 scope: clnode
@@ -74,7 +115,8 @@ bootstrap:
         track_commit_timestamp: "on"
         synchronous_commit: "on"
         archive_mode: "on"
-        archive_command: "${PATRONI_ARCHIVE_COMMAND:-/bin/true}"
+        archive_command: "$archive_command"
+$bootstrap_method
   initdb:
     - encoding: UTF8
     - no-locale

@@ -144,7 +144,7 @@ pub fn sleep(duration: Duration) {
 /// has it. A matrix case is named by its kind (`sigkill` selects every
 /// `sigkill#i`) or by its full name (`sigkill#1`); `startup` is the
 /// `startup_faults` test, `random` the randomized mode.
-pub const CASES: [(&str, bool); 48] = [
+pub const CASES: [(&str, bool); 50] = [
     ("bad-http", true),
     ("sigkill", true),
     ("sigterm", true),
@@ -197,6 +197,8 @@ pub const CASES: [(&str, bool); 48] = [
     // Backups and restores (tests/faults/backup.rs).
     ("restore-latest", true),
     ("restore-older", true),
+    ("patroni-restore-latest", false),
+    ("patroni-restore-older", false),
 ];
 
 /// The names in `CLNODE_FAULT_CASES` (`None`: every case), checked against
@@ -289,6 +291,14 @@ fn postgres_failovers() {
 #[test]
 fn backup_restore_drills() {
     backup::backup_restore_drills();
+}
+
+/// The same on a Patroni cluster: the primary archives, a base backup
+/// under load, a switchover, the whole cluster lost and bootstrapped anew
+/// from the backup (latest point: nothing lost; older: every node stops).
+#[test]
+fn patroni_restore_drills() {
+    backup::patroni_restore_drills();
 }
 
 /// In the spirit of Arbitrum Nitro's competing-coordinator test: leader-mode

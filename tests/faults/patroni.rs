@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::support::cluster::ClusterBuilder;
 use crate::support::keys::{DEV_KEYS, LOAD_KEYS};
 use crate::support::patroni::PgHa;
 use crate::support::*;
@@ -76,8 +77,14 @@ pub fn postgres_failovers() {
 }
 
 fn start(name: &str, mode: &'static str) -> (Cluster, Vec<Proc>) {
-    let cluster =
-        Cluster::builder(name).leaders(2).peered().links().patroni(mode).flags(&LEADER_FLAGS).flags(&FLAGS).start();
+    start_under_load(Cluster::builder(name).patroni(mode))
+}
+
+/// The cases' cluster from `builder` (which names it and its Patroni
+/// mode): two leader-mode nodes, peered, each through proxies of its own,
+/// with a load on both geths.
+pub fn start_under_load(builder: ClusterBuilder) -> (Cluster, Vec<Proc>) {
+    let cluster = builder.leaders(2).peered().links().flags(&LEADER_FLAGS).flags(&FLAGS).start();
     cluster.wait_for_leader(Duration::from_secs(60));
     let load = cluster
         .els
@@ -196,7 +203,7 @@ fn asynchronous_failover(figures: &mut Figures) -> serde_json::Value {
 /// A connection to the member Patroni's REST API calls primary (its own
 /// URL, not the multi-host one: a hung old primary would hold a
 /// multi-host connect at its first host).
-fn primary_client(ha: &PgHa) -> Option<postgres::Client> {
+pub fn primary_client(ha: &PgHa) -> Option<postgres::Client> {
     let primary = ha.primary()?;
     let mut config: postgres::Config = ha.member_url(primary).parse().ok()?;
     config.connect_timeout(Duration::from_secs(2));
@@ -204,7 +211,7 @@ fn primary_client(ha: &PgHa) -> Option<postgres::Client> {
 }
 
 /// The chain on the primary; None while no primary answers.
-fn primary_chain(ha: &PgHa) -> Option<Vec<(u64, String, String)>> {
+pub fn primary_chain(ha: &PgHa) -> Option<Vec<(u64, String, String)>> {
     let mut client = primary_client(ha)?;
     let rows = client.query("SELECT block_number, block_hash, parent_hash FROM payloads ORDER BY block_number", &[]);
     Some(rows.ok()?.iter().map(|row| (row.get::<_, i64>(0) as u64, row.get(1), row.get(2))).collect())
@@ -212,7 +219,7 @@ fn primary_chain(ha: &PgHa) -> Option<Vec<(u64, String, String)>> {
 
 /// The first block the primary committed after `at_ms` (its server clock,
 /// the same machine's).
-fn first_block_after(ha: &PgHa, at_ms: i64) -> Option<u64> {
+pub fn first_block_after(ha: &PgHa, at_ms: i64) -> Option<u64> {
     let mut client = primary_client(ha)?;
     let row = client
         .query_one(
@@ -224,7 +231,7 @@ fn first_block_after(ha: &PgHa, at_ms: i64) -> Option<u64> {
 }
 
 /// 0 acknowledged blocks lost, a continuous chain, both geths on it.
-fn check_nothing_lost(cluster: &Cluster, context: &str) {
+pub fn check_nothing_lost(cluster: &Cluster, context: &str) {
     let ha = cluster.pg_ha.as_ref().unwrap();
     let chain = wait_for(Duration::from_secs(30), "the primary's chain", || primary_chain(ha));
     assert_continuous(&chain);

@@ -82,7 +82,9 @@ impl ClusterBuilder {
     }
 
     /// The leader PostgreSQL archives its WAL into `<dir>/wal-archive`
-    /// (postgres.sh `PG_ARCHIVE_DIR`), for backup and restore drills.
+    /// (postgres.sh `PG_ARCHIVE_DIR`), for backup and restore drills; with
+    /// `patroni()`, the Patroni cluster's primary does (patroni.sh
+    /// `PATRONI_ARCHIVE_DIR`) instead.
     pub fn wal_archive(mut self) -> ClusterBuilder {
         self.wal_archive = true;
         self
@@ -119,10 +121,13 @@ impl ClusterBuilder {
         let redis = Redis::start(&dir);
         let redis_ha = self.sentinel.then(|| RedisHa::start(&dir));
         let archive = dir.join("wal-archive").display().to_string();
-        let env: Vec<(&str, &str)> = if self.wal_archive { vec![("PG_ARCHIVE_DIR", &archive)] } else { Vec::new() };
+        // One archive, one writer: the Patroni cluster's when there is one.
+        let single_archives = self.wal_archive && self.patroni.is_none();
+        let env: Vec<(&str, &str)> = if single_archives { vec![("PG_ARCHIVE_DIR", &archive)] } else { Vec::new() };
         let postgres = Postgres::start_with_env(&dir, "pg", &env);
         let pgbouncer = self.pgbouncer.then(|| PgBouncer::start(&dir, "pgbouncer", &postgres, "session"));
-        let pg_ha = self.patroni.map(|mode| PgHa::start(&dir, mode));
+        let ha_archive = self.wal_archive.then(|| dir.join("wal-archive"));
+        let pg_ha = self.patroni.map(|mode| PgHa::start(&dir, mode, ha_archive));
         let prefix = match self.kind {
             ElKind::Geth => "geth",
             ElKind::EthereumJs => "ejs",

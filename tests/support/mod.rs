@@ -136,11 +136,16 @@ impl Proc {
     /// `spawn` with extra environment variables for its first start (a
     /// restart with `start` goes without them).
     pub fn spawn_with_env(name: &str, log: PathBuf, program: &Path, args: &[String], env: &[(&str, &str)]) -> Proc {
-        let mut command = vec![program.display().to_string()];
-        command.extend(args.iter().cloned());
-        let mut proc = Proc { name: name.to_owned(), child: None, log, command };
+        let mut proc = Proc::unstarted(name, log, program, args);
         proc.start_with_env(env);
         proc
+    }
+
+    /// The handle of a command not started yet (`start` runs it).
+    pub fn unstarted(name: &str, log: PathBuf, program: &Path, args: &[String]) -> Proc {
+        let mut command = vec![program.display().to_string()];
+        command.extend(args.iter().cloned());
+        Proc { name: name.to_owned(), child: None, log, command }
     }
 
     /// (Re)starts the same command, appending to the same log.

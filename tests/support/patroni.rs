@@ -74,42 +74,107 @@ pub struct PgHa {
     /// "sync" or "async" (scripts/patroni.sh).
     pub mode: String,
     pub etcd: Proc,
+    /// etcd's directory (its data in `data/`, scripts/etcd.sh).
+    pub etcd_dir: std::path::PathBuf,
+    etcd_port: u16,
+    /// The WAL archive every primary copies into (patroni.sh
+    /// `PATRONI_ARCHIVE_DIR`), when started with one.
+    pub archive: Option<std::path::PathBuf>,
+    /// The environment the members were last started with (patroni.sh's).
+    env: Vec<(String, String)>,
 }
 
 impl PgHa {
-    /// `mode`: "sync" (Patroni's synchronous_mode) or "async".
-    pub fn start(dir: &TestDir, mode: &str) -> PgHa {
+    /// `mode`: "sync" (Patroni's synchronous_mode) or "async"; `archive`:
+    /// the directory the primary archives its WAL into, if any.
+    pub fn start(dir: &TestDir, mode: &str, archive: Option<std::path::PathBuf>) -> PgHa {
         let (client_port, peer_port) = (free_port(), free_port());
-        let etcd_args = [dir.join("etcd").display().to_string(), client_port.to_string(), peer_port.to_string()];
+        let etcd_dir = dir.join("etcd");
+        let etcd_args = [etcd_dir.display().to_string(), client_port.to_string(), peer_port.to_string()];
         let etcd = Proc::spawn("etcd", dir.join("etcd.log"), &script("etcd.sh"), &etcd_args);
-        wait_for(Duration::from_secs(20), "etcd answers", || {
-            http_get(&format!("http://127.0.0.1:{client_port}/health")).ok().filter(|(code, _)| *code == 200)
-        });
-        let start = |name: &str| {
-            let (pg_port, rest_port) = (free_port(), free_port());
-            let args = [
-                dir.join(name).display().to_string(),
-                name.to_owned(),
-                pg_port.to_string(),
-                rest_port.to_string(),
-                format!("127.0.0.1:{client_port}"),
-                mode.to_owned(),
-            ];
-            // Async: any replica may be promoted, however far behind (the
-            // fault case that shows the head-regression guard needs one that is).
-            let env: &[(&str, &str)] =
-                if mode == "async" { &[("PATRONI_MAX_LAG_ON_FAILOVER", "1073741824")] } else { &[] };
-            let proc = Proc::spawn_with_env(name, dir.join(format!("{name}.log")), &script("patroni.sh"), &args, env);
-            PatroniMember { name: name.to_owned(), proc, dir: dir.join(name), pg_port, rest_port }
-        };
-        // The first bootstraps the cluster alone; the second clones it.
-        let first = start("pg-a");
-        let ha = PgHa { members: vec![first], mode: mode.to_owned(), etcd };
-        wait_for(Duration::from_secs(60), "pg-a bootstrapped as primary", || ha.primary());
-        let mut ha = ha;
-        ha.members.push(start("pg-b"));
-        ha.wait_replicating(Duration::from_secs(60));
+        let members = ["pg-a", "pg-b"]
+            .iter()
+            .map(|name| {
+                let (pg_port, rest_port) = (free_port(), free_port());
+                let args = [
+                    dir.join(name).display().to_string(),
+                    (*name).to_owned(),
+                    pg_port.to_string(),
+                    rest_port.to_string(),
+                    format!("127.0.0.1:{client_port}"),
+                    mode.to_owned(),
+                ];
+                // Not started yet (`start_members`): a `Proc` with no child.
+                let proc = Proc::unstarted(name, dir.join(format!("{name}.log")), &script("patroni.sh"), &args);
+                PatroniMember { name: (*name).to_owned(), proc, dir: dir.join(name), pg_port, rest_port }
+            })
+            .collect();
+        let mut ha =
+            PgHa { members, mode: mode.to_owned(), etcd, etcd_dir, etcd_port: client_port, archive, env: Vec::new() };
+        ha.start_first(&[]);
+        ha.start_second();
         ha
+    }
+
+    /// Waits for etcd, then starts the first member with `env` (besides
+    /// the archive's), which bootstraps the cluster alone; `start_second`
+    /// then starts the other with the same.
+    fn start_first(&mut self, env: &[(&str, &str)]) {
+        let etcd_health = format!("http://127.0.0.1:{}/health", self.etcd_port);
+        wait_for(Duration::from_secs(20), "etcd answers", || {
+            http_get(&etcd_health).ok().filter(|(code, _)| *code == 200)
+        });
+        self.env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        if let Some(archive) = &self.archive {
+            self.env.push(("PATRONI_ARCHIVE_DIR".to_owned(), archive.display().to_string()));
+        }
+        // Async: any replica may be promoted, however far behind (the
+        // fault case that shows the head-regression guard needs one that is).
+        if self.mode == "async" {
+            self.env.push(("PATRONI_MAX_LAG_ON_FAILOVER".to_owned(), "1073741824".to_owned()));
+        }
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.members[0].proc.start_with_env(&env);
+    }
+
+    /// Waits until the first member is primary, then starts the second
+    /// (it clones the primary) and waits until it replicates. Returns when
+    /// the first became primary.
+    pub fn start_second(&mut self) -> std::time::Instant {
+        wait_for(Duration::from_secs(90), "pg-a bootstrapped as primary", || self.primary());
+        let primary_at = std::time::Instant::now();
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.members[1].proc.start_with_env(&env);
+        self.wait_replicating(Duration::from_secs(90));
+        primary_at
+    }
+
+    /// The whole cluster lost: every member's host SIGKILLed and its data
+    /// removed, etcd SIGKILLed and its data removed.
+    pub fn lose_everything(&mut self) {
+        for member in &mut self.members {
+            member.signal_host("KILL");
+            member.proc.kill();
+        }
+        self.etcd.kill();
+        // The postmasters' children exit once they see it gone.
+        std::thread::sleep(Duration::from_millis(500));
+        for member in &self.members {
+            std::fs::remove_dir_all(member.dir.join("data")).unwrap();
+        }
+        std::fs::remove_dir_all(self.etcd_dir.join("data")).unwrap();
+    }
+
+    /// Starts a new cluster from `backup` and the archive, on the same
+    /// ports (patroni.sh `PATRONI_RESTORE_FROM`): etcd started empty, the
+    /// first member bootstraps by restoring to `target` ("latest" or
+    /// "base"). `start_second` then waits for it and adds the second
+    /// member, which clones it.
+    pub fn begin_restore(&mut self, backup: &std::path::Path, target: &str) {
+        assert!(self.archive.is_some(), "a restore needs the WAL archive");
+        self.etcd.start();
+        let backup = backup.display().to_string();
+        self.start_first(&[("PATRONI_RESTORE_FROM", &backup), ("PATRONI_RESTORE_TARGET", target)]);
     }
 
     /// The URL clnode is given: every member, the primary chosen by
