@@ -129,10 +129,24 @@ CFG
 haproxy_ready() { require_alive haproxy && [[ -S $DIR/haproxy.sock ]]; }
 
 # start_patroni NAME PG_PORT REST_PORT: one Patroni member (synchronous mode), archiving WAL into
-# DIR/archive from whichever member is primary.
+# DIR/archive from whichever member is primary (the archive a restore replays:
+# docs/OPERATIONS.md, "Backing up and restoring a Patroni cluster").
 start_patroni() {
-  start "$1" env "PATRONI_ARCHIVE_COMMAND=test ! -f $DIR/archive/%f && cp %p $DIR/archive/%f" \
+  start "$1" env "PATRONI_ARCHIVE_DIR=$DIR/archive" \
     "$KIT_DIR/patroni.sh" "$DIR/$1" "$1" "$2" "$3" "127.0.0.1:$DEVNET_ETCD_PORT" sync
+}
+
+# base_backup: a base backup of the primary, through HAProxy, into DIR/backups/<UTC time>; with
+# DIR/archive, the start of a point-in-time restore. Not fatal: the devnet runs without it.
+base_backup() {
+  local dest
+  dest=$DIR/backups/$(date -u +%Y%m%dT%H%M%SZ)
+  mkdir -p "$DIR/backups"
+  if PG_BACKUP_USER=replicator timeout 60 "$KIT_DIR/pg-backup.sh" "127.0.0.1:$DEVNET_PG_PRIMARY_PORT" "$dest" >>"$DIR/logs/backup.log" 2>&1; then
+    say "base backup of the primary in ${dest#"$PWD"/} (WAL archived in ${DIR#"$PWD"/}/archive)"
+  else
+    say "the base backup failed (see $DIR/logs/backup.log); the devnet goes on without it"
+  fi
 }
 
 # start_ha_postgres: etcd, then the Patroni pair. On a first run pg-1 bootstraps the cluster
@@ -141,8 +155,6 @@ start_patroni() {
 start_ha_postgres() {
   start etcd "$KIT_DIR/etcd.sh" "$DIR/etcd" "$DEVNET_ETCD_PORT" "$DEVNET_ETCD_PEER_PORT"
   wait_port etcd "$DEVNET_ETCD_PORT"
-  mkdir -p "$DIR/archive"
-  if [[ $(id -u) -eq 0 ]] && id -u postgres >/dev/null 2>&1; then chown postgres:postgres "$DIR/archive"; fi
   local fresh=0
   [[ -d $DIR/pg-1/data ]] || fresh=1
   start_patroni pg-1 "$DEVNET_PG1_PORT" "$DEVNET_PG1_REST"
@@ -235,6 +247,7 @@ run_ha() {
   start_load loadgen-1:"$DEVNET_L1_RPC":"$KEY_L1" loadgen-2:"$DEVNET_L2_RPC":"$KEY_L2" \
     loadgen-m1:"$DEVNET_MEMBERS_RPC":"$KEY_M1"
   wait_preferred_leader
+  base_backup
 
   local rel=${DIR#"$PWD"/} me
   me=$(helper_name)
@@ -246,6 +259,7 @@ run_ha() {
     "       $me kill \$($me redis-master)    (the Redis master)      $me kill \$($me leader)"
     "       kill -STOP \$(cat $rel/pids/member-2)   (member-2 stops syncing and leaves HAProxy's pool; -CONT brings it back)"
     "heal:  $me restart NAME   (NAME: pg-1, redis-2, leader-1, ...: rejoins as a replica / standby)"
+    "backup: PG_BACKUP_USER=replicator scripts/pg-backup.sh 127.0.0.1:$DEVNET_PG_PRIMARY_PORT $rel/backups/NEW   (WAL: $rel/archive; restore: docs/OPERATIONS.md)"
     "logs:  $rel/logs/        stop: Ctrl-C (stops everything, restarted processes too)"
   )
   if ((PROMETHEUS)); then
