@@ -86,12 +86,51 @@ impl ForkSchedule {
     }
 }
 
+/// How long a fork schedule read from the client is used before asking
+/// again. A client's chain config changes only when it restarts (a fork
+/// scheduled on a running chain: `geth init` with the new genesis, or
+/// `--override.osaka`), which clnode does not see; asked once for good, a
+/// node would keep building with the schedule the client had before, and
+/// geth answers getPayloadV4 for an Osaka block instead of refusing it, so
+/// the record would say V4. Asking again this often bounds how long that
+/// lasts, at one cheap call per this many seconds of building; an operator
+/// schedules a fork well ahead of it (docs/OPERATIONS.md).
+pub const FORK_SCHEDULE_MAX_AGE: Duration = Duration::from_secs(10);
+
+/// A fork schedule and when it was learnt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct KnownSchedule {
+    schedule: ForkSchedule,
+    asked_at: Instant,
+    /// The client has no `eth_config` (EthereumJS): asking again would only
+    /// count an error every time; its "unsupported fork" answer is the
+    /// only signal.
+    no_eth_config: bool,
+}
+
+/// The schedule to use without asking the client: the known one while it
+/// is younger than [`FORK_SCHEDULE_MAX_AGE`], or for good from a client
+/// without `eth_config`.
+fn fresh_schedule(known: Option<KnownSchedule>, now: Instant) -> Option<ForkSchedule> {
+    known
+        .filter(|k| k.no_eth_config || now.saturating_duration_since(k.asked_at) < FORK_SCHEDULE_MAX_AGE)
+        .map(|k| k.schedule)
+}
+
+/// What to use after asking: the client's answer; without one (no
+/// `eth_config`, or the call failed) the schedule known before, rather
+/// than a guess over a schedule the client did give; else Prague.
+fn schedule_after_asking(answer: Option<ForkSchedule>, known: Option<KnownSchedule>) -> ForkSchedule {
+    answer.or(known.map(|k| k.schedule)).unwrap_or(ForkSchedule { current_version: 4, next: None })
+}
+
 pub struct EngineClient {
     url: String,
     secret: JwtSecret,
     agent: ureq::Agent,
-    /// Unknown until the first build; see [`ForkSchedule`].
-    fork_schedule: Mutex<Option<ForkSchedule>>,
+    /// Unknown until the first build, then asked again every
+    /// [`FORK_SCHEDULE_MAX_AGE`]; see [`ForkSchedule`].
+    fork_schedule: Mutex<Option<KnownSchedule>>,
     next_request_id: AtomicU64,
     metrics: Option<Arc<Metrics>>,
 }
@@ -225,21 +264,25 @@ impl EngineClient {
         Ok(ForkchoiceUpdated { payload_status, payload_id })
     }
 
-    /// The fork schedule, asked once from `eth_config`. A client without
-    /// `eth_config` is taken to be on Prague; if it then refuses V4 with
-    /// "unsupported fork", [`EngineClient::get_payload`] switches.
+    /// The fork schedule from `eth_config`, asked again once it is
+    /// [`FORK_SCHEDULE_MAX_AGE`] old. A client without `eth_config` is taken
+    /// to be on Prague; if it then refuses V4 with "unsupported fork",
+    /// [`EngineClient::get_payload`] switches.
     fn fork_schedule(&self) -> ForkSchedule {
-        let cached = *self.fork_schedule.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(schedule) = cached {
+        let known = *self.fork_schedule.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(schedule) = fresh_schedule(known, Instant::now()) {
             return schedule;
         }
-        let asked = self.call("eth_config", json!([]), ETH_QUERY_TIMEOUT).ok();
-        let schedule = asked
-            .as_ref()
-            .and_then(ForkSchedule::from_eth_config)
-            .unwrap_or(ForkSchedule { current_version: 4, next: None });
-        *self.fork_schedule.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(schedule);
+        let asked = self.call("eth_config", json!([]), ETH_QUERY_TIMEOUT);
+        let no_eth_config = matches!(&asked, Err(err) if err.rpc_code() == Some(rpc_code::METHOD_NOT_FOUND));
+        let schedule = schedule_after_asking(asked.ok().as_ref().and_then(ForkSchedule::from_eth_config), known);
+        self.remember_schedule(schedule, no_eth_config);
         schedule
+    }
+
+    fn remember_schedule(&self, schedule: ForkSchedule, no_eth_config: bool) {
+        let known = KnownSchedule { schedule, asked_at: Instant::now(), no_eth_config };
+        *self.fork_schedule.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(known);
     }
 
     /// `getPayloadV4` on Prague, `getPayloadV5` on Osaka, chosen by the
@@ -258,8 +301,12 @@ impl EngineClient {
                 {
                     version = if version == 5 { 4 } else { 5 };
                     // The schedule was wrong (no eth_config): remember what worked.
-                    let mut cached = self.fork_schedule.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    *cached = Some(ForkSchedule { current_version: version, next: None });
+                    let no_eth_config = self
+                        .fork_schedule
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .is_some_and(|k| k.no_eth_config);
+                    self.remember_schedule(ForkSchedule { current_version: version, next: None }, no_eth_config);
                 }
                 Err(err) => return Err(err),
             }
@@ -389,5 +436,48 @@ mod tests {
         assert_eq!(scheduled.version_at(499), 4);
         assert_eq!(scheduled.version_at(500), 5);
         assert_eq!(ForkSchedule::from_eth_config(&json!({"current": {}})), None);
+    }
+
+    /// Issue 18.3: the schedule was asked once and kept for good, so a fork
+    /// scheduled by restarting the client (clnode running) was never seen,
+    /// and geth built the first Osaka blocks through getPayloadV4.
+    #[test]
+    fn a_known_schedule_is_used_until_it_is_old_then_asked_again() {
+        let prague = ForkSchedule { current_version: 4, next: None };
+        let now = Instant::now();
+        let asked = |ago: Duration| {
+            Some(KnownSchedule { schedule: prague, asked_at: now.checked_sub(ago).unwrap(), no_eth_config: false })
+        };
+        let without_eth_config = |ago: Duration| {
+            Some(KnownSchedule { schedule: prague, asked_at: now.checked_sub(ago).unwrap(), no_eth_config: true })
+        };
+        let cases: [(Option<KnownSchedule>, Option<ForkSchedule>); 6] = [
+            (None, None),
+            (asked(Duration::ZERO), Some(prague)),
+            (asked(FORK_SCHEDULE_MAX_AGE - Duration::from_millis(1)), Some(prague)),
+            (asked(FORK_SCHEDULE_MAX_AGE), None),
+            (asked(Duration::from_secs(60)), None),
+            // Asking again would only fail again.
+            (without_eth_config(Duration::from_secs(60)), Some(prague)),
+        ];
+        for (known, expected) in cases {
+            assert_eq!(fresh_schedule(known, now), expected, "{known:?}");
+        }
+    }
+
+    #[test]
+    fn a_failed_ask_keeps_the_schedule_the_client_gave_before() {
+        let prague = ForkSchedule { current_version: 4, next: None };
+        let scheduled = ForkSchedule { current_version: 4, next: Some((500, 5)) };
+        let known = Some(KnownSchedule { schedule: scheduled, asked_at: Instant::now(), no_eth_config: false });
+        let cases = [
+            (Some(prague), known, prague),
+            (None, known, scheduled),
+            (None, None, prague),
+            (Some(scheduled), None, scheduled),
+        ];
+        for (answer, known, expected) in cases {
+            assert_eq!(schedule_after_asking(answer, known), expected, "{answer:?} {known:?}");
+        }
     }
 }

@@ -30,6 +30,7 @@ pub struct ClusterBuilder {
     pgbouncer: bool,
     patroni: Option<&'static str>,
     wal_archive: bool,
+    osaka_at: Option<Option<u64>>,
 }
 
 impl ClusterBuilder {
@@ -90,6 +91,15 @@ impl ClusterBuilder {
         self
     }
 
+    /// The clients start from a genesis that activates Osaka at this Unix
+    /// time (Prague before it; `None`: Osaka not scheduled), written into
+    /// the cluster's directory (`El::genesis`, for the members' clients
+    /// too).
+    pub fn osaka_at(mut self, timestamp: Option<u64>) -> ClusterBuilder {
+        self.osaka_at = Some(timestamp);
+        self
+    }
+
     /// How many leader-mode nodes (each with its own execution client).
     pub fn leaders(mut self, count: usize) -> ClusterBuilder {
         self.leaders = count;
@@ -118,6 +128,10 @@ impl ClusterBuilder {
     /// Starts the services and the nodes; does not wait for a leader.
     pub fn start(self) -> Cluster {
         let dir = TestDir::new(&self.name);
+        let genesis = match self.osaka_at {
+            Some(timestamp) => super::fork::osaka_genesis_at(&dir, timestamp),
+            None => self.genesis.clone(),
+        };
         let redis = Redis::start(&dir);
         let redis_ha = self.sentinel.then(|| RedisHa::start(&dir));
         let archive = dir.join("wal-archive").display().to_string();
@@ -142,9 +156,9 @@ impl ClusterBuilder {
                 Some(me) => {
                     let others: Vec<String> =
                         peers.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, p)| p.enode.clone()).collect();
-                    El::start_peered(&dir, name, self.kind, &self.genesis, me, &others)
+                    El::start_peered(&dir, name, self.kind, &genesis, me, &others)
                 }
-                None => El::start(&dir, name, self.kind, &self.genesis),
+                None => El::start(&dir, name, self.kind, &genesis),
             })
             .collect();
         let key_file = super::signing_key_file(&dir, self.signing_key);
@@ -267,6 +281,7 @@ impl Cluster {
             pgbouncer: false,
             patroni: None,
             wal_archive: false,
+            osaka_at: None,
         }
     }
 

@@ -10,6 +10,7 @@
 
 pub mod cluster;
 pub mod engine_relay;
+pub mod fork;
 pub mod haproxy;
 pub mod http;
 pub mod keys;
@@ -58,7 +59,12 @@ pub fn seedwire_binary() -> PathBuf {
     path
 }
 
+/// scripts/genesis/<name>.json, or `name` itself when it is a file's path
+/// (a test's own genesis: `fork::osaka_genesis_at`).
 pub fn genesis(name: &str) -> PathBuf {
+    if fork::is_genesis_file(name) {
+        return PathBuf::from(name);
+    }
     Path::new(REPO).join("scripts/genesis").join(format!("{name}.json"))
 }
 
@@ -353,6 +359,9 @@ pub struct El {
     pub http_port: u16,
     pub jwt: PathBuf,
     env: Vec<(String, String)>,
+    /// Its genesis: a name in scripts/genesis or a file's path (a member's
+    /// client starts from its cluster's: `cluster.els[0].genesis`).
+    pub genesis: String,
 }
 
 impl El {
@@ -380,7 +389,7 @@ impl El {
         ];
         let proc = Proc::spawn_with_env(name, dir.join(format!("{name}.log")), &script(launcher), &args, env);
         let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        let el = El { kind, proc, auth_port, http_port, jwt, env };
+        let el = El { kind, proc, auth_port, http_port, jwt, env, genesis: genesis_name.to_owned() };
         el.wait_ready();
         el
     }
@@ -394,6 +403,17 @@ impl El {
 
     pub fn restart(&mut self) {
         self.proc.kill();
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.proc.start_with_env(&env);
+        self.wait_ready();
+    }
+
+    /// A clean stop (SIGTERM), then a start with `extra` added to the
+    /// launcher's environment for this and later restarts (e.g. geth's
+    /// `GETH_OVERRIDE_OSAKA`: a fork scheduled on a running chain).
+    pub fn restart_with_env(&mut self, extra: &[(&str, &str)]) {
+        self.proc.terminate(Duration::from_secs(30));
+        self.env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         self.proc.start_with_env(&env);
         self.wait_ready();
