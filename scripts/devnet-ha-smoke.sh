@@ -87,6 +87,20 @@ production_pause() {
   awk -v ms="$longest" 'BEGIN { printf "%.1f", ms / 1000 }'
 }
 
+# fail_over PART WINDOW_S BOUND_S: SIGKILL PART (devnet-ha.sh kill) with the committed head at
+# KILLED_AT; PAUSE_S is the longest production pause after it (production_pause WINDOW_S
+# BOUND_S); the block at KILLED_AT, committed before the kill, must keep its hash.
+KILLED_AT='' PAUSE_S=''
+fail_over() {
+  local hash
+  KILLED_AT=$(head_now) || fail "no sync API answers /blocks/latest before killing $1"
+  hash=$(block_hash "$KILLED_AT")
+  ha kill "$1" >/dev/null || fail "devnet-ha.sh kill $1 failed"
+  PAUSE_S=$(production_pause "$KILLED_AT" "$2" "$3")
+  [[ $(block_hash "$KILLED_AT") == "$hash" ]] ||
+    fail "block $KILLED_AT, committed before $1 was killed, changed: $hash -> $(block_hash "$KILLED_AT")"
+}
+
 # check_one_leader WHEN: every clnode answers 200 and exactly one leader-mode node leads. Two
 # leading at once fails at once; none (a hand-over to the preferred leader is under way) is
 # retried for up to 10 s.
@@ -166,13 +180,10 @@ pass "blocks committed ($b0 -> $b1 in 4 s); the members' RPC through HAProxy ans
 # --- the tour: kill the PostgreSQL primary ----------------------------------------------------
 primary=$(ha pg-primary) || fail "devnet-ha.sh pg-primary named nobody"
 if [[ $primary == pg-1 ]]; then other=pg-2; else other=pg-1; fi
-h_pg=$(head_now)
-hash_pg=$(block_hash "$h_pg")
-ha kill "$primary" >/dev/null || fail "devnet-ha.sh kill $primary failed"
-took=$(production_pause "$h_pg" 0 "$PG_FAILOVER_BOUND_S")
+fail_over "$primary" 0 "$PG_FAILOVER_BOUND_S"
+h_pg=$KILLED_AT
 [[ $(ha pg-primary 2>/dev/null) == "$other" ]] || fail "after killing $primary, devnet-ha.sh pg-primary does not name $other"
-[[ $(block_hash "$h_pg") == "$hash_pg" ]] || fail "block $h_pg, committed before the kill, changed: $hash_pg -> $(block_hash "$h_pg")"
-pass "killed the PostgreSQL primary $primary (head $h_pg): $other is primary, production paused ${took}s, block $h_pg kept"
+pass "killed the PostgreSQL primary $primary (head $h_pg): $other is primary, production paused ${PAUSE_S}s, block $h_pg kept"
 wait_row "$primary" "^$primary down" 10
 ha restart "$primary" >/dev/null || fail "devnet-ha.sh restart $primary failed"
 STARTED+=("$(<"$STATE/pids/$primary")")
@@ -183,17 +194,14 @@ check_one_leader "after the PostgreSQL failover"
 # --- the tour: kill the Redis master ----------------------------------------------------------
 master=$(ha redis-master) || fail "devnet-ha.sh redis-master named nobody"
 if [[ $master == redis-1 ]]; then replica=redis-2; else replica=redis-1; fi
-h_redis=$(head_now)
-hash_redis=$(block_hash "$h_redis")
-ha kill "$master" >/dev/null || fail "devnet-ha.sh kill $master failed"
-took=$(production_pause "$h_redis" 10 "$REDIS_FAILOVER_BOUND_S")
+fail_over "$master" 10 "$REDIS_FAILOVER_BOUND_S"
+h_redis=$KILLED_AT
 t_master=$(now_s)
 until [[ $(ha redis-master 2>/dev/null) == "$replica" ]]; do
   (($(now_s) - t_master < 10)) || fail "the sentinels do not name $replica as master"
   sleep 0.5
 done
-[[ $(block_hash "$h_redis") == "$hash_redis" ]] || fail "block $h_redis, committed before the kill, changed"
-pass "killed the Redis master $master (head $h_redis): the sentinels name $replica, production paused ${took}s"
+pass "killed the Redis master $master (head $h_redis): the sentinels name $replica, production paused ${PAUSE_S}s, block $h_redis kept"
 sleep 3
 check_one_leader "after the Redis failover"
 
