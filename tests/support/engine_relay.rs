@@ -7,10 +7,14 @@
 //! of a node an hour off (the Engine API allows 60 s). This relay stands in
 //! for the shared clock: it forwards each request body unchanged with a
 //! token issued now by the test process, and the answer back unchanged.
+//!
+//! It also keeps the last `KEPT_PAYLOADS` `engine_getPayload*` answers
+//! (`built_payloads`), so a test can hold what a node committed to what its
+//! client built (tests/requests.rs: the execution requests).
 
 use std::io::Read as _;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -23,11 +27,16 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Enough for clnode's one Engine API caller at a time, plus a spare.
 const WORKERS: usize = 4;
 const LARGEST_BODY: u64 = 64 << 20;
+/// getPayload answers kept (the newest).
+const KEPT_PAYLOADS: usize = 256;
+
+type Kept = Arc<Mutex<Vec<serde_json::Value>>>;
 
 pub struct EngineRelay {
     pub port: u16,
     stop: Arc<AtomicBool>,
     workers: Vec<JoinHandle<()>>,
+    built: Kept,
 }
 
 impl EngineRelay {
@@ -37,18 +46,25 @@ impl EngineRelay {
         let server = Arc::new(tiny_http::Server::http(("127.0.0.1", port)).unwrap());
         let secret = Arc::new(JwtSecret::from_file(&el.jwt).unwrap());
         let (target, stop) = (el.engine_url(), Arc::new(AtomicBool::new(false)));
+        let built: Kept = Arc::default();
         let workers = (0..WORKERS)
             .map(|_| {
-                let (server, secret, target, stop) =
-                    (Arc::clone(&server), Arc::clone(&secret), target.clone(), Arc::clone(&stop));
-                std::thread::spawn(move || relay_until_stopped(&server, &secret, &target, &stop))
+                let (server, secret, target, stop, built) =
+                    (Arc::clone(&server), Arc::clone(&secret), target.clone(), Arc::clone(&stop), Arc::clone(&built));
+                std::thread::spawn(move || relay_until_stopped(&server, &secret, &target, &stop, &built))
             })
             .collect();
-        EngineRelay { port, stop, workers }
+        EngineRelay { port, stop, workers, built }
     }
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The `result` of every `engine_getPayload*` answer relayed (the last
+    /// `KEPT_PAYLOADS`), oldest first.
+    pub fn built_payloads(&self) -> Vec<serde_json::Value> {
+        self.built.lock().unwrap().clone()
     }
 }
 
@@ -61,7 +77,7 @@ impl Drop for EngineRelay {
     }
 }
 
-fn relay_until_stopped(server: &tiny_http::Server, secret: &JwtSecret, target: &str, stop: &AtomicBool) {
+fn relay_until_stopped(server: &tiny_http::Server, secret: &JwtSecret, target: &str, stop: &AtomicBool, built: &Kept) {
     let agent: ureq::Agent =
         ureq::Agent::config_builder().timeout_global(Some(FORWARD_TIMEOUT)).http_status_as_error(false).build().into();
     while !stop.load(Ordering::Relaxed) {
@@ -69,6 +85,9 @@ fn relay_until_stopped(server: &tiny_http::Server, secret: &JwtSecret, target: &
         let mut body = Vec::new();
         let read = request.as_reader().take(LARGEST_BODY).read_to_end(&mut body);
         let answer = read.map_err(|e| e.to_string()).and_then(|_| forward(&agent, secret, target, &body));
+        if let Ok((_, _, bytes)) = &answer {
+            keep_built_payload(&body, bytes, built);
+        }
         let response = match answer {
             Ok((status, content_type, bytes)) => tiny_http::Response::from_data(bytes)
                 .with_status_code(status)
@@ -77,6 +96,23 @@ fn relay_until_stopped(server: &tiny_http::Server, secret: &JwtSecret, target: &
         };
         let _ = request.respond(response);
     }
+}
+
+/// Keeps the result of a getPayload answer (`body` the request, `answer` the client's).
+fn keep_built_payload(body: &[u8], answer: &[u8], built: &Kept) {
+    let method =
+        serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|r| r["method"].as_str().map(str::to_owned));
+    if !method.is_some_and(|m| m.starts_with("engine_getPayload")) {
+        return;
+    }
+    let Some(result) = serde_json::from_slice::<serde_json::Value>(answer).ok().map(|a| a["result"].clone()) else {
+        return;
+    };
+    let mut kept = built.lock().unwrap();
+    if kept.len() == KEPT_PAYLOADS {
+        kept.remove(0);
+    }
+    kept.push(result);
 }
 
 /// (status, content type, body) of the execution client's answer.
