@@ -182,3 +182,33 @@ fn blob_blocks_on_prague_execute_on_geth_and_ethereumjs_members_to_the_same_hash
     let refused = try_send_blob_transactions(&ejs_member.el.rpc_url(), &[2], 1).unwrap_err();
     assert!(refused.contains("Missing parameter value for blobGasPerBlob"), "EthereumJS's RPC: {refused}");
 }
+
+/// With the cluster's clients peered (docs/OPERATIONS.md), a blob
+/// transaction sent to a member's or a standby's geth reaches the leader's
+/// (geth announces blob transactions and its peers fetch them, sidecar
+/// included) and is committed.
+#[test]
+fn a_blob_transaction_sent_to_a_members_or_a_standbys_geth_is_committed() {
+    let cluster = Cluster::builder("blobs-anynode").leaders(2).el(ElKind::Geth, "osaka").peered().start();
+    let leader = cluster.leader();
+    let standby = 1 - leader;
+    let sync = urls(&[&cluster.nodes[0], &cluster.nodes[1]]);
+    let member = Member::start_peered(&cluster.dir, "member", ElKind::Geth, "osaka", &sync, &[], &cluster.el_enodes());
+    cluster.wait_peered(Duration::from_secs(60));
+    wait_for(Duration::from_secs(60), "the member's client peered with both", || {
+        (member.el.peer_count() >= 2).then_some(())
+    });
+    // geth takes transactions from peers once its head is set (the first
+    // forkchoiceUpdated): one committed block brings every client there.
+    cluster.commit_transactions(leader, 1, Duration::from_secs(60));
+    member.wait_caught_up(&cluster.head(), Duration::from_secs(120));
+
+    for (client, el) in [("member", &member.el), ("standby", &cluster.els[standby])] {
+        let sent = send_blob_transactions(&el.rpc_url(), &[usize::from(client == "standby")], 1);
+        let number = committed_blocks(&cluster, &cluster.els[leader], &sent)[0];
+        assert_eq!(assert_record_matches_block(&cluster, leader, number, &sent), 1);
+        eprintln!("sent to the {client}'s geth: committed in block {number}");
+    }
+    member.wait_caught_up(&cluster.head(), Duration::from_secs(120));
+    member.assert_same_chain(&cluster);
+}
