@@ -166,6 +166,27 @@ fn assert_no_refusals(nodes: &[&Node]) {
     }
 }
 
+/// How long the node's Engine API calls of `method` took: count, mean and
+/// how many took over 0.5, 1 and 2.5 s (from its latency histogram).
+fn print_engine_latency(node: &Node, method: &str) {
+    let series = |suffix: &str, le: Option<&str>| {
+        let labels = match le {
+            Some(le) => format!("method=\"{method}\",le=\"{le}\""),
+            None => format!("method=\"{method}\""),
+        };
+        node.metric(&format!("clnode_engine_request_duration_seconds_{suffix}{{{labels}}}")).unwrap_or(0.0)
+    };
+    let count = series("count", None);
+    let mean_ms = if count > 0.0 { series("sum", None) / count * 1000.0 } else { 0.0 };
+    eprintln!(
+        "{}: {method}: {count} calls, mean {mean_ms:.0} ms, {} over 0.5 s, {} over 1 s, {} over 2.5 s",
+        node.id,
+        count - series("bucket", Some("0.5")),
+        count - series("bucket", Some("1")),
+        count - series("bucket", Some("2.5"))
+    );
+}
+
 /// What a step cost the chain: the longest interval between two commits
 /// from the last commit before the step to the end of the step.
 struct Pause {
@@ -367,7 +388,12 @@ fn on_prague_a_geth_leader_hands_over_to_an_ethereumjs_standby_and_back() {
     let cluster = Cluster::builder("upgrade-mixed")
         .el(ElKind::Geth, "prague")
         .mixed(&[ElKind::Geth, ElKind::EthereumJs])
-        .flags(&["--admin-token", TOKEN])
+        // EthereumJS answers an engine_forkchoiceUpdatedV3 that starts a
+        // build in over 1 s now and then on a busy machine (printed below):
+        // with the default limit (the lease TTL, 1 s) the EthereumJS node
+        // released the lease 406 ms after a transfer gave it ("the
+        // execution client has not answered for 1100 ms").
+        .flags(&["--admin-token", TOKEN, "--engine-stall-limit", "3s"])
         .start();
     let (geth, ejs) = (0, 1);
     let first = cluster.wait_for_leader(Duration::from_secs(60));
@@ -424,6 +450,11 @@ fn on_prague_a_geth_leader_hands_over_to_an_ethereumjs_standby_and_back() {
     assert_clients_hold_all(&[&cluster.els[geth], &cluster.els[ejs]], &blocks);
     assert_served(&[&cluster.nodes[0], &cluster.nodes[1]], &stored_chain(&cluster.postgres), "at the end");
     assert_no_refusals(&[&cluster.nodes[0], &cluster.nodes[1]]);
+    for node in &cluster.nodes {
+        for method in ["engine_newPayloadV4", "engine_forkchoiceUpdatedV3", "engine_getPayloadV4"] {
+            print_engine_latency(node, method);
+        }
+    }
     print_pauses("geth <-> EthereumJS", &pauses, &blocks);
     eprintln!("mixed hand-over: {} blocks, {:.0} s", blocks.len(), started.elapsed().as_secs_f64());
 }
