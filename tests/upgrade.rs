@@ -258,7 +258,7 @@ fn load_to(cluster: &Cluster, index: usize, key: usize, rate: f64) -> Proc {
 }
 
 #[test]
-#[ignore = "needs scripts/deps.sh geth-next and takes minutes: make upgrade-test"]
+#[ignore = "needs the second geth (scripts/deps.sh geth-next, a build of minutes): make upgrade-test"]
 fn a_cluster_upgrades_geth_one_node_at_a_time_with_a_hand_over_and_loses_no_block() {
     let started = Instant::now();
     let next = geth_next_version();
