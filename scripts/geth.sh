@@ -25,6 +25,8 @@ require_port HTTP_PORT "$http_port"
 [[ $auth_port != "$http_port" ]] || die "AUTH_PORT and HTTP_PORT must differ"
 geth=${GETH_BIN:-$TOOLS_BIN/geth}
 [[ -x $geth ]] || die "geth not found at $geth (run scripts/deps.sh geth, or set GETH_BIN)"
+# geth reads every GETH_* variable as a flag and warns about this one (no --bin flag).
+unset GETH_BIN
 [[ -f $genesis ]] || die "genesis file not found: $genesis"
 [[ -r $jwt ]] || die "JWT secret not readable: $jwt (create it with scripts/jwt.sh)"
 gcmode=${GETH_GCMODE:-archive}

@@ -20,6 +20,8 @@ pub struct ClusterBuilder {
     name: String,
     leaders: usize,
     kind: ElKind,
+    /// Per node, when the clients differ (`mixed`); else every node runs `kind`.
+    kinds: Vec<ElKind>,
     genesis: String,
     flags: Vec<String>,
     /// The leader-mode nodes' block-signing key (hex).
@@ -113,6 +115,15 @@ impl ClusterBuilder {
         self
     }
 
+    /// Node i runs `kinds[i]` (a cluster of mixed clients, e.g. geth and
+    /// EthereumJS on the Prague genesis); as many nodes as kinds. The
+    /// clients are named by kind and index (`geth0`, `ejs1`).
+    pub fn mixed(mut self, kinds: &[ElKind]) -> ClusterBuilder {
+        self.kinds = kinds.to_vec();
+        self.leaders = kinds.len();
+        self
+    }
+
     /// Block time may run far ahead of the clock (`FAST_LEADER`), so
     /// hundreds of blocks take seconds, not minutes.
     pub fn fast(self) -> ClusterBuilder {
@@ -142,11 +153,15 @@ impl ClusterBuilder {
         let pgbouncer = self.pgbouncer.then(|| PgBouncer::start(&dir, "pgbouncer", &postgres, "session"));
         let ha_archive = self.wal_archive.then(|| dir.join("wal-archive"));
         let pg_ha = self.patroni.map(|mode| PgHa::start(&dir, mode, ha_archive));
-        let prefix = match self.kind {
-            ElKind::Geth => "geth",
-            ElKind::EthereumJs => "ejs",
-        };
-        let names: Vec<String> = (0..self.leaders).map(|i| format!("{prefix}{i}")).collect();
+        let kinds: Vec<ElKind> = (0..self.leaders).map(|i| self.kinds.get(i).copied().unwrap_or(self.kind)).collect();
+        let names: Vec<String> = kinds
+            .iter()
+            .enumerate()
+            .map(|(i, kind)| match kind {
+                ElKind::Geth => format!("geth{i}"),
+                ElKind::EthereumJs => format!("ejs{i}"),
+            })
+            .collect();
         let peers: Vec<ElPeer> =
             if self.peered { names.iter().map(|name| ElPeer::new(&dir, name)).collect() } else { Vec::new() };
         let els: Vec<El> = names
@@ -156,9 +171,9 @@ impl ClusterBuilder {
                 Some(me) => {
                     let others: Vec<String> =
                         peers.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, p)| p.enode.clone()).collect();
-                    El::start_peered(&dir, name, self.kind, &genesis, me, &others)
+                    El::start_peered(&dir, name, kinds[i], &genesis, me, &others)
                 }
-                None => El::start(&dir, name, self.kind, &genesis),
+                None => El::start(&dir, name, kinds[i], &genesis),
             })
             .collect();
         let key_file = super::signing_key_file(&dir, self.signing_key);
@@ -272,6 +287,7 @@ impl Cluster {
             name: name.to_owned(),
             leaders: 1,
             kind: ElKind::Geth,
+            kinds: Vec::new(),
             genesis: "osaka".to_owned(),
             flags: Vec::new(),
             signing_key: super::keys::SIGNING_KEY,
