@@ -24,12 +24,11 @@
 // (after its type byte; for a deposit with the index predicted from get_deposit_count())}.
 // stderr: errors and a summary. Exit 1 if any send failed, 2 on bad usage.
 import { createHash, randomBytes } from 'node:crypto'
-import { parseArgs } from 'node:util'
 import { Hardfork, Mainnet, createCustomCommon } from '@ethereumjs/common'
 import { createFeeMarket1559Tx } from '@ethereumjs/tx'
 import { bytesToHex, concatBytes, hexToBytes, privateToAddress } from '@ethereumjs/util'
+import { DEV_KEY, errText, nextId, parseOrExit, post, rpc, timeoutMsOrExit, usageFor } from './lib/jsonrpc.mjs'
 
-const DEV_KEY = '0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80'
 // The deposit contract: the genesis config's depositContractAddress (mainnet's address).
 const DEPOSIT_CONTRACT = '0x00000000219ab540356cBB839Cbe05303d7705Fa'
 // EIP-7002 and EIP-7251 system contracts (their canonical addresses).
@@ -44,30 +43,17 @@ const USAGE =
   'usage: requests.mjs --rpc URL --kinds deposit|withdrawal|consolidation[,...] [--key 0x..] ' +
   '[--deposit-gwei G] [--withdrawal-gwei G] [--timeout-ms MS]'
 
-function usage(msg) {
-  if (msg) console.error(`requests.mjs: ${msg}`)
-  console.error(USAGE)
-  process.exit(2)
-}
+const usage = usageFor('requests.mjs', USAGE)
 
 function parseCli() {
-  let values
-  try {
-    ;({ values } = parseArgs({
-      options: {
-        rpc: { type: 'string' },
-        kinds: { type: 'string' },
-        key: { type: 'string', default: DEV_KEY },
-        'deposit-gwei': { type: 'string', default: String(MIN_DEPOSIT_GWEI) },
-        'withdrawal-gwei': { type: 'string', default: '1000000000' },
-        'timeout-ms': { type: 'string', default: '10000' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }))
-  } catch (e) {
-    usage(e.message)
-  }
-  if (values.help) usage()
+  const values = parseOrExit(usage, {
+    rpc: { type: 'string' },
+    kinds: { type: 'string' },
+    key: { type: 'string', default: DEV_KEY },
+    'deposit-gwei': { type: 'string', default: String(MIN_DEPOSIT_GWEI) },
+    'withdrawal-gwei': { type: 'string', default: '1000000000' },
+    'timeout-ms': { type: 'string', default: '10000' },
+  })
   if (!values.rpc) usage('--rpc is required')
   if (!values.kinds) usage('--kinds is required')
   const kinds = values.kinds.split(',')
@@ -80,33 +66,8 @@ function parseCli() {
   }
   const depositGwei = u64('deposit-gwei')
   if (depositGwei < MIN_DEPOSIT_GWEI) usage(`--deposit-gwei must be at least ${MIN_DEPOSIT_GWEI} (1 ETH)`)
-  const timeoutMs = Number(values['timeout-ms'])
-  if (!Number.isInteger(timeoutMs) || timeoutMs < 1) usage(`bad --timeout-ms: ${values['timeout-ms']}`)
+  const timeoutMs = timeoutMsOrExit(usage, values['timeout-ms'])
   return { rpc: values.rpc, kinds, key: values.key, depositGwei, withdrawalGwei: u64('withdrawal-gwei'), timeoutMs }
-}
-
-const errText = (e) => (e.cause ? `${e.message} (${e.cause.code ?? e.cause.message})` : e.message)
-
-let rpcId = 0
-async function post(opts, body) {
-  const res = await fetch(opts.rpc, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify(body),
-    signal: AbortSignal.timeout(opts.timeoutMs),
-  })
-  const text = await res.text()
-  try {
-    return JSON.parse(text)
-  } catch {
-    throw new Error(`HTTP ${res.status}: ${text.slice(0, 200)}`)
-  }
-}
-
-async function rpc(opts, method, params) {
-  const body = await post(opts, { jsonrpc: '2.0', id: ++rpcId, method, params })
-  if (body.error) throw new Error(`${method}: ${body.error.message ?? JSON.stringify(body.error)}`)
-  return body.result
 }
 
 const sha256 = (...parts) => new Uint8Array(createHash('sha256').update(concatBytes(...parts)).digest())
@@ -253,9 +214,9 @@ async function main() {
     nonce += 1n
   }
   // One batch: the transactions reach the pool together, so one block usually takes them all.
-  const firstId = rpcId + 1
-  const batch = signed.map((s) => ({ jsonrpc: '2.0', id: ++rpcId, method: 'eth_sendRawTransaction', params: [s.raw] }))
-  const answers = await post(opts, batch)
+  const batch = signed.map((s) => ({ jsonrpc: '2.0', id: nextId(), method: 'eth_sendRawTransaction', params: [s.raw] }))
+  const firstId = batch[0].id
+  const { body: answers } = await post(opts, batch)
   if (!Array.isArray(answers)) throw new Error(`batch answer is not a list: ${JSON.stringify(answers).slice(0, 200)}`)
   const byId = new Map(answers.map((a) => [a.id, a]))
   let failed = 0

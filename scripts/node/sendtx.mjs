@@ -16,46 +16,32 @@
 // stdout: one JSON line per accepted tx {"hash":"0x..","nonce":N,"sent_ms":<epoch ms>}.
 // stderr: errors and a final summary. Exit 1 if any send failed in --count mode, 2 on bad usage.
 import { randomBytes } from 'node:crypto'
-import { parseArgs } from 'node:util'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Hardfork, Mainnet, createCustomCommon } from '@ethereumjs/common'
 import { createFeeMarket1559Tx } from '@ethereumjs/tx'
 import { bytesToHex, hexToBytes, privateToAddress } from '@ethereumjs/util'
+import { DEV_KEY, errText, parseOrExit, rpc, usageFor } from './lib/jsonrpc.mjs'
 
-const DEV_KEY = '0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80'
 const DEFAULT_TO = '0x70997970C51812dc3A010C7d01b50e0d17dc79C8'
 const GWEI = 1_000_000_000n
 const USAGE =
   'usage: sendtx.mjs --rpc URL (--count N | --duration-s S) [--rate PER_SECOND] ' +
   '[--key 0x..] [--to 0x..] [--value-wei W] [--timeout-ms MS] [--data-bytes N]'
 
-function usage(msg) {
-  if (msg) console.error(`sendtx.mjs: ${msg}`)
-  console.error(USAGE)
-  process.exit(2)
-}
+const usage = usageFor('sendtx.mjs', USAGE)
 
 function parseCli() {
-  let values
-  try {
-    ;({ values } = parseArgs({
-      options: {
-        rpc: { type: 'string' },
-        count: { type: 'string' },
-        key: { type: 'string', default: DEV_KEY },
-        to: { type: 'string', default: DEFAULT_TO },
-        'value-wei': { type: 'string', default: '1' },
-        rate: { type: 'string' },
-        'duration-s': { type: 'string' },
-        'timeout-ms': { type: 'string', default: '10000' },
-        'data-bytes': { type: 'string', default: '0' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }))
-  } catch (e) {
-    usage(e.message)
-  }
-  if (values.help) usage()
+  const values = parseOrExit(usage, {
+    rpc: { type: 'string' },
+    count: { type: 'string' },
+    key: { type: 'string', default: DEV_KEY },
+    to: { type: 'string', default: DEFAULT_TO },
+    'value-wei': { type: 'string', default: '1' },
+    rate: { type: 'string' },
+    'duration-s': { type: 'string' },
+    'timeout-ms': { type: 'string', default: '10000' },
+    'data-bytes': { type: 'string', default: '0' },
+  })
   const num = (name, { int = false, min = 0 } = {}) => {
     if (values[name] === undefined) return undefined
     const n = Number(values[name])
@@ -80,28 +66,6 @@ function parseCli() {
   if (!/^\d+$/.test(values['value-wei'])) usage('--value-wei must be a non-negative integer')
   opts.value = BigInt(values['value-wei'])
   return opts
-}
-
-const errText = (e) => (e.cause ? `${e.message} (${e.cause.code ?? e.cause.message})` : e.message)
-
-let rpcId = 0
-async function rpc(opts, method, params) {
-  const res = await fetch(opts.rpc, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ jsonrpc: '2.0', id: ++rpcId, method, params }),
-    signal: AbortSignal.timeout(opts.timeoutMs),
-  })
-  const text = await res.text()
-  let body
-  try {
-    body = JSON.parse(text)
-  } catch {
-    throw new Error(`${method}: HTTP ${res.status}: ${text.slice(0, 200)}`)
-  }
-  if (body.error) throw new Error(`${method}: ${body.error.message ?? JSON.stringify(body.error)}`)
-  if (!res.ok) throw new Error(`${method}: HTTP ${res.status}`)
-  return body.result
 }
 
 async function main() {
