@@ -100,6 +100,18 @@ pub fn read_capped(path: &Path, max_bytes: u64) -> Result<Vec<u8>, CappedReadErr
     Ok(bytes)
 }
 
+/// A whole small text file (a JWT secret, a signing key) read with
+/// [`read_capped`]; the error is the reason alone, for the caller to put in
+/// its own error with the path ("file is more than N bytes, larger than any
+/// WHAT", the I/O error, or "not UTF-8 text").
+pub fn read_capped_text(path: &Path, max_bytes: u64, what: &str) -> Result<String, String> {
+    let bytes = read_capped(path, max_bytes).map_err(|e| match e {
+        CappedReadError::Io(e) => e.to_string(),
+        CappedReadError::TooLarge => format!("file is more than {max_bytes} bytes, larger than any {what}"),
+    })?;
+    String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())
+}
+
 /// Equal-length inputs are compared without an early exit; lengths are not
 /// secret (the expected token's length is fixed by the operator).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -84,13 +84,7 @@ impl BlockSigningKey {
 
     pub fn from_file(path: &Path) -> Result<BlockSigningKey, KeyError> {
         let fail = |reason: String| KeyError::File { path: path.display().to_string(), reason };
-        let bytes = crate::secret::read_capped(path, MAX_KEY_FILE_BYTES).map_err(|e| match e {
-            crate::secret::CappedReadError::Io(e) => fail(e.to_string()),
-            crate::secret::CappedReadError::TooLarge => {
-                fail(format!("file is more than {MAX_KEY_FILE_BYTES} bytes, larger than any key"))
-            }
-        })?;
-        let text = String::from_utf8(bytes).map_err(|_| fail("not UTF-8 text".to_owned()))?;
+        let text = crate::secret::read_capped_text(path, MAX_KEY_FILE_BYTES, "key").map_err(fail)?;
         BlockSigningKey::from_hex(&text)
     }
 

@@ -70,13 +70,7 @@ impl JwtSecret {
         // A secret file is 64 hex digits; refuse to read anything large.
         const MAX_SECRET_FILE_BYTES: u64 = 4096;
         let unreadable = |reason: String| JwtSecretError::Unreadable { path: path.display().to_string(), reason };
-        let bytes = crate::secret::read_capped(path, MAX_SECRET_FILE_BYTES).map_err(|e| match e {
-            crate::secret::CappedReadError::Io(e) => unreadable(e.to_string()),
-            crate::secret::CappedReadError::TooLarge => {
-                unreadable(format!("file is more than {MAX_SECRET_FILE_BYTES} bytes, larger than any secret"))
-            }
-        })?;
-        let text = String::from_utf8(bytes).map_err(|_| unreadable("not UTF-8 text".to_owned()))?;
+        let text = crate::secret::read_capped_text(path, MAX_SECRET_FILE_BYTES, "secret").map_err(unreadable)?;
         JwtSecret::from_hex(&text)
     }
 
